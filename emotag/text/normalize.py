@@ -1,0 +1,194 @@
+"""Chinese-aware text normalisation: the first stage of text -> features -> scores -> tags.
+
+Every text, at training time and at scoring time, goes through `normalize` with the options stored in
+the model's `config.json`, so the model always sees text shaped the same way. The steps, in order:
+
+1. drop control and zero-width characters, NFKC (full-width ASCII -> half-width);
+2. emoji -> Chinese words in Weibo-emoticon brackets (😂 -> ``[笑哭了]``), via the maintained `emoji` package;
+3. traditional -> simplified (OpenCC t2s), only when the text holds a traditional character (fast path);
+4. ASCII lower-casing;
+5. PII masking (emails, ID-card, bank-card and mainland mobile numbers) -> placeholders;
+6. URLs, @mentions -> placeholders; ``#topic#`` markers dropped, the topic words kept;
+7. whitespace: spaces next to CJK characters are removed (undoes pre-segmented corpora), other runs -> one;
+8. runs of a repeated character or emoticon (``!!!!!``, ``哈哈哈哈哈``, ``[泪][泪][泪][泪]``) collapsed to at
+   most three, while the emphasis they carried is reported in `Normalized.signals`.
+
+The order matters for idempotence (``normalize(normalize(x).text) == normalize(x)``), which the property
+tests check: every step produces text that no earlier step would change again.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+from typing import Any
+
+import emoji as _emoji
+
+from emotag.text.pii import PLACEHOLDERS as PII_PLACEHOLDERS
+from emotag.text.pii import mask_pii
+
+URL_TOKEN = "<url>"
+USER_TOKEN = "<user>"
+PLACEHOLDERS: tuple[str, ...] = (URL_TOKEN, USER_TOKEN, *PII_PLACEHOLDERS)
+
+# CJK ideographs, CJK punctuation and full-width forms: spaces beside these carry no meaning in Chinese.
+_CJK = r"\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
+_SPACES = re.compile(r"\s+")
+# Cc/Cf controls and zero-width characters, except tab/newline which become whitespace.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff\ufff0-\ufffb]")
+_URL = re.compile(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+|\bt\.cn/[A-Za-z0-9]+", re.ASCII)
+# Weibo mention: @ followed by a nickname (CJK, letters, digits, _ and -), up to 30 characters.
+_MENTION = re.compile(rf"@[\w\-{_CJK}]{{1,30}}")
+_TOPIC = re.compile(r"#([^#\n]{1,60})#")
+# A Weibo emoticon: a short bracketed name such as [哈哈] or [笑哭了].
+EMOTICON = re.compile(r"\[[^\[\]\s]{1,8}\]")
+# A repeated unit: one emoticon or one character, four or more times in a row.
+# Digits are never collapsed: 10000元 must stay 10000元.
+_REPEAT_UNIT = r"(\[[^\[\]\s]{1,8}\]|[^0-9])"
+# Characters that may start an emoji; texts without any skip the (slow) emoji library entirely.
+_EMOJI_HINT = re.compile("[\u00a9\u00ae\u203c-\u2bff\u3030\u303d\u3297\u3299\U0001f000-\U0001faff]")
+_EXCLAIM = re.compile(r"[!！]")
+_QUESTION = re.compile(r"[?？]")
+
+
+@dataclass(frozen=True)
+class NormalizeOptions:
+    """Which normalisation steps run; stored in a model's config.json so training and scoring agree."""
+
+    t2s: bool = True
+    emoji_to_words: bool = True
+    lowercase: bool = True
+    mask_pii: bool = True
+    mask_urls: bool = True
+    mask_mentions: bool = True
+    strip_topics: bool = True
+    collapse_repeats: bool = True
+    max_repeat: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> NormalizeOptions:
+        """Build from a config dict, ignoring keys a newer version may have added."""
+        if not data:
+            return cls()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Normalized:
+    """A normalised text and the signals that normalisation would otherwise erase."""
+
+    text: str
+    signals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def emphasis(self) -> float:
+        """A 0..1 emphasis cue from !!!, ??? and repetition: useful to intensity, kept out of the text."""
+        s = self.signals
+        raw = s.get("exclaim", 0) + 0.5 * s.get("question", 0) + s.get("repeat", 0)
+        return min(1.0, raw / 10.0)
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    """The OpenCC converter and a regex that finds any character it would change (loaded once)."""
+    import opencc
+
+    converter = opencc.OpenCC("t2s")
+    converter.convert("")  # forces the dictionary load
+    chars: set[str] = set()
+    for level in converter._dict_chain_data:  # noqa: SLF001 - the reimplementation exposes no public API
+        for entry in level:
+            for key in entry[2]:
+                chars.add(key[0])
+    return converter, frozenset(chars)
+
+
+def to_simplified(text: str) -> str:
+    """OpenCC traditional -> simplified; texts with no traditional character skip the converter."""
+    converter, trad = _t2s()
+    if trad.isdisjoint(text):
+        return text
+    # Repeat until stable: a few t2s outputs are themselves traditional forms of another character.
+    for _ in range(3):
+        out = converter.convert(text)
+        if out == text:
+            break
+        text = out
+    return text
+
+
+def _demojize(text: str) -> str:
+    if not _EMOJI_HINT.search(text) or not _emoji.emoji_count(text):
+        return text
+    return _emoji.demojize(text, language="zh", delimiters=("[", "]"))
+
+
+@lru_cache(maxsize=8)
+def _repeat_pattern(max_repeat: int) -> re.Pattern[str]:
+    return re.compile(_REPEAT_UNIT + r"\1{%d,}" % max_repeat, re.DOTALL)
+
+
+def _collapse(text: str, max_repeat: int) -> tuple[str, int]:
+    removed = 0
+
+    def repl(m: re.Match[str]) -> str:
+        nonlocal removed
+        unit = m.group(1)
+        count = len(m.group(0)) // len(unit)
+        if count <= max_repeat:
+            return m.group(0)
+        removed += count - max_repeat
+        return unit * max_repeat
+
+    pattern = _repeat_pattern(max_repeat)
+    return pattern.sub(repl, text), removed
+
+
+def normalize(text: str, options: NormalizeOptions | None = None) -> Normalized:
+    """Normalise one text; never raises on a `str` (property-tested) and is idempotent."""
+    opts = options or NormalizeOptions()
+    if not isinstance(text, str):
+        raise TypeError(f"normalize() expects str, got {type(text).__name__}")
+    signals = {
+        "exclaim": len(_EXCLAIM.findall(text)),
+        "question": len(_QUESTION.findall(text)),
+        "emoji": _emoji.emoji_count(text) if _EMOJI_HINT.search(text) else 0,
+    }
+    t = _CONTROL.sub("", text)
+    t = unicodedata.normalize("NFKC", t)
+    if opts.emoji_to_words:
+        t = unicodedata.normalize("NFKC", _demojize(t))
+    if opts.t2s:
+        t = to_simplified(t)
+    if opts.lowercase:
+        t = t.lower()
+    if opts.mask_pii:
+        t = mask_pii(t)
+    if opts.mask_urls:
+        t = _URL.sub(URL_TOKEN, t)
+    if opts.mask_mentions:
+        t = _MENTION.sub(USER_TOKEN, t)
+    if opts.strip_topics:
+        t, n = _TOPIC.subn(lambda m: m.group(1).strip(), t)
+        signals["topics"] = n
+    t = _SPACE_NEAR_CJK.sub("", t)
+    t = _SPACES.sub(" ", t).strip()
+    repeat = 0
+    if opts.collapse_repeats:
+        t, repeat = _collapse(t, opts.max_repeat)
+    signals["repeat"] = repeat
+    signals["emoticons"] = len(EMOTICON.findall(t))
+    return Normalized(text=t, signals=signals)
+
+
+def normalize_text(text: str, options: NormalizeOptions | None = None) -> str:
+    """Just the normalised string, for callers that do not need the signals."""
+    return normalize(text, options).text
