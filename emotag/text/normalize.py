@@ -133,7 +133,7 @@ def _demojize(text: str) -> str:
 
 @lru_cache(maxsize=8)
 def _repeat_pattern(max_repeat: int) -> re.Pattern[str]:
-    return re.compile(_REPEAT_UNIT + r"\1{%d,}" % max_repeat, re.DOTALL)
+    return re.compile(_REPEAT_UNIT + r"\1{" + str(max_repeat) + ",}", re.DOTALL)
 
 
 def _collapse(text: str, max_repeat: int) -> tuple[str, int]:
@@ -150,6 +150,28 @@ def _collapse(text: str, max_repeat: int) -> tuple[str, int]:
 
     pattern = _repeat_pattern(max_repeat)
     return pattern.sub(repl, text), removed
+
+
+_MAX_PASSES = 4
+
+
+def _late_steps(t: str, opts: NormalizeOptions) -> tuple[str, int, int]:
+    """Masking, topics, whitespace and repeats: returns the text, topics stripped and repeats removed."""
+    if opts.mask_pii:
+        t = mask_pii(t)
+    if opts.mask_urls:
+        t = _URL.sub(URL_TOKEN, t)
+    if opts.mask_mentions:
+        t = _MENTION.sub(USER_TOKEN, t)
+    topics = 0
+    if opts.strip_topics:
+        t, topics = _TOPIC.subn(lambda m: m.group(1).strip(), t)
+    t = _SPACE_NEAR_CJK.sub("", t)
+    t = _SPACES.sub(" ", t).strip()
+    removed = 0
+    if opts.collapse_repeats:
+        t, removed = _collapse(t, opts.max_repeat)
+    return t, topics, removed
 
 
 def normalize(text: str, options: NormalizeOptions | None = None) -> Normalized:
@@ -170,20 +192,18 @@ def normalize(text: str, options: NormalizeOptions | None = None) -> Normalized:
         t = to_simplified(t)
     if opts.lowercase:
         t = t.lower()
-    if opts.mask_pii:
-        t = mask_pii(t)
-    if opts.mask_urls:
-        t = _URL.sub(URL_TOKEN, t)
-    if opts.mask_mentions:
-        t = _MENTION.sub(USER_TOKEN, t)
-    if opts.strip_topics:
-        t, n = _TOPIC.subn(lambda m: m.group(1).strip(), t)
-        signals["topics"] = n
-    t = _SPACE_NEAR_CJK.sub("", t)
-    t = _SPACES.sub(" ", t).strip()
+    # Steps 5-8 can feed each other (stripping ``#`` in ``@#x#`` makes a new mention, collapsing a run can
+    # join digits into a phone number), so they are repeated until the text stops changing. Ordinary texts
+    # settle on the first pass; the second is only the check.
+    signals["topics"] = 0
     repeat = 0
-    if opts.collapse_repeats:
-        t, repeat = _collapse(t, opts.max_repeat)
+    for _ in range(_MAX_PASSES):
+        before = t
+        t, topics, removed = _late_steps(t, opts)
+        signals["topics"] += topics
+        repeat += removed
+        if t == before:
+            break
     signals["repeat"] = repeat
     signals["emoticons"] = len(EMOTICON.findall(t))
     return Normalized(text=t, signals=signals)

@@ -1,0 +1,43 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+# Every install step lives here; torch is pinned to the CPU build that ships with the machine image
+# (a bare `torch` requirement would pull a multi-GB CUDA build).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+OUT    ?= runs/demo
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Scoring only needs the light dependencies (onnxruntime, tokenizers, numpy, jieba, opencc, typer, rich).
+$(VENV)/.installed-light: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[formats]"
+	touch $@
+
+# Tests also train tiny models and export ONNX: add torch (CPU), transformers and the test tools.
+$(VENV)/.installed-full: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[train,formats,test]"
+	touch $@ $(VENV)/.installed-light
+
+demo: $(VENV)/.installed-light
+	@mkdir -p $(OUT)
+	$(BIN)/emotag info
+	$(BIN)/emotag score data/samples/reviews.csv -o $(OUT)/reviews.scored.jsonl --keep user_id,time,product --preview 30
+	$(BIN)/emotag score data/samples/posts.jsonl -o $(OUT)/posts.scored.jsonl --keep user_id,time
+	$(BIN)/emotag score-dialogues data/samples/conversations.jsonl -o $(OUT)/conversations.scored.jsonl
+	@echo "results in $(OUT)/"
+
+test: $(VENV)/.installed-full
+	HF_HUB_OFFLINE=1 $(BIN)/ruff check emotag tests scripts
+	HF_HUB_OFFLINE=1 $(BIN)/pytest
+
+bench: $(VENV)/.installed-full
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) runs/demo .pytest_cache .ruff_cache

@@ -1,0 +1,243 @@
+"""`emotag` command line (SPEC §5): a thin typer layer, one command per library function.
+
+User mistakes (bad file, missing column, unknown model) print one line naming the file, row and
+problem and exit 1; bugs still show a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from emotag import __version__
+
+app = typer.Typer(
+    name="emotag",
+    help="Emotions, polarity and intensity for Chinese text; per-user emotional tags.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model directory (default: bundled)")]  # noqa: UP045
+BackendOpt = Annotated[str, typer.Option("--backend", help="onnx | onnx-fp32 | onnx-int8 | torch")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the scorer")]  # noqa: UP045
+
+
+class UserError(Exception):
+    """A problem the user can fix; shown as one line, exit code 1."""
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"emotag: {msg}", err=True)
+    raise typer.Exit(1)
+
+
+def _user_errors(fn):
+    """Turn expected input problems into a one-line message and exit code 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from emotag.io import InputError
+
+        try:
+            return fn(*args, **kwargs)
+        except (InputError, UserError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except ValueError as e:
+            if "emotag" in type(e).__module__ or str(e):
+                _fail(str(e).splitlines()[0])
+            raise
+
+    return wrapper
+
+
+def _tagger(model: str | None, backend: str, threads: int | None):
+    from emotag.tagger import Tagger
+
+    return Tagger.load(model, backend=backend, threads=threads)
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+@app.command()
+@_user_errors
+def score(
+    input: Annotated[str, typer.Argument(help="csv, tsv, jsonl, json, parquet, xlsx, or - for stdin (JSONL)")],
+    output: Annotated[str, typer.Option("--output", "-o", help="output file (format by extension), - = stdout")] = "-",
+    text_col: Annotated[str, typer.Option("--text-col", help="column holding the text")] = "text",
+    id_col: Annotated[Optional[str], typer.Option("--id-col", help="id column (default: 'id' if present)")] = None,  # noqa: UP045
+    keep: Annotated[str, typer.Option("--keep", help="comma-separated input columns to copy to the output")] = "",
+    model: ModelOpt = None,
+    backend: BackendOpt = "onnx",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    threads: ThreadsOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue a killed run from its partial output")] = False,
+    preview: Annotated[int, typer.Option("--preview", help="print a table of the first N results")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Score texts: one output record per input row, in input order (SPEC §2)."""
+    from emotag.io import count_rows
+    from emotag.scoring import score_file
+
+    keep_cols = tuple(c.strip() for c in keep.split(",") if c.strip())
+    tagger = _tagger(model, backend, threads)
+    show = _interactive() and not quiet and output != "-"
+    total = count_rows(input) if show else None
+    with _progress_bar(show, total) as advance:
+        summary = score_file(tagger, input, output, text_col=text_col, id_col=id_col, keep=keep_cols,
+                             batch_size=batch_size, resume=resume, progress=advance)
+    if not quiet and output != "-":
+        typer.echo(f"scored {summary.rows} rows ({summary.errors} with errors"
+                   f"{f', {summary.skipped} resumed' if summary.skipped else ''}) in {summary.seconds:.1f}s "
+                   f"({summary.rate:.0f} rows/s) -> {output}", err=True)
+    if preview and output != "-":
+        _preview(input, output, text_col, preview)
+
+
+@app.command("score-dialogues")
+@_user_errors
+def score_dialogues(
+    input: Annotated[str, typer.Argument(help="conversations JSONL (or a flat turn table)")],
+    output: Annotated[str, typer.Option("--output", "-o")] = "-",
+    model: ModelOpt = None,
+    backend: BackendOpt = "onnx",
+    threads: ThreadsOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Score support conversations: per-turn results, satisfaction, start/end emotion, resolved (SPEC §3)."""
+    from emotag.scoring import score_dialogues_file
+
+    summary = score_dialogues_file(_tagger(model, backend, threads), input, output, batch_size=batch_size)
+    if not quiet and output != "-":
+        typer.echo(f"scored {summary.rows} conversations ({summary.errors} with errors) -> {output}", err=True)
+
+
+@app.command("export-onnx")
+@_user_errors
+def export_onnx(
+    model_dir: Annotated[str, typer.Argument(help="model directory")],
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8")] = None,  # noqa: UP045
+) -> None:
+    """Export MODEL_DIR to model.onnx (and model.int8.onnx with --quantize int8), checked against torch."""
+    if quantize not in (None, "int8"):
+        raise UserError(f"--quantize {quantize}: only int8 is supported")
+    from emotag.model.export import export_onnx as _export
+
+    for p in _export(model_dir, quantize=quantize):
+        typer.echo(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command("eval")
+@_user_errors
+def eval_(
+    model_dir: Annotated[str, typer.Argument(help="model directory")],
+    data: Annotated[list[str], typer.Argument(help="labelled files (SMP, CLUE, NLPCC, reviews, CVAT, STC-3 ...)")],
+    backend: BackendOpt = "onnx",
+    threads: ThreadsOpt = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="also write the metrics here")] = None,  # noqa: UP045
+) -> None:
+    """Compute the judged metrics of MODEL_DIR on labelled DATA files (SPEC §1 label mappings)."""
+    import json
+
+    from emotag.evaluate import evaluate_file
+
+    tagger = _tagger(model_dir, backend, threads)
+    results = []
+    for d in data:
+        res = evaluate_file(tagger, d)
+        results.append(res)
+        typer.echo(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
+    if json_out:
+        Path(json_out).write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+@app.command()
+@_user_errors
+def info(model: Annotated[Optional[str], typer.Argument(help="model directory (default: bundled)")] = None) -> None:  # noqa: UP045
+    """Show a model's labels, architecture, files and version."""
+    from emotag.model.config import EmotagConfig, resolve_model_dir
+
+    d = resolve_model_dir(model)
+    cfg = EmotagConfig.load(d)
+    enc = cfg.encoder
+    typer.echo(f"emotag {__version__}")
+    typer.echo(f"model      {cfg.name} {cfg.version} at {d}")
+    typer.echo(f"encoder    {enc.get('model_type')} layers={enc.get('num_hidden_layers')} "
+               f"hidden={enc.get('hidden_size')} vocab={enc.get('vocab_size')}"
+               f"{f' base={cfg.base_model}' if cfg.base_model else ''}")
+    typer.echo(f"n-grams    buckets={cfg.ngram.buckets} dim={cfg.ngram.dim} orders={list(cfg.ngram.orders)}")
+    typer.echo(f"emotions   {', '.join(cfg.emotion_labels)}{' (multi-label)' if cfg.multi_label else ''}")
+    typer.echo(f"polarity   {', '.join(cfg.polarity_labels) or '-'}")
+    typer.echo(f"max length {cfg.max_length} tokens per window; temperature {cfg.temperature}")
+    for f in sorted(d.iterdir()):
+        if f.is_file():
+            typer.echo(f"  {f.name:<24} {f.stat().st_size / 1e6:8.2f} MB")
+
+
+def _progress_bar(enabled: bool, total: int | None):
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(TextColumn("scoring"), BarColumn(), TaskProgressColumn(),
+                      TextColumn("{task.completed}/{task.total} rows"), TextColumn("{task.fields[rate]} rows/s"),
+                      TimeRemainingColumn(), transient=True) as prog:
+            task = prog.add_task("score", total=total, rate="-")
+
+            def advance(n: int) -> None:
+                prog.advance(task, n)
+                t = prog.tasks[0]
+                if t.speed:
+                    prog.update(task, rate=f"{t.speed:.0f}")
+
+            yield advance
+
+    return bar()
+
+
+def _preview(input: str, output: str, text_col: str, n: int) -> None:
+    """A readable table of the first N results beside their texts."""
+    from itertools import islice
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from emotag.io import read_records, read_rows
+    from emotag.labels import EMOTION_ZH, POLARITY_ZH
+
+    texts = [r.text or "" for r in islice(read_rows(input, text_col=text_col), n)]
+    table = Table(title=f"{output} (first {len(texts)})", show_lines=False)
+    for col in ("text", "emotion", "polarity", "score", "intensity"):
+        table.add_column(col, overflow="fold", max_width=48 if col == "text" else None)
+    for text, rec in zip(texts, islice(read_records(output), n), strict=False):
+        if rec.get("error"):
+            table.add_row(text[:60], f"[red]{rec['error']}[/red]", "", "", "")
+            continue
+        e, p = rec["emotion"], rec["polarity"]
+        color = {"positive": "green", "negative": "red"}.get(p, "white")
+        table.add_row(text[:60].replace("\n", " "), f"{EMOTION_ZH.get(e, e)} {e}",
+                      f"[{color}]{POLARITY_ZH.get(p, p)} {p}[/{color}]",
+                      f"{rec['polarity_score']:+.2f}", f"{rec['intensity']:.2f}")
+    Console(stderr=False).print(table)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    app()
+
+
+if __name__ == "__main__":
+    main()

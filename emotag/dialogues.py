@@ -1,0 +1,123 @@
+"""Support conversations (SPEC §3): per-turn results for customer turns plus conversation outcomes.
+
+Satisfaction is a linear read-out of customer-turn statistics (mean, last, first and lowest polarity,
+mean anger), fitted on STC-3 training dialogues against the annotators' mean S score and stored in the
+model's config, so a fine-tuned model can carry its own read-out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from emotag.tagger import Result, Tagger
+
+CUSTOMER = "customer"
+
+
+@dataclass
+class Conversation:
+    id: str | int
+    turns: list[dict[str, Any]]
+    user_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def conversations_from_records(records: Iterable[dict[str, Any]]) -> Iterator[Conversation]:
+    """Accept nested conversations (`turns`) or a flat turn table (`conversation_id`, `speaker`, `text`, `time`).
+
+    Flat rows are grouped by consecutive `conversation_id` (the table is expected grouped, as exports are),
+    which keeps memory bounded for big files.
+    """
+    current: Conversation | None = None
+    for i, rec in enumerate(records):
+        if "turns" in rec or "conversation_id" not in rec:
+            if current is not None:
+                yield current
+                current = None
+            cid = rec.get("id", i)
+            turns = rec.get("turns")
+            if not isinstance(turns, list):
+                yield Conversation(cid, [], rec.get("user_id"), error="no 'turns' list")
+                continue
+            bad = [j for j, t in enumerate(turns) if not isinstance(t, dict)]
+            if bad:
+                yield Conversation(cid, [], rec.get("user_id"), error=f"turn {bad[0]} is not an object")
+                continue
+            yield Conversation(cid, turns, rec.get("user_id"))
+            continue
+        cid = rec["conversation_id"]
+        turn = {k: rec.get(k) for k in ("speaker", "text", "time")}
+        if current is None or current.id != cid:
+            if current is not None:
+                yield current
+            current = Conversation(cid, [], rec.get("user_id"))
+        current.turns.append(turn)
+    if current is not None:
+        yield current
+
+
+def _features(results: list[Result]) -> dict[str, float]:
+    pol = [r.polarity_score for r in results if r.error is None and r.polarity_score is not None]
+    anger = [
+        (r.emotions or {}).get("anger", 0.0) + (r.emotions or {}).get("disgust", 0.0)
+        for r in results
+        if r.error is None
+    ]
+    if not pol:
+        return {}
+    return {
+        "mean_polarity": float(np.mean(pol)),
+        "last_polarity": pol[-1],
+        "first_polarity": pol[0],
+        "min_polarity": float(min(pol)),
+        "mean_anger": float(np.mean(anger)) if anger else 0.0,
+    }
+
+
+def satisfaction_features(results: list[Result]) -> dict[str, float]:
+    """The statistics the satisfaction read-out uses (exposed so training can refit it)."""
+    return _features(results)
+
+
+def score_conversations(
+    tagger: Tagger, conversations: Iterable[Conversation], batch_size: int = 64
+) -> Iterator[dict[str, Any]]:
+    """One output record per conversation, in input order."""
+    cfg = tagger.config.dialogue
+    for conv in conversations:
+        base = {"id": conv.id, "user_id": conv.user_id}
+        if conv.error:
+            yield {**base, "turns": [], "satisfaction": None, "start_emotion": None, "end_emotion": None,
+                   "resolved": None, "error": conv.error}
+            continue
+        cust = [t for t in conv.turns if str(t.get("speaker", "")).lower() == CUSTOMER]
+        results = list(tagger.tag_many([t.get("text") for t in cust], batch_size=batch_size,
+                                       ids=list(range(len(cust)))))
+        turns = []
+        for t, r in zip(cust, results, strict=True):
+            d = r.to_dict()
+            d.pop("id")
+            turns.append({"speaker": CUSTOMER, "time": t.get("time"), **d})
+        ok = [r for r in results if r.error is None]
+        feats = _features(results)
+        if not feats:
+            yield {**base, "turns": turns, "satisfaction": None, "start_emotion": None, "end_emotion": None,
+                   "resolved": None, "error": "no scorable customer turn"}
+            continue
+        sat = cfg.bias + sum(w * feats.get(f, 0.0) for f, w in zip(cfg.features, cfg.weights, strict=True))
+        last_time = next((t.get("time") for t in reversed(conv.turns) if t.get("time")), None)
+        yield {
+            **base,
+            "time": last_time,
+            "turns": turns,
+            "satisfaction": round(float(np.clip(sat, -2.0, 2.0)), 6),
+            "start_emotion": ok[0].emotion,
+            "end_emotion": ok[-1].emotion,
+            "resolved": bool(feats["last_polarity"] > feats["first_polarity"]),
+            "error": None,
+        }

@@ -1,0 +1,157 @@
+"""`emotag eval MODEL DATA`: the judged metrics for any model on any labelled file (SPEC §1 mappings).
+
+The file kind is recognised from its columns, and each kind is scored the way the project is judged
+(`../shared/tools/cli_eval.py`): SMP2020 6-way macro-F1 with happy = like+happiness and
+angry = anger+disgust, CLUE 7-way accuracy over the non-neutral emotions, polarity accuracy of
+sign(polarity_score), Pearson r for CVAT valence/arousal and STC-3 satisfaction. A file with a `text`
+and a `label` column in the model's own label set (a fine-tuned model) gets accuracy and macro-F1.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotag import labels as L
+from emotag.tagger import Result, Tagger
+
+csv.field_size_limit(10**9)
+
+
+def macro_f1(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> float:
+    out = []
+    for lab in labels:
+        tp = sum(a == lab and b == lab for a, b in zip(gold, pred, strict=True))
+        fp = sum(a != lab and b == lab for a, b in zip(gold, pred, strict=True))
+        fn = sum(a == lab and b != lab for a, b in zip(gold, pred, strict=True))
+        out.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(out)) if out else 0.0
+
+
+def pearson(a: Sequence[float], b: Sequence[float]) -> float:
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return float(np.corrcoef(np.asarray(a, float), np.asarray(b, float))[0, 1])
+
+
+def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".json")) and not name.endswith(".json.gz"):
+        with open(path, encoding="utf-8-sig") as f:
+            head = f.read(1)
+            f.seek(0)
+            rows = json.load(f) if head == "[" else [json.loads(line) for line in f if line.strip()]
+        return (list(rows[0]) if rows else []), rows
+    delim = "\t" if name.endswith(".tsv") else ","
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delim, quoting=csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def _score(tagger: Tagger, texts: list[str], batch_size: int) -> list[Result]:
+    return list(tagger.tag_many(texts, batch_size=batch_size))
+
+
+def _p(r: Result, k: str) -> float:
+    return (r.emotions or {}).get(k, 0.0)
+
+
+def _ps(r: Result) -> float:
+    return r.polarity_score or 0.0
+
+
+def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dict[str, Any]:
+    """Metrics for one labelled file; raises ValueError when the columns match no known kind."""
+    raw, _, span = str(data).partition("@")
+    path = Path(raw)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.name.endswith(".json.gz") or path.name.startswith("train_data_cn"):
+        # STC-3 dialogues; "file@A:B" scores dialogues A..B only (e.g. a held-out dev slice)
+        a, b = (int(x) if x else None for x in span.split(":")) if span else (None, None)
+        return _stc3(tagger, path, batch_size, slice(a, b))
+    cols, rows = _rows(path)
+    c = set(cols)
+    res: dict[str, Any] = {"file": str(path), "n": len(rows)}
+    if {"text", "label"} <= c and rows and {r["label"] for r in rows} <= set(L.SMP2020):
+        rows = [r for r in rows if r.get("text")]
+        out = _score(tagger, [r["text"] for r in rows], batch_size)
+        merge = L.SMP2020
+        pred = [max(merge, key=lambda k, r=r: sum(_p(r, e) for e in merge[k])) for r in out]
+        res.update(kind="smp2020", macroF1=macro_f1([r["label"] for r in rows], pred, list(merge)),
+                   accuracy=float(np.mean([a == r["label"] for a, r in zip(pred, rows, strict=True)])))
+    elif {"content", "label"} <= c:
+        out = _score(tagger, [r["content"] for r in rows], batch_size)
+        pred = [max(L.EMOTIONS[1:], key=lambda k, r=r: _p(r, k)) for r in out]
+        gold = [r["label"] for r in rows]
+        res.update(kind="clue", accuracy=float(np.mean([a == b for a, b in zip(pred, gold, strict=True)])),
+                   macroF1=macro_f1(gold, pred, L.EMOTIONS[1:]))
+    elif {"review", "label"} <= c:
+        rows = [r for r in rows if r.get("review")]
+        out = _score(tagger, [r["review"] for r in rows], batch_size)
+        res.update(kind="polarity", n=len(rows), accuracy=float(np.mean(
+            [(_ps(o) > 0) == (r["label"] == "1") for o, r in zip(out, rows, strict=True)])))
+    elif {"text", "stars"} <= c:
+        out = _score(tagger, [r["text"] for r in rows], batch_size)
+        pairs = [(_ps(o), int(r["stars"])) for o, r in zip(out, rows, strict=True)]
+        binary = [(s, st) for s, st in pairs if st != 3]
+        res.update(kind="stars", accuracy=float(np.mean([(s > 0) == (st > 3) for s, st in binary])),
+                   stars_r=pearson([s for s, _ in pairs], [st for _, st in pairs]))
+    elif {"Text", "Valence_Mean", "Arousal_Mean"} <= c:
+        out = _score(tagger, [r["Text"] for r in rows], batch_size)
+        res.update(kind="cvat",
+                   valence_r=pearson([_ps(o) for o in out], [float(r["Valence_Mean"]) for r in rows]),
+                   arousal_r=pearson([o.intensity or 0.0 for o in out], [float(r["Arousal_Mean"]) for r in rows]))
+    elif {"text", "emotion1"} <= c or ({"text", "label"} <= c and rows and {r["label"] for r in rows} <= set(L.NLPCC)):
+        key = "emotion1" if "emotion1" in c else "label"
+        rows = [r for r in rows if r.get("text") and r.get(key) in L.NLPCC]
+        out = _score(tagger, [r["text"] for r in rows], batch_size)
+        gold = [L.NLPCC[r[key]][0] for r in rows]
+        pred = [o.emotion for o in out]
+        res.update(kind="nlpcc", n=len(rows), accuracy=float(np.mean([a == b for a, b in zip(gold, pred, strict=True)])),
+                   macroF1=macro_f1(gold, pred, L.EMOTIONS))
+    elif {"text_segmented"} <= c and set(L.CODESWITCH_FLAGS) <= c:
+        out = _score(tagger, [r["text_segmented"] for r in rows], batch_size)
+        gold = [{e for e in L.CODESWITCH_FLAGS if r[e] == "T"} or {"neutral"} for r in rows]
+        res.update(kind="codeswitch", accuracy=float(np.mean([o.emotion in g for o, g in zip(out, gold, strict=True)])))
+    elif {"Utterance", "Emotion", "Sentiment"} <= c:
+        out = _score(tagger, [r["Utterance"] for r in rows], batch_size)
+        emo = [(o, L.CPED_EMOTION[r["Emotion"]][0]) for o, r in zip(out, rows, strict=True) if r["Emotion"] in L.CPED_EMOTION]
+        res.update(kind="cped", emotion_accuracy=float(np.mean([o.emotion == g for o, g in emo])),
+                   polarity_accuracy=float(np.mean([o.polarity == r["Sentiment"] for o, r in zip(out, rows, strict=True)])))
+    elif {"text", "label"} <= c:
+        labels = set(tagger.config.emotion_labels)
+        rows = [r for r in rows if r.get("text") and r.get("label")]
+        bad = sorted({r["label"] for r in rows} - labels)
+        if bad:
+            raise ValueError(f"{path}: labels {bad[:5]} are not in the model's label set {sorted(labels)}")
+        out = _score(tagger, [r["text"] for r in rows], batch_size)
+        gold, pred = [r["label"] for r in rows], [o.emotion for o in out]
+        res.update(kind="labels", n=len(rows), accuracy=float(np.mean([a == b for a, b in zip(gold, pred, strict=True)])),
+                   macroF1=macro_f1(gold, pred, tagger.config.emotion_labels))
+    else:
+        raise ValueError(f"{path}: columns {cols[:8]} match no known labelled format (see `emotag eval --help`)")
+    res["errors"] = 0 if "out" not in locals() else sum(1 for o in out if o.error)
+    return res
+
+
+def _stc3(tagger: Tagger, path: Path, batch_size: int, span: slice | None = None) -> dict[str, Any]:
+    from emotag.dialogues import Conversation, score_conversations
+
+    op = gzip.open if path.name.endswith(".gz") else open
+    with op(path, "rt", encoding="utf-8") as f:
+        dialogs = json.load(f)
+    if span is not None:
+        dialogs = dialogs[span]
+    convs = [Conversation(str(x["id"]), [{"speaker": "customer" if t["sender"] == "customer" else "agent", "text": u}
+                                         for t in x["turns"] for u in t["utterances"]]) for x in dialogs]
+    gold = [sum(a["quality"]["S"] for a in x["annotations"]) / len(x["annotations"]) for x in dialogs]
+    got = [r.get("satisfaction") or 0.0 for r in score_conversations(tagger, convs, batch_size)]
+    return {"file": str(path), "kind": "stc3", "n": len(dialogs), "satisfaction_r": pearson(got, gold)}

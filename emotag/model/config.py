@@ -1,0 +1,146 @@
+"""The model directory contract (SPEC §6): what `config.json` holds and how a directory is found.
+
+This module is torch-free: the ONNX scoring path reads the same config as training does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emotag.labels import EMOTIONS, POLARITY
+from emotag.text.normalize import NormalizeOptions
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+ONNX_NAME = "model.onnx"
+ONNX_INT8_NAME = "model.int8.onnx"
+TOKENIZER_NAME = "tokenizer.json"
+
+# The bundled default model, committed in the repository (or installed beside the package).
+_REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODEL_NAME = "emotag-zh-small"
+
+
+@dataclass
+class NgramConfig:
+    """The wide half of the model: a hashed character n-gram bag (fastText-style) beside the encoder.
+
+    buckets = 0 disables it (e.g. when fine-tuning a large pretrained encoder).
+    """
+
+    buckets: int = 262144
+    dim: int = 32
+    orders: tuple[int, ...] = (1, 2, 3)
+
+
+@dataclass
+class DialogueConfig:
+    """Linear read-out of conversation satisfaction from customer-turn statistics (fit on STC-3 train)."""
+
+    features: tuple[str, ...] = ("mean_polarity", "last_polarity", "min_polarity", "first_polarity", "mean_anger")
+    weights: tuple[float, ...] = (1.2, 0.6, 0.3, 0.0, -0.5)
+    bias: float = 0.0
+
+
+@dataclass
+class EmotagConfig:
+    """Everything needed to rebuild the network and to prepare its inputs exactly as in training."""
+
+    encoder: dict[str, Any] = field(default_factory=dict)  # a transformers config dict (model_type, sizes)
+    emotion_labels: tuple[str, ...] = EMOTIONS
+    polarity_labels: tuple[str, ...] = POLARITY
+    multi_label: bool = False  # custom label sets may be multi-label (sigmoid per label)
+    max_length: int = 128
+    ngram: NgramConfig = field(default_factory=NgramConfig)
+    normalization: NormalizeOptions = field(default_factory=NormalizeOptions)
+    temperature: dict[str, float] = field(default_factory=lambda: {"emotion": 1.0, "polarity": 1.0})
+    dialogue: DialogueConfig = field(default_factory=DialogueConfig)
+    base_model: str | None = None
+    name: str = DEFAULT_MODEL_NAME
+    version: str = "0.1.0"
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def window_chars(self) -> int:
+        """Characters per scoring window: every token covers >= 1 character, so windows never truncate."""
+        return self.max_length - 2
+
+    @property
+    def has_polarity_head(self) -> bool:
+        return bool(self.polarity_labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["normalization"] = self.normalization.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EmotagConfig:
+        d = dict(d)
+        fv = d.get("format_version", FORMAT_VERSION)
+        if fv > FORMAT_VERSION:
+            raise ValueError(
+                f"model format version {fv} is newer than this emotag supports ({FORMAT_VERSION}); upgrade emotag"
+            )
+        ng = d.pop("ngram", None) or {}
+        dl = d.pop("dialogue", None) or {}
+        norm = NormalizeOptions.from_dict(d.pop("normalization", None))
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in d.items() if k in known}
+        for k in ("emotion_labels", "polarity_labels"):
+            if k in kwargs:
+                kwargs[k] = tuple(kwargs[k])
+        return cls(
+            ngram=NgramConfig(**{**ng, "orders": tuple(ng.get("orders", (1, 2, 3)))}),
+            dialogue=DialogueConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in dl.items()}
+            ),
+            normalization=norm,
+            **kwargs,
+        )
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        path = Path(directory) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> EmotagConfig:
+        path = Path(directory) / CONFIG_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{directory}: not an emotag model directory (no {CONFIG_NAME})") from None
+        if "emotion_labels" not in data:
+            raise ValueError(f"{path}: not an emotag config (no emotion_labels); train it with `emotag train`")
+        return cls.from_dict(data)
+
+
+def default_model_dir() -> Path:
+    """Where the bundled default model lives: $EMOTAG_MODEL, else models/<default> beside the package."""
+    env = os.environ.get("EMOTAG_MODEL")
+    if env:
+        return Path(env)
+    return _REPO_MODELS / DEFAULT_MODEL_NAME
+
+
+def resolve_model_dir(model: str | os.PathLike[str] | None) -> Path:
+    """A local model directory for `model` (None = bundled default). Hub ids are handled by training code."""
+    if model is None:
+        path = default_model_dir()
+        if not (path / CONFIG_NAME).exists():
+            raise FileNotFoundError(
+                f"bundled model not found at {path}; set EMOTAG_MODEL or pass --model DIR"
+            )
+        return path
+    path = Path(model)
+    if path.is_dir():
+        return path
+    raise FileNotFoundError(
+        f"model {model!r} is not a local directory; to start from a Hugging Face checkpoint use "
+        "`emotag train --base-model` (scoring needs a directory made by `emotag train`)"
+    )

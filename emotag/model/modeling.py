@@ -1,0 +1,143 @@
+"""features -> scores: the multi-task network (torch + transformers; training and export only).
+
+A wide-and-deep design: a BERT-style encoder (any `transformers` encoder: a small one built from a
+config for the from-scratch default, or a pretrained checkpoint) reads WordPiece ids, while a hashed
+character n-gram bag (fastText-style) reads the same text. Their pooled vectors are concatenated and feed
+one head per task:
+
+- emotion: logits over the model's emotion labels (softmax, or sigmoid when multi-label);
+- polarity: logits over negative/neutral/positive;
+- intensity: arousal-like strength in 0..1 (sigmoid);
+- valence: signed valence in -1..1 (tanh), an auxiliary target from CVAT that sharpens polarity_score.
+
+Weights are saved as safetensors only (no pickle anywhere).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from emotag.model.config import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME, EmotagConfig
+
+OUTPUT_NAMES = ("emotion_logits", "polarity_logits", "intensity", "valence")
+
+
+def _build_encoder(config: EmotagConfig, pretrained: str | None = None) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    if pretrained:
+        return AutoModel.from_pretrained(pretrained, add_pooling_layer=False)
+    enc = dict(config.encoder)
+    model_type = enc.pop("model_type", "bert")
+    hf_config = AutoConfig.for_model(model_type, **enc)
+    try:
+        return AutoModel.from_config(hf_config, add_pooling_layer=False)
+    except TypeError:  # encoders without a pooling layer argument
+        return AutoModel.from_config(hf_config)
+
+
+class EmotagModel(nn.Module):
+    """Encoder + n-gram bag + task heads. Inputs and outputs match the ONNX graph one to one."""
+
+    def __init__(self, config: EmotagConfig, pretrained: str | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = _build_encoder(config, pretrained)
+        if pretrained:  # keep the checkpoint's architecture in our config so the directory is self-contained
+            config.encoder = self.encoder.config.to_diff_dict()
+            config.encoder["model_type"] = self.encoder.config.model_type
+        hidden = self.encoder.config.hidden_size
+        ng = config.ngram
+        # sparse gradients: each step touches a few thousand of the buckets, not all of them
+        self.ngram = nn.Embedding(ng.buckets, ng.dim, padding_idx=0, sparse=True) if ng.buckets > 1 else None
+        width = hidden + (ng.dim if self.ngram is not None else 0)
+        self.dropout = nn.Dropout(0.1)
+        self.mix = nn.Sequential(nn.Linear(width, hidden), nn.GELU())
+        self.emotion = nn.Linear(hidden + width, len(config.emotion_labels))
+        self.polarity = nn.Linear(hidden + width, max(len(config.polarity_labels), 1))
+        self.intensity = nn.Linear(hidden + width, 1)
+        self.valence = nn.Linear(hidden + width, 1)
+        if self.ngram is not None:
+            nn.init.normal_(self.ngram.weight, std=0.02)
+            with torch.no_grad():
+                self.ngram.weight[0].zero_()
+
+    def features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, ngram_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """The shared representation: [CLS]+mean-pooled encoder states, n-gram bag mean, and their mix."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(out.dtype)
+        pooled = (out * m).sum(1) / m.sum(1).clamp(min=1.0)
+        parts = [0.5 * (pooled + out[:, 0])]
+        if self.ngram is not None:
+            gm = (ngram_ids > 0).unsqueeze(-1).to(out.dtype)
+            bag = (self.ngram(ngram_ids) * gm).sum(1) / gm.sum(1).clamp(min=1.0)
+            parts.append(bag)
+        wide = torch.cat(parts, dim=-1)
+        return torch.cat([wide, self.mix(self.dropout(wide))], dim=-1)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, ngram_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.dropout(self.features(input_ids, attention_mask, ngram_ids))
+        return (
+            self.emotion(h),
+            self.polarity(h),
+            torch.sigmoid(self.intensity(h)).squeeze(-1),
+            torch.tanh(self.valence(h)).squeeze(-1),
+        )
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike[str], tokenizer=None, half: bool = True) -> None:
+        """Write config.json, model.safetensors (fp16 by default: half the bytes in git) and the tokenizer."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.config.save(d)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt", "emotag": self.config.version})
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, d)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> EmotagModel:
+        d = Path(directory)
+        if not (d / CONFIG_NAME).exists():
+            raise FileNotFoundError(f"{d}: not an emotag model directory (no {CONFIG_NAME})")
+        config = EmotagConfig.load(d)
+        model = cls(config)
+        state = load_file(str(d / WEIGHTS_NAME))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # position_ids buffers differ across transformers versions; anything else is a real mismatch
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing or unexpected:
+            raise ValueError(f"{d}: weights do not match config (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        model.eval()
+        return model
+
+
+def save_tokenizer(tokenizer, directory: Path) -> None:
+    """Save a `tokenizers.Tokenizer` or a transformers fast tokenizer as tokenizer.json (+ HF files)."""
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(str(directory))
+    else:
+        tokenizer.save(str(directory / TOKENIZER_NAME))
+        from transformers import PreTrainedTokenizerFast
+
+        PreTrainedTokenizerFast(
+            tokenizer_file=str(directory / TOKENIZER_NAME),
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+        ).save_pretrained(str(directory))

@@ -1,0 +1,190 @@
+"""Readers for the labelled corpora in ../shared/data, mapped onto the SPEC §1 taxonomy.
+
+Each reader yields `Example`s with whatever supervision its source offers (an emotion label set, a
+polarity, an arousal or valence value); the trainer masks the heads a source does not supervise.
+Dev splits are deterministic (hash of the text), so they stay put when the corpus list changes and a
+text never lands in train and dev at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from emotag import labels as L
+
+csv.field_size_limit(10**9)
+
+DEFAULT_DATA_DIR = Path(os.environ.get("EMOTAG_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
+@dataclass
+class Example:
+    text: str
+    source: str
+    emotions: tuple[str, ...] | None = None  # allowed emotion labels (partial label); None = unsupervised
+    polarity: str | None = None
+    intensity: float | None = None  # 0..1
+    valence: float | None = None  # -1..1
+    split: str = "train"
+
+
+def dev_bucket(text: str, dev_fraction: float, salt: str = "") -> bool:
+    """Deterministic hash split: True puts the text in dev."""
+    h = hashlib.blake2b((salt + text).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64 < dev_fraction
+
+
+def _tsv(path: Path) -> Iterator[dict[str, str]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        yield from csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+
+
+def _emo_pol(emos: tuple[str, ...]) -> str | None:
+    pols = {L.EMOTION_POLARITY[e] for e in emos}
+    return pols.pop() if len(pols) == 1 else None
+
+
+def smp2020(data: Path, domain: str, split: str) -> Iterator[Example]:
+    """SMP2020-EWECT; `*_eval` is the official dev set and stays out of training."""
+    for r in _tsv(data / "smp2020_ewect" / f"{domain}_{split}.tsv"):
+        lab = (r.get("label") or "").strip()
+        if lab not in L.SMP2020 or not r.get("text"):
+            continue
+        emos = L.SMP2020[lab]
+        yield Example(r["text"], f"smp_{domain}", emos, _emo_pol(emos), split="dev" if split == "eval" else "train")
+
+
+def nlpcc2014(data: Path, dev_fraction: float) -> Iterator[Example]:
+    for r in _tsv(data / "nlpcc2014_weibo_emotion" / "nlpcc2014_train_weibo.tsv"):
+        lab = (r.get("emotion1") or "").strip()
+        if lab not in L.NLPCC or not (r.get("text") or "").strip():
+            continue
+        emos = L.NLPCC[lab]
+        split = "dev" if dev_bucket(r["text"], dev_fraction) else "train"
+        yield Example(r["text"], "nlpcc2014", emos, _emo_pol(emos), split=split)
+
+
+def clue(data: Path, dev_fraction: float) -> Iterator[Example]:
+    with open(data / "clue_emotion" / "valid.jsonl", encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            if d.get("label") not in L.CLUE:
+                continue
+            emos = L.CLUE[d["label"]]
+            split = "dev" if dev_bucket(d["content"], dev_fraction) else "train"
+            yield Example(d["content"], "clue", emos, _emo_pol(emos), split=split)
+
+
+def codeswitch(data: Path) -> Iterator[Example]:
+    for name, split in (("train.tsv", "train"), ("dev.tsv", "dev")):
+        for r in _tsv(data / "nlpcc2018_codeswitch_emotion" / name):
+            present = tuple(e for e in L.CODESWITCH_FLAGS if (r.get(e) or "").strip() == "T")
+            emos = present or ("neutral",)
+            text = r.get("text_segmented") or ""
+            if text.strip():
+                yield Example(text, "codeswitch", emos, _emo_pol(emos), split=split)
+
+
+def cped(data: Path, dev_fraction: float) -> Iterator[Example]:
+    with open(data / "cped" / "valid_split.csv", encoding="utf-8-sig", newline="") as f:
+        for r in csv.DictReader(f):
+            text = r.get("Utterance") or ""
+            if not text.strip():
+                continue
+            emos = L.CPED_EMOTION.get((r.get("Emotion") or "").strip())
+            pol = L.CPED_SENTIMENT.get((r.get("Sentiment") or "").strip())
+            # split by dialogue so one conversation's lines never straddle train and dev
+            split = "dev" if dev_bucket(r.get("Dialogue_ID", text), dev_fraction) else "train"
+            yield Example(text, "cped", emos, pol, split=split)
+
+
+def cvat(data: Path, dev_folds: tuple[int, ...] = (4,)) -> Iterator[Example]:
+    """Chinese EmoBank CVAT (traditional script): valence/arousal 1..9 -> valence -1..1, intensity 0..1."""
+    for fold in (1, 2, 3, 4):
+        path = data / "cvat" / f"CVAT_{fold}_SD.tsv"
+        if not path.exists():
+            continue
+        for r in _tsv(path):
+            try:
+                v, a = float(r["Valence_Mean"]), float(r["Arousal_Mean"])
+            except (KeyError, ValueError):
+                continue
+            yield Example(
+                r["Text"], "cvat", None, None, intensity=(a - 1) / 8, valence=(v - 5) / 4,
+                split="dev" if fold in dev_folds else "train",
+            )
+
+
+def reviews(data: Path, dev_fraction: float) -> Iterator[Example]:
+    base = data / "reviews_polarity"
+    for name, source in (("online_shopping_10_cats.csv", "shopping"), ("ChnSentiCorp_htl_all.csv", "hotel")):
+        with open(base / name, encoding="utf-8-sig", newline="") as f:
+            for r in csv.DictReader(f):
+                text = (r.get("review") or "").strip().lstrip("\ufeff")
+                if not text or r.get("label") not in ("0", "1"):
+                    continue
+                split = "dev" if dev_bucket(text, dev_fraction) else "train"
+                yield Example(text, source, None, "positive" if r["label"] == "1" else "negative", split=split)
+
+
+def conversation_sentiment(data: Path, dev_fraction: float) -> Iterator[Example]:
+    with open(data / "conversation_sentiment" / "sentiment_XS_manual.txt", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            lab, text = (r.get("labels") or "").strip(), (r.get("text") or "").strip()
+            if lab in ("positive", "negative") and text:
+                split = "dev" if dev_bucket(text, dev_fraction) else "train"
+                yield Example(text, "chat", None, lab, split=split)
+
+
+def sentic(data: Path, dev_fraction: float) -> Iterator[Example]:
+    for r in _tsv(data / "sentic_reviews" / "sentic_reviews.tsv"):
+        text = (r.get("text") or "").strip()
+        if text and r.get("label") in ("0", "1"):
+            split = "dev" if dev_bucket(text, dev_fraction) else "train"
+            yield Example(text, "sentic", None, "positive" if r["label"] == "1" else "negative", split=split)
+
+
+def stc3_dialogues(data: Path) -> list[dict]:
+    """STC-3 dialogues as SPEC §3 conversations with the mean annotator satisfaction attached."""
+    with gzip.open(data / "stc3_helpdesk" / "train_data_cn.json.gz", "rt", encoding="utf-8") as f:
+        dialogs = json.load(f)
+    out = []
+    for x in dialogs:
+        turns = [
+            {"speaker": "customer" if t["sender"] == "customer" else "agent", "text": u}
+            for t in x["turns"]
+            for u in t["utterances"]
+        ]
+        s = sum(a["quality"]["S"] for a in x["annotations"]) / len(x["annotations"])
+        out.append({"id": str(x["id"]), "turns": turns, "satisfaction": s})
+    return out
+
+
+def load_all(data: str | os.PathLike[str] = DEFAULT_DATA_DIR, dev_fraction: float = 0.1) -> list[Example]:
+    """Every supervised example the default model trains or is validated on, with its split."""
+    data = Path(data)
+    readers = [
+        smp2020(data, "usual", "train"),
+        smp2020(data, "usual", "eval"),
+        smp2020(data, "virus", "train"),
+        smp2020(data, "virus", "eval"),
+        nlpcc2014(data, dev_fraction),
+        clue(data, 0.25),
+        codeswitch(data),
+        cped(data, dev_fraction),
+        cvat(data),
+        reviews(data, dev_fraction),
+        conversation_sentiment(data, dev_fraction),
+        sentic(data, dev_fraction),
+    ]
+    out: list[Example] = []
+    for r in readers:
+        out.extend(r)
+    return out

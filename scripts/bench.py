@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""Throughput and memory of emotag's scorers, measured side by side in one run.
+
+    python scripts/bench.py [--model DIR] [--n 10000] [--repeats 3] [--cli-sizes 10000,100000] [--out docs/benchmarks.md]
+
+Every configuration runs in its own fresh process (so peak RSS is its own), on the same texts:
+review-length texts (<= 128 characters) from the shopping and hotel reviews in ../shared/data (or the
+bundled samples, repeated, when the data directory is absent). Reported numbers are medians over
+`--repeats` runs after a warm-up batch.
+
+1. library scoring: onnx int8, onnx fp32, torch fp32 eager (same model), SnowNLP sentiments;
+2. end to end through the CLI (read CSV, score, write JSONL) at several sizes: is cost linear, is RSS flat;
+3. a batch-size x threads sweep of the onnx int8 scorer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data"
+
+
+def load_texts(n: int, data: Path) -> list[str]:
+    texts: list[str] = []
+    src = data / "reviews_polarity" / "online_shopping_10_cats.csv"
+    if src.exists():
+        with open(src, encoding="utf-8-sig", newline="") as f:
+            for r in csv.DictReader(f):
+                t = (r.get("review") or "").strip()
+                if 4 <= len(t) <= 128:
+                    texts.append(t)
+    else:
+        with open(ROOT / "data" / "samples" / "reviews.csv", encoding="utf-8") as f:
+            texts = [r["text"][:128] for r in csv.DictReader(f) if r["text"].strip()]
+    if not texts:
+        raise SystemExit("no texts to benchmark")
+    while len(texts) < n:
+        texts = texts + texts
+    return texts[:n]
+
+
+def worker(kind: str, model: str | None, texts_file: str, repeats: int, batch_size: int, threads: int) -> dict:
+    """Runs inside a fresh process: score the texts `repeats` times, report rates and peak RSS."""
+    with open(texts_file, encoding="utf-8") as f:
+        texts = [line.rstrip("\n") for line in f]
+    if kind == "snownlp":
+        from snownlp import SnowNLP
+
+        def run(batch):
+            return [SnowNLP(t).sentiments for t in batch]
+    else:
+        from emotag import Tagger
+
+        tagger = Tagger.load(model, backend=kind, threads=threads)
+
+        def run(batch):
+            return list(tagger.tag_many(batch, batch_size=batch_size))
+
+    run(texts[:64])  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(texts)
+        rates.append(len(texts) / (time.perf_counter() - t0))
+    return {"kind": kind, "rates": rates, "median": statistics.median(rates),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def spawn(kind: str, model: str | None, texts_file: str, repeats: int, batch_size: int = 64, threads: int = 2) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--texts-file", texts_file, "--repeats", str(repeats),
+           "--batch-size", str(batch_size), "--threads", str(threads)]
+    if model:
+        cmd += ["--model", model]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return {"kind": kind, "error": (r.stderr or r.stdout).strip().splitlines()[-1:]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def cli_run(model: str | None, csv_path: str, out: str, batch_size: int = 64) -> dict:
+    """One `emotag score` run in a child process; its peak RSS read from RUSAGE_CHILDREN of a wrapper."""
+    emotag = [sys.executable, "-m", "emotag.cli", "score", csv_path, "-o", out, "--quiet",
+              "--batch-size", str(batch_size)] + (["--model", model] if model else [])
+    wrapper = ("import resource,subprocess,sys,time,json;t=time.perf_counter();"
+               "r=subprocess.run(sys.argv[1:]);dt=time.perf_counter()-t;"
+               "print(json.dumps({'rc':r.returncode,'seconds':dt,"
+               "'peak_rss_mb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024}))")
+    r = subprocess.run([sys.executable, "-c", wrapper, *emotag], capture_output=True, text=True)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    if res["rc"] != 0:
+        raise SystemExit(f"emotag score failed: {r.stderr.strip()[-300:]}")
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cli-sizes", default="10000,100000")
+    ap.add_argument("--cli-repeats", type=int, default=3)
+    ap.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--skip", default="", help="comma-separated kinds to skip (e.g. torch,snownlp)")
+    ap.add_argument("--out", default=None, help="also write the markdown tables here")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--texts-file", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        print(json.dumps(worker(a.worker, a.model, a.texts_file, a.repeats, a.batch_size, a.threads)))
+        return
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    skip = set(filter(None, a.skip.split(",")))
+    lines = [f"# emotag benchmarks\n\nMachine: {os.cpu_count()} cores. Texts: review-length (<= 128 chars). "
+             f"Medians of {a.repeats} runs, each configuration in its own process.\n"]
+    with tempfile.TemporaryDirectory() as tmp:
+        texts = load_texts(max(a.n, max(int(s) for s in a.cli_sizes.split(","))), Path(a.data))
+        tf = os.path.join(tmp, "texts.txt")
+        with open(tf, "w", encoding="utf-8") as f:
+            f.write("\n".join(t.replace("\n", " ") for t in texts[: a.n]) + "\n")
+
+        rows = []
+        for kind in ("onnx-int8", "onnx-fp32", "torch", "snownlp"):
+            if kind in skip:
+                continue
+            n_texts = a.n if kind != "snownlp" else min(a.n, 3000)
+            if n_texts != a.n:
+                sf = os.path.join(tmp, "texts_small.txt")
+                with open(sf, "w", encoding="utf-8") as f:
+                    f.write("\n".join(t.replace("\n", " ") for t in texts[:n_texts]) + "\n")
+                rows.append(spawn(kind, a.model, sf, a.repeats) | {"n": n_texts})
+            else:
+                rows.append(spawn(kind, a.model, tf, a.repeats) | {"n": n_texts})
+            print(rows[-1], file=sys.stderr)
+        base = {r["kind"]: r.get("median") for r in rows}
+        lines.append("## 1. Library scoring, same texts\n")
+        lines.append("| scorer | texts | texts/s (median) | x torch fp32 | x SnowNLP | peak RSS MB |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in rows:
+            if "error" in r:
+                lines.append(f"| {r['kind']} | - | failed: {r['error']} | | | |")
+                continue
+            xt = r["median"] / base["torch"] if base.get("torch") else float("nan")
+            xs = r["median"] / base["snownlp"] if base.get("snownlp") else float("nan")
+            lines.append(f"| {r['kind']} | {r['n']} | {r['median']:.0f} | {xt:.2f} | {xs:.1f} | {r['peak_rss_mb']:.0f} |")
+
+        lines.append("\n## 2. End to end through the CLI (CSV in, JSONL out, onnx int8)\n")
+        lines.append("| rows | seconds (median) | rows/s | peak RSS MB |")
+        lines.append("|---|---|---|---|")
+        for size in (int(s) for s in a.cli_sizes.split(",")):
+            inp = os.path.join(tmp, f"in_{size}.csv")
+            with open(inp, "w", encoding="utf-8", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["id", "text"])
+                for i in range(size):
+                    w.writerow([i, texts[i % len(texts)]])
+            runs = [cli_run(a.model, inp, os.path.join(tmp, f"out_{size}.jsonl")) for _ in range(a.cli_repeats)]
+            secs = statistics.median(r["seconds"] for r in runs)
+            rss = max(r["peak_rss_mb"] for r in runs)
+            lines.append(f"| {size} | {secs:.1f} | {size / secs:.0f} | {rss:.0f} |")
+            print(lines[-1], file=sys.stderr)
+
+        if a.sweep:
+            lines.append("\n## 3. onnx int8: batch size x threads (library, texts/s median)\n")
+            lines.append("| batch \\ threads | 1 | 2 |")
+            lines.append("|---|---|---|")
+            small = os.path.join(tmp, "sweep.txt")
+            with open(small, "w", encoding="utf-8") as f:
+                f.write("\n".join(t.replace("\n", " ") for t in texts[:3000]) + "\n")
+            for bs in (16, 32, 64, 128, 256):
+                cells = [spawn("onnx-int8", a.model, small, a.repeats, bs, th).get("median", float("nan"))
+                         for th in (1, 2)]
+                lines.append(f"| {bs} | {cells[0]:.0f} | {cells[1]:.0f} |")
+                print(lines[-1], file=sys.stderr)
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if a.out:
+        Path(a.out).write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Model core and Tagger: save/load round trip, backend parity, batch parity, windows, failure rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from emotag import EMOTIONS, POLARITY
+from emotag.tagger import Result, Tagger
+
+TEXTS = [
+    "这款面膜真的很好用，超赞，推荐！",
+    "质量很差，客服态度也差，非常失望，要退货",
+    "物流",
+    "今天心情不错[哈哈]",
+    "東西很差，很後悔買了",
+    "love it 很喜欢",
+    "感觉一般般吧，没什么特别的，价格还行，包装也普通。" * 3,
+]
+
+
+def _close(a: Result, b: Result, tol: float) -> None:
+    assert a.emotion == b.emotion
+    assert a.polarity == b.polarity
+    for k in EMOTIONS:
+        assert abs(a.emotions[k] - b.emotions[k]) <= tol, k
+    assert abs(a.polarity_score - b.polarity_score) <= tol
+    assert abs(a.intensity - b.intensity) <= tol
+
+
+def test_result_contract(tiny_model_dir):
+    r = Tagger.load(tiny_model_dir, backend="onnx-fp32").tag(TEXTS[0])
+    d = json.loads(r.to_json())
+    assert set(d) == {"id", "emotion", "emotions", "polarity", "polarity_score", "intensity", "error"}
+    assert d["emotion"] in EMOTIONS and d["polarity"] in POLARITY
+    assert abs(sum(d["emotions"].values()) - 1) < 1e-4
+    assert -1 <= d["polarity_score"] <= 1 and 0 <= d["intensity"] <= 1
+    assert d["error"] is None
+
+
+def test_tiny_model_learned_polarity(tiny_model_dir):
+    tagger = Tagger.load(tiny_model_dir, backend="torch")
+    pos, neg = tagger.tag("真的很好很喜欢"), tagger.tag("很差很失望")
+    assert pos.polarity_score > 0 > neg.polarity_score
+
+
+def test_save_load_round_trip(tiny_model_dir, tmp_path):
+    import torch
+
+    from emotag.model.config import EmotagConfig
+    from emotag.model.modeling import EmotagModel
+
+    m1 = EmotagModel.load(tiny_model_dir)
+    m1.save(tmp_path / "copy")
+    m2 = EmotagModel.load(tmp_path / "copy")
+    assert EmotagConfig.load(tmp_path / "copy").to_dict() == EmotagConfig.load(tiny_model_dir).to_dict()
+    ids = torch.tensor([[2, 10, 11, 3]])
+    mask = torch.ones_like(ids)
+    grams = torch.tensor([[5, 6, 7]])
+    for a, b in zip(m1(ids, mask, grams), m2(ids, mask, grams), strict=True):
+        assert torch.equal(a, b)
+    assert not list((tmp_path / "copy").glob("*.bin")) and not list((tmp_path / "copy").glob("*.pt"))
+
+
+def test_onnx_fp32_matches_torch(tiny_model_dir):
+    onnx = list(Tagger.load(tiny_model_dir, backend="onnx-fp32").tag_many(TEXTS))
+    torch_ = list(Tagger.load(tiny_model_dir, backend="torch").tag_many(TEXTS))
+    for a, b in zip(onnx, torch_, strict=True):
+        _close(a, b, 1e-3)
+
+
+def test_onnx_int8_agrees_with_fp32(tiny_model_dir):
+    texts = TEXTS * 3
+    fp32 = [r.emotion for r in Tagger.load(tiny_model_dir, backend="onnx-fp32").tag_many(texts)]
+    int8 = [r.emotion for r in Tagger.load(tiny_model_dir, backend="onnx-int8").tag_many(texts)]
+    assert np.mean([a == b for a, b in zip(fp32, int8, strict=True)]) >= 0.8
+
+
+@pytest.mark.parametrize("backend", ["onnx-fp32", "torch"])
+def test_same_scores_in_any_batch(tiny_model_dir, backend):
+    tagger = Tagger.load(tiny_model_dir, backend=backend)
+    alone = [tagger.tag(t) for t in TEXTS]
+    for bs in (1, 2, 5, 64):
+        for a, b in zip(alone, tagger.tag_many(TEXTS, batch_size=bs), strict=True):
+            _close(a, b, 1e-4)
+    # mixed into a bigger batch of other lengths, in another order
+    mixed = list(tagger.tag_many(list(reversed(TEXTS)) + ["短"] * 10, batch_size=8))
+    for a, b in zip(alone, reversed(mixed[: len(TEXTS)]), strict=True):
+        _close(a, b, 1e-4)
+
+
+def test_long_text_is_windowed_not_truncated(tiny_model_dir):
+    tagger = Tagger.load(tiny_model_dir, backend="onnx-fp32")
+    long = "很好很喜欢。" * 40 + "很差很失望，非常生气！" * 40
+    prep = tagger.featurizer.prepare(long)
+    assert len(prep.windows) > 1
+    assert sum(len(w) for w in prep.windows) >= len(prep.normalized.replace(" ", "")) - len(prep.windows)
+    assert all(len(w) <= tagger.config.window_chars for w in prep.windows)
+    head = tagger.tag("很好很喜欢。" * 40)
+    both = tagger.tag(long)
+    assert both.error is None
+    # the negative second half must move the score: it was read, not cut off
+    assert both.polarity_score < head.polarity_score
+
+
+def test_bad_rows_yield_error_results(tiny_model_dir):
+    tagger = Tagger.load(tiny_model_dir, backend="onnx-fp32")
+    rows = ["好", None, "", "   ", 42, "很差"]
+    out = list(tagger.tag_many(rows, ids=["a", "b", "c", "d", "e", "f"]))
+    assert [r.id for r in out] == ["a", "b", "c", "d", "e", "f"]
+    assert [r.error is None for r in out] == [True, False, False, False, False, True]
+    for r in out:
+        if r.error:
+            assert r.emotion is None and r.emotions is None and r.polarity_score is None and r.intensity is None
+
+
+def test_tag_many_streams_lazily(tiny_model_dir):
+    tagger = Tagger.load(tiny_model_dir, backend="onnx-fp32")
+    consumed = []
+
+    def gen():
+        for i in range(10_000):
+            consumed.append(i)
+            yield "很好"
+
+    it = tagger.tag_many(gen(), batch_size=16, chunk_size=64)
+    first = next(it)
+    assert first.id == 0 and len(consumed) <= 64
+
+
+def test_missing_model_dir_message(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not an emotag model directory|not a local directory"):
+        Tagger.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        Tagger.load(tmp_path / "empty")
