@@ -121,6 +121,39 @@ def score_dialogues(
         typer.echo(f"scored {summary.rows} conversations ({summary.errors} with errors) -> {output}", err=True)
 
 
+@app.command()
+@_user_errors
+def profile(
+    scored: Annotated[list[str], typer.Argument(help="scored records (emotag score / score-dialogues output)")],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="per-user profiles (jsonl/csv/parquet)")] = None,  # noqa: UP045
+    user_col: Annotated[str, typer.Option("--user-col")] = "user_id",
+    time_col: Annotated[str, typer.Option("--time-col")] = "time",
+    rules: Annotated[Optional[str], typer.Option("--rules", help="tag rules TOML (default: shipped rules)")] = None,  # noqa: UP045
+    store: Annotated[Optional[str], typer.Option("--store", help="SQLite profile store to update incrementally")] = None,  # noqa: UP045
+    key_file: Annotated[Optional[str], typer.Option("--key-file", help="pseudonymisation key file (else $EMOTAG_PSEUDONYM_KEY)")] = None,  # noqa: UP045
+    allow_raw_ids: Annotated[bool, typer.Option("--allow-raw-ids", help="persist raw user ids when no key is set")] = False,
+    half_life: Annotated[float, typer.Option("--half-life", help="decay half-life in days")] = 30.0,
+    now: Annotated[Optional[str], typer.Option("--now", help="profile as of this time (default: newest record)")] = None,  # noqa: UP045
+) -> None:
+    """Fold scored records into per-user dynamic profiles and tags (SPEC §4)."""
+    from itertools import chain
+
+    from emotag.io import read_records
+    from emotag.profiles import USER_ERRORS, ProfileInputError, file_batch_id, run_profile
+
+    try:
+        records = chain.from_iterable(read_records(p) for p in scored)
+        batch = file_batch_id(scored[0]) if len(scored) == 1 and scored[0] != "-" else None
+        result = run_profile(records, output, user_col=user_col, time_col=time_col, rules_path=rules,
+                             store_path=store, key_file=key_file, allow_raw_ids=allow_raw_ids,
+                             half_life_days=half_life, now=now, batch_id=batch)
+    except ProfileInputError as e:
+        raise UserError(f"{', '.join(scored)}: {e}") from None
+    except USER_ERRORS as e:
+        raise UserError(str(e)) from None
+    typer.echo(result.message(), err=True)
+
+
 @app.command("export-onnx")
 @_user_errors
 def export_onnx(

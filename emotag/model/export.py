@@ -25,9 +25,11 @@ def export_onnx(model_dir: str | os.PathLike[str], quantize: str | None = None, 
     model.eval()
     written: list[Path] = []
     onnx_path = d / ONNX_NAME
-    ids = torch.tensor([[2, 100, 101, 102, 3], [2, 100, 3, 0, 0]], dtype=torch.long)
-    mask = (ids != 0).long()
-    grams = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]], dtype=torch.long)
+    v = int(model.config.encoder.get("vocab_size") or 8)
+    ids = torch.tensor([[2, 5 % v, 6 % v, 7 % v, 3], [2, 5 % v, 3, 0, 0]], dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.long)
+    b = max(model.config.ngram.buckets, 2)
+    grams = torch.tensor([[1, 2 % b, 3 % b, 4 % b], [5 % b, 1, 0, 0]], dtype=torch.long)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -9,13 +9,20 @@ from emotag.text.normalize import (
     to_simplified,
 )
 from emotag.text.pii import mask_pii
+from emotag.text.segment import content_words, segment, stopwords
+from emotag.text.sentences import split_sentences, windows
 
 __all__ = [
     "PLACEHOLDERS",
     "Normalized",
     "NormalizeOptions",
+    "content_words",
     "mask_pii",
     "normalize",
     "normalize_text",
+    "segment",
+    "split_sentences",
+    "stopwords",
     "to_simplified",
+    "windows",
 ]

@@ -7,14 +7,16 @@ the model's `config.json`, so the model always sees text shaped the same way. Th
 2. emoji -> Chinese words in Weibo-emoticon brackets (😂 -> ``[笑哭了]``), via the maintained `emoji` package;
 3. traditional -> simplified (OpenCC t2s), only when the text holds a traditional character (fast path);
 4. ASCII lower-casing;
-5. PII masking (emails, ID-card, bank-card and mainland mobile numbers) -> placeholders;
+5. PII masking (emails, ID-card, bank-card and mainland mobile numbers) -> placeholders; URLs are masked
+   after e-mails but before the numbers, so an id inside a URL is not taken for a phone or card;
 6. URLs, @mentions -> placeholders; ``#topic#`` markers dropped, the topic words kept;
 7. whitespace: spaces next to CJK characters are removed (undoes pre-segmented corpora), other runs -> one;
 8. runs of a repeated character or emoticon (``!!!!!``, ``哈哈哈哈哈``, ``[泪][泪][泪][泪]``) collapsed to at
    most three, while the emphasis they carried is reported in `Normalized.signals`.
 
 The order matters for idempotence (``normalize(normalize(x).text) == normalize(x)``), which the property
-tests check: every step produces text that no earlier step would change again.
+tests check: every step produces text that no earlier step would change again, and steps 5-8, which can
+create new matches for one another, are repeated until the text is stable.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import emoji as _emoji
 
 from emotag.text.pii import PLACEHOLDERS as PII_PLACEHOLDERS
-from emotag.text.pii import mask_pii
+from emotag.text.pii import mask_emails, mask_pii
 
 URL_TOKEN = "<url>"
 USER_TOKEN = "<user>"
@@ -40,7 +42,13 @@ _SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
 _SPACES = re.compile(r"\s+")
 # Cc/Cf controls and zero-width characters, except tab/newline which become whitespace.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff\ufff0-\ufffb]")
-_URL = re.compile(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+|\bt\.cn/[A-Za-z0-9]+", re.ASCII)
+# A URL may hold brackets (?a[0]=1) but never runs into a Weibo emoticon written right after it:
+# http://t.cn/x[哈哈] must leave [哈哈] whole, not <url>哈哈].
+_URL = re.compile(
+    r"(?:https?://|www\.)(?:(?!\[[^\[\]\s]{0,19}[^\x00-\x7f\[\]\s][^\[\]\s]{0,19}\])"
+    r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%])+|\bt\.cn/[A-Za-z0-9]+",
+    re.ASCII,
+)
 # Weibo mention: @ followed by a nickname (CJK, letters, digits, _ and -), up to 30 characters.
 _MENTION = re.compile(rf"@[\w\-{_CJK}]{{1,30}}")
 _TOPIC = re.compile(r"#([^#\n]{1,60})#")
@@ -104,10 +112,19 @@ def _t2s():
     converter = opencc.OpenCC("t2s")
     converter.convert("")  # forces the dictionary load
     chars: set[str] = set()
+    phrases: dict[str, str] = {}
     for level in converter._dict_chain_data:  # noqa: SLF001 - the reimplementation exposes no public API
         for entry in level:
-            for key in entry[2]:
-                chars.add(key[0])
+            for key, value in entry[2].items():
+                if len(key) == 1:
+                    chars.add(key)
+                else:
+                    phrases[key] = value
+    # phrases made only of characters that are not traditional on their own (沈默 -> 沉默) still need
+    # the converter: their characters join the trigger set
+    for key, value in phrases.items():
+        if chars.isdisjoint(key) and key != value.split(" ")[0]:
+            chars.update(key)
     return converter, frozenset(chars)
 
 
@@ -157,10 +174,14 @@ _MAX_PASSES = 4
 
 def _late_steps(t: str, opts: NormalizeOptions) -> tuple[str, int, int]:
     """Masking, topics, whitespace and repeats: returns the text, topics stripped and repeats removed."""
+    # e-mails, then URLs, then the numbers: a long id inside a URL (weibo.com/u/<16 digits>) is part of
+    # the URL, not a bank card or phone number of its own.
     if opts.mask_pii:
-        t = mask_pii(t)
+        t = mask_emails(t)
     if opts.mask_urls:
         t = _URL.sub(URL_TOKEN, t)
+    if opts.mask_pii:
+        t = mask_pii(t)
     if opts.mask_mentions:
         t = _MENTION.sub(USER_TOKEN, t)
     topics = 0

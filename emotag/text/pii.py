@@ -46,10 +46,14 @@ def _card(m: re.Match[str]) -> str:
     return CARD_TOKEN if 16 <= len(digits) <= 19 and luhn_ok(digits) else m.group(0)
 
 
+def mask_emails(text: str) -> str:
+    """Replace e-mail addresses only: `normalize` masks these before URLs (``me@www.x.com`` is no URL)."""
+    return _EMAIL.sub(EMAIL_TOKEN, text) if "@" in text else text
+
+
 def mask_pii(text: str) -> str:
     """Replace e-mails, ID-card, bank-card and mobile numbers by placeholders."""
-    if "@" in text:
-        text = _EMAIL.sub(EMAIL_TOKEN, text)
+    text = mask_emails(text)
     if not any(c.isdigit() for c in text):
         return text
     text = _IDCARD.sub(IDCARD_TOKEN, text)

@@ -38,6 +38,7 @@ class TrainSettings:
     seed: int = 13
     max_minutes: float | None = None
     patience: int = 2  # early stopping: evaluations without improvement
+    min_steps: int = 0  # no dev evaluation (so no early stopping or best pick) before this step
     evals_per_epoch: int = 2
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"emotion": 1.0, "polarity": 1.0, "intensity": 4.0, "valence": 4.0}
@@ -166,7 +167,7 @@ def compute_loss(model: EmotagModel, batch: dict[str, torch.Tensor], weights: di
         if n > 0:
             loss = (per_row * rw).sum() / n
             total = total + weights.get(name, 1.0) * loss
-            stats[name] = float(loss)
+            stats[name] = float(loss.detach())
     return total, stats
 
 
@@ -309,7 +310,8 @@ def fit(
             if progress:
                 progress(step, total, {"loss": float(loss), **stats})
             over_time = settings.max_minutes is not None and (time.time() - t0) / 60 > settings.max_minutes
-            if dev is not None and (step % eval_every == 0 or step >= total or over_time):
+            due = (step % eval_every == 0 and step >= settings.min_steps) or step >= total or over_time
+            if dev is not None and due:
                 score = score_fn(predict(model, dev), dev)
                 history.append({"step": step, "minutes": round((time.time() - t0) / 60, 2), "dev_score": score})
                 log.info("step %d/%d dev score %.4f (%.1f min)", step, total, score, (time.time() - t0) / 60)

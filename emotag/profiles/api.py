@@ -1,0 +1,279 @@
+"""Library entry points: fold records into profiles, persist them, export them.
+
+`run_profile` is what `emotag profile` calls; everything it does is also available piecewise
+(`build_profiles`, `ProfileStore.upsert`, `profile_rows`, `write_rows`) for notebooks and pipelines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emotag.profiles.conversations import conversation_to_record
+from emotag.profiles.export import format_for, write_rows
+from emotag.profiles.privacy import Pseudonymizer, normalize_user_id, resolve_pseudonymizer
+from emotag.profiles.rules import RuleSet, load_rules
+from emotag.profiles.state import (
+    DEFAULT_HALF_LIFE_DAYS,
+    DEFAULT_RECENT_HALF_LIFE_DAYS,
+    ProfileState,
+    RecordError,
+    extract,
+)
+from emotag.profiles.store import ProfileStore
+from emotag.profiles.timeutil import parse_time
+
+
+class ProfileInputError(ValueError):
+    """A record that cannot be folded. `row` is its 0-based position in the input; the CLI adds the file."""
+
+    def __init__(self, row: int, problem: str) -> None:
+        self.row = row
+        self.problem = problem
+        super().__init__(f"row {row}: {problem}")
+
+
+@dataclass
+class FoldStats:
+    """What happened to each input record (every record lands in exactly one bucket)."""
+
+    read: int = 0
+    folded: int = 0
+    skipped_error: int = 0
+    skipped_no_user: int = 0
+    skipped_invalid: int = 0
+    skipped_future: int = 0
+    conversations: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.skipped_error + self.skipped_no_user + self.skipped_invalid + self.skipped_future
+
+
+def build_profiles(
+    records: Iterable[Mapping[str, Any]],
+    half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+    now: float | str | None = None,
+    *,
+    user_col: str = "user_id",
+    time_col: str = "time",
+    pseudonymizer: Pseudonymizer | None = None,
+    recent_half_life_days: float = DEFAULT_RECENT_HALF_LIFE_DAYS,
+    strict: bool = True,
+    stats: FoldStats | None = None,
+) -> dict[str, ProfileState]:
+    """Fold an iterable of scored records (SPEC §2) or conversation results (SPEC §3) into user states.
+
+    * Records with `error` set, or without a user id, are skipped and counted in `stats`.
+    * `now` (epoch seconds or ISO string) builds profiles "as of" that instant: later records are skipped
+      (counted as `skipped_future`), which makes back-testing tags reproducible. None = no cut-off.
+    * Keys are ``pseudonymizer(user_id)`` when a pseudonymiser is given, else the normalised raw ids
+      (fine in memory; `run_profile` and the store refuse to persist raw ids unless allowed).
+    * A malformed record raises ProfileInputError (row, problem) when `strict`, else is counted as
+      `skipped_invalid`. Any `text` field is ignored: raw text never reaches a profile.
+    """
+    st_ = stats if stats is not None else FoldStats()
+    cutoff = None if now is None else parse_time(now)
+    states: dict[str, ProfileState] = {}
+    get = states.get
+    hl, rhl = float(half_life_days), float(recent_half_life_days)
+    ProfileState(hl, rhl)  # validate half-lives before reading any input
+    read = folded = err = nouser = invalid = future = convs = 0
+    row = -1
+    for row, rec in enumerate(records):  # noqa: B007 - row is reported on error
+        if "turns" in rec and isinstance(rec["turns"], list):
+            rec = conversation_to_record(rec, user_col, time_col)
+            convs += 1
+        if rec.get("error"):
+            err += 1
+            continue
+        uid = rec.get(user_col)
+        if type(uid) is not str or not uid or uid[0].isspace() or uid[-1].isspace():
+            uid = normalize_user_id(uid)
+            if uid is None:
+                nouser += 1
+                continue
+        try:
+            vals = extract(rec, time_col)
+        except RecordError as exc:
+            if strict:
+                st_.read += row + 1
+                raise ProfileInputError(row, str(exc)) from None
+            invalid += 1
+            continue
+        if cutoff is not None and vals[0] > cutoff:
+            future += 1
+            continue
+        st = get(uid)
+        if st is None:
+            st = states[uid] = ProfileState(hl, rhl)
+        st.add(*vals)
+        folded += 1
+    read = row + 1
+    st_.read += read
+    st_.folded += folded
+    st_.skipped_error += err
+    st_.skipped_no_user += nouser
+    st_.skipped_invalid += invalid
+    st_.skipped_future += future
+    st_.conversations += convs
+    if pseudonymizer is None:
+        return states
+    out: dict[str, ProfileState] = {}
+    for uid, st in states.items():
+        pid = pseudonymizer(uid)
+        if pid in out:  # pragma: no cover - a SHA-256 collision
+            out[pid].merge(st)
+        else:
+            out[pid] = st
+    return out
+
+
+def profile_rows(
+    states: Iterable[tuple[str, ProfileState]] | Mapping[str, ProfileState],
+    rules: RuleSet | None = None,
+    now: float | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Per-user summaries (SPEC §4) with tags, in the given order."""
+    if rules is None:
+        rules = load_rules()
+    items = states.items() if isinstance(states, Mapping) else states
+    for uid, st in items:
+        yield st.summary(now, rules, user_id=uid)
+
+
+@dataclass
+class ProfileRunResult:
+    """Outcome of `run_profile`; `message()` is the one-line summary the CLI prints."""
+
+    stats: FoldStats
+    users_in_batch: int
+    users_total: int
+    profiles_written: int = 0
+    out: str | None = None
+    store: str | None = None
+    batch_id: str | None = None
+    already_applied: bool = False
+    pseudonymous: bool = True
+    now: float | None = None
+    elapsed_s: float = 0.0
+    states: dict[str, ProfileState] = field(default_factory=dict, repr=False)
+
+    def message(self) -> str:
+        s = self.stats
+        parts = [f"{s.folded} records folded into {self.users_in_batch} users"]
+        if s.skipped:
+            parts.append(
+                f"skipped {s.skipped} (error {s.skipped_error}, no user {s.skipped_no_user}, "
+                f"invalid {s.skipped_invalid}, after cut-off {s.skipped_future})"
+            )
+        if self.store:
+            parts.append(
+                f"store {self.store}: batch already applied, unchanged"
+                if self.already_applied
+                else f"store {self.store}"
+            )
+            parts.append(f"{self.users_total} users total")
+        if self.out:
+            parts.append(f"{self.profiles_written} profiles written to {self.out}")
+        if not self.pseudonymous:
+            parts.append("WARNING: raw user ids kept (allow_raw_ids)")
+        parts.append(f"{self.elapsed_s:.1f}s")
+        return "; ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("states", "stats")}
+        d["stats"] = dict(self.stats.__dict__)
+        return d
+
+
+def run_profile(
+    records: Iterable[Mapping[str, Any]],
+    out: str | None = None,
+    user_col: str = "user_id",
+    time_col: str = "time",
+    rules_path: str | Path | None = None,
+    store_path: str | Path | None = None,
+    key_file: str | Path | None = None,
+    allow_raw_ids: bool = False,
+    *,
+    half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+    recent_half_life_days: float = DEFAULT_RECENT_HALF_LIFE_DAYS,
+    now: float | str | None = None,
+    batch_id: str | None = None,
+    strict: bool = True,
+) -> ProfileRunResult:
+    """Fold `records`, merge them into the store (if `store_path`), write profiles to `out` (if given).
+
+    Checks everything that can fail cheaply (rules file, key, store compatibility, output extension)
+    before reading any record. With a store, `out` receives every user in the store (profiles are
+    cumulative), summarised as of `now` -- default: the newest record time seen, so output is
+    reproducible. `batch_id` (e.g. `file_batch_id(path)`) makes re-applying the same input a no-op.
+    Raises ProfileInputError, RulesError, PseudonymKeyError, StoreError, ExportError for user errors.
+    """
+    t0 = time.perf_counter()
+    rules = load_rules(rules_path)
+    pseudo = resolve_pseudonymizer(key_file, allow_raw_ids)
+    fingerprint = pseudo.fingerprint if pseudo is not None else None
+    if out is not None:
+        format_for(out)
+    cutoff = None if now is None else parse_time(now)
+    stats = FoldStats()
+    store = ProfileStore(store_path) if store_path is not None else None
+    try:
+        already = False
+        if store is not None:
+            store.check_compatible(half_life_days, recent_half_life_days, fingerprint)
+            already = batch_id is not None and store.has_batch(batch_id)
+        states: dict[str, ProfileState] = {}
+        if not already:
+            states = build_profiles(
+                records,
+                half_life_days,
+                cutoff,
+                user_col=user_col,
+                time_col=time_col,
+                pseudonymizer=pseudo,
+                recent_half_life_days=recent_half_life_days,
+                strict=strict,
+                stats=stats,
+            )
+            if store is not None:
+                applied = store.upsert(
+                    states,
+                    key_fingerprint=fingerprint,
+                    batch_id=batch_id,
+                    records=stats.folded,
+                    source=None,
+                )
+                already = not applied
+        result = ProfileRunResult(
+            stats=stats,
+            users_in_batch=len(states),
+            users_total=len(store) if store is not None else len(states),
+            out=out,
+            store=str(store_path) if store_path is not None else None,
+            batch_id=batch_id,
+            already_applied=already,
+            pseudonymous=pseudo is not None,
+            states=states,
+        )
+        as_of = cutoff
+        if as_of is None:
+            if store is not None:
+                as_of = store.max_time
+            elif states:
+                as_of = max(st.last for st in states.values())
+        result.now = as_of
+        if out is not None:
+            items: Iterable[tuple[str, ProfileState]]
+            items = store.iter_states() if store is not None else sorted(states.items())
+            result.profiles_written = write_rows(profile_rows(items, rules, as_of), out)
+    finally:
+        if store is not None:
+            store.close()
+    result.elapsed_s = time.perf_counter() - t0
+    return result

@@ -1,0 +1,144 @@
+"""Sentence splitting and scoring windows.
+
+The encoder sees at most `max_length` tokens, but reviews and posts can be far longer. Rather than
+truncating (which silently drops the complaint that often comes at the end of a review), a text is cut
+into windows of whole sentences, each small enough for the encoder, and the tagger combines the windows'
+scores. Windows are slices of the input: every character lands in exactly one window, only the whitespace
+at a cut is dropped.
+
+Works on raw or normalised text. After `normalize`, full-width punctuation is ASCII (``！`` -> ``!``,
+``，`` -> ``,``, ``…`` -> ``...``) while ``。`` and ``、`` stay as they are; both forms are recognised.
+"""
+
+from __future__ import annotations
+
+import re
+
+from emotag.text.normalize import PLACEHOLDERS
+
+# A sentence ends at a run of terminators (an ellipsis is two or more dots), followed by any closing
+# quotes or brackets and by trailing Weibo emoticons: in ``太好了![哈哈]下次还来`` the emoticon belongs to
+# the sentence it reacts to. A newline always ends a sentence.
+_CLOSERS = "\"'”’」』）)】》"
+_BRACKETED = r"\[[^\[\]\s]{1,20}\]"
+_BOUNDARY = re.compile(
+    rf"(?:[。！？!?；;…]+|\.{{2,}})[{_CLOSERS}]*(?:[ \t]*{_BRACKETED})*|\n",
+)
+# Where an over-long sentence may be cut, best first: after a comma-like mark, then at whitespace.
+_CLAUSE_END = re.compile(r"[,，、:：]+")
+_SPACE_RUN = re.compile(r"\s+")
+# Tokens a hard cut must not split when it can avoid it: placeholders and bracketed emoticons.
+_PROTECTED = re.compile("|".join([*(re.escape(p) for p in PLACEHOLDERS), _BRACKETED]))
+
+Span = tuple[int, int]
+
+
+def _strip(text: str, start: int, end: int) -> Span | None:
+    """The span without surrounding whitespace, or None when nothing else is left."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else None
+
+
+def _split_after(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[Span]:
+    """Cut text[start:end] after every match of `pattern`, dropping whitespace at the cuts."""
+    spans: list[Span] = []
+    pos = start
+    for m in pattern.finditer(text, start, end):
+        if m.end() <= pos:
+            continue
+        span = _strip(text, pos, m.end())
+        if span:
+            spans.append(span)
+        pos = m.end()
+    span = _strip(text, pos, end)
+    if span:
+        spans.append(span)
+    return spans
+
+
+def sentence_spans(text: str) -> list[Span]:
+    """(start, end) of each sentence in `text`, delimiters included, surrounding whitespace excluded."""
+    return _split_after(text, 0, len(text), _BOUNDARY)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split on Chinese and ASCII sentence ends (。！？!?；;… and newlines), keeping each delimiter.
+
+    Nothing but whitespace at a split point is lost: ``"".join(split_sentences(t))`` is `t` without it.
+    """
+    return [text[a:b] for a, b in sentence_spans(text)]
+
+
+def _hard_cut(text: str, start: int, end: int, max_chars: int) -> list[Span]:
+    """Cut a span with no usable comma or space into pieces of at most `max_chars` characters.
+
+    A cut that would fall inside a placeholder or emoticon moves to just before it, when that still
+    leaves a non-empty piece, so ``<phone>`` or ``[笑哭了]`` reaches the encoder whole.
+    """
+    protected = [(m.start(), m.end()) for m in _PROTECTED.finditer(text, start, end)]
+    spans: list[Span] = []
+    pos = start
+    while end - pos > max_chars:
+        cut = pos + max_chars
+        for a, b in protected:
+            if a < cut < b and a > pos:
+                cut = a
+                break
+        span = _strip(text, pos, cut)
+        if span:
+            spans.append(span)
+        pos = cut
+    span = _strip(text, pos, end)
+    if span:
+        spans.append(span)
+    return spans
+
+
+def _pieces(text: str, span: Span, max_chars: int) -> list[Span]:
+    """A sentence span as pieces of at most `max_chars`: whole, else clauses, else words, else hard cuts."""
+    a, b = span
+    if b - a <= max_chars:
+        return [span]
+    out: list[Span] = []
+    for clause in _split_after(text, a, b, _CLAUSE_END):
+        if clause[1] - clause[0] <= max_chars:
+            out.append(clause)
+            continue
+        for word in _split_after(text, clause[0], clause[1], _SPACE_RUN):
+            if word[1] - word[0] <= max_chars:
+                out.append(word)
+            else:
+                out.extend(_hard_cut(text, word[0], word[1], max_chars))
+    return out
+
+
+def window_spans(text: str, max_chars: int) -> list[Span]:
+    """(start, end) of each window of `windows`; consecutive spans are separated by whitespace only."""
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be >= 1, got {max_chars}")
+    spans: list[Span] = []
+    cur: Span | None = None
+    for sentence in sentence_spans(text):
+        for a, b in _pieces(text, sentence, max_chars):
+            if cur is not None and b - cur[0] <= max_chars:
+                cur = (cur[0], b)  # the whitespace between pieces stays inside the window
+                continue
+            if cur is not None:
+                spans.append(cur)
+            cur = (a, b)
+    if cur is not None:
+        spans.append(cur)
+    return spans
+
+
+def windows(text: str, max_chars: int) -> list[str]:
+    """Pack consecutive sentences into windows of at most `max_chars` characters.
+
+    Long texts are scored window by window instead of being truncated: every character of `text` is in
+    exactly one window, and only whitespace where two windows meet is dropped. A sentence longer than
+    `max_chars` is cut at commas, then at spaces, then hard-cut. A blank text has no windows.
+    """
+    return [text[a:b] for a, b in window_spans(text, max_chars)]

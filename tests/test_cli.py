@@ -1,0 +1,132 @@
+"""The command line end to end: formats, one row out per row in, errors, resume, dialogues, profiles."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from emotag.cli import app
+from tests.conftest import SAMPLES
+
+runner = CliRunner()
+
+
+def _jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_score_csv_to_jsonl_one_row_per_input(tiny_model_dir, tmp_path):
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["score", str(SAMPLES / "reviews.csv"), "-o", str(out), "--model", str(tiny_model_dir),
+                              "--id-col", "review_id", "--keep", "user_id,time,product", "--quiet"])
+    assert res.exit_code == 0, res.output
+    with open(SAMPLES / "reviews.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    got = _jsonl(out)
+    assert [g["id"] for g in got] == [r["review_id"] for r in rows]
+    assert all(g["user_id"] == r["user_id"] and g["product"] == r["product"] for g, r in zip(got, rows, strict=True))
+    errors = [g for g in got if g["error"]]
+    assert 1 <= len(errors) <= 6  # the sample's empty / whitespace rows
+    assert all(g["emotion"] is None for g in errors)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("ext", ["csv", "tsv", "jsonl", "parquet", "xlsx", "json"])
+def test_score_writes_every_format(tiny_model_dir, tmp_path, ext):
+    out = tmp_path / f"out.{ext}"
+    res = runner.invoke(app, ["score", str(SAMPLES / "posts.jsonl"), "-o", str(out), "--model", str(tiny_model_dir),
+                              "--quiet"])
+    assert res.exit_code == 0, res.output
+    from emotag.io import read_records
+
+    recs = list(read_records(str(out)))
+    assert len(recs) == len((SAMPLES / "posts.jsonl").read_text(encoding="utf-8").splitlines())
+    ok = next(r for r in recs if not r.get("error"))
+    assert set(ok["emotions"]) >= {"neutral", "anger"}
+
+
+def test_stdin_to_stdout(tiny_model_dir):
+    lines = "\n".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) for i, t in enumerate(["很好", "很差"]))
+    r = subprocess.run([sys.executable, "-m", "emotag.cli", "score", "-", "--model", str(tiny_model_dir)],
+                       input=lines, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [o["id"] for o in out] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["score", "nope.csv"], "nope.csv"),
+        (["score", "{reviews}", "--text-col", "body"], "body"),
+        (["score", "{reviews}", "-o", "{tmp}/x.docx"], "docx"),
+        (["score", "{reviews}", "--model", "{tmp}/no-model"], "no-model"),
+    ],
+)
+def test_user_errors_are_one_line_exit_1(tiny_model_dir, tmp_path, args, message):
+    args = [a.format(reviews=SAMPLES / "reviews.csv", tmp=tmp_path) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(tiny_model_dir)]
+    r = subprocess.run([sys.executable, "-m", "emotag.cli", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and message in err[0], r.stderr
+
+
+def test_resume_continues_partial_output(tiny_model_dir, tmp_path):
+    src = tmp_path / "in.jsonl"
+    with open(src, "w", encoding="utf-8") as f:
+        for i in range(50):
+            f.write(json.dumps({"id": i, "text": f"第{i}条评论，很好"}, ensure_ascii=False) + "\n")
+    out = tmp_path / "out.jsonl"
+    # a killed run leaves 20 complete rows and half a line in the partial file
+    full = tmp_path / "full.jsonl"
+    assert runner.invoke(app, ["score", str(src), "-o", str(full), "--model", str(tiny_model_dir), "-q"]).exit_code == 0
+    lines = full.read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "out.jsonl.partial").write_text("".join(lines[:20]) + lines[20][:15], encoding="utf-8")
+    res = runner.invoke(app, ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--resume", "-q"])
+    assert res.exit_code == 0, res.output
+    got = _jsonl(out)
+    assert [g["id"] for g in got] == list(range(50))
+    assert got == _jsonl(full)
+
+
+def test_score_dialogues(tiny_model_dir, tmp_path):
+    out = tmp_path / "conv.jsonl"
+    res = runner.invoke(app, ["score-dialogues", str(SAMPLES / "conversations.jsonl"), "-o", str(out),
+                              "--model", str(tiny_model_dir), "-q"])
+    assert res.exit_code == 0, res.output
+    got = _jsonl(out)
+    assert len(got) == 20
+    for c in got:
+        assert c["error"] is None
+        assert -2 <= c["satisfaction"] <= 2
+        assert c["turns"] and all(t["speaker"] == "customer" for t in c["turns"])
+        assert isinstance(c["resolved"], bool)
+
+
+def test_profile_command_builds_store(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOTAG_PSEUDONYM_KEY", "emotag-test-key-0123456789abcdef")
+    scored = tmp_path / "scored.jsonl"
+    assert runner.invoke(app, ["score", str(SAMPLES / "reviews.csv"), "-o", str(scored), "--model",
+                               str(tiny_model_dir), "--keep", "user_id,time", "-q"]).exit_code == 0
+    out = tmp_path / "profiles.jsonl"
+    res = runner.invoke(app, ["profile", str(scored), "-o", str(out), "--store", str(tmp_path / "p.db")])
+    assert res.exit_code == 0, res.output
+    profiles = _jsonl(out)
+    assert 20 <= len(profiles) <= 25
+    raw_ids = {f"u{i:02d}" for i in range(1, 31)}
+    assert not any(str(p.get("user_id")) in raw_ids for p in profiles)  # pseudonymous
+
+
+def test_info(tiny_model_dir):
+    res = runner.invoke(app, ["info", str(tiny_model_dir)])
+    assert res.exit_code == 0
+    assert "tiny-test" in res.output and "model.int8.onnx" in res.output

@@ -1,0 +1,498 @@
+"""emotag.io: every format round-trips, encodings are sniffed, bad input fails in one line, runs resume."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import math
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emotag.io import (
+    FORMATS,
+    InputError,
+    InputRow,
+    RecordWriter,
+    count_rows,
+    detect_format,
+    read_records,
+    read_rows,
+)
+
+LABELS = ("neutral", "like", "happiness", "sadness", "anger", "disgust", "fear", "surprise")
+TEXTS = [
+    "这款面膜真的很好用，超赞！",
+    '他说"还行"，\n但是物流太慢了',
+    "=SUM(A1) 不是公式",
+    "質量很差，很後悔",
+    "😀 好开心\t制表符",
+]
+
+
+def _record(i: int) -> dict[str, Any]:
+    """An output record as the scorer makes it; every third one is a failed row with null results."""
+    if i % 3 == 0:
+        return {
+            "id": i,
+            "emotion": None,
+            "emotions": None,
+            "polarity": None,
+            "polarity_score": None,
+            "intensity": None,
+            "error": "text is empty",
+            "user": f"用户{i}",
+            "text": None,
+        }
+    probs = [((i + k) % 7 + 1) / 37 for k in range(len(LABELS))]
+    total = sum(probs)
+    return {
+        "id": i,
+        "emotion": "like",
+        "emotions": {label: p / total for label, p in zip(LABELS, probs, strict=True)},
+        "polarity": "positive",
+        "polarity_score": -1 / 3 if i % 2 else 0.1 + i / 1e6,
+        "intensity": 1e-05 * i,
+        "error": None,
+        "user": f"用户{i}",
+        "text": TEXTS[i % len(TEXTS)],
+    }
+
+
+def _same(got: Any, want: Any, exact: bool) -> bool:
+    """Deep equality; floats to 1e-15 relative where the format cannot hold all 17 digits (xlsx)."""
+    if isinstance(want, dict):
+        return (
+            isinstance(got, dict)
+            and got.keys() == want.keys()
+            and all(_same(got[k], want[k], exact) for k in want)
+        )
+    if isinstance(want, float) and not exact:
+        return isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-15, abs_tol=1e-300)
+    return type(got) is type(want) and bool(got == want)
+
+
+def _write(path: Path, records: list[dict[str, Any]], **kw: Any) -> None:
+    with RecordWriter(str(path), **kw) as w:
+        w.write_many(records[: len(records) // 2])
+        for r in records[len(records) // 2 :]:
+            w.write(r)
+
+
+# --------------------------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_every_format(tmp_path: Path, fmt: str) -> None:
+    records = [_record(i) for i in range(12)]
+    out = tmp_path / f"scores.{fmt}"
+    _write(out, records)
+    assert out.exists()
+    assert not (tmp_path / f"scores.{fmt}.partial").exists()
+    back = list(read_records(str(out)))
+    assert len(back) == len(records)
+    for got, want in zip(back, records, strict=True):
+        assert _same(got, want, exact=fmt != "xlsx"), (got, want)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "xlsx", "parquet"])
+def test_flat_formats_spread_nested_dicts_over_columns(tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"scores.{fmt}"
+    _write(out, [_record(i) for i in range(4)])  # the first record has emotions=None: columns still right
+    if fmt in ("csv", "tsv"):
+        with open(out, encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f, delimiter="," if fmt == "csv" else "\t"))
+    elif fmt == "xlsx":
+        import openpyxl
+
+        header = [c.value for c in next(openpyxl.load_workbook(out, read_only=True).worksheets[0].rows)]
+    else:
+        import pyarrow.parquet as pq
+
+        header = pq.read_schema(out).names
+    assert header == [
+        "id",
+        "emotion",
+        *(f"emotions.{k}" for k in LABELS),
+        "polarity",
+        "polarity_score",
+        "intensity",
+        "error",
+        "user",
+        "text",
+    ]
+
+
+def test_csv_is_excel_friendly_and_floats_exact(tmp_path: Path) -> None:
+    out = tmp_path / "s.csv"
+    _write(out, [{"id": 1, "p": 1 / 3, "emotions": {"like": 0.1 + 0.2}}])
+    raw = out.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # BOM: Excel shows Chinese correctly
+    assert repr(1 / 3).encode() in raw
+    assert list(read_records(str(out))) == [{"id": 1, "p": 1 / 3, "emotions": {"like": 0.1 + 0.2}}]
+
+
+def test_xlsx_keeps_formula_like_text_as_text_and_long_ids_exact(tmp_path: Path) -> None:
+    import openpyxl
+
+    out = tmp_path / "s.xlsx"
+    _write(out, [{"id": 4_514_223_451_234_567_890, "text": "=1+1"}])
+    row = [c for c in openpyxl.load_workbook(out).active[2]]
+    assert [c.data_type for c in row] == ["s", "s"]
+    assert list(read_records(str(out))) == [{"id": "4514223451234567890", "text": "=1+1"}]
+
+
+def test_json_default_handles_numpy_and_dates(tmp_path: Path) -> None:
+    import datetime
+
+    import numpy as np
+
+    out = tmp_path / "s.jsonl"
+    _write(
+        out, [{"a": np.float32(0.5), "b": np.int64(3), "c": datetime.date(2024, 5, 1), "d": np.float64(0.25)}]
+    )
+    assert list(read_records(str(out))) == [{"a": 0.5, "b": 3, "c": "2024-05-01", "d": 0.25}]
+    csv_out = tmp_path / "s.csv"
+    _write(csv_out, [{"d": np.float64(0.25)}])
+    assert "0.25" in csv_out.read_text(encoding="utf-8-sig")
+
+
+def test_records_that_do_not_fit_the_columns_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="surprise"), RecordWriter(str(tmp_path / "s.csv")) as w:
+        w.write({"id": 0, "emotions": {"like": 1.0}})
+        w.write({"id": 1, "emotions": {"like": 0.5, "surprise": 0.5}})
+
+
+def test_stdout_is_jsonl(capsys: pytest.CaptureFixture[str]) -> None:
+    with RecordWriter("-") as w:
+        assert w.partial_path is None
+        w.write_many([{"id": 1, "text": "中文"}])
+        w.write({"id": 2, "emotions": {"like": 0.5}})
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"id": 1, "text": "中文"},
+        {"id": 2, "emotions": {"like": 0.5}},
+    ]
+
+
+def test_writer_reports_bad_output_paths(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        RecordWriter(str(tmp_path / "missing" / "out.csv"))
+    with pytest.raises(InputError, match=r"out\.xlsy: unknown format"):
+        RecordWriter(str(tmp_path / "out.xlsy"))
+
+
+# ------------------------------------------------------------------------------------------------ encodings
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk", "gb18030", "utf-16"])
+def test_csv_encodings_are_detected(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / f"in-{encoding}.csv"
+    texts = ["今天好开心", "质量很差，客服态度也差", "东西很好，下次还来"] * 5
+    if encoding == "gb18030":
+        texts.append("𠀀 扩展区汉字")  # only GB18030 (not GBK) can encode this
+    with open(path, "w", encoding=encoding, newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "店铺"])
+        w.writerows([i, t, "旗舰店"] for i, t in enumerate(texts))
+    rows = list(read_rows(str(path), keep=["店铺"]))
+    assert [r.text for r in rows] == texts
+    assert [r.id for r in rows] == [str(i) for i in range(len(texts))]
+    assert all(r.error is None and r.extra == {"店铺": "旗舰店"} for r in rows)
+
+
+def test_gbk_after_a_long_ascii_head_is_still_gbk(tmp_path: Path) -> None:
+    path = tmp_path / "late.csv"
+    with open(path, "wb") as f:
+        f.write(b"id,text\n" + b"".join(f"{i},plain ascii review {i}\n".encode() for i in range(5000)))
+        f.write("5000,最后一条是中文\n".encode("gbk"))
+    assert list(read_rows(str(path)))[-1].text == "最后一条是中文"
+
+
+def test_undecodable_bytes_spoil_only_their_row(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.csv"
+    good = "这个产品质量很不错，物流也快".encode()
+    path.write_bytes(
+        b"id,text\n" + b"".join(b"%d,%s\n" % (i, good) for i in range(5)) + b"5,\xe5\x9d\n6," + good + b"\n"
+    )
+    rows = list(read_rows(str(path)))
+    assert [r.error for r in rows] == [None] * 5 + ["text has bytes that are not valid utf-8", None]
+    assert rows[6].text == good.decode()
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+
+
+def _one_line_error(call: Any, *fragments: str) -> str:
+    with pytest.raises(InputError) as info:
+        call()
+    msg = str(info.value)
+    assert "\n" not in msg
+    for fragment in fragments:
+        assert fragment in msg, msg
+    return msg
+
+
+def test_input_errors_name_the_file(tmp_path: Path) -> None:
+    csv_path = tmp_path / "reviews.csv"
+    csv_path.write_text("id,content\n1,好\n", encoding="utf-8")
+    jsonl = tmp_path / "reviews.jsonl"
+    jsonl.write_text('{"content": "好"}\n', encoding="utf-8")
+    _one_line_error(lambda: read_rows(str(csv_path)), "reviews.csv", "column 'text' is missing", "content")
+    _one_line_error(lambda: read_rows(str(jsonl)), "reviews.jsonl, row 1", "column 'text' is missing")
+    _one_line_error(
+        lambda: read_rows(str(csv_path), text_col="content", id_col="uid"), "reviews.csv", "'uid'"
+    )
+    _one_line_error(
+        lambda: read_rows(str(csv_path), text_col="content", keep=["shop"]), "reviews.csv", "'shop'"
+    )
+    _one_line_error(
+        lambda: read_rows(str(tmp_path / "data.xlsy")),
+        "data.xlsy: unknown format '.xlsy' (expected csv, tsv, jsonl, json, parquet, xlsx)",
+    )
+    _one_line_error(lambda: read_rows(str(tmp_path / "nope.csv")), "nope.csv", "file not found")
+    _one_line_error(lambda: read_rows(str(tmp_path / "nope.parquet")), "nope.parquet", "file not found")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    _one_line_error(lambda: read_rows(str(tmp_path / "empty.csv")), "empty.csv", "empty")
+    (tmp_path / "fake.parquet").write_text("not parquet")
+    _one_line_error(lambda: read_rows(str(tmp_path / "fake.parquet")), "fake.parquet", "parquet")
+    (tmp_path / "fake.xlsx").write_text("not a workbook")
+    _one_line_error(lambda: read_rows(str(tmp_path / "fake.xlsx")), "fake.xlsx", "xlsx")
+
+
+def test_input_error_format() -> None:
+    assert str(InputError("reviews.csv", "column 'text' is missing", row=17)) == (
+        "reviews.csv, row 17: column 'text' is missing"
+    )
+    assert str(InputError("-", "bad\nthing")) == "<stdin>: bad thing"
+
+
+def test_detect_format() -> None:
+    assert [detect_format(f"a.{f}") for f in FORMATS] == list(FORMATS)
+    assert detect_format("-") == "jsonl"
+    assert detect_format("DATA.CSV") == "csv"
+    with pytest.raises(InputError, match="no file extension"):
+        detect_format("data")
+
+
+def test_malformed_jsonl_line_becomes_an_error_row(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        '{"id": "a", "text": "好评", "shop": 1}\n{"id": "b", "text": "断了\n\n[1, 2]\n{"text": 5}\n'
+        '{"id": "e", "text": "  "}\n{"id": "f"}\n{"id": "g", "text": "最后"}\n',
+        encoding="utf-8",
+    )
+    rows = list(read_rows(str(path), keep=["shop"]))
+    assert [r.index for r in rows] == list(range(7))
+    assert [r.id for r in rows] == ["a", 1, 2, 3, "e", "f", "g"]
+    assert [r.text for r in rows] == ["好评", None, None, None, None, None, "最后"]
+    assert rows[0].extra == {"shop": 1} and rows[6].extra == {"shop": None}
+    errors = [r.error for r in rows]
+    assert errors[0] is None and errors[6] is None
+    assert errors[1].startswith("invalid JSON")
+    assert errors[2:6] == [
+        "expected a JSON object, got array",
+        "text is not a string (got number)",
+        "text is empty",
+        "text is missing",
+    ]
+
+
+def test_jsonl_that_is_not_json_at_all_fails_up_front(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text("id,text\n1,好\n", encoding="utf-8")
+    _one_line_error(lambda: read_rows(str(path)), "in.jsonl", "no JSON object")
+
+
+def test_csv_row_problems(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text('id,text\n1,好,多了一列\n2,"引号,逗号"\n\n3\n,没有id\n', encoding="utf-8")
+    rows = list(read_rows(str(path)))
+    assert [(r.id, r.text) for r in rows] == [("1", None), ("2", "引号,逗号"), ("3", None), (3, "没有id")]
+    assert "3 fields" in rows[0].error and rows[2].error == "text is missing"
+
+
+def test_json_array_and_single_object(tmp_path: Path) -> None:
+    arr = tmp_path / "a.json"
+    arr.write_text(
+        json.dumps([{"id": 7, "text": "一"}, {"text": "二"}], ensure_ascii=False, indent=2), "utf-8"
+    )
+    assert [(r.id, r.text) for r in read_rows(str(arr))] == [(7, "一"), (1, "二")]
+    one = tmp_path / "o.json"
+    one.write_text(json.dumps({"text": "单个"}, ensure_ascii=False, indent=2), "utf-8")
+    assert [r.text for r in read_rows(str(one))] == ["单个"]
+    lines = tmp_path / "l.json"
+    lines.write_text('{"text": "甲"}\n{"text": "乙"}\n', "utf-8")
+    assert [r.text for r in read_rows(str(lines))] == ["甲", "乙"]
+    assert count_rows(str(arr)) == 2 and count_rows(str(lines)) == 2
+
+
+def test_parquet_and_xlsx_inputs(tmp_path: Path) -> None:
+    import openpyxl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table(
+            {
+                "id": [10, 11, 12, 13, 14],
+                "text": ["好", None, "差", "中", "末"],
+                "shop": ["a", "b", "c", "d", "e"],
+            }
+        ),
+        tmp_path / "in.parquet",
+        row_group_size=2,
+    )
+    rows = list(read_rows(str(tmp_path / "in.parquet"), keep=["shop"]))
+    assert [(r.index, r.id, r.text, r.error) for r in rows][:2] == [
+        (0, 10, "好", None),
+        (1, 11, None, "text is null"),
+    ]
+    assert [
+        (r.index, r.id, r.extra["shop"])
+        for r in read_rows(str(tmp_path / "in.parquet"), keep=["shop"], skip=3)
+    ] == [(3, 13, "d"), (4, 14, "e")]
+    assert count_rows(str(tmp_path / "in.parquet")) == 5
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "num.parquet")
+    _one_line_error(lambda: read_rows(str(tmp_path / "num.parquet")), "num.parquet", "not text")
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["id", "text"])
+    ws.append([1, "今天"])
+    ws.append([2, 666])  # Excel stores a review "666" as a number
+    ws.append([None, None])
+    ws.append([4, None])
+    wb.save(tmp_path / "in.xlsx")
+    rows = list(read_rows(str(tmp_path / "in.xlsx")))
+    assert [(r.id, r.text, r.error) for r in rows] == [
+        (1, "今天", None),
+        (2, "666", None),
+        (4, None, "text is empty"),
+    ]
+
+
+def test_stdin_is_jsonl(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = '{"id": 1, "text": "标准输入"}\nnot json\n'.encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    rows = list(read_rows("-"))
+    assert [(r.id, r.text) for r in rows] == [(1, "标准输入"), (1, None)]
+    assert rows[1].error.startswith("invalid JSON")
+    assert count_rows("-") is None
+
+
+# ------------------------------------------------------------------------------------------- skip and counts
+
+
+def test_skip(tmp_path: Path) -> None:
+    texts = [f"第{i}条" for i in range(10)]
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text("text\n" + "\n".join(texts) + "\n", encoding="utf-8")
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), "utf-8")
+    for path in (csv_path, jsonl):
+        rows = list(read_rows(str(path), skip=7))
+        assert [(r.index, r.id, r.text) for r in rows] == [(i, i, texts[i]) for i in range(7, 10)]
+        assert list(read_rows(str(path), skip=50)) == []
+
+
+def test_count_rows(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text('id,text\n1,"两行\n的评论"\n2,"带""引号"""\n\n3,普通\n', encoding="utf-8")
+    assert count_rows(str(path)) == 3 == len(list(read_rows(str(path))))
+
+
+# ------------------------------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_crash_then_resume(tmp_path: Path, fmt: str) -> None:
+    records = [_record(i) for i in range(9)]
+    out = tmp_path / f"scores.{fmt}"
+    partial = tmp_path / f"scores.{fmt}.partial"
+    with pytest.raises(RuntimeError), RecordWriter(str(out)) as w:
+        w.write_many(records[:3])
+        w.write(records[3])
+        w.write(records[4])
+        raise RuntimeError("crash")
+    assert partial.exists() and not out.exists()
+
+    with open(partial, "ab") as f:  # the crash tore the record being written
+        f.write(b'9,"half a rec' if fmt in ("csv", "tsv") else b'{"id": 9, "emo')
+    with RecordWriter(str(out), resume=True) as w:
+        assert w.rows_done == 5
+        w.write_many(records[5:])
+    assert out.exists() and not partial.exists()
+    back = list(read_records(str(out)))
+    assert [r["id"] for r in back] == list(range(9))
+    assert all(_same(g, r, exact=fmt != "xlsx") for g, r in zip(back, records, strict=True))
+
+
+def test_torn_quoted_csv_record_is_dropped(tmp_path: Path) -> None:
+    out = tmp_path / "s.csv"
+    _write(out, [{"id": 0, "text": "一"}])
+    (tmp_path / "t.csv.partial").write_bytes(out.read_bytes() + b'1,"multi\nline but never closed\n')
+    with RecordWriter(str(tmp_path / "t.csv"), resume=True) as w:
+        assert w.rows_done == 1
+        w.write({"id": 1, "text": "二\n行"})
+    assert list(read_records(str(tmp_path / "t.csv"))) == [
+        {"id": 0, "text": "一"},
+        {"id": 1, "text": "二\n行"},
+    ]
+
+
+def test_resume_without_partial_starts_fresh_and_fresh_run_overwrites_partial(tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    with RecordWriter(str(out), resume=True) as w:
+        assert w.rows_done == 0
+        w.write({"id": 1})
+    (tmp_path / "s.jsonl.partial").write_text('{"id": "stale"}\n')
+    with RecordWriter(str(out)) as w:
+        assert w.rows_done == 0
+        w.write({"id": 2})
+    assert list(read_records(str(out))) == [{"id": 2}]
+
+
+def test_resume_after_crash_before_columns_were_known(tmp_path: Path) -> None:
+    """csv holds records back until it knows which keys are dicts; a crash still leaves them on disk."""
+    out = tmp_path / "s.csv"
+    failed = _record(0)
+    with pytest.raises(KeyboardInterrupt), RecordWriter(str(out)) as w:
+        w.write(failed)
+        raise KeyboardInterrupt
+    with RecordWriter(str(out), resume=True) as w:
+        assert w.rows_done == 1
+        w.write(_record(1))
+    back = list(read_records(str(out)))
+    assert back[0] == failed and _same(back[1], _record(1), exact=True)
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+
+def test_read_rows_streams_a_big_csv(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    n = 200_000
+    line = "这是一条用来测试流式读取的评论，质量很好，推荐购买"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("id,text,shop\n")
+        f.writelines(f"{i},{line}{i},店{i % 10}\n" for i in range(n))
+    rows = read_rows(str(path), keep=["shop"])
+    assert inspect.isgenerator(rows)
+    tracemalloc.start()
+    try:
+        count = 0
+        last: InputRow | None = None
+        for row in rows:
+            count += 1
+            last = row
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == n and last is not None and last.text == f"{line}{n - 1}"
+    assert peak < 50 * 1024 * 1024, peak  # all rows held at once would take several hundred MB

@@ -1,0 +1,594 @@
+"""Per-user dynamic profiles: mergeability, store, tags, privacy, exports (SPEC §4)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from emotag.labels import EMOTIONS
+from emotag.profiles import (
+    KEY_ENV,
+    ProfileInputError,
+    ProfileState,
+    ProfileStore,
+    Pseudonymizer,
+    PseudonymKeyError,
+    RulesError,
+    StoreError,
+    StoreVersionError,
+    apply_rules,
+    build_profiles,
+    cohort_counts,
+    conversation_to_record,
+    default_rules_path,
+    load_rules,
+    merge_profiles,
+    parse_time,
+    run_profile,
+)
+
+KEY = "test-key-0123456789abcdef"
+BASE = parse_time("2024-03-01T00:00:00+08:00")
+DAY = 86400.0
+REL = 1e-9
+
+
+@pytest.fixture(autouse=True)
+def _key_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+
+
+def rec(
+    user: Any,
+    day: float,
+    score: float,
+    top: str = "neutral",
+    p: float = 0.7,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A SPEC §2 record: `p` on `top`, the rest spread evenly."""
+    rest = (1.0 - p) / (len(EMOTIONS) - 1)
+    emotions = {e: (p if e == top else rest) for e in EMOTIONS}
+    r = {
+        "id": f"{user}-{day}",
+        "user_id": user,
+        "time": BASE + day * DAY,
+        "emotion": top,
+        "emotions": emotions,
+        "polarity": "negative" if score < -0.1 else ("positive" if score > 0.1 else "neutral"),
+        "polarity_score": score,
+        "intensity": abs(score),
+        "error": None,
+    }
+    r.update(extra)
+    return r
+
+
+def synthetic(n: int, users: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        raw = [rng.random() ** 2 for _ in EMOTIONS]
+        s = sum(raw)
+        probs = {e: v / s for e, v in zip(EMOTIONS, raw, strict=True)}
+        score = rng.uniform(-1, 1)
+        r = {
+            "user_id": f"user{rng.randrange(users)}",
+            "time": f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:00:00+08:00",
+            "emotion": max(probs, key=probs.__getitem__),
+            "emotions": probs,
+            "polarity_score": score,
+            "intensity": rng.random(),
+            "error": None,
+            "channel": rng.choice(["review", "social", "support", None]),
+            "resolved": rng.choice([True, False, None]),
+            "product": rng.choice([None, "面膜", "手机"]),
+        }
+        out.append(r)
+    return out
+
+
+# -- comparison helpers ---------------------------------------------------------------------------------
+
+
+def _close(a: float, b: float, mag: float) -> bool:
+    return abs(a - b) <= REL * max(abs(a), abs(b), abs(mag), 1e-300)
+
+
+def assert_states_close(a: ProfileState, b: ProfileState) -> None:
+    """Equal within 1e-9 relative. Sums of signed terms are compared relative to the matching sum of
+    absolute terms (e.g. sum w*y against sum w), the standard yardstick for rounding in a sum."""
+    da, db = a.to_dict(), b.to_dict()
+    assert da["n"] == db["n"]
+    assert da["first"] == db["first"] and da["last"] == db["last"]
+    assert da["last_polarity"] == db["last_polarity"]
+    w = da["sums"]["w"]
+    absx = abs(da["sums"]["x"])
+    mags = {"w": w, "x": absx, "xx": 0, "y": w, "xy": absx, "yy": w, "wi": w, "i": w}
+    mags |= {"wr": da["sums"]["wr"], "yr": da["sums"]["wr"]}
+    for k, v in da["sums"].items():
+        assert _close(v, db["sums"][k], mags[k]), (k, v, db["sums"][k])
+    for group in ("emotions", "top", "polarity"):
+        for k, v in da[group].items():
+            assert _close(v, db[group][k], w), (group, k)
+    for c, vals in da["channels"].items():
+        assert vals[0] == db["channels"][c][0]
+        assert _close(vals[1], db["channels"][c][1], w) and _close(vals[2], db["channels"][c][2], w)
+    assert da["unresolved_negative"][0] == db["unresolved_negative"][0]
+    assert _close(da["unresolved_negative"][1], db["unresolved_negative"][1], w)
+    assert da["products"].keys() == db["products"].keys()
+    for k, v in da["products"].items():
+        assert v[0] == db["products"][k][0]
+        assert _close(v[1], db["products"][k][1], w) and _close(v[2], db["products"][k][2], w)
+
+
+def assert_nested_close(a: Any, b: Any, path: str = "") -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            assert_nested_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_nested_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=REL, abs_tol=REL), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+# -- mergeability (hypothesis) ----------------------------------------------------------------------------
+
+_prob = st.floats(0.0, 1.0, allow_nan=False)
+_record = st.builds(
+    lambda user, t, y, raw, inten, ch, resolved, product: {
+        "user_id": user,
+        "time": BASE + t,
+        "emotions": {e: (v + 1e-3) / (sum(raw) + 8e-3) for e, v in zip(EMOTIONS, raw, strict=True)},
+        "polarity_score": y,
+        "intensity": inten,
+        "channel": ch,
+        "resolved": resolved,
+        "product": product,
+        "error": None,
+    },
+    user=st.sampled_from(["a", "b", "c"]),
+    # Up to ~3 years, so rebasing (every 8 half-lives) and deep decay both happen.
+    t=st.one_of(st.integers(0, 3 * 365 * 86400).map(float), st.floats(0, 400 * DAY, allow_nan=False)),
+    y=st.floats(-1.0, 1.0, allow_nan=False),
+    raw=st.lists(_prob, min_size=8, max_size=8),
+    inten=st.one_of(st.none(), _prob),
+    ch=st.sampled_from(["review", "social", "support", None, "weird"]),
+    resolved=st.sampled_from([True, False, None]),
+    product=st.sampled_from([None, "p1", "p2"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    records=st.lists(_record, min_size=1, max_size=40),
+    n_parts=st.integers(1, 6),
+    data=st.data(),
+)
+def test_fold_equals_merge_of_any_split(records: list[dict], n_parts: int, data: st.DataObject) -> None:
+    """Folding a stream == merging the folds of any partition, each folded in any order, merged in any order."""
+    whole = build_profiles(records)
+    assign = data.draw(st.lists(st.integers(0, n_parts - 1), min_size=len(records), max_size=len(records)))
+    parts = [[r for r, a in zip(records, assign, strict=True) if a == k] for k in range(n_parts)]
+    parts = [data.draw(st.permutations(p)) for p in parts]
+    folded = [build_profiles(p) for p in parts]
+    rnd = data.draw(st.randoms(use_true_random=False))
+    # Random merge tree: repeatedly merge two random partial results.
+    while len(folded) > 1:
+        i, j = rnd.sample(range(len(folded)), 2)
+        merged = merge_profiles(folded[i], folded[j])
+        folded = [f for k, f in enumerate(folded) if k not in (i, j)] + [merged]
+    result = folded[0]
+    assert result.keys() == whole.keys()
+    for uid in whole:
+        assert_states_close(whole[uid], result[uid])
+        # Serialisation round-trips exactly.
+        again = ProfileState.from_json(result[uid].to_json())
+        assert again.to_dict() == result[uid].to_dict()
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=st.lists(_record, min_size=2, max_size=25), data=st.data())
+def test_merge_is_commutative_and_associative(records: list[dict], data: st.DataObject) -> None:
+    cut1 = data.draw(st.integers(0, len(records)))
+    cut2 = data.draw(st.integers(cut1, len(records)))
+    a, b, c = (build_profiles(records[:cut1]), build_profiles(records[cut1:cut2]), build_profiles(records[cut2:]))
+    left = merge_profiles(merge_profiles(a, b), c)
+    right = merge_profiles(a, merge_profiles(c, b))
+    assert left.keys() == right.keys()
+    for uid in left:
+        assert_states_close(left[uid], right[uid])
+
+
+def test_decay_weights_halve_per_half_life() -> None:
+    s = ProfileState(half_life_days=30)
+    s.fold(rec("u", 0, -1.0))
+    s.fold(rec("u", 30, 1.0))
+    # Weights 0.5 and 1 -> mean polarity (0.5 * -1 + 1) / 1.5 = 1/3.
+    assert math.isclose(s.metrics()["polarity.mean"], 1 / 3, rel_tol=1e-12)
+    m = s.metrics(now=BASE + 60 * DAY)
+    assert math.isclose(m["evidence.decayed"], 0.75, rel_tol=1e-12)
+    assert m["days_since_last"] == 30.0
+
+
+# -- store ------------------------------------------------------------------------------------------------
+
+
+def _store_summaries(path: Path, now: float) -> dict[str, dict]:
+    with ProfileStore(path) as store:
+        return {uid: st.summary(now, rules=load_rules()) for uid, st in store.iter_states()}
+
+
+def test_store_two_halves_equal_one_run(tmp_path: Path) -> None:
+    data = synthetic(3000, 60, seed=1)
+    half = len(data) // 2
+    r1 = run_profile(data[:half], store_path=tmp_path / "a.db", batch_id="part1")
+    r2 = run_profile(data[half:], store_path=tmp_path / "a.db", batch_id="part2")
+    r3 = run_profile(data, store_path=tmp_path / "b.db")
+    assert r1.stats.folded + r2.stats.folded == r3.stats.folded
+    now = parse_time("2025-01-01T00:00:00+08:00")
+    a, b = _store_summaries(tmp_path / "a.db", now), _store_summaries(tmp_path / "b.db", now)
+    assert a.keys() == b.keys() and len(a) == 60
+    for uid in a:
+        assert_nested_close(a[uid], b[uid], uid)
+    with ProfileStore(tmp_path / "a.db") as s1, ProfileStore(tmp_path / "b.db") as s2:
+        for uid, st1 in s1.iter_states():
+            assert_states_close(st1, s2.get(uid))  # type: ignore[arg-type]
+        assert [b["batch_id"] for b in s1.batches()] == ["part1", "part2"]
+
+
+def test_store_batch_is_idempotent(tmp_path: Path) -> None:
+    data = synthetic(200, 10, seed=2)
+    db = tmp_path / "p.db"
+    run_profile(data, store_path=db, batch_id="file-1")
+    before = db.read_bytes()
+    again = run_profile(data, store_path=db, batch_id="file-1")
+    assert again.already_applied and again.stats.folded == 0
+    assert db.read_bytes() == before
+    with ProfileStore(db) as s:
+        assert sum(st.n for _, st in s.iter_states()) == 200
+
+
+def test_interrupted_upsert_leaves_store_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "p.db"
+    run_profile(synthetic(300, 20, seed=3), store_path=db, batch_id="ok")
+    with ProfileStore(db) as s:
+        snapshot = {uid: st.to_json() for uid, st in s.iter_states()}
+    calls = {"n": 0}
+    real = ProfileState.to_json
+
+    def flaky(self: ProfileState) -> str:
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(ProfileState, "to_json", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_profile(synthetic(300, 40, seed=4), store_path=db, batch_id="broken")
+    monkeypatch.setattr(ProfileState, "to_json", real)
+    with ProfileStore(db) as s:
+        assert {uid: st.to_json() for uid, st in s.iter_states()} == snapshot
+        assert not s.has_batch("broken")
+
+
+def test_schema_version_check(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    with ProfileStore(db) as s:
+        assert s.schema_version == 1
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreVersionError, match=r"schema version 99 is newer .* upgrade emotag"):
+        ProfileStore(db)
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="not an emotag profile store"):
+        ProfileStore(other)
+
+
+def test_store_refuses_other_key_or_half_life(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "p.db"
+    run_profile(synthetic(50, 5, seed=5), store_path=db)
+    monkeypatch.setenv(KEY_ENV, "another-key-0123456789")
+    with pytest.raises(StoreError, match="key differs"):
+        run_profile(synthetic(50, 5, seed=6), store_path=db)
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with pytest.raises(StoreError, match="half-life"):
+        run_profile(synthetic(50, 5, seed=6), store_path=db, half_life_days=7)
+
+
+# -- tags -------------------------------------------------------------------------------------------------
+
+
+def _tags(records: list[dict]) -> dict[str, dict]:
+    (state,) = build_profiles(records).values()
+    return {t["tag"]: t for t in apply_rules(state, load_rules())}
+
+
+def test_angry_user_gets_irritable() -> None:
+    tags = _tags([rec("angry", d, -0.7, "anger", 0.8) for d in range(5)])
+    assert "irritable" in tags
+    assert tags["irritable"]["display"] == "易怒"
+    assert tags["irritable"]["evidence"] == 5
+    assert 0.0 <= tags["irritable"]["score"] <= 1.0
+
+
+def test_user_turning_negative_gets_churn_risk() -> None:
+    records = [rec("u", d * 6, 0.8 - d * (1.6 / 9), "like" if d < 5 else "sadness") for d in range(10)]
+    tags = _tags(records)
+    assert "churn_risk" in tags and tags["churn_risk"]["display"] == "失望流失风险"
+    assert tags["churn_risk"]["score"] > 0
+    # The same evidence in the opposite order (rising) is not a churn risk.
+    rising = [rec("u", d * 6, -0.8 + d * (1.6 / 9), "like") for d in range(10)]
+    assert "churn_risk" not in _tags(rising)
+
+
+def test_other_default_tags() -> None:
+    happy = _tags([rec("h", d * 3, 0.8, "like", 0.8) for d in range(6)])
+    assert {"high_satisfaction", "loyal_fan"} <= happy.keys() and "irritable" not in happy
+    surprised = _tags([rec("s", d, 0.6, "surprise", 0.7) for d in range(4)])
+    assert "surprise_seeker" in surprised
+    swings = _tags([rec("v", d, 0.9 if d % 2 else -0.9) for d in range(6)])
+    assert "volatile" in swings
+
+
+def test_no_tag_below_min_evidence() -> None:
+    extreme = [rec("x", d, -1.0, "anger", 1.0, channel="support", resolved=False) for d in range(2)]
+    assert _tags(extreme) == {}
+    (state,) = build_profiles(extreme).values()
+    assert state.summary()["tags"] == []
+    # And in general: every emitted tag carries evidence >= its rule's min_evidence (>= 3 by default).
+    rules = load_rules()
+    for _uid, s in build_profiles(synthetic(2000, 400, seed=7)).items():
+        for t in apply_rules(s, rules):
+            assert t["evidence"] >= 3 and t["evidence"] == s.n
+
+
+def test_conversations_feed_support_channel() -> None:
+    def conv(i: int, sat: float, resolved: bool) -> dict:
+        turn = rec("c", i, -0.6, "anger", 0.7) | {"speaker": "customer", "text": "客服太慢了"}
+        return {
+            "id": i,
+            "user_id": "c",
+            "turns": [turn | {"time": BASE + i * DAY}, turn | {"time": BASE + i * DAY + 600}],
+            "satisfaction": sat,
+            "start_emotion": "anger",
+            "end_emotion": "anger",
+            "resolved": resolved,
+        }
+
+    r = conversation_to_record(conv(1, -1.5, False))
+    assert r["channel"] == "support" and r["polarity_score"] == -0.75 and r["resolved"] is False
+    assert r["time"] == BASE + DAY + 600 and "text" not in r and "turns" not in r
+    assert math.isclose(sum(r["emotions"].values()), 1.0)
+    states = build_profiles([conv(i, -1.5, False) for i in range(3)])
+    (state,) = states.values()
+    summ = state.summary()
+    assert summ["channels"]["support"]["count"] == 3 and summ["support"]["unresolved_negative"] == 3
+    assert "service_dissatisfied" in {t["tag"] for t in summ["tags"]}
+    ok = build_profiles([conv(i, 1.5, True) for i in range(3)])
+    assert "service_dissatisfied" not in {t["tag"] for t in next(iter(ok.values())).summary()["tags"]}
+
+
+# -- rules file validation ----------------------------------------------------------------------------------
+
+
+def test_default_rules_are_package_data() -> None:
+    path = default_rules_path()
+    assert path.name == "default_rules.toml" and path.parent.name == "profiles" and path.exists()
+    assert set(load_rules().tags) >= {"irritable", "churn_risk", "service_dissatisfied"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('[[rule]]\ntag="a"\ndisplay="A"\nconditions=[{metric="emotion.angr", op=">=", value=0.2}]\nscore="volatility"',
+         r"rule 'a'.*unknown metric 'emotion.angr' \(did you mean 'emotion.anger'\?\)"),
+        ('[[rule]]\ntag="b"\ndisplay="B"\nconditions=[{metric="volatility", op="=>", value=0.2}]\nscore="volatility"',
+         r"rule 'b'.*unknown op '=>'"),
+        ('[[rule]]\ntag="c"\nconditions=[{metric="volatility", op=">", value=0.2}]\nscore="volatility"',
+         r"rule 'c'.*missing 'display'"),
+        ('[[rule]]\ntag="d"\ndisplay="D"\nconditions=[{metric="volatility", op=">", value="high"}]\nscore="volatility"',
+         r"rule 'd'.*value must be a finite number"),
+        ('[[rule]]\ntag="e"\ndisplay="E"\nconditions=[{metric="volatility", op="between", value=[1]}]\nscore="volatility"',
+         r"rule 'e'.*'between' needs"),
+        ('[[rule]]\ntag="f"\ndisplay="F"\nconditions=[{metric="volatility", op=">", value=1}]\nscore="volatility"\nmin_evidence=-1',
+         r"rule 'f'.*min_evidence must be a non-negative integer"),
+        ('[[rule]]\ntag="g"\ndisplay="G"\nwhen=1\nconditions=[{metric="volatility", op=">", value=1}]\nscore="volatility"',
+         r"rule 'g'.*unknown key\(s\) \['when'\]"),
+        ('[[rule]]\ntag="h"\ndisplay="H"\nconditions=[{metric="volatility", op=">", value=1}]\nscore="eval(1)"',
+         r"rule 'h'.*score unknown metric"),
+        ("[[rule]\ntag=", r"invalid TOML"),
+        ("version = 1", r"no rules"),
+    ],
+)
+def test_rules_validation_errors(tmp_path: Path, body: str, expected: str) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(RulesError, match=expected) as exc:
+        load_rules(path)
+    assert str(path) in str(exc.value)
+
+
+def test_rules_duplicates_and_all_problems_reported(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    one = '[[rule]]\ntag="x"\ndisplay="X"\nconditions=[{metric="volatility", op=">", value=1}]\nscore="volatility"\n'
+    path.write_text(one + one + '[[rule]]\ntag="y"\n', encoding="utf-8")
+    with pytest.raises(RulesError) as exc:
+        load_rules(path)
+    assert any("duplicate tag 'x'" in p for p in exc.value.problems)
+    assert any("rule 'y'" in p and "missing 'display'" in p for p in exc.value.problems)
+    with pytest.raises(RulesError, match="cannot read"):
+        load_rules(tmp_path / "missing.toml")
+
+
+def test_custom_rules_nested_groups(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(
+        """
+min_evidence = 2
+[[rule]]
+tag = "night_owl_angry"
+display = "深夜怒气"
+conditions = [
+  { metric = "top.anger", op = "between", value = [0.5, 1.0] },
+  { any = [ { metric = "polarity.mean", op = "<", value = -0.5 }, { metric = "volatility", op = ">", value = 2 } ] },
+]
+score = { metric = "polarity.mean", scale = -1.0, clamp = false }
+""",
+        encoding="utf-8",
+    )
+    rules = load_rules(path)
+    (state,) = build_profiles([rec("a", d, -0.8, "anger") for d in range(2)]).values()
+    (tag,) = apply_rules(state, rules)
+    assert tag == {"tag": "night_owl_angry", "display": "深夜怒气", "score": pytest.approx(0.8), "evidence": 2}
+
+
+# -- privacy ----------------------------------------------------------------------------------------------
+
+
+def test_pseudonyms_stable_per_key_and_differ_across_keys() -> None:
+    a1, a2, b = Pseudonymizer(KEY), Pseudonymizer(KEY), Pseudonymizer("a-different-key-987654321")
+    assert a1("13800138000") == a2("13800138000")
+    assert a1("13800138000") != b("13800138000")
+    assert a1("13800138000") != a1("13800138001")
+    assert len(a1("x")) == 64 and a1.fingerprint != b.fingerprint
+    assert KEY not in repr(a1)
+    ids = build_profiles([rec(123, 0, 0.1), rec("123", 1, 0.2), rec(123.0, 2, 0.3)], pseudonymizer=a1)
+    assert list(ids) == [a1("123")] and ids[a1("123")].n == 3
+    with pytest.raises(PseudonymKeyError, match="too short"):
+        Pseudonymizer("short")
+
+
+def test_raw_ids_refused_without_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV)
+    data = [rec("alice", d, 0.1) for d in range(3)]
+    with pytest.raises(PseudonymKeyError, match=KEY_ENV):
+        run_profile(data, store_path=tmp_path / "p.db")
+    assert not (tmp_path / "p.db").exists()
+    res = run_profile(data, store_path=tmp_path / "raw.db", allow_raw_ids=True)
+    assert not res.pseudonymous and "raw user ids" in res.message()
+    with ProfileStore(tmp_path / "raw.db") as s:
+        assert "alice" in s and s.meta["id_mode"] == "raw"
+    # A key file works without the environment variable, and the store then refuses raw-id runs.
+    key_file = tmp_path / "key"
+    key_file.write_text("file-key-0123456789abcdef\n")
+    run_profile(data, store_path=tmp_path / "k.db", key_file=key_file)
+    with ProfileStore(tmp_path / "k.db") as s:
+        assert Pseudonymizer("file-key-0123456789abcdef")("alice") in s
+    with pytest.raises(StoreError, match="refusing to mix"):
+        run_profile(data, store_path=tmp_path / "k.db", allow_raw_ids=True)
+
+
+def test_text_and_raw_ids_never_stored(tmp_path: Path) -> None:
+    sentinel = "SENTINEL_原文_7f3a9c"
+    raw_id = "user-13912345678"
+    data = [rec(raw_id, d, -0.5, "anger", text=f"{sentinel} 第{d}条", product="面膜") for d in range(5)]
+    data.append(
+        {"id": "c1", "user_id": raw_id, "satisfaction": -1.0, "resolved": False, "end_emotion": "anger",
+         "turns": [rec(raw_id, 9, -0.5, "anger", speaker="customer", text=sentinel)]}
+    )
+    db, out = tmp_path / "p.db", tmp_path / "out.jsonl"
+    res = run_profile(data, out=str(out), store_path=db)
+    assert res.stats.folded == 6 and res.stats.conversations == 1
+    for blob in (db.read_bytes(), out.read_bytes()):
+        assert sentinel.encode("utf-8") not in blob and b"SENTINEL" not in blob
+        assert raw_id.encode() not in blob and b"13912345678" not in blob
+    assert not list(tmp_path.glob("p.db-*"))  # no leftover journal
+
+
+def test_cohort_noise_reproducible_and_small_cells_suppressed() -> None:
+    summaries = [{"top_emotion": "anger", "tags": [{"tag": "irritable", "display": "易怒"}]}] * 40
+    summaries += [{"top_emotion": "like", "tags": [{"tag": "loyal_fan", "display": "忠实粉丝"}]}] * 3
+    exact = {r["cell"]: r for r in cohort_counts(summaries, "top_emotion")}
+    assert exact["anger"]["count"] == 40 and exact["anger"]["display"] == "愤怒"
+    assert exact["like"]["count"] is None and exact["like"]["suppressed"]
+    assert exact["fear"]["suppressed"]  # zero cells are reported (fixed domain) and suppressed
+    n1 = cohort_counts(summaries, "top_emotion", epsilon=0.5, seed=7)
+    n2 = cohort_counts(summaries, "top_emotion", epsilon=0.5, seed=7)
+    n3 = cohort_counts(summaries, "top_emotion", epsilon=0.5, seed=8)
+    assert n1 == n2 and n1 != n3
+    assert all(r["noised"] for r in n1)
+    assert all(r["count"] is None or r["count"] >= 10 for r in n1)
+    tags = {r["cell"]: r for r in cohort_counts(summaries, "tag", k=5, rules=load_rules())}
+    assert tags["irritable"]["count"] == 40 and tags["loyal_fan"]["suppressed"]
+    assert tags["churn_risk"]["suppressed"] and tags["churn_risk"]["display"] == "失望流失风险"
+    with pytest.raises(ValueError, match="epsilon"):
+        cohort_counts(summaries, epsilon=0)
+
+
+# -- inputs, outputs, time ----------------------------------------------------------------------------------
+
+
+def test_time_parsing() -> None:
+    t = parse_time("2024-05-01T10:00:00+08:00")
+    assert parse_time("2024-05-01T02:00:00Z") == t
+    assert parse_time("2024-05-01T10:00:00") == t  # naive = UTC+8
+    assert parse_time("2024-05-01 10:00:00") == t
+    assert parse_time(t) == t and parse_time(int(t)) == t and parse_time(str(int(t))) == t
+    assert parse_time(t * 1000) == t  # epoch milliseconds
+    with pytest.raises(ValueError):
+        parse_time("yesterday")
+
+
+def test_skips_are_counted_and_bad_rows_named() -> None:
+    data = [rec("a", 0, 0.2), rec("a", 1, 0.2) | {"error": "empty text", "emotions": None}, rec(None, 2, 0.1)]
+    data.append(rec("", 3, 0.1))
+    res = run_profile(data)
+    assert (res.stats.read, res.stats.folded, res.stats.skipped_error, res.stats.skipped_no_user) == (4, 1, 1, 2)
+    with pytest.raises(ProfileInputError, match=r"row 1: field 'polarity_score' must be in \[-1, 1\]"):
+        run_profile([rec("a", 0, 0.2), rec("a", 1, 1.7)])
+    with pytest.raises(ProfileInputError, match=r"row 0: field 'when'"):
+        run_profile([rec("a", 0, 0.2)], time_col="when")
+    lenient = run_profile([rec("a", 0, 0.2), rec("a", 1, 1.7)], strict=False)
+    assert lenient.stats.skipped_invalid == 1 and lenient.stats.folded == 1
+
+
+def test_exports_by_extension(tmp_path: Path) -> None:
+    import csv
+
+    import pyarrow.parquet as pq
+
+    data = synthetic(300, 12, seed=9) + [rec("angry", d, -0.7, "anger", 0.8) for d in range(5)]
+    n_users = 13
+    for ext in ("jsonl", "csv", "parquet"):
+        out = tmp_path / f"profiles.{ext}"
+        res = run_profile(data, out=str(out))
+        assert res.profiles_written == n_users and out.exists()
+    rows = [json.loads(line) for line in (tmp_path / "profiles.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == n_users
+    assert math.isclose(sum(rows[0]["emotions"].values()), 1.0)
+    assert {"user_id", "evidence", "polarity", "volatility", "tags", "first_seen", "last_seen"} <= rows[0].keys()
+    assert any(t["display"] == "易怒" for r in rows for t in r["tags"])
+    with (tmp_path / "profiles.csv").open(encoding="utf-8-sig") as f:
+        header = next(csv.reader(f))
+    assert {"emotions.anger", "polarity.trend", "channels.support.count", "tags"} <= set(header)
+    table = pq.read_table(tmp_path / "profiles.parquet")
+    assert table.num_rows == n_users and "emotions.anger" in table.column_names
+
+
+def test_build_profiles_now_is_a_cutoff() -> None:
+    data = [rec("a", d, 0.5) for d in range(10)]
+    from emotag.profiles import FoldStats
+
+    stats = FoldStats()
+    states = build_profiles(data, now=BASE + 4.5 * DAY, stats=stats)
+    assert states["a"].n == 5 and stats.skipped_future == 5
