@@ -20,7 +20,7 @@ $(VENV)/.installed-light: pyproject.toml | $(BIN)/python
 # Tests also train tiny models and export ONNX: add torch (CPU), transformers and the test tools.
 $(VENV)/.installed-full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,formats,test]"
+	$(BIN)/pip install -q -e ".[train,formats,spark,test]"
 	touch $@ $(VENV)/.installed-light
 
 demo: $(VENV)/.installed-light
@@ -29,6 +29,9 @@ demo: $(VENV)/.installed-light
 	$(BIN)/emotag score data/samples/reviews.csv -o $(OUT)/reviews.scored.jsonl --keep user_id,time,product --preview 30
 	$(BIN)/emotag score data/samples/posts.jsonl -o $(OUT)/posts.scored.jsonl --keep user_id,time
 	$(BIN)/emotag score-dialogues data/samples/conversations.jsonl -o $(OUT)/conversations.scored.jsonl
+	@test -f $(OUT)/pseudonym.key || $(BIN)/python -c "import secrets; print(secrets.token_hex(32))" > $(OUT)/pseudonym.key
+	$(BIN)/emotag profile $(OUT)/reviews.scored.jsonl $(OUT)/posts.scored.jsonl $(OUT)/conversations.scored.jsonl \
+		--channels review,social,support -o $(OUT)/profiles.jsonl --key-file $(OUT)/pseudonym.key
 	@echo "results in $(OUT)/"
 
 test: $(VENV)/.installed-full

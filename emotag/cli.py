@@ -134,6 +134,7 @@ def profile(
     allow_raw_ids: Annotated[bool, typer.Option("--allow-raw-ids", help="persist raw user ids when no key is set")] = False,
     half_life: Annotated[float, typer.Option("--half-life", help="decay half-life in days")] = 30.0,
     now: Annotated[Optional[str], typer.Option("--now", help="profile as of this time (default: newest record)")] = None,  # noqa: UP045
+    channels: Annotated[Optional[str], typer.Option("--channels", help="channel of each SCORED file in order, e.g. review,social,support (records without a `channel` field)")] = None,  # noqa: UP045
 ) -> None:
     """Fold scored records into per-user dynamic profiles and tags (SPEC §4)."""
     from itertools import chain
@@ -141,8 +142,18 @@ def profile(
     from emotag.io import read_records
     from emotag.profiles import USER_ERRORS, ProfileInputError, file_batch_id, run_profile
 
+    per_file = [c.strip() or None for c in channels.split(",")] if channels else [None] * len(scored)
+    if len(per_file) != len(scored):
+        raise UserError(f"--channels names {len(per_file)} channels for {len(scored)} files")
+
+    def with_channel(path: str, channel: str | None):
+        for rec in read_records(path):
+            if channel and not rec.get("channel"):
+                rec["channel"] = channel
+            yield rec
+
     try:
-        records = chain.from_iterable(read_records(p) for p in scored)
+        records = chain.from_iterable(with_channel(p, c) for p, c in zip(scored, per_file, strict=True))
         batch = file_batch_id(scored[0]) if len(scored) == 1 and scored[0] != "-" else None
         result = run_profile(records, output, user_col=user_col, time_col=time_col, rules_path=rules,
                              store_path=store, key_file=key_file, allow_raw_ids=allow_raw_ids,
@@ -167,6 +178,43 @@ def export_onnx(
 
     for p in _export(model_dir, quantize=quantize):
         typer.echo(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+@_user_errors
+def train(
+    train_file: Annotated[str, typer.Argument(metavar="TRAIN", help="labelled csv/tsv/jsonl/parquet")],
+    output: Annotated[str, typer.Option("--output", "-o", help="model directory to write")],
+    dev: Annotated[Optional[str], typer.Option("--dev", help="dev file (default: stratified split of TRAIN)")] = None,  # noqa: UP045
+    base_model: Annotated[Optional[str], typer.Option("--base-model", help="emotag model dir (default: bundled) or HF encoder id/path")] = None,  # noqa: UP045
+    labels: Annotated[Optional[str], typer.Option("--labels", help="custom label set a,b,c (default: inferred)")] = None,  # noqa: UP045
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    label_col: Annotated[str, typer.Option("--label-col", help="label column, or several 0/1 columns a,b,c (multi-label)")] = "label",
+    task: Annotated[str, typer.Option("--task", help="emotion | polarity")] = "emotion",
+    epochs: Annotated[float, typer.Option("--epochs")] = 3.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    lr: Annotated[Optional[float], typer.Option("--lr")] = None,  # noqa: UP045
+    seed: Annotated[int, typer.Option("--seed")] = 13,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="training time budget")] = None,  # noqa: UP045
+    threads: ThreadsOpt = None,
+) -> None:
+    """Fine-tune on your own labelled comments; writes a model directory usable by `score --model`."""
+    if task not in ("emotion", "polarity"):
+        raise UserError(f"--task {task}: expected emotion or polarity")
+    from emotag.train.finetune import finetune
+
+    cols = [c.strip() for c in label_col.split(",") if c.strip()]
+    res = finetune(train_file, output, dev_path=dev, base_model=base_model, labels=labels, text_col=text_col,
+                   label_cols=cols, task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                   max_minutes=max_minutes, progress=_interactive(), threads=threads)
+    before = res.dev_before or {}
+    after = res.dev_after
+    typer.echo(f"trained {res.steps} steps in {res.minutes:.1f} min on {res.train_rows} rows "
+               f"({res.dev_rows} dev rows, {res.dev_source}); labels: {', '.join(res.labels)}")
+    for k, v in after.items():
+        b = before.get(k)
+        typer.echo(f"  dev {k}: {v:.4f}" + (f" (before {b:.4f})" if isinstance(b, float) else ""))
+    typer.echo(f"wrote {res.out_dir} (report: {res.out_dir / 'eval_report.md'})")
 
 
 @app.command("eval")
