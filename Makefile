@@ -20,7 +20,7 @@ $(VENV)/.installed-light: pyproject.toml | $(BIN)/python
 # Tests also train tiny models and export ONNX: add torch (CPU), transformers and the test tools.
 $(VENV)/.installed-full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,formats,spark,test]"
+	$(BIN)/pip install -q -e ".[train,formats,spark,report,test]"
 	touch $@ $(VENV)/.installed-light
 
 demo: $(VENV)/.installed-light
@@ -36,6 +36,7 @@ demo: $(VENV)/.installed-light
 
 test: $(VENV)/.installed-full
 	HF_HUB_OFFLINE=1 $(BIN)/ruff check emotag tests scripts
+	bash scripts/setup_report_deps.sh
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
 bench: $(VENV)/.installed-full

@@ -165,6 +165,26 @@ def profile(
     typer.echo(result.message(), err=True)
 
 
+@app.command()
+@_user_errors
+def report(
+    scored: Annotated[list[str], typer.Argument(help="scored records (emotag score / score-dialogues output)")],
+    output: Annotated[str, typer.Option("--output", "-o", help="HTML file to write")] = "report.html",
+    profiles: Annotated[Optional[str], typer.Option("--profiles", help="SQLite profile store for tag counts (default: computed from SCORED)")] = None,  # noqa: UP045
+    title: Annotated[Optional[str], typer.Option("--title", help="page title")] = None,  # noqa: UP045
+) -> None:
+    """Write a self-contained HTML report: emotions, polarity over time, products, reasons, support, tags."""
+    from emotag.report import ReportError, build_report
+
+    if "-" in scored:
+        raise UserError("emotag report reads files, not stdin: pass the scored file paths")
+    try:
+        path = build_report(scored, output, profiles_db=profiles, title=title)
+    except ReportError as e:
+        raise UserError(str(e)) from None
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)", err=True)
+
+
 @app.command("export-onnx")
 @_user_errors
 def export_onnx(

@@ -1,0 +1,165 @@
+"""`emotag report`: a self-contained HTML page built from the repository samples, checked as text and as
+pixels (headless Chromium screenshot), so a chart that silently fails to render is caught.
+
+Chromium and the CJK font are installed by scripts/setup_report_deps.sh, which `make test` runs before
+pytest; when either is missing these tests fail with that hint instead of skipping, because a skipped
+render test would hide exactly the regressions it exists for.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLES
+
+SETUP_HINT = "run scripts/setup_report_deps.sh (make test does) to install chromium and fonts-wqy-microhei"
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The three samples scored by the tiny model, keeping the columns a report uses.
+
+    Reviews go through CSV (flattened `emotions.*` columns) to cover reading tabular scored files back.
+    """
+    from emotag.scoring import score_dialogues_file, score_file
+    from emotag.tagger import Tagger
+
+    out = tmp_path_factory.mktemp("scored")
+    tagger = Tagger.load(str(tiny_model_dir))
+    paths = {
+        "reviews": out / "reviews.scored.csv",
+        "reviews_notext": out / "reviews.notext.jsonl",
+        "posts": out / "posts.scored.jsonl",
+        "dialogues": out / "conversations.scored.jsonl",
+    }
+    score_file(tagger, str(SAMPLES / "reviews.csv"), str(paths["reviews"]), id_col="review_id",
+               keep=("user_id", "time", "product", "text"))
+    score_file(tagger, str(SAMPLES / "reviews.csv"), str(paths["reviews_notext"]), id_col="review_id",
+               keep=("user_id", "time", "product"))
+    score_file(tagger, str(SAMPLES / "posts.jsonl"), str(paths["posts"]), keep=("user_id", "time", "text"))
+    score_dialogues_file(tagger, str(SAMPLES / "conversations.jsonl"), str(paths["dialogues"]))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def report(scored: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from emotag.report import build_report
+
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    path = build_report([str(scored["reviews"]), str(scored["posts"]), str(scored["dialogues"])], str(out))
+    assert path == out and out.is_file()
+    assert not list(out.parent.glob(".*.tmp")), "temporary file left behind"
+    return out
+
+
+def test_cjk_font_found() -> None:
+    from emotag.report import charts
+
+    assert charts.find_cjk_font(), f"no CJK font for the chart labels: {SETUP_HINT}"
+
+
+def test_report_is_self_contained_and_complete(report: Path) -> None:
+    page = report.read_text(encoding="utf-8")
+    # nothing is fetched: no external src/href/url(), no scripts, no stylesheets by reference
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
+    assert not re.search(r"url\(\s*['\"]?\s*(?:https?:)?//", page, re.I)
+    assert "<script" not in page and "<link" not in page and "<img" not in page
+    for section in ("emotions", "timeline", "products", "reasons", "support", "tags"):
+        assert f'<section id="{section}">' in page, section
+    for label in ("情绪分布", "极性随时间变化", "最负面的产品", "客服满意度", "用户画像标签",
+                  "愤怒 anger", "负面 negative", "面膜", "易怒"):
+        assert label in page, label
+    # charts: inline SVG whose text is drawn as glyph paths (no <text>, so no font needed to view them)
+    svgs = re.findall(r"<svg\b.*?</svg>", page, re.S)
+    assert len(svgs) >= 6
+    assert all("<text" not in s and "<path" in s for s in svgs)
+    # ids are prefixed per chart, so several inline SVGs cannot capture each other's clip paths or glyphs
+    ids = re.findall(r'\bid="([^"]+)"', "".join(svgs))
+    assert len(ids) == len(set(ids))
+    # header: counts of the inputs (100 reviews + 100 posts, 20 conversations)
+    assert "<b>200</b>" in page and "<b>20</b>" in page
+    # the "reasons" section found words (text was kept) and no raw user id leaked into the page
+    assert "negative texts of the worst products" in page
+    assert not re.search(r"\bu0[1-9]\b", page)
+    assert 50_000 < len(page.encode()) < 2_000_000
+
+
+def test_report_without_text_column_says_so(scored: dict[str, Path], tmp_path: Path) -> None:
+    from emotag.report import build_report
+
+    out = build_report([str(scored["reviews_notext"])], str(tmp_path / "r.html"), title="无原文 <test>")
+    page = out.read_text(encoding="utf-8")
+    assert "--keep text" in page
+    assert "无原文 &lt;test&gt;" in page  # the title is escaped
+    assert "negative texts of the worst products" not in page
+    assert "no dialogue records given" in page
+
+
+def test_report_cli_with_profile_store(scored: dict[str, Path], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from emotag.cli import app
+
+    monkeypatch.setenv("EMOTAG_PSEUDONYM_KEY", "report-test-key-0123456789")
+    runner = CliRunner()
+    db = tmp_path / "profiles.db"
+    res = runner.invoke(app, ["profile", str(scored["reviews"]), str(scored["dialogues"]), "--store", str(db)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "sub" / "report.html"
+    res = runner.invoke(app, ["report", str(scored["reviews"]), "--profiles", str(db), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "来自画像库" in out.read_text(encoding="utf-8")
+    res = runner.invoke(app, ["report", str(tmp_path / "missing.jsonl"), "-o", str(out)])
+    assert res.exit_code == 1 and "missing.jsonl" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["report", str(scored["reviews"]), "--profiles", str(tmp_path / "no.db")])
+    assert res.exit_code == 1 and "no.db" in res.output
+    assert not (tmp_path / "no.db").exists()  # a report never creates a store
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail(f"headless chromium not found: {SETUP_HINT}")
+
+
+def test_report_renders_in_chromium(report: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    png = tmp_path / "shot.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}", "--window-size=1280,3000",
+           report.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+    assert png.is_file(), f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+
+    img = Image.open(png).convert("RGB")
+    assert img.size == (1280, 3000)
+    # not blank: real variation in brightness
+    gray = img.convert("L")
+    hist = gray.histogram()
+    n = sum(hist)
+    mean = sum(i * c for i, c in enumerate(hist)) / n
+    var = sum(c * (i - mean) ** 2 for i, c in enumerate(hist)) / n
+    assert var > 200, f"screenshot looks blank (variance {var:.0f})"
+    # several distinct colours, each covering a visible area
+    colours = img.quantize(colors=64).convert("RGB").getcolors(64) or []
+    assert len([c for c, _ in colours if c >= 400]) >= 6, colours
+    # chart fills that only the SVG charts draw as areas: polarity red/green bars, timeline count bars
+    counts = {rgb: c for c, rgb in img.getcolors(1 << 20) or []}
+    red, green, timeline = counts.get((214, 39, 40), 0), counts.get((44, 160, 44), 0), counts.get((199, 211, 232), 0)
+    assert red + green > 5000, (red, green)
+    assert timeline > 1000, timeline
+    # page height plausible: content (not the page background) reaches well down the 3000 px window
+    bg = img.getpixel((5, 2990))
+    rows_with_content = [y for y in range(0, 3000, 10)
+                         if any(img.getpixel((x, y)) != bg for x in range(0, 1280, 8))]
+    assert rows_with_content and rows_with_content[-1] > 2000, "page is implausibly short"
