@@ -136,3 +136,22 @@ def test_missing_model_dir_message(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
         Tagger.load(tmp_path / "empty")
+
+
+def test_fast_token_path_equals_tokenizer(tiny_model_dir):
+    """The per-character fast path must give exactly the general tokenizer's ids, for any text."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from emotag.model.features import Featurizer
+
+    feat = Featurizer.from_dir(tiny_model_dir)
+    alphabet = st.sampled_from(list("很好差失望喜欢面膜手机的了,。!?、：;“”（）[]<> \u3000\tabc123哈") +
+                               ["[哈哈]", "<url>", "<phone>", "𠀀", "ー", "☆", "é"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.lists(alphabet, max_size=30).map("".join), min_size=1, max_size=8))
+    def check(windows):
+        assert feat.token_ids(windows) == [e.ids for e in feat.tokenizer.encode_batch(windows)]
+
+    check()
