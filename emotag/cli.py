@@ -232,6 +232,8 @@ def train(
     typer.echo(f"trained {res.steps} steps in {res.minutes:.1f} min on {res.train_rows} rows "
                f"({res.dev_rows} dev rows, {res.dev_source}); labels: {', '.join(res.labels)}")
     for k, v in after.items():
+        if k == "n" or not isinstance(v, float):
+            continue
         b = before.get(k)
         typer.echo(f"  dev {k}: {v:.4f}" + (f" (before {b:.4f})" if isinstance(b, float) else ""))
     typer.echo(f"wrote {res.out_dir} (report: {res.out_dir / 'eval_report.md'})")

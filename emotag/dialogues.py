@@ -62,21 +62,26 @@ def conversations_from_records(records: Iterable[dict[str, Any]]) -> Iterator[Co
 
 
 def _features(results: list[Result]) -> dict[str, float]:
-    pol = [r.polarity_score for r in results if r.error is None and r.polarity_score is not None]
-    anger = [
-        (r.emotions or {}).get("anger", 0.0) + (r.emotions or {}).get("disgust", 0.0)
-        for r in results
-        if r.error is None
-    ]
-    if not pol:
+    ok = [r for r in results if r.error is None and r.polarity_score is not None]
+    if not ok:
         return {}
-    return {
+    pol = [r.polarity_score for r in ok]
+    feats = {
         "mean_polarity": float(np.mean(pol)),
         "last_polarity": pol[-1],
         "first_polarity": pol[0],
         "min_polarity": float(min(pol)),
-        "mean_anger": float(np.mean(anger)) if anger else 0.0,
+        "max_polarity": float(max(pol)),
+        "mean_intensity": float(np.mean([r.intensity or 0.0 for r in ok])),
+        "last_intensity": ok[-1].intensity or 0.0,
+        "log_turns": float(np.log1p(len(ok))),
     }
+    emos = [r.emotions or {} for r in ok]
+    feats["mean_anger"] = float(np.mean([e.get("anger", 0.0) + e.get("disgust", 0.0) for e in emos]))
+    for lab in emos[0]:
+        feats[f"mean_{lab}"] = float(np.mean([e.get(lab, 0.0) for e in emos]))
+        feats[f"last_{lab}"] = float(emos[-1].get(lab, 0.0))
+    return feats
 
 
 def satisfaction_features(results: list[Result]) -> dict[str, float]:

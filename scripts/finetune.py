@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, fine-tune, print a summary; returns the exit code (1 for user errors, never a traceback)."""
     a = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    if sys.stderr.isatty() and not a.no_progress:  # log lines must not tear through the progress bar
+        from rich.logging import RichHandler
+
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    else:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("emotag").setLevel(logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from emotag.train.finetune import finetune

@@ -9,8 +9,8 @@ One call goes from a labelled table to a finished SPEC §6 model directory:
     save, export ONNX (fp32 + int8), write MODEL_CARD.md and an evaluation report.
 
 Heads the user's data does not supervise are *anchored*, not left to drift: before training, the base
-model's own predictions on the training texts become soft targets for those heads (a partial label
-over the classes holding 90% of the base's probability mass, and the base's intensity/valence values).
+model's own predictions on the training texts become targets for those heads (a label drawn from the
+base's distribution per row -- distillation by sampling -- and the base's intensity/valence values).
 Without this, fine-tuning polarity on 1,000 hotel reviews would quietly scramble the emotion head that
 shares the encoder with it.
 
@@ -28,6 +28,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,7 +38,14 @@ from typing import Any
 import numpy as np
 
 from emotag import labels as L
-from emotag.model.config import CONFIG_NAME, TOKENIZER_NAME, EmotagConfig, NgramConfig, default_model_dir
+from emotag.model.config import (
+    CONFIG_NAME,
+    TOKENIZER_NAME,
+    WEIGHTS_NAME,
+    EmotagConfig,
+    NgramConfig,
+    default_model_dir,
+)
 from emotag.train.corpora import Example
 
 log = logging.getLogger("emotag.finetune")
@@ -46,7 +54,6 @@ TASKS = ("emotion", "polarity")
 READERS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 DEV_FRACTION = 0.12  # of the training file, when no dev file is given
 CLASS_WEIGHT_CLIP = (0.2, 5.0)  # inverse-frequency row weights are clipped to this range
-ANCHOR_MASS = 0.9  # an anchored head must keep 90% of its probability on the base model's top classes
 ANCHOR_WEIGHT = 0.5  # loss weight of an anchored (self-distilled) classification head
 REPORT_JSON, REPORT_MD, CONFUSION_PNG = "eval_report.json", "eval_report.md", "confusion_matrix.png"
 
@@ -525,29 +532,38 @@ def calibration(logits: np.ndarray, mask: np.ndarray, plan: LabelPlan, temperatu
 # -- anchors: keep what the data does not teach --------------------------------------------------------
 
 
-def _top_mass_mask(probs: np.ndarray, mass: float = ANCHOR_MASS) -> np.ndarray:
-    """Per row, the smallest set of classes holding `mass` of the probability: a lenient partial label."""
-    order = np.argsort(-probs, axis=-1)
-    sorted_p = np.take_along_axis(probs, order, -1)
-    keep_sorted = (np.cumsum(sorted_p, -1) - sorted_p) < mass
+def _sampled_labels(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One-hot rows, each label drawn from the row's distribution.
+
+    Cross-entropy on a label drawn from p is an unbiased estimate of cross-entropy on p itself, so this is
+    distillation to the base's soft outputs through the trainer's ordinary hard-label loss. (Letting the
+    whole top-probability set count as correct was tried first: on a flat base distribution the head then
+    drifts freely inside the set, e.g. every text becoming `anger`.)
+    """
+    cum = np.cumsum(probs, -1)
+    u = rng.random((len(probs), 1)) * cum[:, -1:]
+    idx = np.minimum((cum < u).sum(-1), probs.shape[-1] - 1)
     out = np.zeros_like(probs, dtype=np.float32)
-    np.put_along_axis(out, order, keep_sorted.astype(np.float32), -1)
+    out[np.arange(len(probs)), idx] = 1.0
     return out
 
 
-def add_anchors(train, base_pred: dict[str, np.ndarray], cfg: EmotagConfig, plan: LabelPlan) -> list[str]:
+def add_anchors(train, base_pred: dict[str, np.ndarray], cfg: EmotagConfig, plan: LabelPlan,
+                seed: int = 13) -> list[str]:
     """Fill the unsupervised targets of `train` with the base model's own predictions; returns the heads."""
+    rng = np.random.default_rng(seed)
     anchored = []
     pol_free = train.pol_mask.sum(-1) == 0
     if cfg.polarity_labels and pol_free.any():
-        train.pol_mask[pol_free] = _top_mass_mask(_softmax(base_pred["polarity"][pol_free]))
+        train.pol_mask[pol_free] = _sampled_labels(_softmax(base_pred["polarity"][pol_free]), rng)
         anchored.append("polarity")
     if plan.task == "polarity":
         if cfg.multi_label:
-            train.emo_mask[:] = (base_pred["emotion"] > 0).astype(np.float32)
+            p = _sigmoid(base_pred["emotion"])
+            train.emo_mask[:] = (rng.random(p.shape) < p).astype(np.float32)
             train.emo_has[:] = True
         else:
-            train.emo_mask[:] = _top_mass_mask(_softmax(base_pred["emotion"]))
+            train.emo_mask[:] = _sampled_labels(_softmax(base_pred["emotion"]), rng)
         anchored.append("emotion")
     for name in ("intensity", "valence"):
         free = np.isnan(getattr(train, name))
@@ -878,7 +894,7 @@ def finetune(
         dev_before["ece"] = calibration(base_dev[head], mask, plan, t_base)
     anchored: list[str] = []
     if kind == "emotag":
-        anchored = add_anchors(train, predict(model, train), cfg, plan)
+        anchored = add_anchors(train, predict(model, train), cfg, plan, seed)
     loss_weights = {"emotion": 1.0, "polarity": 1.0, "intensity": 4.0, "valence": 4.0}
     for h in ("emotion", "polarity"):
         if h in anchored and h != head and not (h == "polarity" and plan.default_taxonomy and plan.task == "emotion"):
@@ -908,7 +924,9 @@ def finetune(
         show(step, total, stats)
 
     try:
-        fitted = fit(model, train, dev, settings, score_fn=score_fn, progress=callback)
+        with warnings.catch_warnings():  # float(loss) on a graph tensor in the trainer's progress call
+            warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
+            fitted = fit(model, train, dev, settings, score_fn=score_fn, progress=callback)
     finally:
         stop()
     k = max(1, len(losses) // 5)  # mean training loss over the first and the last fifth of the steps
@@ -938,7 +956,7 @@ def finetune(
 
     # the model directory
     model.save(out, tokenizer=tok)
-    files = [out / CONFIG_NAME, out / TOKENIZER_NAME]
+    files = [out / CONFIG_NAME, out / TOKENIZER_NAME, out / WEIGHTS_NAME]
     if export:
         from emotag.model.export import export_onnx
 
@@ -968,6 +986,7 @@ def finetune(
     }
     files += write_report(out, report, detail, plan)
     _model_card(out, cfg, report)
+    files.append(out / "MODEL_CARD.md")
     log.info("wrote %s: dev macro-F1 %.4f%s in %.1f min", out, dev_after["macro_f1"],
              f" (base {dev_before['macro_f1']:.4f})" if dev_before else "", minutes_total)
     return FinetuneResult(
