@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emotag import labels as L  # noqa: E402
+from emotag.evaluate import macro_f1  # noqa: E402
 from emotag.model.config import EmotagConfig, NgramConfig  # noqa: E402
 from emotag.model.features import Featurizer  # noqa: E402
 from emotag.model.modeling import EmotagModel  # noqa: E402
@@ -42,16 +43,6 @@ from emotag.train.trainer import (  # noqa: E402
 from emotag.train.vocab import build_tokenizer  # noqa: E402
 
 SMP_MERGE = list(L.SMP2020.items())
-
-
-def macro_f1(y: list[str], p: list[str], labels: list[str]) -> float:
-    out = []
-    for lab in labels:
-        tp = sum(a == lab and b == lab for a, b in zip(y, p, strict=True))
-        fp = sum(a != lab and b == lab for a, b in zip(y, p, strict=True))
-        fn = sum(a == lab and b != lab for a, b in zip(y, p, strict=True))
-        out.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(out))
 
 
 def dev_metrics(pred: dict[str, np.ndarray], dev: EncodedSet, cfg: EmotagConfig) -> dict[str, float]:
