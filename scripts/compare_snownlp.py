@@ -17,6 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def accuracy(pred: list[bool], gold: list[bool]) -> float:
+    return sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+")
@@ -35,8 +39,7 @@ def main() -> None:
         gold = [r["label"] == "1" for r in rows]
         snow = [SnowNLP(r["review"]).sentiments > 0.5 for r in rows]
         ours = [(x.polarity_score or 0) > 0 for x in tagger.tag_many([r["review"] for r in rows])]
-        acc = lambda pred: sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold)  # noqa: E731
-        print(f"| {Path(path).stem} | {len(rows)} | {acc(snow):.3f} | {acc(ours):.3f} |")
+        print(f"| {Path(path).stem} | {len(rows)} | {accuracy(snow, gold):.3f} | {accuracy(ours, gold):.3f} |")
 
 
 if __name__ == "__main__":
