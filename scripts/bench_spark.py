@@ -71,17 +71,19 @@ def pick_model(arg: str | None, tmp: Path) -> tuple[str, str]:
     return str(path), "tiny test model (tests/conftest.py build_tiny_model: 1 layer, width 32)"
 
 
-def time_cli(inp: Path, out: Path, model: str, batch_size: int, repeats: int) -> list[float]:
+def time_cli(inp: Path, out: Path, model: str, batch_size: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Wall times of `repeats` CLI runs, and the 1-minute load average after each (others' jobs show up)."""
     exe = Path(sys.executable).with_name("emotag")
     cmd = [str(exe), "score", str(inp), "-o", str(out), "--id-col", "id", "--model", model,
            "--batch-size", str(batch_size), "--quiet"]
-    times = []
+    times, loads = [], []
     for _ in range(repeats):
         out.unlink(missing_ok=True)
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env={**os.environ, "CI": "1"})
         times.append(time.perf_counter() - t0)
-    return times
+        loads.append(os.getloadavg()[0])
+    return times, loads
 
 
 def time_spark(inp: Path, out: Path, model: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -110,7 +112,7 @@ def time_spark(inp: Path, out: Path, model: str, args: argparse.Namespace) -> di
     spark.sparkContext.setLogLevel("ERROR")
     startup = time.perf_counter() - t0
     try:
-        times, parts = [], 0
+        times, loads, parts = [], [], 0
         for _ in range(args.repeats):
             shutil.rmtree(out, ignore_errors=True)
             t0 = time.perf_counter()
@@ -120,9 +122,10 @@ def time_spark(inp: Path, out: Path, model: str, args: argparse.Namespace) -> di
                                      batch_size=args.batch_size)
             scored.write.mode("overwrite").json(str(out))
             times.append(time.perf_counter() - t0)
+            loads.append(os.getloadavg()[0])
     finally:
         spark.stop()
-    return {"startup_s": startup, "times_s": times, "partitions": parts}
+    return {"startup_s": startup, "times_s": times, "load_after_each": loads, "partitions": parts}
 
 
 def main() -> None:
@@ -153,11 +156,12 @@ def main() -> None:
                                "mean_chars": chars / len(texts), "cores": os.cpu_count(),
                                "load_before": os.getloadavg()[0], "batch_size": args.batch_size}
         if not args.skip_cli:
-            cli = time_cli(inp, tmp / "cli.jsonl", model, args.batch_size, args.repeats)
+            cli, loads = time_cli(inp, tmp / "cli.jsonl", model, args.batch_size, args.repeats)
             med = statistics.median(cli)
-            res["cli"] = {"times_s": cli, "median_s": med, "texts_per_s": len(texts) / med}
+            res["cli"] = {"times_s": cli, "load_after_each": loads, "median_s": med, "texts_per_s": len(texts) / med}
             print(f"CLI   emotag score: runs {', '.join(f'{t:.1f}' for t in cli)} s; median {med:.1f} s = "
-                  f"{len(texts) / med:.0f} texts/s", flush=True)
+                  f"{len(texts) / med:.0f} texts/s (load after each: {', '.join(f'{x:.1f}' for x in loads)})",
+                  flush=True)
         sp = time_spark(inp, tmp / "spark_out", model, args)
         med = statistics.median(sp["times_s"])
         sp.update(median_s=med, texts_per_s=len(texts) / med, master=args.master,
@@ -166,7 +170,8 @@ def main() -> None:
         res["load_after"] = os.getloadavg()[0]
         print(f"Spark {args.master}, {sp['partitions']} partitions, threads_per_worker={args.threads_per_worker}: "
               f"session start {sp['startup_s']:.1f} s; runs {', '.join(f'{t:.1f}' for t in sp['times_s'])} s; "
-              f"median {med:.1f} s = {len(texts) / med:.0f} texts/s", flush=True)
+              f"median {med:.1f} s = {len(texts) / med:.0f} texts/s "
+              f"(load after each: {', '.join(f'{x:.1f}' for x in sp['load_after_each'])})", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -78,7 +78,7 @@ def test_onnx_int8_agrees_with_fp32(tiny_model_dir):
     assert np.mean([a == b for a, b in zip(fp32, int8, strict=True)]) >= 0.8
 
 
-@pytest.mark.parametrize("backend", ["onnx-fp32", "torch"])
+@pytest.mark.parametrize("backend", ["onnx-fp32", "onnx-int8", "torch"])
 def test_same_scores_in_any_batch(tiny_model_dir, backend):
     tagger = Tagger.load(tiny_model_dir, backend=backend)
     alone = [tagger.tag(t) for t in TEXTS]

@@ -60,11 +60,35 @@ def export_onnx(model_dir: str | os.PathLike[str], quantize: str | None = None, 
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
-    """Dynamic int8 quantisation of MatMul/Gather weights (activations stay float: no calibration set)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """Weight-only int8: embedding tables (Gather) and MatMul weights; activations are never quantised
+    across the batch.
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
-                     op_types_to_quantize=["MatMul", "Gather", "Gemm"])
+    onnxruntime's dynamic quantisation picks one activation scale per *batch*, so a text's scores would
+    change with its batch mates (up to 5e-2 here) and break SPEC §2's batch invariance. Instead: int8
+    Gather tables (a fixed per-tensor weight scale) and MatMulNBits 8-bit blocks with accuracy level 4,
+    which quantises activations per row and block, so every row is computed independently.
+    """
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        tmp = dst.with_suffix(".gather.tmp")
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"])
+        cfg = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(tmp)), algo_config=cfg)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+        tmp.unlink()
+    finally:
+        logging.getLogger().setLevel(quiet)
     return dst
 
 
