@@ -74,8 +74,16 @@ def worker(kind: str, model: str | None, texts_file: str, repeats: int, batch_si
         t0 = time.perf_counter()
         run(texts)
         rates.append(len(texts) / (time.perf_counter() - t0))
-    return {"kind": kind, "rates": rates, "median": statistics.median(rates),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"kind": kind, "rates": rates, "median": statistics.median(rates), "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). ru_maxrss would carry over the parent's peak across exec."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def spawn(kind: str, model: str | None, texts_file: str, repeats: int, batch_size: int = 64, threads: int = 2) -> dict:
@@ -93,6 +101,7 @@ def cli_run(model: str | None, csv_path: str, out: str, batch_size: int = 64) ->
     """One `emotag score` run in a child process; its peak RSS read from RUSAGE_CHILDREN of a wrapper."""
     emotag = [sys.executable, "-m", "emotag.cli", "score", csv_path, "-o", out, "--quiet",
               "--batch-size", str(batch_size)] + (["--model", model] if model else [])
+    # the wrapper is a small fresh process, so its children's ru_maxrss is emotag's own peak
     wrapper = ("import resource,subprocess,sys,time,json;t=time.perf_counter();"
                "r=subprocess.run(sys.argv[1:]);dt=time.perf_counter()-t;"
                "print(json.dumps({'rc':r.returncode,'seconds':dt,"
@@ -129,6 +138,18 @@ def main() -> None:
     lines = [f"# emotag benchmarks\n\nMachine: {os.cpu_count()} cores. Texts: review-length (<= 128 chars). "
              f"Medians of {a.repeats} runs, each configuration in its own process.\n"]
     with tempfile.TemporaryDirectory() as tmp:
+        from emotag.model.config import ONNX_NAME, resolve_model_dir
+
+        model_dir = resolve_model_dir(a.model)
+        if not (model_dir / ONNX_NAME).exists() and "onnx-fp32" not in skip:
+            # the fp32 graph is not committed (4x the int8 file): export it into a scratch copy
+            import shutil
+
+            from emotag.model.export import export_onnx
+
+            shutil.copytree(model_dir, os.path.join(tmp, "model"))
+            export_onnx(os.path.join(tmp, "model"))
+            a.model = os.path.join(tmp, "model")
         texts = load_texts(max(a.n, max(int(s) for s in a.cli_sizes.split(","))), Path(a.data))
         tf = os.path.join(tmp, "texts.txt")
         with open(tf, "w", encoding="utf-8") as f:
