@@ -49,10 +49,10 @@ def _user_errors(fn):
             return fn(*args, **kwargs)
         except (InputError, UserError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
             _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        except ValueError as e:
-            if "emotag" in type(e).__module__ or str(e):
-                _fail(str(e).splitlines()[0])
-            raise
+        except ValueError as e:  # emotag raises ValueError with a one-line message for bad settings/data
+            if not str(e):
+                raise
+            _fail(str(e).splitlines()[0])
 
     return wrapper
 
