@@ -131,7 +131,7 @@ def test_tag_many_streams_lazily(tiny_model_dir):
 
 
 def test_missing_model_dir_message(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not an emotag model directory|not a local directory"):
+    with pytest.raises(FileNotFoundError, match="no such directory"):
         Tagger.load(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
@@ -155,3 +155,10 @@ def test_fast_token_path_equals_tokenizer(tiny_model_dir):
         assert feat.token_ids(windows) == [e.ids for e in feat.tokenizer.encode_batch(windows)]
 
     check()
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch):
+    """A hub id is real loading code; offline it must fail with a message, not a traceback."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="someone/model"):
+        Tagger.load("someone/model")

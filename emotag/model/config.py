@@ -140,7 +140,29 @@ def resolve_model_dir(model: str | os.PathLike[str] | None) -> Path:
     path = Path(model)
     if path.is_dir():
         return path
-    raise FileNotFoundError(
-        f"model {model!r} is not a local directory; to start from a Hugging Face checkpoint use "
-        "`emotag train --base-model` (scoring needs a directory made by `emotag train`)"
-    )
+    if _looks_like_hub_id(str(model)) and not path.exists():
+        return _download_from_hub(str(model))
+    raise FileNotFoundError(f"model {model!r}: no such directory")
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    """A model pushed to the Hugging Face hub after `emotag train` (needs network and huggingface_hub)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(
+            f"model {repo_id!r} is not a local directory, and huggingface_hub (installed with "
+            "`emotag[train]`) is needed to fetch it from the hub"
+        ) from None
+    try:
+        path = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.onnx", "*.safetensors", "*.md"]))
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth: all are "cannot get this model"
+        raise FileNotFoundError(f"model {repo_id!r}: not a local directory and not downloadable ({e})") from None
+    if not (path / CONFIG_NAME).exists():
+        raise FileNotFoundError(f"model {repo_id!r} has no {CONFIG_NAME}: it was not made by `emotag train`")
+    return path
