@@ -20,20 +20,27 @@ NEG = ["很差", "失望", "生气", "垃圾", "难用", "退货", "讨厌", "�
 FILL = ["这个", "面膜", "手机", "物流", "客服", "质量", "东西", "真的", "感觉", "今天"]
 
 
-def synthetic_corpus(n: int = 400, seed: int = 0):
-    """Short texts whose label is decided by a sentiment word: enough signal for a tiny model to learn."""
-    from emotag.train.corpora import Example
-
+def sentiment_rows(n: int, seed: int, pos_words=POS, neg_words=NEG, max_fill: int = 4) -> list[tuple[str, bool]]:
+    """(text, is_positive) pairs: filler words around one sentiment word that decides the label."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         pos = rng.random() < 0.5
-        words = [rng.choice(FILL) for _ in range(rng.randint(1, 4))]
-        words.insert(rng.randint(0, len(words)), rng.choice(POS if pos else NEG))
-        emo = ("like", "happiness") if pos else ("anger", "disgust")
-        out.append(Example("".join(words), "synthetic", emo, "positive" if pos else "negative",
-                           intensity=0.8 if not pos else 0.4, valence=0.7 if pos else -0.7))
+        words = [rng.choice(FILL) for _ in range(rng.randint(1, max_fill))]
+        words.insert(rng.randint(0, len(words)), rng.choice(pos_words if pos else neg_words))
+        out.append(("".join(words), pos))
     return out
+
+
+def synthetic_corpus(n: int = 400, seed: int = 0):
+    """Short texts whose label is decided by a sentiment word: enough signal for a tiny model to learn."""
+    from emotag.train.corpora import Example
+
+    return [
+        Example(text, "synthetic", ("like", "happiness") if pos else ("anger", "disgust"),
+                "positive" if pos else "negative", intensity=0.4 if pos else 0.8, valence=0.7 if pos else -0.7)
+        for text, pos in sentiment_rows(n, seed)
+    ]
 
 
 def build_tiny_model(directory: Path, steps_epochs: float = 6.0, labels=None, multi_label: bool = False) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from emotag.labels import EMOTIONS
-from tests.conftest import FILL, NEG, POS, synthetic_corpus
+from tests.conftest import FILL, NEG, POS, sentiment_rows, synthetic_corpus
 
 # words the tiny base has never seen: polarity in a "new domain"
 DOMAIN_POS = ["干净", "安静", "方便", "热情", "宽敞"]
@@ -93,14 +93,7 @@ def hf_checkpoint(tmp_path_factory) -> Path:
 
 
 def _sentiment_rows(n: int, seed: int, pos_words=POS, neg_words=NEG) -> list[tuple[str, bool]]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        pos = rng.random() < 0.5
-        words = [rng.choice(FILL) for _ in range(rng.randint(1, 3))]
-        words.insert(rng.randint(0, len(words)), rng.choice(pos_words if pos else neg_words))
-        out.append(("".join(words), pos))
-    return out
+    return sentiment_rows(n, seed, pos_words, neg_words, max_fill=3)
 
 
 # -- label plans (no training) ------------------------------------------------------------------------
