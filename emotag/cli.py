@@ -190,13 +190,24 @@ def report(
 def export_onnx(
     model_dir: Annotated[str, typer.Argument(help="model directory")],
     quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8")] = None,  # noqa: UP045
+    calibration: Annotated[Optional[str], typer.Option("--calibration", help="text file, one text per line, like what you will score: sets the int8 activation ranges (default: emotag's sample texts)")] = None,  # noqa: UP045
 ) -> None:
     """Export MODEL_DIR to model.onnx (and model.int8.onnx with --quantize int8), checked against torch."""
     if quantize not in (None, "int8"):
         raise UserError(f"--quantize {quantize}: only int8 is supported")
+    texts = None
+    if calibration is not None:
+        if quantize is None:
+            raise UserError("--calibration only applies with --quantize int8")
+        try:
+            texts = [t for t in Path(calibration).read_text(encoding="utf-8").splitlines() if t.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{calibration}: cannot read calibration texts ({e})") from None
+        if not texts:
+            raise UserError(f"{calibration}: no calibration texts (one text per line)")
     from emotag.model.export import export_onnx as _export
 
-    for p in _export(model_dir, quantize=quantize):
+    for p in _export(model_dir, quantize=quantize, calibration_texts=texts):
         typer.echo(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -1,8 +1,10 @@
 """Support conversations (SPEC §3): per-turn results for customer turns plus conversation outcomes.
 
 Satisfaction is a linear read-out of customer-turn statistics (mean, last, first and lowest polarity,
-mean anger), fitted on STC-3 training dialogues against the annotators' mean S score and stored in the
-model's config, so a fine-tuned model can carry its own read-out.
+mean anger, ...), fitted on STC-3 training dialogues against the annotators' mean S score and stored in the
+model's config, so a fine-tuned model can carry its own read-out. Models that ship dialogue_lexical.npy add
+one more statistic, `lexical_satisfaction`: a TF-IDF ridge over the customer turns' character n-grams,
+which catches service-specific cues ("还没解决", "谢谢") that per-turn emotion scores miss.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from emotag.model.config import DIALOGUE_LEXICAL_NAME
+from emotag.model.features import Featurizer, hash_ngrams, tfidf_dot
 from emotag.tagger import Result, Tagger
 
 CUSTOMER = "customer"
@@ -61,6 +65,32 @@ def conversations_from_records(records: Iterable[dict[str, Any]]) -> Iterator[Co
         yield current
 
 
+def dialogue_grams(featurizer: Featurizer, texts: Iterable[Any]) -> np.ndarray:
+    """The n-gram ids of a conversation's customer turns (normalised as for scoring), pooled."""
+    parts = []
+    for t in texts:
+        if isinstance(t, str):
+            norm = featurizer.prepare(t).normalized
+            if norm:
+                parts.append(hash_ngrams(norm, featurizer.config.ngram))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def load_dialogue_lexicon(tagger: Tagger) -> np.ndarray | None:
+    """(idf, weight) rows of the dialogue TF-IDF ridge, or None when the model has none."""
+    n = tagger.config.dialogue.lexical_buckets
+    if not n:
+        return None
+    path = (tagger.model_dir / DIALOGUE_LEXICAL_NAME) if tagger.model_dir else None
+    if path is None or not path.exists():
+        raise FileNotFoundError(f"{tagger.model_dir}: config.json names a dialogue lexicon but "
+                                f"{DIALOGUE_LEXICAL_NAME} is missing")
+    arr = np.load(path, allow_pickle=False)
+    if arr.shape != (2, n):
+        raise ValueError(f"{path}: expected shape (2, {n}), got {arr.shape}")
+    return arr
+
+
 def _features(results: list[Result]) -> dict[str, float]:
     ok = [r for r in results if r.error is None and r.polarity_score is not None]
     if not ok:
@@ -84,9 +114,13 @@ def _features(results: list[Result]) -> dict[str, float]:
     return feats
 
 
-def satisfaction_features(results: list[Result]) -> dict[str, float]:
+def satisfaction_features(results: list[Result], grams: np.ndarray | None = None,
+                          lexicon: np.ndarray | None = None) -> dict[str, float]:
     """The statistics the satisfaction read-out uses (exposed so training can refit it)."""
-    return _features(results)
+    feats = _features(results)
+    if feats and lexicon is not None and grams is not None:
+        feats["lexical_satisfaction"] = float(tfidf_dot(grams, lexicon[0], lexicon[1]))
+    return feats
 
 
 def score_conversations(
@@ -94,6 +128,7 @@ def score_conversations(
 ) -> Iterator[dict[str, Any]]:
     """One output record per conversation, in input order."""
     cfg = tagger.config.dialogue
+    lexicon = load_dialogue_lexicon(tagger)
     for conv in conversations:
         base = {"id": conv.id, "user_id": conv.user_id}
         if conv.error:
@@ -109,7 +144,8 @@ def score_conversations(
             d.pop("id")
             turns.append({"speaker": CUSTOMER, "time": t.get("time"), **d})
         ok = [r for r in results if r.error is None]
-        feats = _features(results)
+        grams = dialogue_grams(tagger.featurizer, [t.get("text") for t in cust]) if lexicon is not None else None
+        feats = satisfaction_features(results, grams, lexicon)
         if not feats:
             yield {**base, "turns": turns, "satisfaction": None, "start_emotion": None, "end_emotion": None,
                    "resolved": None, "error": "no scorable customer turn"}

@@ -12,6 +12,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from emotag.labels import EMOTION_ZH, POLARITY_ZH
 from emotag.model.config import EmotagConfig, resolve_model_dir
-from emotag.model.features import Featurizer, Prepared
+from emotag.model.features import Batch, Featurizer, Prepared
 from emotag.runtime.backends import Backend, load_backend
 
 
@@ -55,6 +56,16 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+@dataclass
+class _PreparedChunk:
+    """A chunk after the text work: per-text windows (or an error message) and encoded, length-sorted batches."""
+
+    ids: list[str | int]
+    prepared: list[Prepared | str]
+    n_windows: int
+    batches: list[tuple[list[int], Batch]]
 
 
 def _softmax(z: np.ndarray, t: float) -> np.ndarray:
@@ -106,35 +117,63 @@ class Tagger:
         show_progress_bar: bool = False,
         chunk_size: int | None = None,
     ) -> Iterator[Result]:
-        """Stream results in input order; memory is bounded by `chunk_size` texts at a time.
+        """Stream results in input order; memory is bounded by two chunks of `chunk_size` texts (the one being
+        scored and the one being prepared).
 
         A text that is not a string or is empty after normalisation yields a Result with `error` set,
         never an exception: every input gets exactly one result.
         """
         chunk_size = chunk_size or max(batch_size * 16, 256)
+        if isinstance(texts, (list, tuple)) and len(texts) <= chunk_size and not show_progress_bar:
+            # one chunk: nothing to overlap, so no worker thread (score_dialogues calls this per conversation)
+            chunk_ids = list(ids) if ids is not None else list(range(len(texts)))
+            if len(chunk_ids) != len(texts):
+                raise ValueError("ids and texts have different lengths")
+            yield from self._score_chunk(texts, chunk_ids, batch_size)
+            return
         it = iter(texts)
         id_it = iter(ids) if ids is not None else None
-        index = 0
         bar = _progress(show_progress_bar)
+        counter = [0]
+
+        def next_chunk() -> tuple[list[Any], list[str | int]] | None:
+            chunk = list(islice(it, chunk_size))
+            if not chunk:
+                return None
+            index = counter[0]
+            chunk_ids = list(islice(id_it, len(chunk))) if id_it is not None else list(range(index, index + len(chunk)))
+            if len(chunk_ids) != len(chunk):
+                raise ValueError("ids and texts have different lengths")
+            counter[0] += len(chunk)
+            return chunk, chunk_ids
+
+        def prepare(item: tuple[list[Any], list[str | int]] | None) -> _PreparedChunk | None:
+            return None if item is None else self._prepare_chunk(item[0], item[1], batch_size)
+
+        # Pipelined: while the backend scores chunk i (onnxruntime releases the GIL), a worker thread
+        # normalises and encodes chunk i+1, so the Python text work hides behind the network. The input is
+        # read in the caller's thread (its iterator may hold thread-bound handles, e.g. sqlite cursors).
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotag-prepare")
         try:
+            pending = pool.submit(prepare, next_chunk())
             while True:
-                chunk = list(islice(it, chunk_size))
-                if not chunk:
+                current = pending.result()
+                if current is None:
                     return
-                chunk_ids = (
-                    list(islice(id_it, len(chunk))) if id_it is not None else list(range(index, index + len(chunk)))
-                )
-                if len(chunk_ids) != len(chunk):
-                    raise ValueError("ids and texts have different lengths")
-                index += len(chunk)
-                yield from self._score_chunk(chunk, chunk_ids, batch_size)
+                pending = pool.submit(prepare, next_chunk())
+                yield from self._score_prepared(current)
                 if bar:
-                    bar(len(chunk))
+                    bar(len(current.prepared))
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             if bar:
                 bar(None)
 
     def _score_chunk(self, texts: Sequence[Any], ids: Sequence[str | int], batch_size: int) -> list[Result]:
+        return self._score_prepared(self._prepare_chunk(texts, ids, batch_size))
+
+    def _prepare_chunk(self, texts: Sequence[Any], ids: Sequence[str | int], batch_size: int) -> _PreparedChunk:
+        """Normalise, window and encode a chunk: pure text work, no network."""
         prepared: list[Prepared | str] = []
         for t in texts:
             if not isinstance(t, str):
@@ -147,24 +186,28 @@ class Tagger:
                 continue
             prepared.append(p if p.windows else "text is empty after normalisation")
         # all windows of the chunk, sorted by length so each batch pads little
-        owners: list[tuple[int, int]] = []
         windows: list[str] = []
-        for i, p in enumerate(prepared):
+        for p in prepared:
             if isinstance(p, Prepared):
-                for j, w in enumerate(p.windows):
-                    owners.append((i, j))
-                    windows.append(w)
+                windows.extend(p.windows)
         order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
-        E = len(self.config.emotion_labels)
-        P = len(self.config.polarity_labels)
-        emo = np.zeros((len(windows), E))
-        pol = np.zeros((len(windows), max(P, 1)))
-        inten = np.zeros(len(windows))
-        val = np.zeros(len(windows))
-        T = self.config.temperature
+        batches = []
         for s in range(0, len(order), batch_size):
             sel = order[s : s + batch_size]
-            out = self.backend.run(self.featurizer.encode([windows[k] for k in sel]))
+            batches.append((sel, self.featurizer.encode([windows[k] for k in sel])))
+        return _PreparedChunk(list(ids), prepared, len(windows), batches)
+
+    def _score_prepared(self, chunk: _PreparedChunk) -> list[Result]:
+        E = len(self.config.emotion_labels)
+        P = len(self.config.polarity_labels)
+        n_win = chunk.n_windows
+        emo = np.zeros((n_win, E))
+        pol = np.zeros((n_win, max(P, 1)))
+        inten = np.zeros(n_win)
+        val = np.zeros(n_win)
+        T = self.config.temperature
+        for sel, batch in chunk.batches:
+            out = self.backend.run(batch)
             if self.config.multi_label:
                 emo[sel] = 1.0 / (1.0 + np.exp(-out["emotion_logits"].astype(np.float64)))
             else:
@@ -175,19 +218,22 @@ class Tagger:
             val[sel] = out["valence"]
         results: list[Result] = []
         k = 0
-        for i, p in enumerate(prepared):
+        for id_, p in zip(chunk.ids, chunk.prepared, strict=True):
             if not isinstance(p, Prepared):
-                results.append(Result.failed(ids[i], p))
+                results.append(Result.failed(id_, p))
                 continue
             n = len(p.windows)
-            w = np.asarray(p.weights)[:, None]
             rows = slice(k, k + n)
             k += n
-            results.append(self._result(ids[i], (emo[rows] * w).sum(0), (pol[rows] * w).sum(0),
-                                        float((inten[rows] * w[:, 0]).sum()), p))
+            if n == 1:
+                results.append(self._result(id_, emo[k - 1], pol[k - 1], float(inten[k - 1]), float(val[k - 1])))
+                continue
+            w = np.asarray(p.weights)[:, None]
+            results.append(self._result(id_, (emo[rows] * w).sum(0), (pol[rows] * w).sum(0),
+                                        float((inten[rows] * w[:, 0]).sum()), float((val[rows] * w[:, 0]).sum())))
         return results
 
-    def _result(self, id_: str | int, emo: np.ndarray, pol: np.ndarray, intensity: float, p: Prepared) -> Result:
+    def _result(self, id_: str | int, emo: np.ndarray, pol: np.ndarray, intensity: float, valence: float) -> Result:
         labels = self.config.emotion_labels
         emotions = {lab: round(float(v), 6) for lab, v in zip(labels, emo, strict=True)}
         emotion = labels[int(np.argmax(emo))]
@@ -196,6 +242,7 @@ class Tagger:
             polarity = plabels[int(np.argmax(pol))]
             idx = {lab: i for i, lab in enumerate(plabels)}
             score = float(pol[idx["positive"]] - pol[idx["negative"]]) if {"positive", "negative"} <= idx.keys() else 0.0
+            score = polarity_score(score, valence, self.config.polarity_valence_blend)
         else:
             polarity, score = None, None
         intensity = min(1.0, max(0.0, intensity))
@@ -203,6 +250,20 @@ class Tagger:
             intensity = 0.0
         return Result(id_, emotion, emotions, polarity, None if score is None else round(score, 6),
                       round(intensity, 6))
+
+
+def polarity_score(margin: float, valence: float, blend: float) -> float:
+    """P(positive) - P(negative), its magnitude refined by the valence head (trained on human valence ratings).
+
+    The sign is the polarity heads' decision and never changes: where the blend
+    (1 - blend) * margin + blend * valence agrees with it in sign, that blend is the score; where it
+    does not, the score is the shrunk margin (1 - blend) * margin. Why: the margin of a classifier ranks
+    "great" and "fine" alike once both are confidently positive, while the valence head grades them.
+    """
+    if blend <= 0.0:
+        return margin
+    mixed = (1.0 - blend) * margin + blend * valence
+    return mixed if (mixed > 0) == (margin > 0) and (mixed < 0) == (margin < 0) else (1.0 - blend) * margin
 
 
 def _progress(enabled: bool):

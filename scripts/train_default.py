@@ -34,9 +34,8 @@ from emotag.train.trainer import (  # noqa: E402
     EncodedSet,
     TrainSettings,
     _softmax,
-    expected_calibration_error,
+    calibrate,
     fit,
-    fit_temperature,
     partial_accuracy,
     predict,
 )
@@ -166,13 +165,7 @@ def main() -> None:
     t = time.process_time()
     pred = predict(model, dev)
     before = dev_metrics(pred, dev, cfg)
-    ece_before = {"emotion": expected_calibration_error(_softmax(pred["emotion"]), dev.emo_mask),
-                  "polarity": expected_calibration_error(_softmax(pred["polarity"]), dev.pol_mask)}
-    cfg.temperature = {"emotion": fit_temperature(pred["emotion"], dev.emo_mask),
-                       "polarity": fit_temperature(pred["polarity"], dev.pol_mask)}
-    ece_after = {k: expected_calibration_error(_softmax(pred[k], cfg.temperature[k]),
-                                               dev.emo_mask if k == "emotion" else dev.pol_mask)
-                 for k in ("emotion", "polarity")}
+    cfg.temperature, ece_before, ece_after = calibrate(pred, dev)
     timings["calibrate_cpu_s"] = time.process_time() - t
     model.save(out, tokenizer=tok)
     report = {"dev_metrics": before, "ece_before": ece_before, "ece_after": ece_after,

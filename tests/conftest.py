@@ -43,8 +43,14 @@ def synthetic_corpus(n: int = 400, seed: int = 0):
     ]
 
 
-def build_tiny_model(directory: Path, steps_epochs: float = 6.0, labels=None, multi_label: bool = False) -> Path:
-    """A 1-layer, 32-wide model trained for a few seconds on the synthetic corpus, exported to ONNX."""
+def build_tiny_model(directory: Path, steps_epochs: float = 6.0, labels=None, multi_label: bool = False,
+                     lexical: bool = True) -> Path:
+    """A 1-layer, 32-wide model trained for a few seconds on the synthetic corpus, exported to ONNX.
+
+    With `lexical`, a TF-IDF expert is fit and fused in as the default recipe does, so every path the
+    bundled model takes (torch, ONNX, int8, fine-tuning) is exercised on the tiny one too.
+    """
+    import numpy as np
     import torch
 
     from emotag.model.config import EmotagConfig, NgramConfig
@@ -73,6 +79,15 @@ def build_tiny_model(directory: Path, steps_epochs: float = 6.0, labels=None, mu
     train = EncodedSet(feat, data)
     fit(model, train, None, TrainSettings(epochs=steps_epochs, batch_size=32, lr=3e-3, ngram_lr=5e-2,
                                           warmup=0.0))
+    if lexical:
+        from emotag.train.lexical import LexicalTargets, attach_lexical, design_matrix, fit_idf, fit_lexical
+
+        idf = fit_idf(train.grams, 1024)
+        y = LexicalTargets(train.emo_mask, train.pol_mask, train.intensity, train.valence,
+                           np.ones(len(train), dtype=np.float32))
+        W, b = fit_lexical(design_matrix(train.grams, idf), y, l2=1e-3, iterations=60)
+        model = attach_lexical(model, W, b, idf, {"emotion": 0.5, "polarity": 0.5, "intensity": 0.5,
+                                                  "valence": 0.5})
     model.save(directory, tokenizer=tok)
     export_onnx(directory, quantize="int8")
     return directory

@@ -130,3 +130,34 @@ def test_info(tiny_model_dir):
     res = runner.invoke(app, ["info", str(tiny_model_dir)])
     assert res.exit_code == 0
     assert "tiny-test" in res.output and "model.int8.onnx" in res.output
+
+
+def test_dialogue_lexicon_feature(tiny_model_dir, tmp_path):
+    """A model's dialogue_lexical.npy feeds `lexical_satisfaction` into the satisfaction read-out."""
+    import shutil
+
+    import numpy as np
+
+    from emotag.dialogues import Conversation, score_conversations
+    from emotag.model.config import DIALOGUE_LEXICAL_NAME, EmotagConfig
+    from emotag.model.features import hash_ngrams, lexical_buckets
+    from emotag.tagger import Tagger
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = EmotagConfig.load(d)
+    cfg.dialogue.features, cfg.dialogue.weights, cfg.dialogue.bias = ("lexical_satisfaction",), (1.0,), 0.0
+    cfg.dialogue.lexical_buckets = 1024
+    cfg.save(d)
+    idf, weight = np.ones(1024, np.float32), np.zeros(1024, np.float32)
+    idf[0] = 0
+    for word, sign in (("满意", 1.0), ("失望", -1.0)):
+        weight[lexical_buckets(hash_ngrams(word, cfg.ngram), 1024)] = sign
+    convs = [Conversation("a", [{"speaker": "customer", "text": "很满意"}, {"speaker": "agent", "text": "失望"}]),
+             Conversation("b", [{"speaker": "customer", "text": "很失望"}])]
+    with pytest.raises(FileNotFoundError, match=DIALOGUE_LEXICAL_NAME):
+        list(score_conversations(Tagger.load(d), convs))
+    np.save(d / DIALOGUE_LEXICAL_NAME, np.stack([idf, weight]), allow_pickle=False)
+    out = list(score_conversations(Tagger.load(d), convs))
+    # only customer turns count: the agent's 失望 does not pull conversation a down
+    assert out[0]["satisfaction"] > 0.2 and out[1]["satisfaction"] < -0.2

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from emotag import EMOTIONS, POLARITY
+from emotag.model.features import Featurizer, hash_ngrams
 from emotag.tagger import Result, Tagger
 
 TEXTS = [
@@ -127,7 +128,8 @@ def test_tag_many_streams_lazily(tiny_model_dir):
 
     it = tagger.tag_many(gen(), batch_size=16, chunk_size=64)
     first = next(it)
-    assert first.id == 0 and len(consumed) <= 64
+    # the chunk being scored plus the one being prepared in the background, never the whole input
+    assert first.id == 0 and len(consumed) <= 2 * 64
 
 
 def test_missing_model_dir_message(tmp_path):
@@ -162,3 +164,98 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="someone/model"):
         Tagger.load("someone/model")
+
+
+def test_lexical_expert_is_the_tfidf_linear_model(tiny_model_dir):
+    """The network's expert reproduces X @ W + b for the sparse TF-IDF matrix it was fit on."""
+    import torch
+
+    from emotag.model.modeling import EmotagModel
+    from emotag.train.lexical import design_matrix
+
+    model = EmotagModel.load(tiny_model_dir)
+    assert model.has_lexical and model.config.lexical.buckets == 1024
+    feat = Featurizer.from_dir(tiny_model_dir)
+    windows = ["很好很好", "物流很差，失望", "喜欢"]
+    batch = feat.encode(windows)
+    with torch.no_grad():
+        got = model.lexical_logits(torch.from_numpy(batch.ngram_ids)).numpy()
+    grams = [hash_ngrams(w, model.config.ngram) for w in windows]
+    X = design_matrix(grams, model.lex_idf.numpy())
+    want = X @ model.lex_weight.numpy() + model.lex_bias.numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.abs(want).max() > 0.1  # a fitted expert, not zeros
+
+
+def test_fit_lexical_learns_held_out_polarity():
+    from emotag.model.config import EmotagConfig, NgramConfig
+    from emotag.train.lexical import LexicalTargets, design_matrix, fit_idf, fit_lexical, head_columns
+    from tests.conftest import synthetic_corpus
+
+    cfg = EmotagConfig(ngram=NgramConfig(buckets=4096, dim=8))
+    train, test = synthetic_corpus(300, seed=1), synthetic_corpus(200, seed=2)
+    gtr = [hash_ngrams(e.text, cfg.ngram) for e in train]
+    gte = [hash_ngrams(e.text, cfg.ngram) for e in test]
+    idf = fit_idf(gtr, 2048)
+    P = len(cfg.polarity_labels)
+    pol = np.zeros((len(train), P), np.float32)
+    for i, e in enumerate(train):
+        pol[i, cfg.polarity_labels.index(e.polarity)] = 1
+    nan = np.full(len(train), np.nan, np.float32)
+    y = LexicalTargets(np.zeros((len(train), len(cfg.emotion_labels)), np.float32), pol, nan, nan,
+                       np.ones(len(train), np.float32))
+    W, b = fit_lexical(design_matrix(gtr, idf), y, l2=1e-4, iterations=100)
+    z = design_matrix(gte, idf) @ W + b
+    cols = head_columns(len(cfg.emotion_labels), P)
+    pred = [cfg.polarity_labels[j] for j in z[:, cols["polarity"]].argmax(-1)]
+    acc = np.mean([p == e.polarity for p, e in zip(pred, test, strict=True)])
+    assert acc > 0.95
+
+
+def test_balanced_emotion_weights_equalise_each_sources_classes():
+    from emotag.train.lexical import balanced_emotion_weights
+
+    mask = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [1, 0], [0, 0]], np.float32)
+    src = ["a", "a", "a", "a", "b", "a"]
+    w = balanced_emotion_weights(mask, src, power=1.0)
+    # source a: 3 rows of class 0 and 1 of class 1 -> total weight per class equal (2 each); b alone -> 1
+    assert np.isclose(w[:3].sum(), w[3]) and np.isclose(w[:3].sum() + w[3], 4.0)
+    assert w[4] == 1.0 and w[5] == 1.0  # unlabelled rows keep weight 1 (they carry no emotion loss)
+    assert np.allclose(balanced_emotion_weights(mask, src, power=0.0), 1.0)
+
+
+def test_int8_graph_is_static_int8(tiny_model_dir):
+    """int8 MatMuls with fixed activation scales: no DynamicQuantizeLinear (a per-batch scale would make a
+    text's scores depend on its batch mates) and no float MatMul left on a weight."""
+    import onnx
+
+    g = onnx.load(str(tiny_model_dir / "model.int8.onnx")).graph
+    ops = {n.op_type for n in g.node}
+    assert "DynamicQuantizeLinear" not in ops
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    weights = {i.name for i in g.initializer}
+    dequantized = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    matmuls = [n for n in g.node if n.op_type == "MatMul"]
+    # every encoder MatMul on a weight is quantised (the small heads may stay fp32: they cost nothing)
+    assert not [n.name for n in matmuls if n.input[1] in weights and "/encoder/" in n.name]
+    assert sum(n.input[0] in dequantized and n.input[1] in dequantized for n in matmuls) >= 4
+
+
+def test_polarity_score_blend_keeps_the_sign():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from emotag.tagger import polarity_score
+
+    unit = st.floats(-1, 1, allow_nan=False)
+
+    @given(unit, unit, st.floats(0, 1, allow_nan=False))
+    def check(margin, valence, blend):
+        s = polarity_score(margin, valence, blend)
+        assert -1 <= s <= 1
+        assert (s > 0) == (margin > 0) and (s < 0) == (margin < 0)  # polarity accuracy cannot move
+        assert polarity_score(margin, valence, 0.0) == margin
+
+    check()
+    # where the heads agree, the valence head grades strength: "fine" and "great" stop tying
+    assert polarity_score(0.9, 0.2, 0.6) < polarity_score(0.9, 0.9, 0.6)

@@ -20,6 +20,7 @@ WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
 ONNX_INT8_NAME = "model.int8.onnx"
 TOKENIZER_NAME = "tokenizer.json"
+DIALOGUE_LEXICAL_NAME = "dialogue_lexical.npy"
 
 # The bundled default model, committed in the repository (or installed beside the package).
 _REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -39,12 +40,29 @@ class NgramConfig:
 
 
 @dataclass
+class LexicalConfig:
+    """The lexical expert: a TF-IDF linear model over the same n-gram ids, added to the network's logits.
+
+    buckets = 0 disables it. `scales` weigh its contribution per head (emotion, polarity, intensity, valence;
+    chosen on dev by scripts/train_lexical.py). Its weights are fit apart from the encoder, never by SGD with it.
+    """
+
+    buckets: int = 0
+    scales: dict[str, float] = field(
+        default_factory=lambda: {"emotion": 1.0, "polarity": 1.0, "intensity": 1.0, "valence": 1.0}
+    )
+
+
+@dataclass
 class DialogueConfig:
     """Linear read-out of conversation satisfaction from customer-turn statistics (fit on STC-3 train)."""
 
     features: tuple[str, ...] = ("mean_polarity", "last_polarity", "min_polarity", "first_polarity", "mean_anger")
     weights: tuple[float, ...] = (1.2, 0.6, 0.3, 0.0, -0.5)
     bias: float = 0.0
+    # > 0: the feature `lexical_satisfaction` is a TF-IDF ridge over the customer turns' n-grams, its idf and
+    # weights in dialogue_lexical.npy (2 x lexical_buckets float32; plain .npy, loaded without pickle)
+    lexical_buckets: int = 0
 
 
 @dataclass
@@ -57,8 +75,11 @@ class EmotagConfig:
     multi_label: bool = False  # custom label sets may be multi-label (sigmoid per label)
     max_length: int = 128
     ngram: NgramConfig = field(default_factory=NgramConfig)
+    lexical: LexicalConfig = field(default_factory=LexicalConfig)
     normalization: NormalizeOptions = field(default_factory=NormalizeOptions)
     temperature: dict[str, float] = field(default_factory=lambda: {"emotion": 1.0, "polarity": 1.0})
+    # polarity_score = P(pos) - P(neg), magnitude refined by the valence head (see tagger.polarity_score)
+    polarity_valence_blend: float = 0.0
     dialogue: DialogueConfig = field(default_factory=DialogueConfig)
     base_model: str | None = None
     name: str = DEFAULT_MODEL_NAME
@@ -89,6 +110,7 @@ class EmotagConfig:
             )
         ng = d.pop("ngram", None) or {}
         dl = d.pop("dialogue", None) or {}
+        lx = d.pop("lexical", None) or {}
         norm = NormalizeOptions.from_dict(d.pop("normalization", None))
         known = set(cls.__dataclass_fields__)
         kwargs = {k: v for k, v in d.items() if k in known}
@@ -100,6 +122,7 @@ class EmotagConfig:
             dialogue=DialogueConfig(
                 **{k: tuple(v) if isinstance(v, list) else v for k, v in dl.items()}
             ),
+            lexical=LexicalConfig(**lx),
             normalization=norm,
             **kwargs,
         )

@@ -47,6 +47,29 @@ def hash_ngrams(text: str, cfg: NgramConfig) -> np.ndarray:
     return (h % np.uint64(cfg.buckets - 1)).astype(np.int64) + 1
 
 
+def lexical_buckets(grams: np.ndarray, buckets: int) -> np.ndarray:
+    """Map n-gram ids (1..; 0 = padding) into a smaller table of `buckets` rows, keeping 0 for padding.
+
+    The lexical experts (the network's TF-IDF expert, the dialogue read-out's) use this exact map.
+    """
+    grams = np.asarray(grams, dtype=np.int64)
+    return np.where(grams > 0, (grams - 1) % (buckets - 1) + 1, 0)
+
+
+def tfidf_dot(grams: np.ndarray, idf: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """x . weight for the TF-IDF row x of one text: x[b] = count(b) * idf[b] / sqrt(sum_j idf[b_j]^2).
+
+    `weight` is (buckets,) or (buckets, K); numpy only, so the scorer can use it without torch.
+    """
+    b = lexical_buckets(grams, idf.shape[0])
+    b = b[b > 0]
+    if b.size == 0:
+        return np.zeros(weight.shape[1:], dtype=np.float64)
+    w = idf[b].astype(np.float64)
+    w /= np.sqrt((w * w).sum()) or 1.0
+    return (weight[b].astype(np.float64) * (w if weight.ndim == 1 else w[:, None])).sum(0)
+
+
 def _is_cjk(cp: int) -> bool:
     """The ideograph ranges BERT-style tokenizers isolate as single-character words."""
     return (

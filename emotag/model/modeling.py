@@ -10,6 +10,10 @@ one head per task:
 - intensity: arousal-like strength in 0..1 (sigmoid);
 - valence: signed valence in -1..1 (tanh), an auxiliary target from CVAT that sharpens polarity_score.
 
+Optionally a lexical expert (config.lexical): a TF-IDF linear model over the same n-gram ids, fit apart
+from the encoder (emotag.train.lexical) and added, scaled per head, to the heads' pre-activations. It is
+held in buffers, so no optimiser of the network ever moves it.
+
 Weights are saved as safetensors only (no pickle anywhere).
 """
 
@@ -66,6 +70,31 @@ class EmotagModel(nn.Module):
             nn.init.normal_(self.ngram.weight, std=0.02)
             with torch.no_grad():
                 self.ngram.weight[0].zero_()
+        lx = config.lexical.buckets
+        if lx > 1:
+            k = len(config.emotion_labels) + max(len(config.polarity_labels), 1) + 2
+            self.register_buffer("lex_weight", torch.zeros(lx, k))
+            self.register_buffer("lex_bias", torch.zeros(k))
+            self.register_buffer("lex_idf", torch.zeros(lx))
+        self.has_lexical = lx > 1
+
+    def drop_lexical(self) -> None:
+        """Remove the lexical expert (e.g. when the emotion label set changes under it)."""
+        from emotag.model.config import LexicalConfig
+
+        for name in ("lex_weight", "lex_bias", "lex_idf"):
+            if hasattr(self, name):
+                delattr(self, name)
+        self.has_lexical = False
+        self.config.lexical = LexicalConfig()
+
+    def lexical_logits(self, ngram_ids: torch.Tensor) -> torch.Tensor:
+        """TF-IDF linear scores (batch x K); see emotag.train.lexical for the exact feature map."""
+        nb = self.lex_idf.shape[0]
+        b = torch.where(ngram_ids > 0, torch.remainder(ngram_ids - 1, nb - 1) + 1, torch.zeros_like(ngram_ids))
+        idf = self.lex_idf[b]
+        w = idf / idf.pow(2).sum(1, keepdim=True).clamp(min=1e-12).sqrt()
+        return (self.lex_weight[b] * w.unsqueeze(-1)).sum(1) + self.lex_bias
 
     def features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, ngram_ids: torch.Tensor
@@ -86,12 +115,16 @@ class EmotagModel(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, ngram_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.dropout(self.features(input_ids, attention_mask, ngram_ids))
-        return (
-            self.emotion(h),
-            self.polarity(h),
-            torch.sigmoid(self.intensity(h)).squeeze(-1),
-            torch.tanh(self.valence(h)).squeeze(-1),
-        )
+        emo, pol = self.emotion(h), self.polarity(h)
+        inten, val = self.intensity(h).squeeze(-1), self.valence(h).squeeze(-1)
+        if self.has_lexical:
+            z = self.lexical_logits(ngram_ids)
+            s, E, P = self.config.lexical.scales, emo.shape[-1], pol.shape[-1]
+            emo = emo + s.get("emotion", 1.0) * z[:, :E]
+            pol = pol + s.get("polarity", 1.0) * z[:, E : E + P]
+            inten = inten + s.get("intensity", 1.0) * z[:, E + P]
+            val = val + s.get("valence", 1.0) * z[:, E + P + 1]
+        return emo, pol, torch.sigmoid(inten), torch.tanh(val)
 
     # -- persistence -------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ class OnnxBackend:
         import onnxruntime as ort
 
         fp32, int8 = model_dir / ONNX_NAME, model_dir / ONNX_INT8_NAME
-        if quantized is None:  # prefer the int8 file: ~3x faster, same emotion on >= 99% of dev
+        if quantized is None:  # prefer the int8 file: faster, same emotion on ~99% of dev
             path = int8 if int8.exists() else fp32
         else:
             path = int8 if quantized else fp32

@@ -122,6 +122,24 @@ def cvat(data: Path, dev_folds: tuple[int, ...] = (4,)) -> Iterator[Example]:
             )
 
 
+def cvaw_lexicon(path: str | os.PathLike[str]) -> Iterator[Example]:
+    """Chinese EmoBank CVAW words (valence/arousal 1..9) as one-word training examples, same scaling as CVAT.
+
+    Read from cntext's `zh_valence_ChineseEmoBank.yaml` (a registry package; fetched by the recipe into a
+    scratch directory, never vendored). Words are training-only: they have no dev split.
+    """
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    for word, va in (doc.get("Dictionary") or {}).items():
+        try:
+            v, a = float(va["valence"]), float(va["arousal"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        yield Example(str(word), "cvaw", None, None, intensity=(a - 1) / 8, valence=(v - 5) / 4, split="train")
+
+
 def reviews(data: Path, dev_fraction: float) -> Iterator[Example]:
     base = data / "reviews_polarity"
     for name, source in (("online_shopping_10_cats.csv", "shopping"), ("ChnSentiCorp_htl_all.csv", "hotel")):

@@ -393,6 +393,9 @@ def _load_emotag_base(src: str, plan: LabelPlan, seed: int):
                     new.weight[j] = old.weight[i]
                     new.bias[j] = old.bias[i]
         model.emotion = new
+        if model.has_lexical:  # its emotion columns belong to the old label set: the new model goes without it
+            model.drop_lexical()
+            log.info("lexical expert dropped: it scores the base model's emotion labels")
         cfg.emotion_labels = tuple(plan.labels)
         cfg.multi_label = plan.multi_label
         cfg.temperature = {**cfg.temperature, "emotion": 1.0}
@@ -964,7 +967,8 @@ def finetune(
         level = root.level
         root.setLevel(logging.ERROR)  # onnxruntime's quantiser logs advice to the root logger
         try:
-            files += export_onnx(out, quantize="int8")
+            # int8 activation ranges measured on the user's own texts, which is what the model will score
+            files += export_onnx(out, quantize="int8", calibration_texts=[e.text for e in train_ex[:1024]])
         finally:
             root.setLevel(level)
     minutes_total = (time.time() - t_start) / 60

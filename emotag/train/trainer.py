@@ -248,6 +248,16 @@ def fit_temperature(logits: np.ndarray, mask: np.ndarray) -> float:
     return float(math.exp((lo + hi) / 2))
 
 
+def calibrate(pred: dict[str, np.ndarray], dev: EncodedSet) -> tuple[dict[str, float], dict[str, float],
+                                                                     dict[str, float]]:
+    """Temperatures for the emotion and polarity heads fitted on dev, with ECE before and after."""
+    masks = {"emotion": dev.emo_mask, "polarity": dev.pol_mask}
+    before = {k: expected_calibration_error(_softmax(pred[k]), m) for k, m in masks.items()}
+    temperature = {k: fit_temperature(pred[k], m) for k, m in masks.items()}
+    after = {k: expected_calibration_error(_softmax(pred[k], temperature[k]), m) for k, m in masks.items()}
+    return temperature, before, after
+
+
 def _optimizers(model: EmotagModel, s: TrainSettings, total_steps: int):
     dense, no_decay = [], []
     for name, p in model.named_parameters():
