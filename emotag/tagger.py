@@ -262,8 +262,17 @@ def polarity_score(margin: float, valence: float, blend: float) -> float:
     """
     if blend <= 0.0:
         return margin
+    if blend >= 1.0:
+        raise ValueError(f"polarity_valence_blend must be in [0, 1), got {blend}")
+
+    def same_sign(x: float) -> bool:
+        return (x > 0) == (margin > 0) and (x < 0) == (margin < 0)
+
     mixed = (1.0 - blend) * margin + blend * valence
-    return mixed if (mixed > 0) == (margin > 0) and (mixed < 0) == (margin < 0) else (1.0 - blend) * margin
+    if same_sign(mixed):
+        return mixed
+    shrunk = (1.0 - blend) * margin
+    return shrunk if same_sign(shrunk) else margin  # (underflow of a tiny margin)
 
 
 def _progress(enabled: bool):

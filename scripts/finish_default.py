@@ -181,6 +181,28 @@ def int8_agreement(model: Path, data: Path, log: dict) -> None:
     print("int8 vs fp32", log["int8"])
 
 
+def shipped_calibration(model: Path, data: Path, log: dict) -> None:
+    """ECE of the emotion probabilities users get (int8 file) on dev rows with one gold emotion, at
+    temperature 1 and at the fitted temperature."""
+    from emotag.train.trainer import expected_calibration_error
+
+    dev = [e for e in corpora.load_all(data) if e.split == "dev" and e.emotions and len(e.emotions) == 1]
+    tagger = Tagger.load(model, backend="onnx-int8")
+    labels = tagger.config.emotion_labels
+    mask = np.zeros((len(dev), len(labels)))
+    for i, e in enumerate(dev):
+        mask[i, labels.index(e.emotions[0])] = 1
+    fitted = dict(tagger.config.temperature)
+    res = {"n": len(dev)}
+    for name, temp in (("before", {**fitted, "emotion": 1.0}), ("after", fitted)):
+        tagger.config.temperature = temp
+        probs = np.array([[r.emotions[k] for k in labels] for r in tagger.tag_many([e.text for e in dev])])
+        res[name] = expected_calibration_error(probs, mask)
+    tagger.config.temperature = fitted
+    log["ece_single_label_emotion_int8"] = res
+    print("emotion ECE, single-label dev rows", res)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="models/emotag-zh-small")
@@ -204,6 +226,7 @@ def main() -> None:
     log["timings"]["dialogue_fit_cpu_s"] = time.process_time() - t
     if not a.skip_export:
         int8_agreement(model, data, log)
+        shipped_calibration(model, data, log)
         (model / "model.onnx").unlink()  # 4x the int8 file: rebuilt on demand by `emotag export-onnx`
     log_path.write_text(json.dumps(log, indent=1, ensure_ascii=False))
 

@@ -249,7 +249,7 @@ def test_polarity_score_blend_keeps_the_sign():
 
     unit = st.floats(-1, 1, allow_nan=False)
 
-    @given(unit, unit, st.floats(0, 1, allow_nan=False))
+    @given(unit, unit, st.floats(0, 1, exclude_max=True, allow_nan=False))
     def check(margin, valence, blend):
         s = polarity_score(margin, valence, blend)
         assert -1 <= s <= 1
@@ -259,3 +259,5 @@ def test_polarity_score_blend_keeps_the_sign():
     check()
     # where the heads agree, the valence head grades strength: "fine" and "great" stop tying
     assert polarity_score(0.9, 0.2, 0.6) < polarity_score(0.9, 0.9, 0.6)
+    with pytest.raises(ValueError, match="blend"):
+        polarity_score(0.5, 0.5, 1.0)
