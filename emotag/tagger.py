@@ -242,7 +242,8 @@ class Tagger:
             polarity = plabels[int(np.argmax(pol))]
             idx = {lab: i for i, lab in enumerate(plabels)}
             score = float(pol[idx["positive"]] - pol[idx["negative"]]) if {"positive", "negative"} <= idx.keys() else 0.0
-            score = polarity_score(score, valence, self.config.polarity_valence_blend)
+            v = min(1.0, max(-1.0, valence * self.config.valence_scale))
+            score = polarity_score(score, v, self.config.polarity_valence_blend)
         else:
             polarity, score = None, None
         intensity = min(1.0, max(0.0, intensity))

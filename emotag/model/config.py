@@ -78,8 +78,10 @@ class EmotagConfig:
     lexical: LexicalConfig = field(default_factory=LexicalConfig)
     normalization: NormalizeOptions = field(default_factory=NormalizeOptions)
     temperature: dict[str, float] = field(default_factory=lambda: {"emotion": 1.0, "polarity": 1.0})
-    # polarity_score = P(pos) - P(neg), magnitude refined by the valence head (see tagger.polarity_score)
+    # polarity_score = P(pos) - P(neg), magnitude refined by the valence head (see tagger.polarity_score);
+    # valence_scale stretches the valence head (trained on CVAT's narrow range) to the margin's spread
     polarity_valence_blend: float = 0.0
+    valence_scale: float = 1.0
     dialogue: DialogueConfig = field(default_factory=DialogueConfig)
     base_model: str | None = None
     name: str = DEFAULT_MODEL_NAME
