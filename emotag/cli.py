@@ -289,6 +289,14 @@ def info(model: Annotated[Optional[str], typer.Argument(help="model directory (d
                f"hidden={enc.get('hidden_size')} vocab={enc.get('vocab_size')}"
                f"{f' base={cfg.base_model}' if cfg.base_model else ''}")
     typer.echo(f"n-grams    buckets={cfg.ngram.buckets} dim={cfg.ngram.dim} orders={list(cfg.ngram.orders)}")
+    if cfg.lexical.buckets:
+        scales = " ".join(f"{k}={v:g}" for k, v in cfg.lexical.scales.items())
+        typer.echo(f"lexical    TF-IDF expert buckets={cfg.lexical.buckets} scales: {scales}")
+    if cfg.polarity_valence_blend:
+        typer.echo(f"polarity   score blends valence: weight={cfg.polarity_valence_blend:g} "
+                   f"scale={cfg.valence_scale:.3g}")
+    if cfg.dialogue.lexical_buckets:
+        typer.echo(f"dialogues  satisfaction read-out + TF-IDF lexicon buckets={cfg.dialogue.lexical_buckets}")
     typer.echo(f"emotions   {', '.join(cfg.emotion_labels)}{' (multi-label)' if cfg.multi_label else ''}")
     typer.echo(f"polarity   {', '.join(cfg.polarity_labels) or '-'}")
     typer.echo(f"max length {cfg.max_length} tokens per window; temperature {cfg.temperature}")

@@ -130,6 +130,7 @@ def test_info(tiny_model_dir):
     res = runner.invoke(app, ["info", str(tiny_model_dir)])
     assert res.exit_code == 0
     assert "tiny-test" in res.output and "model.int8.onnx" in res.output
+    assert "TF-IDF expert buckets=1024" in res.output
 
 
 def test_dialogue_lexicon_feature(tiny_model_dir, tmp_path):
