@@ -135,9 +135,16 @@ class Tagger:
         id_it = iter(ids) if ids is not None else None
         bar = _progress(show_progress_bar)
         counter = [0]
+        deferred: list[Exception] = []  # an input error, raised once the rows read before it are scored
 
         def next_chunk() -> tuple[list[Any], list[str | int]] | None:
-            chunk = list(islice(it, chunk_size))
+            if deferred:
+                return None
+            chunk: list[Any] = []
+            try:
+                chunk.extend(islice(it, chunk_size))
+            except Exception as e:  # noqa: BLE001 - re-raised below, after the rows already read
+                deferred.append(e)
             if not chunk:
                 return None
             index = counter[0]
@@ -159,6 +166,8 @@ class Tagger:
             while True:
                 current = pending.result()
                 if current is None:
+                    if deferred:
+                        raise deferred[0]
                     return
                 pending = pool.submit(prepare, next_chunk())
                 yield from self._score_prepared(current)

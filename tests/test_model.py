@@ -261,3 +261,19 @@ def test_polarity_score_blend_keeps_the_sign():
     assert polarity_score(0.9, 0.2, 0.6) < polarity_score(0.9, 0.9, 0.6)
     with pytest.raises(ValueError, match="blend"):
         polarity_score(0.5, 0.5, 1.0)
+
+
+def test_rows_read_before_an_input_error_still_get_results(tiny_model_dir):
+    """Reading ahead must not lose the chunk in hand when the input fails further on."""
+    tagger = Tagger.load(tiny_model_dir, backend="onnx-fp32")
+
+    def gen():
+        for _ in range(100):
+            yield "很好"
+        raise OSError("disk went away")
+
+    got = []
+    with pytest.raises(OSError, match="disk went away"):
+        for r in tagger.tag_many(gen(), batch_size=16, chunk_size=64):
+            got.append(r)
+    assert len(got) == 100 and [r.id for r in got] == list(range(100))
