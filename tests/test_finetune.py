@@ -261,3 +261,38 @@ def test_confusion_png_without_a_cjk_font(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(ft, "_cjk_font", lambda names: None)
     standins = ft.confusion_png(tmp_path / "cm.png", [[3, 1], [0, 4]], ["差评", "好评"], False, "t")
     assert standins == {"L0": "差评", "L1": "好评"} and (tmp_path / "cm.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("with_file", [True, False])
+def test_fine_tuned_model_keeps_a_working_dialogue_read_out(tmp_path: Path, base_dir: Path, with_file: bool) -> None:
+    """The satisfaction read-out is inherited with the lexicon file it reads; without that file the
+    lexicon feature is dropped rather than leaving a model whose score-dialogues fails."""
+    import shutil
+
+    import numpy as np
+
+    from emotag.dialogues import Conversation, score_conversations
+    from emotag.model.config import DIALOGUE_LEXICAL_NAME, EmotagConfig
+    from emotag.tagger import Tagger
+    from emotag.train.finetune import finetune
+
+    base = tmp_path / "base"
+    shutil.copytree(base_dir, base)
+    cfg = EmotagConfig.load(base)
+    cfg.dialogue.features = ("mean_polarity", "lexical_satisfaction")
+    cfg.dialogue.weights = (1.0, 1.0)
+    cfg.dialogue.lexical_buckets = 256
+    cfg.save(base)
+    if with_file:
+        np.save(base / DIALOGUE_LEXICAL_NAME, np.ones((2, 256), np.float32), allow_pickle=False)
+    rows = [{"review": t, "y": "正面" if pos else "负面"} for t, pos in sentiment_rows(80, 3, DOMAIN_POS, DOMAIN_NEG)]
+    out = tmp_path / "tuned"
+    finetune(_write_csv(tmp_path / "t.csv", rows, ["review", "y"]), out, base_model=base, text_col="review",
+             label_cols="y", task="polarity", epochs=1, batch_size=16, progress=False, export=False)
+    tuned = EmotagConfig.load(out)
+    assert (out / DIALOGUE_LEXICAL_NAME).exists() == with_file
+    assert ("lexical_satisfaction" in tuned.dialogue.features) == with_file
+    assert len(tuned.dialogue.features) == len(tuned.dialogue.weights)
+    conv = Conversation("c", [{"speaker": "customer", "text": "房间干净"}])
+    (rec,) = score_conversations(Tagger.load(out, backend="torch"), [conv])
+    assert rec["error"] is None and rec["satisfaction"] is not None

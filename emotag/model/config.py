@@ -185,7 +185,7 @@ def _download_from_hub(repo_id: str) -> Path:
             "`emotag[train]`) is needed to fetch it from the hub"
         ) from None
     try:
-        path = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.onnx", "*.safetensors", "*.md"]))
+        path = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.onnx", "*.safetensors", "*.md", "*.npy"]))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth: all are "cannot get this model"
         raise FileNotFoundError(f"model {repo_id!r}: not a local directory and not downloadable ({e})") from None
     if not (path / CONFIG_NAME).exists():

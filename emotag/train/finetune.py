@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -40,6 +41,7 @@ import numpy as np
 from emotag import labels as L
 from emotag.model.config import (
     CONFIG_NAME,
+    DIALOGUE_LEXICAL_NAME,
     TOKENIZER_NAME,
     WEIGHTS_NAME,
     EmotagConfig,
@@ -362,7 +364,8 @@ def resolve_base(base_model: str | os.PathLike[str] | None) -> tuple[str, str]:
         cfg_path = Path(hf_hub_download(str(base_model), CONFIG_NAME))
         if _is_emotag_dir(cfg_path.parent):
             local = snapshot_download(str(base_model), allow_patterns=[
-                CONFIG_NAME, "*.safetensors", "tokenizer*", "special_tokens_map.json", "*.onnx", "MODEL_CARD.md"])
+                CONFIG_NAME, "*.safetensors", "tokenizer*", "special_tokens_map.json", "*.onnx", "MODEL_CARD.md",
+                DIALOGUE_LEXICAL_NAME])
             return "emotag", local
     except Exception as e:  # noqa: BLE001 - any failure here means "not found or not reachable"
         raise ValueError(f"base model {base_model!r} is not a local directory and could not be fetched from the "
@@ -957,9 +960,20 @@ def finetune(
                 kept[f"{h}_top1_agreement_with_base"] = float((pred[h].argmax(-1) == base_dev[h].argmax(-1)).mean())
         kept["intensity_mean_abs_change"] = float(np.abs(pred["intensity"] - base_dev["intensity"]).mean())
 
-    # the model directory
+    # the model directory; the satisfaction read-out is inherited from an emotag base, and with it the
+    # dialogue lexicon it reads (independent of the network, so it stays valid)
+    dl = cfg.dialogue
+    lexicon = Path(src) / DIALOGUE_LEXICAL_NAME if kind == "emotag" else None
+    if dl.lexical_buckets and not (lexicon and lexicon.exists()):
+        keep = [i for i, f in enumerate(dl.features) if f != "lexical_satisfaction"]
+        dl.features = tuple(dl.features[i] for i in keep)
+        dl.weights = tuple(dl.weights[i] for i in keep)
+        dl.lexical_buckets = 0
     model.save(out, tokenizer=tok)
     files = [out / CONFIG_NAME, out / TOKENIZER_NAME, out / WEIGHTS_NAME]
+    if dl.lexical_buckets and lexicon is not None:
+        shutil.copyfile(lexicon, out / DIALOGUE_LEXICAL_NAME)
+        files.append(out / DIALOGUE_LEXICAL_NAME)
     if export:
         from emotag.model.export import export_onnx
 
