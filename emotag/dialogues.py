@@ -18,6 +18,7 @@ import numpy as np
 from emotag.model.config import DIALOGUE_LEXICAL_NAME
 from emotag.model.features import Featurizer, hash_ngrams, tfidf_dot
 from emotag.tagger import Result, Tagger
+from emotag.text.normalize import normalize
 
 CUSTOMER = "customer"
 
@@ -67,12 +68,13 @@ def conversations_from_records(records: Iterable[dict[str, Any]]) -> Iterator[Co
 
 def dialogue_grams(featurizer: Featurizer, texts: Iterable[Any]) -> np.ndarray:
     """The n-gram ids of a conversation's customer turns (normalised as for scoring), pooled."""
+    cfg = featurizer.config
     parts = []
     for t in texts:
         if isinstance(t, str):
-            norm = featurizer.prepare(t).normalized
+            norm = normalize(t, cfg.normalization).text  # no sentence windows: the whole turn counts
             if norm:
-                parts.append(hash_ngrams(norm, featurizer.config.ngram))
+                parts.append(hash_ngrams(norm, cfg.ngram))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 

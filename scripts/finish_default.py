@@ -31,6 +31,7 @@ from emotag.model.config import EmotagConfig  # noqa: E402
 from emotag.model.export import export_onnx  # noqa: E402
 from emotag.tagger import Tagger  # noqa: E402
 from emotag.train import corpora  # noqa: E402
+from emotag.train.corpora import Example  # noqa: E402
 
 STC3_DEV_START = 2960
 
@@ -136,7 +137,7 @@ def fit_dialogue(model: Path, data: Path, log: dict, lexicon_buckets: int = 6553
     print("dialogue read-out", {k: v for k, v in log["dialogue"].items() if k != "features"})
 
 
-def fit_valence_blend(model: Path, data: Path, log: dict) -> None:
+def fit_valence_blend(model: Path, examples: list[Example], log: dict) -> None:
     """How polarity_score uses the valence head (tagger.polarity_score), chosen on training data only.
 
     1. valence_scale = std(margin) / std(valence) over 4,000 training texts, so the stretched valence has
@@ -149,7 +150,7 @@ def fit_valence_blend(model: Path, data: Path, log: dict) -> None:
 
     cfg = EmotagConfig.load(model)
     tagger = Tagger.load(model, backend="onnx")
-    train_texts = [e.text for e in corpora.load_all(data) if e.split == "train"]
+    train_texts = [e.text for e in examples if e.split == "train"]
     pick = np.random.default_rng(1).choice(len(train_texts), 4000, replace=False)
     windows = [w for i in sorted(pick) for w in tagger.featurizer.prepare(train_texts[i]).windows[:1]]
     margins, valences = [], []
@@ -160,7 +161,7 @@ def fit_valence_blend(model: Path, data: Path, log: dict) -> None:
         valences.append(out["valence"])
     scale = float(np.std(np.concatenate(margins)) / max(np.std(np.concatenate(valences)), 1e-6))
     tagger.config.valence_scale = scale
-    rows = list(corpora.cvat(data))
+    rows = [e for e in examples if e.source == "cvat"]
     train = [e for e in rows if e.split == "train"]
     dev = [e for e in rows if e.split == "dev"]
     grid = {}
@@ -181,8 +182,8 @@ def fit_valence_blend(model: Path, data: Path, log: dict) -> None:
     print("polarity_score valence blend", res)
 
 
-def int8_agreement(model: Path, data: Path, log: dict) -> None:
-    dev = [e for e in corpora.load_all(data) if e.split == "dev" and (e.emotions or e.polarity)]
+def int8_agreement(model: Path, examples: list[Example], log: dict) -> None:
+    dev = [e for e in examples if e.split == "dev" and (e.emotions or e.polarity)]
     texts = [e.text for e in dev]
     fp32 = list(Tagger.load(model, backend="onnx-fp32").tag_many(texts))
     int8 = list(Tagger.load(model, backend="onnx-int8").tag_many(texts))
@@ -200,12 +201,12 @@ def int8_agreement(model: Path, data: Path, log: dict) -> None:
     print("int8 vs fp32", log["int8"])
 
 
-def shipped_calibration(model: Path, data: Path, log: dict) -> None:
+def shipped_calibration(model: Path, examples: list[Example], log: dict) -> None:
     """ECE of the emotion probabilities users get (int8 file) on dev rows with one gold emotion, at
     temperature 1 and at the fitted temperature."""
     from emotag.train.trainer import expected_calibration_error
 
-    dev = [e for e in corpora.load_all(data) if e.split == "dev" and e.emotions and len(e.emotions) == 1]
+    dev = [e for e in examples if e.split == "dev" and e.emotions and len(e.emotions) == 1]
     tagger = Tagger.load(model, backend="onnx-int8")
     labels = tagger.config.emotion_labels
     mask = np.zeros((len(dev), len(labels)))
@@ -232,20 +233,21 @@ def main() -> None:
     model, data = Path(a.model), Path(a.data)
     log_path = model / "training_log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    examples = corpora.load_all(data)  # read once; every step below takes its slice
     t = time.process_time()
     if not a.skip_export:
         # int8 activation ranges from 1,024 training texts (a fixed, seeded sample: reproducible)
-        train = [e.text for e in corpora.load_all(data) if e.split == "train"]
+        train = [e.text for e in examples if e.split == "train"]
         pick = np.random.default_rng(0).choice(len(train), 1024, replace=False)
         export_onnx(model, quantize="int8", calibration_texts=[train[i] for i in sorted(pick)])
         log.setdefault("timings", {})["export_cpu_s"] = time.process_time() - t
-    fit_valence_blend(model, data, log)  # before the dialogue fit: its features include polarity_score
+    fit_valence_blend(model, examples, log)  # before the dialogue fit: its features include polarity_score
     t = time.process_time()
     fit_dialogue(model, data, log, a.dialogue_lexicon_buckets)
     log["timings"]["dialogue_fit_cpu_s"] = time.process_time() - t
     if not a.skip_export:
-        int8_agreement(model, data, log)
-        shipped_calibration(model, data, log)
+        int8_agreement(model, examples, log)
+        shipped_calibration(model, examples, log)
         (model / "model.onnx").unlink()  # 4x the int8 file: rebuilt on demand by `emotag export-onnx`
     log_path.write_text(json.dumps(log, indent=1, ensure_ascii=False))
 

@@ -56,17 +56,25 @@ def lexical_buckets(grams: np.ndarray, buckets: int) -> np.ndarray:
     return np.where(grams > 0, (grams - 1) % (buckets - 1) + 1, 0)
 
 
+def tfidf_terms(grams: np.ndarray, idf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One text's TF-IDF row as (bucket, value) per n-gram occurrence; repeated buckets add up to
+    x[b] = count(b) * idf[b] / sqrt(sum_j idf[b_j]^2), the map every lexical expert uses."""
+    b = lexical_buckets(grams, idf.shape[0])
+    b = b[b > 0]
+    w = idf[b].astype(np.float64)
+    if b.size:
+        w /= np.sqrt((w * w).sum()) or 1.0
+    return b, w
+
+
 def tfidf_dot(grams: np.ndarray, idf: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """x . weight for the TF-IDF row x of one text: x[b] = count(b) * idf[b] / sqrt(sum_j idf[b_j]^2).
+    """x . weight for the TF-IDF row x of one text (see `tfidf_terms`).
 
     `weight` is (buckets,) or (buckets, K); numpy only, so the scorer can use it without torch.
     """
-    b = lexical_buckets(grams, idf.shape[0])
-    b = b[b > 0]
+    b, w = tfidf_terms(grams, idf)
     if b.size == 0:
         return np.zeros(weight.shape[1:], dtype=np.float64)
-    w = idf[b].astype(np.float64)
-    w /= np.sqrt((w * w).sum()) or 1.0
     return (weight[b].astype(np.float64) * (w if weight.ndim == 1 else w[:, None])).sum(0)
 
 

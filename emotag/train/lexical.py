@@ -15,14 +15,13 @@ the row's n-gram occurrences j.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from emotag.model.features import lexical_buckets
+from emotag.model.features import lexical_buckets, tfidf_terms
 
 log = logging.getLogger("emotag.train")
 
@@ -47,12 +46,9 @@ def design_matrix(grams: Sequence[np.ndarray], idf: np.ndarray):
     buckets = idf.shape[0]
     rows, cols, vals = [], [], []
     for i, g in enumerate(grams):
-        b = lexical_buckets(g, buckets)
-        b = b[b > 0]
+        b, w = tfidf_terms(g, idf)
         if b.size == 0:
             continue
-        w = idf[b].astype(np.float64)
-        w = w / math.sqrt(float((w * w).sum()) or 1.0)
         rows.append(np.full(b.size, i))
         cols.append(b)
         vals.append(w)
