@@ -23,7 +23,7 @@ import numpy as np
 from emotag.labels import EMOTION_ZH, POLARITY_ZH
 from emotag.model.config import EmotagConfig, resolve_model_dir
 from emotag.model.features import Batch, Featurizer, Prepared
-from emotag.runtime.backends import Backend, load_backend
+from emotag.runtime.backends import Backend, load_backend, run_batches
 
 
 @dataclass
@@ -91,15 +91,18 @@ class Tagger:
         backend: str = "onnx",
         threads: int | None = None,
         quantized: bool | None = None,
+        parallel: bool | None = None,
     ) -> Tagger:
         """Load a model directory (None = the bundled default).
 
         backend: "onnx" (int8 file when present, else fp32), "onnx-fp32", "onnx-int8" or "torch".
+        parallel: onnx only; score whole batches side by side, one single-threaded session per thread
+        (default when threads > 1), rather than one session splitting every operator across threads.
         """
         model_dir = resolve_model_dir(model)
         config = EmotagConfig.load(model_dir)
         featurizer = Featurizer.from_dir(model_dir, config)
-        return cls(featurizer, load_backend(model_dir, backend, threads, quantized), model_dir)
+        return cls(featurizer, load_backend(model_dir, backend, threads, quantized, parallel), model_dir)
 
     @property
     def emotion_labels(self) -> tuple[str, ...]:
@@ -215,8 +218,8 @@ class Tagger:
         inten = np.zeros(n_win)
         val = np.zeros(n_win)
         T = self.config.temperature
-        for sel, batch in chunk.batches:
-            out = self.backend.run(batch)
+        outs = run_batches(self.backend, [b for _, b in chunk.batches])
+        for (sel, _), out in zip(chunk.batches, outs, strict=True):
             if self.config.multi_label:
                 emo[sel] = 1.0 / (1.0 + np.exp(-out["emotion_logits"].astype(np.float64)))
             else:

@@ -8,7 +8,8 @@ review-length texts (<= 128 characters) from the shopping and hotel reviews in .
 bundled samples, repeated, when the data directory is absent). Reported numbers are medians over
 `--repeats` runs after a warm-up batch.
 
-1. library scoring: onnx int8, onnx fp32, torch fp32 eager (same model), SnowNLP sentiments;
+1. library scoring: onnx int8 (single-threaded sessions side by side, the default, and one session
+   splitting each operator over the threads), onnx fp32, torch fp32 eager (same model), SnowNLP;
 2. end to end through the CLI (read CSV, score, write JSONL) at several sizes: is cost linear, is RSS flat;
 3. a batch-size x threads sweep of the onnx int8 scorer.
 """
@@ -63,7 +64,9 @@ def worker(kind: str, model: str | None, texts_file: str, repeats: int, batch_si
     else:
         from emotag import Tagger
 
-        tagger = Tagger.load(model, backend=kind, threads=threads)
+        backend, _, mode = kind.partition(":")  # "onnx-int8:split" = one session, operators split over threads
+        tagger = Tagger.load(model, backend=backend, threads=threads,
+                             parallel=(mode != "split") if backend.startswith("onnx") else None)
 
         def run(batch):
             return list(tagger.tag_many(batch, batch_size=batch_size))
@@ -156,8 +159,8 @@ def main() -> None:
             f.write("\n".join(t.replace("\n", " ") for t in texts[: a.n]) + "\n")
 
         rows = []
-        for kind in ("onnx-int8", "onnx-fp32", "torch", "snownlp"):
-            if kind in skip:
+        for kind in ("onnx-int8", "onnx-int8:split", "onnx-fp32", "torch", "snownlp"):
+            if kind in skip or kind.partition(":")[0] in skip:
                 continue
             n_texts = a.n if kind != "snownlp" else min(a.n, 3000)
             if n_texts != a.n:
@@ -198,15 +201,15 @@ def main() -> None:
 
         if a.sweep:
             lines.append("\n## 3. onnx int8: batch size x threads (library, texts/s median)\n")
-            lines.append("| batch \\ threads | 1 | 2 |")
-            lines.append("|---|---|---|")
+            lines.append("| batch \\ threads | 1 | 2: sessions side by side (default) | 2: one session, split operators |")
+            lines.append("|---|---|---|---|")
             small = os.path.join(tmp, "sweep.txt")
             with open(small, "w", encoding="utf-8") as f:
                 f.write("\n".join(t.replace("\n", " ") for t in texts[:3000]) + "\n")
             for bs in (16, 32, 64, 128, 256):
-                cells = [spawn("onnx-int8", a.model, small, a.repeats, bs, th).get("median", float("nan"))
-                         for th in (1, 2)]
-                lines.append(f"| {bs} | {cells[0]:.0f} | {cells[1]:.0f} |")
+                cells = [spawn(kind, a.model, small, a.repeats, bs, th).get("median", float("nan"))
+                         for kind, th in (("onnx-int8", 1), ("onnx-int8", 2), ("onnx-int8:split", 2))]
+                lines.append(f"| {bs} | {cells[0]:.0f} | {cells[1]:.0f} | {cells[2]:.0f} |")
                 print(lines[-1], file=sys.stderr)
     report = "\n".join(lines) + "\n"
     print(report)

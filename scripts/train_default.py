@@ -1,7 +1,10 @@
 #!/usr/bin/env python
-"""Rebuild the bundled default model from nothing: vocabulary -> multi-task training -> calibration.
+"""Rebuild the bundled default model: (pre-trained encoder) -> multi-task training -> calibration.
 
-    python scripts/train_default.py [--data ../shared/data] [--out models/emotag-zh-small] [--minutes 45]
+    python scripts/pretrain_mlm.py --out runs/mlm            # stage 1, optional
+    python scripts/train_default.py --init runs/mlm [--data ../shared/data] [--out DIR] [--minutes 45]
+
+Without --init the vocabulary is built here and the encoder starts from random weights.
 
 Then `python scripts/finish_default.py` exports ONNX (fp32 + int8), fits the dialogue read-out and
 writes the dev metrics into the model card. Each stage logs its CPU time to OUT/training_log.json.
@@ -30,6 +33,7 @@ from emotag.model.features import Featurizer  # noqa: E402
 from emotag.model.modeling import EmotagModel  # noqa: E402
 from emotag.text.normalize import normalize  # noqa: E402
 from emotag.train import corpora  # noqa: E402
+from emotag.train.pretrain import load_pretrained_encoder, pretrained_architecture  # noqa: E402
 from emotag.train.trainer import (  # noqa: E402
     EncodedSet,
     TrainSettings,
@@ -107,6 +111,8 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--limit", type=int, default=0, help="use only N training examples (smoke tests)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of the dense parameters")
+    ap.add_argument("--init", default=None, help="a pretrain_mlm.py output: its vocabulary and encoder weights")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
@@ -132,7 +138,14 @@ def main() -> None:
         ngram=NgramConfig(buckets=a.buckets, dim=a.ngram_dim),
     )
     norm_train = [normalize(e.text, cfg.normalization).text for e in train_ex]
-    tok = build_tokenizer(norm_train, vocab_size=a.vocab)
+    init = Path(a.init) if a.init else None
+    if init:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(init / "tokenizer.json"))
+        cfg.encoder.update(pretrained_architecture(init))
+    else:
+        tok = build_tokenizer(norm_train, vocab_size=a.vocab)
     cfg.encoder["vocab_size"] = tok.get_vocab_size()
     timings["vocab_cpu_s"] = time.process_time() - t
     logging.info("vocab %d", tok.get_vocab_size())
@@ -146,8 +159,11 @@ def main() -> None:
     timings["encode_cpu_s"] = time.process_time() - t
 
     model = EmotagModel(cfg)
+    if init:
+        load_pretrained_encoder(model, init)
+        logging.info("encoder initialised from %s", init)
     logging.info("params %.2fM", sum(p.numel() for p in model.parameters()) / 1e6)
-    settings = TrainSettings(epochs=a.epochs, max_minutes=a.minutes, repeat_sources={"cvat": 4, "clue": 2},
+    settings = TrainSettings(epochs=a.epochs, max_minutes=a.minutes, lr=a.lr, repeat_sources={"cvat": 4, "clue": 2},
                              threads=a.threads)
     last = [time.time()]
 

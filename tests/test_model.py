@@ -92,6 +92,29 @@ def test_same_scores_in_any_batch(tiny_model_dir, backend):
         _close(a, b, 1e-4)
 
 
+@pytest.mark.parametrize("backend", ["onnx-fp32", "onnx-int8"])
+def test_parallel_sessions_score_exactly_like_one_session(tiny_model_dir, backend):
+    texts = [t * k for t in TEXTS for k in (1, 2, 5)]  # many batches of different widths
+    one = Tagger.load(tiny_model_dir, backend=backend, threads=2, parallel=False)
+    side = Tagger.load(tiny_model_dir, backend=backend, threads=3, parallel=True)
+    assert len(side.backend.sessions) == 3 and len(one.backend.sessions) == 1
+    a = [r.to_dict() for r in one.tag_many(texts, batch_size=2)]
+    b = [r.to_dict() for r in side.tag_many(texts, batch_size=2)]
+    assert a == b  # bit for bit: a batch is always scored whole by one single session
+
+
+def test_parallel_sessions_raise_a_failing_batch(tiny_model_dir):
+    from emotag.model.features import Batch
+
+    tagger = Tagger.load(tiny_model_dir, backend="onnx-fp32", threads=2)
+    backend = tagger.backend
+    good = tagger.featurizer.encode(["很好", "很差"])
+    bad = Batch(good.input_ids.astype(np.float32), good.attention_mask, good.ngram_ids)  # wrong dtype
+    with pytest.raises(Exception, match="(?i)type"):
+        backend.run_many([good, bad, good, good])
+    assert len(backend.run_many([good, good, good])) == 3  # still usable afterwards
+
+
 def test_long_text_is_windowed_not_truncated(tiny_model_dir):
     tagger = Tagger.load(tiny_model_dir, backend="onnx-fp32")
     long = "很好很喜欢。" * 40 + "很差很失望，非常生气！" * 40

@@ -140,6 +140,33 @@ def cvaw_lexicon(path: str | os.PathLike[str]) -> Iterator[Example]:
         yield Example(str(word), "cvaw", None, None, intensity=(a - 1) / 8, valence=(v - 5) / 4, split="train")
 
 
+DUTIR_EMOTIONS = {"乐": "happiness", "好": "like", "怒": "anger", "哀": "sadness", "惧": "fear", "恶": "disgust",
+                  "惊": "surprise"}
+
+
+def dutir_lexicon(path: str | os.PathLike[str]) -> Iterator[Example]:
+    """DUTIR emotion ontology words (Xu et al. 2008) as one-word emotion examples.
+
+    Its seven categories are exactly the non-neutral half of our taxonomy. A word listed under several
+    categories becomes a partial label over all of them. Read from cntext's `zh_common_DUTIR.yaml`, like the
+    CVAW words: training-only, no dev split, never vendored.
+    """
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    labels: dict[str, set[str]] = {}
+    for cat, words in (doc.get("Dictionary") or {}).items():
+        emo = DUTIR_EMOTIONS.get(str(cat).strip())
+        for w in words or []:
+            w = str(w).strip()
+            if emo and w and "－" not in w:  # skip 歇后语 ("胡敲梆子乱击磬－欢喜若狂"): sentences, not words
+                labels.setdefault(w, set()).add(emo)
+    for w, emos in labels.items():
+        t = tuple(sorted(emos))
+        yield Example(w, "dutir", t, _emo_pol(t), split="train")
+
+
 def reviews(data: Path, dev_fraction: float) -> Iterator[Example]:
     base = data / "reviews_polarity"
     for name, source in (("online_shopping_10_cats.csv", "shopping"), ("ChnSentiCorp_htl_all.csv", "hotel")):
@@ -206,3 +233,33 @@ def load_all(data: str | os.PathLike[str] = DEFAULT_DATA_DIR, dev_fraction: floa
     for r in readers:
         out.extend(r)
     return out
+
+
+STC3_DEV_START = 2960  # dialogues [2960, end) are the satisfaction dev set
+
+
+def unlabelled_texts(data: str | os.PathLike[str] = DEFAULT_DATA_DIR, dev_fraction: float = 0.1) -> Iterator[str]:
+    """Text from ../shared/data that no labelled training example carries, for MLM pre-training.
+
+    Weakly labelled chat logs, car-forum posts and the STC-3 training dialogues' utterances. Nothing from a
+    dev split: chat logs go through the same hash split as the labelled chat set, STC-3 stops at the
+    satisfaction dev dialogues. (NLPCC 2013 is left out: its sentences come from the NLPCC 2014 posts,
+    whose dev split they would leak.)
+    """
+    data = Path(data)
+    with open(data / "conversation_sentiment" / "sentiment_XS_30k.txt", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            text = (r.get("text") or "").strip()
+            if text and not dev_bucket(text, dev_fraction):
+                yield text
+    with open(data / "bdci2018_car_aspect" / "train.csv", encoding="utf-8-sig", newline="") as f:
+        seen: set[str] = set()
+        for r in csv.DictReader(f):
+            text = (r.get("content") or "").strip()
+            if text and text not in seen:
+                seen.add(text)
+                yield text
+    for conv in stc3_dialogues(data)[:STC3_DEV_START]:
+        for t in conv["turns"]:
+            if t["text"].strip():
+                yield t["text"].strip()
