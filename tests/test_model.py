@@ -264,6 +264,20 @@ def test_int8_graph_is_static_int8(tiny_model_dir):
     assert sum(n.input[0] in dequantized and n.input[1] in dequantized for n in matmuls) >= 4
 
 
+def test_bert_attention_exports_as_one_fused_node(tiny_model_dir):
+    """The export re-traces BERT with onnxruntime's MultiHeadAttention: one node per layer instead of the
+    transposes, batched matmuls and mask arithmetic (test_onnx_fp32_matches_torch checks the numbers)."""
+    import onnx
+
+    for name in ("model.onnx", "model.int8.onnx"):
+        g = onnx.load(str(tiny_model_dir / name)).graph
+        ops = [n.op_type for n in g.node]
+        layers = json.loads((tiny_model_dir / "config.json").read_text())["encoder"]["num_hidden_layers"]
+        assert ops.count("MultiHeadAttention") == layers, name
+        encoder_ops = {n.op_type for n in g.node if n.name.startswith("/encoder/")}
+        assert not encoder_ops & {"Softmax", "Where", "Transpose"}, (name, encoder_ops)
+
+
 def test_polarity_score_blend_keeps_the_sign():
     from hypothesis import given
     from hypothesis import strategies as st
