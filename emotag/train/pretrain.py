@@ -114,6 +114,8 @@ def pretrain_mlm(
     over the first `warmup` of it, then linear decay to zero, so a slower machine trains less but still
     anneals, and a run bounded by `epochs` is the same on any machine.
     """
+    if not data:
+        raise ValueError("no pre-training text")
     vocab_size = model.config.vocab_size
     rng = np.random.default_rng(seed)
     pyrng = random.Random(seed)
@@ -127,7 +129,8 @@ def pretrain_mlm(
     max_steps = int(math.ceil(len(data) / batch_size * epochs))
     t0, step, ema = time.time(), 0, None
     model.train()
-    while step < max_steps:
+    done = False
+    while not done:
         pyrng.shuffle(order)
         chunk = batch_size * 50  # length-bucketed: sort within chunks, shuffle the batches
         batches = []
@@ -138,6 +141,7 @@ def pretrain_mlm(
         for b in batches:
             frac = max((time.time() - t0) / budget, step / max_steps)
             if frac >= 1.0:
+                done = True
                 break
             scale = frac / warmup if frac < warmup else max(0.0, (1.0 - frac) / (1.0 - warmup))
             for g in opt.param_groups:
@@ -157,9 +161,6 @@ def pretrain_mlm(
             ema = cur if ema is None else 0.98 * ema + 0.02 * cur
             if progress:
                 progress(step, ema, (time.time() - t0) / 60)
-        else:
-            continue
-        break
     model.eval()
     return {"steps": step, "minutes": (time.time() - t0) / 60, "final_loss_ema": ema or float("nan"),
             "epochs": step * batch_size / max(1, len(data))}
