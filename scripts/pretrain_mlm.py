@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stage 1 of the default recipe: MLM pre-training of the encoder with jieba whole-word masking.
+"""Optional stage 1 of the default recipe: MLM pre-training of the encoder with jieba whole-word masking.
 
     python scripts/pretrain_mlm.py [--data ../shared/data] [--out runs/mlm] [--minutes 30]
 

@@ -43,7 +43,9 @@ class _MultiHeadAttention(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, q, k, v, bias, key_mask, num_heads):  # noqa: ANN001
-        return g.op("com.microsoft::MultiHeadAttention", q, k, v, bias, key_mask, num_heads_i=num_heads)
+        out = g.op("com.microsoft::MultiHeadAttention", q, k, v, bias, key_mask, num_heads_i=num_heads)
+        out.setType(q.type())  # same shape and dtype as the query: lets the exporter infer shapes downstream
+        return out
 
 
 class _Hidden:
