@@ -115,6 +115,14 @@ def test_parallel_sessions_raise_a_failing_batch(tiny_model_dir):
     assert len(backend.run_many([good, good, good])) == 3  # still usable afterwards
 
 
+def test_parallel_sessions_are_capped(tiny_model_dir):
+    from emotag.runtime.backends import MAX_SESSIONS
+
+    backend = Tagger.load(tiny_model_dir, backend="onnx-fp32", threads=MAX_SESSIONS * 2).backend
+    assert len(backend.sessions) == MAX_SESSIONS  # memory grows per session: more threads share them
+    assert len(Tagger.load(tiny_model_dir, backend="onnx-fp32", threads=1).backend.sessions) == 1
+
+
 def test_long_text_is_windowed_not_truncated(tiny_model_dir):
     tagger = Tagger.load(tiny_model_dir, backend="onnx-fp32")
     long = "很好很喜欢。" * 40 + "很差很失望，非常生气！" * 40

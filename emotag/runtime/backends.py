@@ -38,14 +38,18 @@ def run_batches(backend: Backend, batches: Sequence[Batch]) -> list[dict[str, np
     return many(batches) if many is not None else [backend.run(b) for b in batches]
 
 
+MAX_SESSIONS = 4
+
+
 class OnnxBackend:
     """onnxruntime tuned for throughput on a few CPU cores.
 
-    With `parallel` (the default when `threads` > 1) the backend holds one single-threaded session per
-    thread and `run_many` scores different batches on them at once. For a network this small, splitting
-    each operator across threads spends much of the time at the barriers between its ~100 operators;
-    whole batches side by side keep every core busy (+10-15% texts/s on 2 cores, scripts/bench.py). Each
-    batch is still scored whole by one session, so results do not depend on which one, or on the mode.
+    With `parallel` (the default when `threads` > 1) the backend holds one session per thread (up to
+    MAX_SESSIONS; beyond that each session gets several threads) and `run_many` scores different batches
+    on them at once. For a network this small, splitting each operator across threads spends much of
+    the time at the barriers between its ~100 operators; whole batches side by side keep every core busy
+    (+10-25% texts/s on 2 cores, scripts/bench.py). Each batch is still scored whole by one session, so
+    results do not depend on which one, or on the mode.
     """
 
     def __init__(self, model_dir: Path, quantized: bool | None = None, threads: int | None = None,
@@ -64,7 +68,10 @@ class OnnxBackend:
             )
         threads = threads or default_threads()
         self.parallel = threads > 1 if parallel is None else parallel
-        n_sessions, intra = (threads, 1) if self.parallel else (1, threads)
+        # each session holds its own copy of the weights and its own arena (~250 MB for the bundled model),
+        # so on many cores the threads are shared out over at most MAX_SESSIONS sessions
+        n_sessions = min(threads, MAX_SESSIONS) if self.parallel else 1
+        intra = max(1, threads // n_sessions)
         so = ort.SessionOptions()
         so.intra_op_num_threads = intra
         so.inter_op_num_threads = 1
@@ -95,22 +102,29 @@ class OnnxBackend:
         results: list[dict[str, np.ndarray] | None] = [None] * len(batches)
         lock = threading.Lock()
         todo = iter(range(len(batches)))
+        failed = threading.Event()
 
         def work(session) -> None:
-            while True:
+            while not failed.is_set():
                 with lock:
                     i = next(todo, None)
                 if i is None:
                     return
-                results[i] = self._run(session, batches[i])
+                try:
+                    results[i] = self._run(session, batches[i])
+                except BaseException:
+                    failed.set()  # the other workers stop after their current batch
+                    raise
 
         # onnxruntime releases the GIL while it runs: the caller's thread is one of the workers
         futures = [self._pool.submit(work, s) for s in self.sessions[1:]]
         try:
             work(self.session)
         finally:
-            for f in futures:
-                f.result()  # re-raises a worker's error once every worker has stopped
+            errors = [f.exception() for f in futures]  # waits until every worker has stopped
+        for e in errors:
+            if e is not None:
+                raise e
         return results  # type: ignore[return-value]
 
 
