@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Rebuild the bundled default model: (pre-trained encoder) -> multi-task training -> calibration.
 
-    python scripts/pretrain_mlm.py --out runs/mlm            # stage 1, optional
-    python scripts/train_default.py --init runs/mlm [--data ../shared/data] [--out DIR] [--minutes 45]
+    python scripts/train_default.py [--data ../shared/data] [--out DIR] [--epochs 2] [--minutes 55]
 
-Without --init the vocabulary is built here and the encoder starts from random weights.
+The vocabulary is built here and the encoder starts from random weights (the shipped recipe). With
+`--init runs/mlm`, a `scripts/pretrain_mlm.py` output, both come from the pre-trained encoder instead.
 
 Then `python scripts/finish_default.py` exports ONNX (fp32 + int8), fits the dialogue read-out and
 writes the dev metrics into the model card. Each stage logs its CPU time to OUT/training_log.json.
