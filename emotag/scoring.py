@@ -8,9 +8,9 @@ end. With `resume=True` a killed run continues from the rows already in the part
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 from emotag.dialogues import conversations_from_records, score_conversations
@@ -51,27 +51,44 @@ def score_file(
         skipped = writer.rows_done
         source: Iterator[InputRow] = read_rows(input_path, text_col=text_col, id_col=id_col, keep=keep,
                                                skip=skipped)
-        while True:
-            chunk = list(islice(source, chunk_rows))
-            if not chunk:
-                break
-            scorable = [r for r in chunk if r.error is None]
-            results = iter(tagger.tag_many([r.text for r in scorable], batch_size=batch_size,
-                                           ids=[r.id for r in scorable], chunk_size=chunk_rows))
-            for r in chunk:
-                rec: dict[str, Any]
+        # Rows read but not yet written, in input order. One `tag_many` stream scores the readable rows, so
+        # reading and writing (this thread) overlap with text preparation and scoring (its worker threads);
+        # it pulls rows lazily, so this queue holds at most a few chunks.
+        waiting: deque[InputRow] = deque()
+
+        def texts() -> Iterator[str]:
+            for r in source:
+                waiting.append(r)
                 if r.error is None:
-                    rec = next(results).to_dict()
-                else:
-                    rec = dict.fromkeys(OUTPUT_FIELDS)
-                    rec["id"], rec["error"] = r.id, r.error
-                if rec["error"]:
-                    errors += 1
+                    yield r.text
+
+        def flush_errors() -> None:
+            nonlocal rows, errors
+            while waiting and waiting[0].error is not None:
+                r = waiting.popleft()
+                rec = dict.fromkeys(OUTPUT_FIELDS)
+                rec["id"], rec["error"] = r.id, r.error
                 rec.update(r.extra)
                 writer.write(rec)
-            rows += len(chunk)
-            if progress:
-                progress(len(chunk))
+                rows += 1
+                errors += 1
+
+        reported = 0
+        for result in tagger.tag_many(texts(), batch_size=batch_size, chunk_size=chunk_rows):
+            flush_errors()
+            r = waiting.popleft()
+            rec: dict[str, Any] = result.to_dict()
+            rec["id"] = r.id
+            rec.update(r.extra)
+            writer.write(rec)
+            rows += 1
+            errors += rec["error"] is not None
+            if progress and rows - reported >= chunk_rows:
+                progress(rows - reported)
+                reported = rows
+        flush_errors()
+        if progress and rows > reported:
+            progress(rows - reported)
     return ScoreSummary(rows, errors, skipped, time.perf_counter() - t0)
 
 

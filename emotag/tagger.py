@@ -12,7 +12,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -120,13 +120,13 @@ class Tagger:
         show_progress_bar: bool = False,
         chunk_size: int | None = None,
     ) -> Iterator[Result]:
-        """Stream results in input order; memory is bounded by two chunks of `chunk_size` texts (the one being
-        scored and the one being prepared).
+        """Stream results in input order; memory is bounded by three chunks of `chunk_size` texts (one
+        being prepared, one being scored, one being handed back).
 
         A text that is not a string or is empty after normalisation yields a Result with `error` set,
         never an exception: every input gets exactly one result.
         """
-        chunk_size = chunk_size or max(batch_size * 16, 256)
+        chunk_size = chunk_size or max(batch_size * 32, 256)
         if isinstance(texts, (list, tuple)) and len(texts) <= chunk_size and not show_progress_bar:
             # one chunk: nothing to overlap, so no worker thread (score_dialogues calls this per conversation)
             chunk_ids = list(ids) if ids is not None else list(range(len(texts)))
@@ -160,24 +160,31 @@ class Tagger:
         def prepare(item: tuple[list[Any], list[str | int]] | None) -> _PreparedChunk | None:
             return None if item is None else self._prepare_chunk(item[0], item[1], batch_size)
 
-        # Pipelined: while the backend scores chunk i (onnxruntime releases the GIL), a worker thread
-        # normalises and encodes chunk i+1, so the Python text work hides behind the network. The input is
-        # read in the caller's thread (its iterator may hold thread-bound handles, e.g. sqlite cursors).
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotag-prepare")
+        def score(future: Future[_PreparedChunk | None]) -> list[Result] | None:
+            chunk = future.result()
+            return None if chunk is None else self._score_prepared(chunk)
+
+        # Three stages overlap: a worker thread normalises and encodes chunk i+2, another scores chunk i+1 on
+        # the backend (onnxruntime releases the GIL), and the caller's thread reads the input and consumes the
+        # results of chunk i (in the CLI: writes them). The input is read in the caller's thread (its
+        # iterator may hold thread-bound handles, e.g. sqlite cursors).
+        prep_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotag-prepare")
+        score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotag-score")
         try:
-            pending = pool.submit(prepare, next_chunk())
+            scoring = score_pool.submit(score, prep_pool.submit(prepare, next_chunk()))
             while True:
-                current = pending.result()
-                if current is None:
+                results = scoring.result()
+                if results is None:
                     if deferred:
                         raise deferred[0]
                     return
-                pending = pool.submit(prepare, next_chunk())
-                yield from self._score_prepared(current)
+                scoring = score_pool.submit(score, prep_pool.submit(prepare, next_chunk()))
+                yield from results
                 if bar:
-                    bar(len(current.prepared))
+                    bar(len(results))
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            prep_pool.shutdown(wait=True, cancel_futures=True)
+            score_pool.shutdown(wait=True, cancel_futures=True)
             if bar:
                 bar(None)
 

@@ -162,3 +162,27 @@ def test_dialogue_lexicon_feature(tiny_model_dir, tmp_path):
     out = list(score_conversations(Tagger.load(d), convs))
     # only customer turns count: the agent's 失望 does not pull conversation a down
     assert out[0]["satisfaction"] > 0.2 and out[1]["satisfaction"] < -0.2
+
+
+def test_score_file_streams_errors_in_place_across_chunks(tiny_model_dir, tmp_path):
+    """Unreadable rows keep their place between scored rows, over many small chunks, first and last included."""
+    from emotag import Tagger
+    from emotag.scoring import score_file
+
+    src = tmp_path / "in.jsonl"
+    bad = {0, 7, 8, 31, 64, 99}
+    with open(src, "w", encoding="utf-8") as f:
+        for i in range(100):
+            rec = {"id": f"r{i}", "text": None if i in bad else f"第{i}条，服务很好" * (1 + i % 5), "shop": i}
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    seen: list[int] = []
+    out = tmp_path / "out.jsonl"
+    summary = score_file(Tagger.load(tiny_model_dir), str(src), str(out), id_col="id", keep=("shop",),
+                         batch_size=4, chunk_rows=16, progress=seen.append)
+    got = _jsonl(out)
+    assert [g["id"] for g in got] == [f"r{i}" for i in range(100)]
+    assert [g["shop"] for g in got] == list(range(100))
+    assert {i for i, g in enumerate(got) if g["error"]} == bad
+    assert all(g["emotion"] for i, g in enumerate(got) if i not in bad)
+    assert (summary.rows, summary.errors) == (100, len(bad))
+    assert sum(seen) == 100

@@ -101,7 +101,9 @@ class OnnxBackend:
             self._pool = ThreadPoolExecutor(len(self.sessions) - 1, thread_name_prefix="emotag-onnx")
         results: list[dict[str, np.ndarray] | None] = [None] * len(batches)
         lock = threading.Lock()
-        todo = iter(range(len(batches)))
+        # longest batches first: the last batch of a call leaves the other sessions idle until it ends, so
+        # it should be a short one (longest-processing-time-first scheduling)
+        todo = iter(sorted(range(len(batches)), key=lambda k: -batches[k].input_ids.size))
         failed = threading.Event()
 
         def work(session) -> None:
