@@ -39,6 +39,11 @@ def run_batches(backend: Backend, batches: Sequence[Batch]) -> list[dict[str, np
 
 
 MAX_SESSIONS = 4
+# onnxruntime graph fusions that make this network slower on CPU: its fused SkipLayerNormalization and
+# BiasGelu kernels run behind the plain Add + LayerNormalization and Add + Gelu they replace (int8, one
+# thread, same batches: 1,169 vs 1,027-1,058 texts/s with both off; outputs within 8e-3 of the fused graph,
+# far inside int8's own distance from fp32). Re-measure with scripts/bench.py when onnxruntime changes.
+SLOWER_FUSIONS = ("SkipLayerNormFusion", "BiasGeluFusion")
 
 
 class OnnxBackend:
@@ -78,7 +83,8 @@ class OnnxBackend:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        self.sessions = [ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.sessions = [ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                              disabled_optimizers=list(SLOWER_FUSIONS))
                          for _ in range(n_sessions)]
         self.session = self.sessions[0]
         self._pool: ThreadPoolExecutor | None = None
