@@ -9,7 +9,6 @@ length and batched together to cut padding; results still come back in input ord
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -137,15 +136,19 @@ class Tagger:
         it = iter(texts)
         id_it = iter(ids) if ids is not None else None
         bar = _progress(show_progress_bar)
-        counter = [0]
+        counter = [0, 0]  # texts read, chunks read
         deferred: list[Exception] = []  # an input error, raised once the rows read before it are scored
 
         def next_chunk() -> tuple[list[Any], list[str | int]] | None:
             if deferred:
                 return None
             chunk: list[Any] = []
+            # the first chunks are small, so scoring starts early; later ones full size, so the sessions'
+            # idle time at the end of each chunk is a small share
+            size = min(chunk_size, max(batch_size * 2, 64) << min(counter[1], 16))
+            counter[1] += 1
             try:
-                chunk.extend(islice(it, chunk_size))
+                chunk.extend(islice(it, size))
             except Exception as e:  # noqa: BLE001 - re-raised below, after the rows already read
                 deferred.append(e)
             if not chunk:
@@ -235,41 +238,47 @@ class Tagger:
                 pol[sel] = _softmax(out["polarity_logits"], T.get("polarity", 1.0))
             inten[sel] = out["intensity"]
             val[sel] = out["valence"]
+        # windows -> texts: a length-weighted sum over each text's windows (one row for most texts)
+        texts = [p for p in chunk.prepared if isinstance(p, Prepared)]
+        if texts:
+            first = np.cumsum([0] + [len(p.windows) for p in texts[:-1]])
+            w = np.concatenate([p.weights for p in texts])
+            emo_t = np.add.reduceat(emo * w[:, None], first)
+            pol_t = np.add.reduceat(pol * w[:, None], first)
+            inten_t = np.add.reduceat(inten * w, first)
+            val_t = np.add.reduceat(val * w, first)
+            rows = iter(self._results(emo_t, pol_t, inten_t, val_t))
         results: list[Result] = []
-        k = 0
         for id_, p in zip(chunk.ids, chunk.prepared, strict=True):
-            if not isinstance(p, Prepared):
+            if isinstance(p, Prepared):
+                emotion, emotions, polarity, score, intensity = next(rows)
+                results.append(Result(id_, emotion, emotions, polarity, score, intensity))
+            else:
                 results.append(Result.failed(id_, p))
-                continue
-            n = len(p.windows)
-            rows = slice(k, k + n)
-            k += n
-            if n == 1:
-                results.append(self._result(id_, emo[k - 1], pol[k - 1], float(inten[k - 1]), float(val[k - 1])))
-                continue
-            w = np.asarray(p.weights)[:, None]
-            results.append(self._result(id_, (emo[rows] * w).sum(0), (pol[rows] * w).sum(0),
-                                        float((inten[rows] * w[:, 0]).sum()), float((val[rows] * w[:, 0]).sum())))
         return results
 
-    def _result(self, id_: str | int, emo: np.ndarray, pol: np.ndarray, intensity: float, valence: float) -> Result:
+    def _results(self, emo: np.ndarray, pol: np.ndarray, intensity: np.ndarray, valence: np.ndarray
+                 ) -> Iterator[tuple[str, dict[str, float], str | None, float | None, float]]:
+        """Per text: (emotion, emotions, polarity, polarity_score, intensity), from text-level arrays."""
         labels = self.config.emotion_labels
-        emotions = {lab: round(float(v), 6) for lab, v in zip(labels, emo, strict=True)}
-        emotion = labels[int(np.argmax(emo))]
-        if self.config.polarity_labels:
-            plabels = self.config.polarity_labels
-            polarity = plabels[int(np.argmax(pol))]
+        emotion = [labels[i] for i in emo.argmax(1)]
+        emotions = np.round(emo, 6).tolist()
+        intensity = np.round(np.nan_to_num(np.clip(intensity, 0.0, 1.0), nan=0.0), 6).tolist()
+        plabels = self.config.polarity_labels
+        if plabels:
+            polarity = [plabels[i] for i in pol.argmax(1)]
             idx = {lab: i for i, lab in enumerate(plabels)}
-            score = float(pol[idx["positive"]] - pol[idx["negative"]]) if {"positive", "negative"} <= idx.keys() else 0.0
-            v = min(1.0, max(-1.0, valence * self.config.valence_scale))
-            score = polarity_score(score, v, self.config.polarity_valence_blend)
+            if {"positive", "negative"} <= idx.keys():
+                margin = (pol[:, idx["positive"]] - pol[:, idx["negative"]]).tolist()
+            else:
+                margin = [0.0] * len(pol)
+            v = np.clip(valence * self.config.valence_scale, -1.0, 1.0).tolist()
+            blend = self.config.polarity_valence_blend
+            score = [round(polarity_score(m, x, blend), 6) for m, x in zip(margin, v, strict=True)]
         else:
-            polarity, score = None, None
-        intensity = min(1.0, max(0.0, intensity))
-        if math.isnan(intensity):
-            intensity = 0.0
-        return Result(id_, emotion, emotions, polarity, None if score is None else round(score, 6),
-                      round(intensity, 6))
+            polarity, score = [None] * len(emo), [None] * len(emo)
+        for k in range(len(emo)):
+            yield emotion[k], dict(zip(labels, emotions[k], strict=True)), polarity[k], score[k], intensity[k]
 
 
 def polarity_score(margin: float, valence: float, blend: float) -> float:

@@ -11,7 +11,8 @@ bundled samples, repeated, when the data directory is absent). Reported numbers 
 1. library scoring: onnx int8 (single-threaded sessions side by side, the default, and one session
    splitting each operator over the threads), onnx fp32, torch fp32 eager (same model), SnowNLP;
 2. end to end through the CLI (read CSV, score, write JSONL) at several sizes: is cost linear, is RSS flat;
-3. a batch-size x threads sweep of the onnx int8 scorer.
+3. a batch-size x threads sweep of the onnx int8 scorer;
+4. the network's time per text by kind of operator (matrix products, attention, the rest), int8 vs torch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -47,6 +49,9 @@ def load_texts(n: int, data: Path) -> list[str]:
             texts = [r["text"][:128] for r in csv.DictReader(f) if r["text"].strip()]
     if not texts:
         raise SystemExit("no texts to benchmark")
+    # the file is grouped by product category; a fixed shuffle makes any prefix (SnowNLP scores the first
+    # 3,000) a sample of the same length and topic mix as the whole set
+    random.Random(0).shuffle(texts)
     while len(texts) < n:
         texts = texts + texts
     return texts[:n]
@@ -78,6 +83,72 @@ def worker(kind: str, model: str | None, texts_file: str, repeats: int, batch_si
         run(texts)
         rates.append(len(texts) / (time.perf_counter() - t0))
     return {"kind": kind, "rates": rates, "median": statistics.median(rates), "peak_rss_mb": peak_rss_mb()}
+
+
+MATMUL_OPS = {"QLinearMatMul", "MatMul", "MatMulInteger", "MatMulIntegerToFloat", "Gemm", "DynamicQuantizeMatMul",
+              "aten::addmm", "aten::mm", "aten::bmm", "aten::matmul"}
+ATTENTION_OPS = {"MultiHeadAttention", "Attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                 "aten::_scaled_dot_product_attention_math", "aten::softmax", "aten::_softmax"}
+
+
+def profile_worker(model: str | None, texts_file: str) -> dict:
+    """Network time per text by kind of operator, one thread, int8 onnxruntime vs torch eager on the same
+    batches: the matrix products are where int8 gains, everything else runs in fp32 in both."""
+    import json as _json
+
+    import onnxruntime as ort
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from emotag import Tagger
+
+    with open(texts_file, encoding="utf-8") as f:
+        texts = [line.rstrip("\n") for line in f][:3000]
+    tagger = Tagger.load(model, backend="onnx-int8", threads=1)
+    batches = [b for _, b in tagger._prepare_chunk(texts, list(range(len(texts))), 64).batches]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.enable_profiling = True
+    so.profile_file_prefix = os.path.join(tempfile.gettempdir(), "emotag-bench-prof")
+    from emotag.runtime.backends import SLOWER_FUSIONS
+
+    sess = ort.InferenceSession(str(tagger.backend.path), so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(SLOWER_FUSIONS))
+    for b in batches:
+        sess.run(None, b.as_dict())
+    trace = sess.end_profiling()
+    with open(trace) as f:
+        events = _json.load(f)
+    os.remove(trace)
+    out = {"int8": {"matmul": 0.0, "attention": 0.0}, "torch": {"matmul": 0.0, "attention": 0.0}}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            kind = "matmul" if op in MATMUL_OPS else "attention" if op in ATTENTION_OPS else None
+            if kind:
+                out["int8"][kind] += e["dur"] / len(texts)  # microseconds per text
+    torch.set_num_threads(1)
+    tb = Tagger.load(model, backend="torch", threads=1).backend
+    tb.run(batches[0])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for b in batches:
+            tb.run(b)
+    for ev in prof.key_averages():
+        kind = "matmul" if ev.key in MATMUL_OPS else "attention" if ev.key in ATTENTION_OPS else None
+        if kind:
+            out["torch"][kind] += ev.self_cpu_time_total / len(texts)
+    # the profilers' own cost lands on the many small operators, so "other" is the unprofiled total
+    # (best of 3 passes) minus the two measured kinds
+    for name, backend in (("int8", tagger.backend), ("torch", tb)):
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for b in batches:
+                backend.run(b)
+            best = min(best, time.perf_counter() - t0)
+        total = best * 1e6 / len(texts)
+        out[name]["other"] = max(0.0, total - out[name]["matmul"] - out[name]["attention"])
+    return out
 
 
 def peak_rss_mb() -> float:
@@ -125,6 +196,8 @@ def main() -> None:
     ap.add_argument("--cli-sizes", default="10000,100000")
     ap.add_argument("--cli-repeats", type=int, default=3)
     ap.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                    help="network time by kind of operator, int8 vs torch (section 4)")
     ap.add_argument("--skip", default="", help="comma-separated kinds to skip (e.g. torch,snownlp)")
     ap.add_argument("--out", default=None, help="also write the markdown tables here")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -132,6 +205,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.worker == "profile":
+        print(json.dumps(profile_worker(a.model, a.texts_file)))
+        return
     if a.worker:
         print(json.dumps(worker(a.worker, a.model, a.texts_file, a.repeats, a.batch_size, a.threads)))
         return
@@ -211,6 +287,17 @@ def main() -> None:
                          for kind, th in (("onnx-int8", 1), ("onnx-int8", 2), ("onnx-int8:split", 2))]
                 lines.append(f"| {bs} | {cells[0]:.0f} | {cells[1]:.0f} | {cells[2]:.0f} |")
                 print(lines[-1], file=sys.stderr)
+        if a.profile and "torch" not in skip:
+            lines.append("\n## 4. Where the network's time goes (one thread, same 3,000 texts, microseconds per text)\n")
+            lines.append("| operators | onnx int8 | torch fp32 eager | torch / int8 |")
+            lines.append("|---|---|---|---|")
+            prof = spawn("profile", a.model, tf, 1)
+            for kind in ("matmul", "attention", "other"):
+                i8, pt = prof["int8"][kind], prof["torch"][kind]
+                lines.append(f"| {kind} | {i8:.0f} | {pt:.0f} | {pt / i8:.2f} |")
+            i8, pt = sum(prof["int8"].values()), sum(prof["torch"].values())
+            lines.append(f"| all | {i8:.0f} | {pt:.0f} | {pt / i8:.2f} |")
+            print("\n".join(lines[-5:]), file=sys.stderr)
     report = "\n".join(lines) + "\n"
     print(report)
     if a.out:

@@ -190,6 +190,31 @@ def test_fast_token_path_equals_tokenizer(tiny_model_dir):
     check()
 
 
+def test_batched_ngram_hashing_matches_one_text_at_a_time():
+    """`hash_ngrams_batch` row i is exactly `hash_ngrams(texts[i])` then zeros: no n-gram spans two texts."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from emotag.model.config import NgramConfig
+    from emotag.model.features import hash_ngrams_batch
+
+    texts = st.lists(st.text(alphabet=st.sampled_from(list("很好差的了。!a1 ") + ["𠀀", "😀", "\u3000"]), max_size=12),
+                     min_size=1, max_size=6)
+
+    @settings(max_examples=200, deadline=None)
+    @given(texts, st.sampled_from([(1,), (1, 2, 3), (2, 4)]), st.sampled_from([1, 2, 97, 1 << 18]))
+    def check(batch, orders, buckets):
+        cfg = NgramConfig(buckets=buckets, orders=orders)
+        m = hash_ngrams_batch(batch, cfg)
+        assert m.shape[0] == len(batch) and m.shape[1] >= 1
+        for i, t in enumerate(batch):
+            g = hash_ngrams(t, cfg)
+            assert m[i, : g.shape[0]].tolist() == g.tolist()
+            assert not m[i, g.shape[0] :].any()
+
+    check()
+
+
 def test_hub_id_offline_is_a_clear_error(monkeypatch):
     """A hub id is real loading code; offline it must fail with a message, not a traceback."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -25,6 +25,7 @@ _IDCARD = re.compile(
 # Bank cards: 16-19 digits, optionally grouped by spaces or dashes in fours.
 _CARD = re.compile(r"(?<![0-9])(?:\d{4}[ -]?){3}\d{4}(?:\d{1,3})?(?![0-9])", re.ASCII)
 # Mainland mobile: 1[3-9] + 9 digits, optionally +86/86 prefixed and grouped 3-4-4.
+_ASCII_DIGIT = re.compile(r"[0-9]")
 _PHONE = re.compile(r"(?<![0-9])(?:\+?86[ -]?)?1[3-9]\d[ -]?\d{4}[ -]?\d{4}(?![0-9])", re.ASCII)
 
 
@@ -54,7 +55,7 @@ def mask_emails(text: str) -> str:
 def mask_pii(text: str) -> str:
     """Replace e-mails, ID-card, bank-card and mobile numbers by placeholders."""
     text = mask_emails(text)
-    if not any(c.isdigit() for c in text):
+    if not _ASCII_DIGIT.search(text):  # every pattern below needs an ASCII digit
         return text
     text = _IDCARD.sub(IDCARD_TOKEN, text)
     text = _CARD.sub(_card, text)
