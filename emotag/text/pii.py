@@ -16,6 +16,7 @@ CARD_TOKEN = "<card>"
 PHONE_TOKEN = "<phone>"
 PLACEHOLDERS: tuple[str, ...] = (EMAIL_TOKEN, IDCARD_TOKEN, CARD_TOKEN, PHONE_TOKEN)
 
+_ASCII_DIGIT = re.compile(r"[0-9]")  # the number patterns below are all re.ASCII
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}", re.ASCII)
 # 18-digit resident ID: 6-digit region, birth date 18xx/19xx/20xx, 3 digits, check digit or X.
 _IDCARD = re.compile(
@@ -25,7 +26,6 @@ _IDCARD = re.compile(
 # Bank cards: 16-19 digits, optionally grouped by spaces or dashes in fours.
 _CARD = re.compile(r"(?<![0-9])(?:\d{4}[ -]?){3}\d{4}(?:\d{1,3})?(?![0-9])", re.ASCII)
 # Mainland mobile: 1[3-9] + 9 digits, optionally +86/86 prefixed and grouped 3-4-4.
-_ASCII_DIGIT = re.compile(r"[0-9]")
 _PHONE = re.compile(r"(?<![0-9])(?:\+?86[ -]?)?1[3-9]\d[ -]?\d{4}[ -]?\d{4}(?![0-9])", re.ASCII)
 
 
