@@ -91,6 +91,17 @@ ATTENTION_OPS = {"MultiHeadAttention", "Attention", "aten::_scaled_dot_product_f
                  "aten::_scaled_dot_product_attention_math", "aten::softmax", "aten::_softmax"}
 
 
+def network_us_per_text(backend, batches: list, n_texts: int, passes: int = 3) -> float:
+    """The network alone: best of `passes` passes over already-encoded batches, microseconds per text."""
+    best = float("inf")
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        for b in batches:
+            backend.run(b)
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e6 / n_texts
+
+
 def profile_worker(model: str | None, texts_file: str) -> dict:
     """Network time per text by kind of operator, one thread, int8 onnxruntime vs torch eager on the same
     batches: the matrix products are where int8 gains, everything else runs in fp32 in both."""
@@ -140,13 +151,7 @@ def profile_worker(model: str | None, texts_file: str) -> dict:
     # the profilers' own cost lands on the many small operators, so "other" is the unprofiled total
     # (best of 3 passes) minus the two measured kinds
     for name, backend in (("int8", tagger.backend), ("torch", tb)):
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for b in batches:
-                backend.run(b)
-            best = min(best, time.perf_counter() - t0)
-        total = best * 1e6 / len(texts)
+        total = network_us_per_text(backend, batches, len(texts))
         out[name]["other"] = max(0.0, total - out[name]["matmul"] - out[name]["attention"])
     return out
 

@@ -21,7 +21,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +32,7 @@ SHARED_TEXT_US = 80.0
 
 def measure(shape: tuple[int, int, int], texts: list[str], work: Path) -> dict:
     import torch
+    from bench import network_us_per_text
     from tokenizers import Tokenizer
 
     from emotag import Tagger
@@ -56,13 +56,7 @@ def measure(shape: tuple[int, int, int], texts: list[str], work: Path) -> dict:
     us = {}
     for name, backend in (("int8", int8.backend), ("torch", Tagger.load(d, backend="torch", threads=1).backend)):
         backend.run(batches[0])
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for b in batches:
-                backend.run(b)
-            best = min(best, time.perf_counter() - t0)
-        us[name] = best * 1e6 / len(texts)
+        us[name] = network_us_per_text(backend, batches, len(texts))
     shutil.rmtree(d, ignore_errors=True)
     return {"shape": f"{layers}x{hidden}x{ffn}", "int8_us": round(us["int8"]), "torch_us": round(us["torch"]),
             "net_ratio": round(us["torch"] / us["int8"], 2),
