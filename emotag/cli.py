@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -74,7 +74,7 @@ def score(
     output: Annotated[str, typer.Option("--output", "-o", help="output file (format by extension), - = stdout")] = "-",
     text_col: Annotated[str, typer.Option("--text-col", help="column holding the text")] = "text",
     id_col: Annotated[Optional[str], typer.Option("--id-col", help="id column (default: 'id' if present)")] = None,  # noqa: UP045
-    keep: Annotated[str, typer.Option("--keep", help="comma-separated input columns to copy to the output")] = "",
+    keep: Annotated[str, typer.Option("--keep", help="comma-separated input columns to copy to the output (as input.NAME where NAME is a score field)")] = "",
     model: ModelOpt = None,
     backend: BackendOpt = "onnx",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
@@ -125,7 +125,7 @@ def score_dialogues(
 @_user_errors
 def profile(
     scored: Annotated[list[str], typer.Argument(help="scored records (emotag score / score-dialogues output)")],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="per-user profiles (jsonl/csv/parquet)")] = None,  # noqa: UP045
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="per-user profiles (jsonl/csv/parquet; '-' = stdout, the default without --store)")] = None,  # noqa: UP045
     user_col: Annotated[str, typer.Option("--user-col")] = "user_id",
     time_col: Annotated[str, typer.Option("--time-col")] = "time",
     rules: Annotated[Optional[str], typer.Option("--rules", help="tag rules TOML (default: shipped rules)")] = None,  # noqa: UP045
@@ -142,12 +142,17 @@ def profile(
     from emotag.io import read_records
     from emotag.profiles import USER_ERRORS, ProfileInputError, file_batch_id, run_profile
 
+    if output is None and store is None:
+        output = "-"  # like `score`: with nowhere else to go, the profiles go to standard output
     per_file = [c.strip() or None for c in channels.split(",")] if channels else [None] * len(scored)
     if len(per_file) != len(scored):
         raise UserError(f"--channels names {len(per_file)} channels for {len(scored)} files")
 
+    where: list[Any] = [None, 0]  # the file and 1-based row of the record being folded, for errors
+
     def with_channel(path: str, channel: str | None):
-        for rec in read_records(path):
+        for row, rec in enumerate(read_records(path), start=1):
+            where[0], where[1] = path, row
             if channel and not rec.get("channel"):
                 rec["channel"] = channel
             yield rec
@@ -159,7 +164,7 @@ def profile(
                              store_path=store, key_file=key_file, allow_raw_ids=allow_raw_ids,
                              half_life_days=half_life, now=now, batch_id=batch)
     except ProfileInputError as e:
-        raise UserError(f"{', '.join(scored)}: {e}") from None
+        raise UserError(f"{where[0]}, row {where[1]}: {e.problem}") from None
     except USER_ERRORS as e:
         raise UserError(str(e)) from None
     typer.echo(result.message(), err=True)

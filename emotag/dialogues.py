@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from emotag.io import UnreadableRecord
 from emotag.model.config import DIALOGUE_LEXICAL_NAME
 from emotag.model.features import Featurizer, hash_ngrams, tfidf_dot
 from emotag.tagger import Result, Tagger
@@ -32,14 +33,21 @@ class Conversation:
     error: str | None = None
 
 
-def conversations_from_records(records: Iterable[dict[str, Any]]) -> Iterator[Conversation]:
+def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableRecord]) -> Iterator[Conversation]:
     """Accept nested conversations (`turns`) or a flat turn table (`conversation_id`, `speaker`, `text`, `time`).
 
     Flat rows are grouped by consecutive `conversation_id` (the table is expected grouped, as exports are),
-    which keeps memory bounded for big files.
+    which keeps memory bounded for big files. An unreadable record becomes a conversation with `error` set,
+    in its place, so every input record still has its output record.
     """
     current: Conversation | None = None
     for i, rec in enumerate(records):
+        if isinstance(rec, UnreadableRecord):
+            if current is not None:
+                yield current
+                current = None
+            yield Conversation(rec.index, [], None, error=rec.error)
+            continue
         if "turns" in rec or "conversation_id" not in rec:
             if current is not None:
                 yield current
@@ -137,14 +145,13 @@ def score_conversations(
             yield {**base, "turns": [], "satisfaction": None, "start_emotion": None, "end_emotion": None,
                    "resolved": None, "error": conv.error}
             continue
-        cust = [t for t in conv.turns if str(t.get("speaker", "")).lower() == CUSTOMER]
+        # a turn's id (SPEC §2): its own `id` field, else its 0-based position among all the turns
+        cust_at = [j for j, t in enumerate(conv.turns) if str(t.get("speaker", "")).lower() == CUSTOMER]
+        cust = [conv.turns[j] for j in cust_at]
         results = list(tagger.tag_many([t.get("text") for t in cust], batch_size=batch_size,
-                                       ids=list(range(len(cust)))))
-        turns = []
-        for t, r in zip(cust, results, strict=True):
-            d = r.to_dict()
-            d.pop("id")
-            turns.append({"speaker": CUSTOMER, "time": t.get("time"), **d})
+                                       ids=[t.get("id", j) for j, t in zip(cust_at, cust, strict=True)]))
+        turns = [{"speaker": CUSTOMER, "time": t.get("time"), **r.to_dict()}
+                 for t, r in zip(cust, results, strict=True)]
         ok = [r for r in results if r.error is None]
         grams = dialogue_grams(tagger.featurizer, [t.get("text") for t in cust]) if lexicon is not None else None
         feats = satisfaction_features(results, grams, lexicon)

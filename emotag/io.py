@@ -61,6 +61,7 @@ _SNIFF_BYTES = 64 * 1024
 # swallowing the rest of the file into one field.
 _FIELD_LIMIT = 64 * 1024 * 1024
 _BATCH = 10_000  # rows per parquet batch, read and write
+_HEADER_SCAN = 1000  # json/jsonl: leading objects whose keys stand in for a header
 _MAX_LEADING_BAD = 1000  # JSON lines inspected for a first valid object before giving up on the file
 _HEADER_BUFFER = 1000  # csv/tsv output: records held back while the column layout is still unknown
 _XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit (1,048,576) minus the header row
@@ -420,20 +421,68 @@ def read_rows(
     return cast(Iterator[InputRow], gen)
 
 
+class _LineTap:
+    """The physical lines a csv reader consumed for its last record (to undo a runaway quote)."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.taken: list[str] = []
+
+    def __iter__(self) -> _LineTap:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.taken.append(line)
+        return line
+
+
+_QUOTED_FIELD = re.compile(r'"((?:[^"]|"")*)"')
+
+
+def _split_tsv_line(line: str) -> list[str]:
+    """One physical TSV line split on tabs; a field wholly in quotes loses them (and its "" become ")."""
+    fields = line.rstrip("\r\n").split("\t")
+    out = []
+    for f in fields:
+        m = _QUOTED_FIELD.fullmatch(f)
+        out.append(m.group(1).replace('""', '"') if m else f)
+    return out
+
+
+def _runaway_quote(record: list[str], physical_lines: int) -> bool:
+    """A TSV record whose quoted field swallowed later lines: a tab and a line break inside one field.
+
+    Chinese text often holds a stray " (一个"好评); csv quoting then reads on through the following rows
+    until the next quote, silently merging them. A real multi-line TSV cell with a tab in it is rarer
+    by far than that, so such a record is split back into its lines, one row each.
+    """
+    return physical_lines > 1 and any("\t" in f and ("\n" in f or "\r" in f) for f in record)
+
+
 def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str) -> Iterator[Any]:
     fb, lines, encoding, problems = _open_lines(path)
     kind = "CSV" if delimiter == "," else "TSV"
+    tap = _LineTap(lines)
+    pending: deque[list[str]] = deque()  # records recovered from a runaway quote, not yet returned
     with fb:
-        reader = csv.reader(lines, delimiter=delimiter)
+        reader = csv.reader(tap, delimiter=delimiter)
         index = 0
 
         def next_record(row: int | None) -> list[str] | None:
+            if pending:
+                return pending.popleft()
+            tap.taken.clear()
             try:
-                return next(reader, None)
+                rec = next(reader, None)
             except csv.Error as e:
                 raise InputError(path, f"malformed {kind}: {e}", row) from None
             except UnicodeDecodeError as e:
                 raise InputError(path, f"not valid {encoding} text ({e.reason})", row) from None
+            if rec is not None and delimiter == "\t" and _runaway_quote(rec, len(tap.taken)):
+                pending.extend(_split_tsv_line(line) for line in tap.taken if line.strip("\r\n"))
+                return pending.popleft() if pending else rec
+            return rec
 
         header: list[str] | None = None
         while header is None:
@@ -556,26 +605,31 @@ def _parses(line: str) -> bool:
 def _rows_json(path: str, spec: _Spec, skip: int, fmt: str) -> Iterator[Any]:
     items = _json_items(path, fmt)
     try:
-        # The first valid object stands in for a header: its keys are checked before anything is yielded.
+        # The leading objects stand in for a header: a column none of them has is a wrong name, refused before
+        # anything is yielded. Exporters that drop null fields (Spark's default) leave a key out of some
+        # objects, so one object is not enough: those rows get a per-row error instead.
         pending: list[tuple[Any, str | None, str | None]] = []
-        first: dict[str, Any] | None = None
+        wanted = [c for c in (spec.text_col, spec.id_col, *spec.keep) if c is not None]
+        seen: dict[str, None] = {}
+        objects = 0
         for item in items:
             pending.append(item)
             if item[1] is None and isinstance(item[0], dict):
-                first = item[0]
+                objects += 1
+                seen.update(dict.fromkeys(item[0]))
+                if all(c in seen for c in wanted) or objects >= _HEADER_SCAN:
+                    break
+            elif objects == 0 and len(pending) >= _MAX_LEADING_BAD:
                 break
-            if len(pending) >= _MAX_LEADING_BAD:
-                break
-        if first is None and pending:
+        if objects == 0 and pending:
             value, err, _ = pending[0]
             why = err or f"expected a JSON object, got {_json_type(value)}"
             raise InputError(path, f"no JSON object in the first {len(pending)} records (row 1: {why})")
-        if first is not None:
-            row = len(pending)
-            hint = _names_hint(first, "keys")
-            for col in (spec.text_col, spec.id_col, *spec.keep):
-                if col is not None and col not in first:
-                    raise InputError(path, f"column '{col}' is missing ({hint})", row)
+        if objects:
+            hint = _names_hint(seen, "keys")
+            for col in wanted:
+                if col not in seen:
+                    raise InputError(path, f"column '{col}' is missing from the first {objects} objects ({hint})")
         id_key = spec.id_col or "id"
         yield _READY
 
@@ -830,7 +884,41 @@ def read_records(path: str, fmt: str | None = None) -> Iterator[dict[str, Any]]:
     return _records_xlsx(path)
 
 
-def _records_delimited(path: str, delimiter: str) -> Iterator[dict[str, Any]]:
+@dataclass
+class UnreadableRecord:
+    """An input record that could not be parsed; it still gets its output record (with `error`)."""
+
+    index: int
+    error: str
+
+
+def read_conversation_records(path: str, fmt: str | None = None) -> Iterator[dict[str, Any] | UnreadableRecord]:
+    """Read a conversations file (SPEC §3) as written by people, not by emotag.
+
+    Unlike read_records: csv/tsv cells stay text (a turn reading 666 or True is words, not a number), and
+    a malformed JSON line becomes an UnreadableRecord in its place instead of ending the run.
+    """
+    resolved = _resolve_format(path, fmt)
+    if resolved in ("csv", "tsv"):
+        return _records_delimited(path, "," if resolved == "csv" else "\t", typed=False)
+    if resolved in ("jsonl", "json"):
+        return _lenient_records_json(path, resolved)
+    return read_records(path, resolved)
+
+
+def _lenient_records_json(path: str, fmt: str) -> Iterator[dict[str, Any] | UnreadableRecord]:
+    for index, (value, err, _) in enumerate(_json_items(path, fmt)):
+        if err is not None:
+            yield UnreadableRecord(index, err)
+        elif not isinstance(value, dict):
+            yield UnreadableRecord(index, f"expected a JSON object, got {_json_type(value)}")
+        else:
+            yield value
+
+
+def _records_delimited(path: str, delimiter: str, typed: bool = True) -> Iterator[dict[str, Any]]:
+    """Records of a csv/tsv file. `typed`: cells get their types back and `a.b` columns nest (emotag's own
+    output); otherwise every cell stays text, blank -> None (files people wrote)."""
     fb, lines, encoding, _ = _open_lines(path)
     with fb:
         try:
@@ -839,12 +927,14 @@ def _records_delimited(path: str, delimiter: str) -> Iterator[dict[str, Any]]:
             if header is None:
                 return
             header[0] = header[0].lstrip("\ufeff")
-            build = _unflattener(header)
+            if not typed:
+                header = [h.strip() for h in header]
+            build = _unflattener(header) if typed else (lambda values: dict(zip(header, values, strict=True)))
             n = len(header)
             for rec in reader:
                 if not rec:
                     continue
-                values = [_cell_value(c) for c in rec[:n]]
+                values = [_cell_value(c) for c in rec[:n]] if typed else [c if c != "" else None for c in rec[:n]]
                 values += [None] * (n - len(values))
                 yield build(values)
         except csv.Error as e:
@@ -1185,10 +1275,13 @@ class RecordWriter:
     JSONL and converted at close, in bounded memory. '-' writes JSONL to stdout (no partial, no resume).
 
     csv/tsv/xlsx/parquet are flat: dict values are spread over `key.sub` columns. Columns follow the first
-    record's key order; csv is UTF-8 with a BOM so that Excel shows Chinese correctly.
+    record's key order; csv is UTF-8 with a BOM so that Excel shows Chinese correctly. A `template` record
+    (never written) fixes the csv/tsv columns it shows up front, so a run that starts with a thousand
+    error rows (whose `emotions` is null) still gets its `emotions.<label>` columns.
     """
 
-    def __init__(self, path: str, fmt: str | None = None, resume: bool = False) -> None:
+    def __init__(self, path: str, fmt: str | None = None, resume: bool = False,
+                 template: Mapping[str, Any] | None = None) -> None:
         self.path = path
         self.fmt = _resolve_format(path, fmt)
         self.rows_done = 0
@@ -1245,6 +1338,8 @@ class RecordWriter:
                 self._flat = _Flattener(header)
             else:
                 self._layout = _Layout()
+                if template is not None:
+                    self._layout.observe(template)
 
     # -- writing
 

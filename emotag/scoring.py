@@ -14,10 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from emotag.dialogues import conversations_from_records, score_conversations
-from emotag.io import InputRow, RecordWriter, read_records, read_rows
+from emotag.io import InputRow, RecordWriter, read_conversation_records, read_rows
 from emotag.tagger import Tagger
 
 OUTPUT_FIELDS = ("id", "emotion", "emotions", "polarity", "polarity_score", "intensity", "error")
+KEPT_PREFIX = "input."
+
+
+def kept_name(column: str) -> str:
+    """The output name of a kept input column: its own, or `input.<name>` where that would overwrite a
+    score field (an eval file's gold `emotion` column must never replace the prediction)."""
+    clash = column in OUTPUT_FIELDS or column.startswith("emotions.") or column.startswith(KEPT_PREFIX)
+    return KEPT_PREFIX + column if clash else column
 
 
 @dataclass
@@ -47,7 +55,11 @@ def score_file(
     """Score INPUT into OUTPUT (formats by extension, '-' = stdin/stdout JSONL)."""
     t0 = time.perf_counter()
     rows = errors = 0
-    with RecordWriter(output_path, resume=resume) as writer:
+    names = {c: kept_name(c) for c in keep}
+    # the columns of a scored record, known before the first one: csv/tsv headers never depend on the data
+    template = {"id": "", "emotion": "", "emotions": dict.fromkeys(tagger.emotion_labels, 0.0), "polarity": "",
+                "polarity_score": 0.0, "intensity": 0.0, "error": ""}
+    with RecordWriter(output_path, resume=resume, template=template) as writer:
         skipped = writer.rows_done
         source: Iterator[InputRow] = read_rows(input_path, text_col=text_col, id_col=id_col, keep=keep,
                                                skip=skipped)
@@ -68,7 +80,7 @@ def score_file(
                 r = waiting.popleft()
                 rec = dict.fromkeys(OUTPUT_FIELDS)
                 rec["id"], rec["error"] = r.id, r.error
-                rec.update(r.extra)
+                rec.update((names.get(k, k), v) for k, v in r.extra.items())
                 writer.write(rec)
                 rows += 1
                 errors += 1
@@ -79,7 +91,7 @@ def score_file(
             r = waiting.popleft()
             rec: dict[str, Any] = result.to_dict()
             rec["id"] = r.id
-            rec.update(r.extra)
+            rec.update((names.get(k, k), v) for k, v in r.extra.items())
             writer.write(rec)
             rows += 1
             errors += rec["error"] is not None
@@ -99,7 +111,7 @@ def score_dialogues_file(
     t0 = time.perf_counter()
     rows = errors = 0
     with RecordWriter(output_path) as writer:
-        for rec in score_conversations(tagger, conversations_from_records(read_records(input_path)), batch_size):
+        for rec in score_conversations(tagger, conversations_from_records(read_conversation_records(input_path)), batch_size):
             writer.write(rec)
             rows += 1
             errors += rec.get("error") is not None

@@ -91,6 +91,17 @@ def dev_metrics(pred: dict[str, np.ndarray], dev: EncodedSet, cfg: EmotagConfig)
     return res
 
 
+def parse_repeat(spec: str) -> dict[str, int]:
+    """`cvat=4,clue=2` -> {"cvat": 4, "clue": 2}; N=0 drops a source from the network's training."""
+    out: dict[str, int] = {}
+    for part in filter(None, (x.strip() for x in spec.split(","))):
+        name, sep, n = part.partition("=")
+        if not sep or not n.strip().isdigit():
+            raise SystemExit(f"--repeat: expected SOURCE=N, got {part!r}")
+        out[name.strip()] = int(n)
+    return out
+
+
 def selection_score(m: dict[str, float]) -> float:
     keys = ["smp_usual_macroF1", "smp_virus_macroF1", "clue_acc", "shopping_polarity_acc", "hotel_polarity_acc",
             "chat_polarity_acc", "cvat_valence_r", "cvat_arousal_r"]
@@ -113,6 +124,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of the dense parameters")
     ap.add_argument("--init", default=None, help="a pretrain_mlm.py output: its vocabulary and encoder weights")
+    ap.add_argument("--repeat", default="cvat=4,clue=2",
+                    help="upsampling of small sources per epoch, SOURCE=N comma-separated")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
@@ -163,7 +176,7 @@ def main() -> None:
         load_pretrained_encoder(model, init)
         logging.info("encoder initialised from %s", init)
     logging.info("params %.2fM", sum(p.numel() for p in model.parameters()) / 1e6)
-    settings = TrainSettings(epochs=a.epochs, max_minutes=a.minutes, lr=a.lr, repeat_sources={"cvat": 4, "clue": 2},
+    settings = TrainSettings(epochs=a.epochs, max_minutes=a.minutes, lr=a.lr, repeat_sources=parse_repeat(a.repeat),
                              threads=a.threads)
     last = [time.time()]
 

@@ -109,7 +109,31 @@ def test_score_dialogues(tiny_model_dir, tmp_path):
         assert c["error"] is None
         assert -2 <= c["satisfaction"] <= 2
         assert c["turns"] and all(t["speaker"] == "customer" for t in c["turns"])
+        assert all(isinstance(t["id"], int) and t["error"] is None for t in c["turns"])  # SPEC §2 records
         assert isinstance(c["resolved"], bool)
+
+
+def test_score_dialogues_reads_people_written_files(tiny_model_dir, tmp_path):
+    """Flat tables keep turns as text (666, True are words); a broken JSON line is one error record."""
+    flat = tmp_path / "turns.csv"
+    flat.write_text("conversation_id,speaker,text\nc1,customer,666\nc1,agent,好的\nc1,customer,True\n"
+                    "c2,customer,088\n", encoding="utf-8")
+    out = tmp_path / "flat.jsonl"
+    args = ["score-dialogues", str(flat), "-o", str(out), "--model", str(tiny_model_dir), "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    c1, c2 = _jsonl(out)
+    assert c1["error"] is None and [t["id"] for t in c1["turns"]] == [0, 2]
+    assert all(t["error"] is None for t in c1["turns"]) and c2["turns"][0]["error"] is None
+    nested = tmp_path / "conv.jsonl"
+    good = json.dumps({"id": "a", "turns": [{"speaker": "customer", "text": "谢谢，解决了"}]}, ensure_ascii=False)
+    other = good.replace('"a"', '"c"')
+    nested.write_text(good + '\n{"id": "b", "turns": [\n' + other + "\n", encoding="utf-8")
+    out = tmp_path / "nested.jsonl"
+    args = ["score-dialogues", str(nested), "-o", str(out), "--model", str(tiny_model_dir), "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    a, b, c = _jsonl(out)
+    assert (a["id"], a["error"]) == ("a", None) and (c["id"], c["error"]) == ("c", None)
+    assert b["id"] == 1 and "JSON" in b["error"] and b["satisfaction"] is None
 
 
 def test_profile_command_builds_store(tiny_model_dir, tmp_path, monkeypatch):
@@ -124,6 +148,10 @@ def test_profile_command_builds_store(tiny_model_dir, tmp_path, monkeypatch):
     assert 20 <= len(profiles) <= 25
     raw_ids = {f"u{i:02d}" for i in range(1, 31)}
     assert not any(str(p.get("user_id")) in raw_ids for p in profiles)  # pseudonymous
+    res = runner.invoke(app, ["profile", str(scored)])  # no -o, no --store: profiles on stdout, like `score`
+    assert res.exit_code == 0
+    lines = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert sorted(p["user_id"] for p in lines) == sorted(p["user_id"] for p in profiles)
 
 
 def test_info(tiny_model_dir):
@@ -186,3 +214,70 @@ def test_score_file_streams_errors_in_place_across_chunks(tiny_model_dir, tmp_pa
     assert all(g["emotion"] for i, g in enumerate(got) if i not in bad)
     assert (summary.rows, summary.errors) == (100, len(bad))
     assert sum(seen) == 100
+
+
+def test_kept_columns_never_overwrite_scores(tiny_model_dir, tmp_path):
+    """An eval file's gold `emotion` column, kept, lands beside the prediction as `input.emotion`."""
+    src = tmp_path / "gold.csv"
+    src.write_text("id,text,emotion,polarity_score,shop\n1,今天好开心,sadness,-1,a\n2,,anger,0.5,b\n",
+                   encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--id-col", "id",
+            "--keep", "emotion,polarity_score,shop", "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    ok, bad = _jsonl(out)
+    assert ok["emotion"] in ok["emotions"] and isinstance(ok["polarity_score"], float)
+    assert (ok["input.emotion"], ok["input.polarity_score"], ok["shop"]) == ("sadness", "-1", "a")
+    assert bad["error"] and bad["emotion"] is None and bad["polarity_score"] is None
+    assert (bad["input.emotion"], bad["shop"]) == ("anger", "b")
+
+
+def test_half_an_emoji_is_scored_not_fatal(tiny_model_dir, tmp_path):
+    """Weibo cuts posts at 140 UTF-16 units, leaving lone surrogates: the row is scored, the run goes on."""
+    src = tmp_path / "cut.jsonl"
+    src.write_text('{"id":1,"text":"\\ud83d好开心"}\n{"id":2,"text":"\\ude02"}\n{"id":3,"text":"差评"}\n',
+                   encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    rows = _jsonl(out)
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    assert rows[0]["emotion"] and rows[2]["emotion"] and rows[0]["error"] is None
+    assert rows[1]["error"] == "text is empty after normalisation"
+
+
+def test_profile_errors_name_the_file_and_its_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOTAG_PSEUDONYM_KEY", "emotag-test-key-0123456789abcdef")
+    emotions = {"neutral": 0.3, "like": 0.1, "happiness": 0.3, "sadness": 0.1, "anger": 0.05, "disgust": 0.05,
+                "fear": 0.05, "surprise": 0.05}
+
+    def record(i, score):
+        return json.dumps({"id": i, "user_id": "u1", "time": "2024-05-01 10:00:00", "emotion": "happiness",
+                           "emotions": emotions, "polarity": "positive", "polarity_score": score,
+                           "intensity": 0.5, "error": None})
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("\n".join(record(i, 0.5) for i in range(3)) + "\n", encoding="utf-8")
+    b.write_text(record(0, 0.5) + "\n" + record(1, 1.7) + "\n", encoding="utf-8")
+    res = runner.invoke(app, ["profile", str(a), str(b), "-o", str(tmp_path / "p.jsonl")])
+    assert res.exit_code == 1
+    assert f"{b}, row 2: field 'polarity_score'" in res.output and str(a) + "," not in res.output
+
+
+def test_csv_columns_do_not_depend_on_leading_error_rows(tiny_model_dir, tmp_path):
+    """1,100 unscorable rows first (null emotions) must not freeze a header without emotions.<label>."""
+    from emotag import Tagger
+    from emotag.io import read_records
+    from emotag.scoring import score_file
+
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({"id": i, "text": ""}) for i in range(1100)] + [json.dumps({"id": 1100, "text": "很开心"})]
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tagger = Tagger.load(tiny_model_dir)
+    out = tmp_path / "out.csv"
+    score_file(tagger, str(src), str(out), id_col="id")
+    with open(out, encoding="utf-8-sig") as f:
+        header = next(csv.reader(f))
+    assert [f"emotions.{e}" for e in tagger.emotion_labels] == [h for h in header if h.startswith("emotions")]
+    last = list(read_records(str(out)))[-1]
+    assert last["error"] is None and abs(sum(last["emotions"].values()) - 1) < 1e-4

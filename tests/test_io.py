@@ -244,7 +244,7 @@ def test_input_errors_name_the_file(tmp_path: Path) -> None:
     jsonl = tmp_path / "reviews.jsonl"
     jsonl.write_text('{"content": "好"}\n', encoding="utf-8")
     _one_line_error(lambda: read_rows(str(csv_path)), "reviews.csv", "column 'text' is missing", "content")
-    _one_line_error(lambda: read_rows(str(jsonl)), "reviews.jsonl, row 1", "column 'text' is missing")
+    _one_line_error(lambda: read_rows(str(jsonl)), "reviews.jsonl", "column 'text' is missing", "content")
     _one_line_error(
         lambda: read_rows(str(csv_path), text_col="content", id_col="uid"), "reviews.csv", "'uid'"
     )
@@ -496,3 +496,35 @@ def test_read_rows_streams_a_big_csv(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert count == n and last is not None and last.text == f"{line}{n - 1}"
     assert peak < 50 * 1024 * 1024, peak  # all rows held at once would take several hundred MB
+
+
+def test_tsv_stray_quote_does_not_swallow_later_rows(tmp_path: Path) -> None:
+    """一个"好评 opens a csv quote that never closes: every later line must still be its own row."""
+    path = tmp_path / "stray.tsv"
+    path.write_text('id\ttext\n1\t好开心\n2\t"引号坏\n3\t一般\n4\t"他说""好"""\n5\t有个"字\n6\t正常\n',
+                    encoding="utf-8")
+    rows = list(read_rows(str(path), id_col="id"))
+    assert [r.id for r in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert [r.text for r in rows] == ["好开心", '"引号坏', "一般", '他说"好"', '有个"字', "正常"]
+    assert all(r.error is None for r in rows)
+
+
+def test_tsv_quoted_multiline_cell_still_reads(tmp_path: Path) -> None:
+    """A properly quoted TSV cell with a line break (what csv writers produce) stays one row."""
+    path = tmp_path / "multi.tsv"
+    path.write_text('id\ttext\n1\t"第一行\n第二行"\n2\t好\n', encoding="utf-8")
+    rows = list(read_rows(str(path), id_col="id"))
+    assert [(r.id, r.text) for r in rows] == [("1", "第一行\n第二行"), ("2", "好")]
+
+
+def test_jsonl_objects_without_a_null_field_get_row_errors(tmp_path: Path) -> None:
+    """Exporters that drop null fields leave `text` out of some objects: those rows fail, not the file."""
+    path = tmp_path / "sparse.jsonl"
+    path.write_text('{"id": 1}\n{"id": 2, "text": "好开心", "shop": "a"}\n{"id": 3, "text": "差"}\n',
+                    encoding="utf-8")
+    rows = list(read_rows(str(path), id_col="id", keep=["shop"]))
+    assert [(r.id, r.text, r.error) for r in rows] == [(1, None, "text is missing"), (2, "好开心", None),
+                                                        (3, "差", None)]
+    assert [r.extra["shop"] for r in rows] == [None, "a", None]
+    _one_line_error(lambda: read_rows(str(path), keep=["shpo"]), "sparse.jsonl", "column 'shpo' is missing",
+                    "shop")

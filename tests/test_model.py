@@ -65,6 +65,34 @@ def test_save_load_round_trip(tiny_model_dir, tmp_path):
     assert not list((tmp_path / "copy").glob("*.bin")) and not list((tmp_path / "copy").glob("*.pt"))
 
 
+def test_int8_tables_round_trip(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+    from safetensors import safe_open
+
+    from emotag.model import modeling
+    from emotag.model.modeling import ROW_SCALE, EmotagModel
+
+    monkeypatch.setattr(modeling, "TABLE_MIN_VALUES", 1000)  # the tiny model's tables are small
+    m1 = EmotagModel.load(tiny_model_dir)
+    m1.save(tmp_path / "half")
+    m1.save(tmp_path / "int8", int8_tables=True)
+    with safe_open(str(tmp_path / "int8" / "model.safetensors"), "pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    tables = [k for k in stored if k + ROW_SCALE in stored]
+    assert "ngram.weight" in tables and all(stored[k].dtype == torch.int8 for k in tables)
+    assert (tmp_path / "int8" / "model.safetensors").stat().st_size < (tmp_path / "half" / "model.safetensors").stat().st_size
+    m2 = EmotagModel.load(tmp_path / "int8")
+    assert set(m2.state_dict()) == set(m1.state_dict())
+    for k in tables:  # each value within half a step of its row's scale
+        step = stored[k + ROW_SCALE].float()[:, None]
+        assert torch.all((m2.state_dict()[k] - m1.state_dict()[k]).abs() <= step / 2 + 1e-6)
+    ids = torch.tensor([[2, 10, 11, 3]])
+    mask = torch.ones_like(ids)
+    grams = torch.tensor([[5, 6, 7]])
+    for a, b in zip(m1(ids, mask, grams), m2(ids, mask, grams), strict=True):
+        assert torch.allclose(a, b, atol=0.05)
+
+
 def test_onnx_fp32_matches_torch(tiny_model_dir):
     onnx = list(Tagger.load(tiny_model_dir, backend="onnx-fp32").tag_many(TEXTS))
     torch_ = list(Tagger.load(tiny_model_dir, backend="torch").tag_many(TEXTS))

@@ -549,14 +549,28 @@ def test_time_parsing() -> None:
         parse_time("yesterday")
 
 
+@pytest.mark.parametrize("value", ["2024/05/01 10:00", "2024/5/1 10:00:00", "2024年5月1日 10:00", "2024.05.01 10:00",
+                                   "20240501100000", 20240501100000])
+def test_spreadsheet_timestamps_are_beijing_time(value: object) -> None:
+    assert parse_time(value) == parse_time("2024-05-01T10:00:00+08:00")
+
+
+def test_compact_dates_are_dates_not_1970() -> None:
+    midnight = parse_time("2024-05-01T00:00:00+08:00")
+    assert parse_time("20240501") == parse_time(20240501) == parse_time(20240501.0) == midnight
+    assert parse_time("2024/5/1") == parse_time("2024年5月1日") == midnight
+    with pytest.raises(ValueError):
+        parse_time("2024/13/01")
+
+
 def test_skips_are_counted_and_bad_rows_named() -> None:
     data = [rec("a", 0, 0.2), rec("a", 1, 0.2) | {"error": "empty text", "emotions": None}, rec(None, 2, 0.1)]
     data.append(rec("", 3, 0.1))
     res = run_profile(data)
     assert (res.stats.read, res.stats.folded, res.stats.skipped_error, res.stats.skipped_no_user) == (4, 1, 1, 2)
-    with pytest.raises(ProfileInputError, match=r"row 1: field 'polarity_score' must be in \[-1, 1\]"):
+    with pytest.raises(ProfileInputError, match=r"row 2: field 'polarity_score' must be in \[-1, 1\]"):
         run_profile([rec("a", 0, 0.2), rec("a", 1, 1.7)])
-    with pytest.raises(ProfileInputError, match=r"row 0: field 'when'"):
+    with pytest.raises(ProfileInputError, match=r"row 1: field 'when'"):
         run_profile([rec("a", 0, 0.2)], time_col="when")
     lenient = run_profile([rec("a", 0, 0.2), rec("a", 1, 1.7)], strict=False)
     assert lenient.stats.skipped_invalid == 1 and lenient.stats.folded == 1

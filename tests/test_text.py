@@ -40,6 +40,7 @@ _PIECES = [
     "http://t.cn/A6abc", "https://weibo.com/u/1234567890", "www.example.com/a?b=1#c", "@小明", "@user_01",
     "#今日话题#", "13812345678", "+86 138 1234 5678", "110101199003071234", "4111111111111111",
     "a.b@example.com", "這款產品", "ＡＢＣ１２３", "10000", "哈哈哈哈哈", "!!!!!", "yyds", "绝绝子",
+    "\ud83d", "\ude02", "👍🏿", "·", "@客服为什么还没发货气死我了",
 ]
 _CJK = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF)
 mixed_text = st.lists(
@@ -74,10 +75,12 @@ def _assert_slices(text: str, parts: list[str]) -> None:
 
 
 @PROPS
-@given(st.text())
+@given(st.one_of(st.text(), st.text(st.characters(blacklist_categories=()))))
 def test_normalize_never_raises_on_any_text(text: str) -> None:
+    """Any str, lone UTF-16 surrogates included: the output always encodes (tokenizers need that)."""
     out = normalize(text)
     assert isinstance(out.text, str)
+    out.text.encode("utf-8")
     assert all(v >= 0 for v in out.signals.values())
     assert 0.0 <= out.emphasis <= 1.0
 
@@ -113,6 +116,15 @@ def test_mask_pii_is_idempotent(text: str) -> None:
         ("看这个 https://t.cn/A6abc 哈哈", "看这个<url>哈哈"),
         ("www.example.com/page 不错", "<url>不错"),
         ("@小明 你好", "<user>你好"),
+        ("回复@王羊羊的微博:是的", "回复<user>:是的"),
+        ("//@汪苏泷·光影星云:好", "//<user>:好"),
+        # longer than a nickname's 20 units: the post's own words, kept
+        ("@客服为什么还没发货气死我了", "@客服为什么还没发货气死我了"),
+        ("我@了你三次都没人回复太失望了", "我@了你三次都没人回复太失望了"),
+        ("东西不错👍🏻", "东西不错[拇指向上]"),
+        ("👍🏿👍🏻👍👍👍", "[拇指向上][拇指向上][拇指向上]"),
+        ("半个表情\ud83d", "半个表情"),
+        ("x\ud83d\ude00y", "x[嘿嘿]y"),
         ("#今日话题#真不错", "今日话题真不错"),
         ("电话13812345678", "电话<phone>"),
         ("+86 138 1234 5678", "<phone>"),

@@ -128,14 +128,24 @@ class EmotagModel(nn.Module):
 
     # -- persistence -------------------------------------------------------------------------------
 
-    def save(self, directory: str | os.PathLike[str], tokenizer=None, half: bool = True) -> None:
-        """Write config.json, model.safetensors (fp16 by default: half the bytes in git) and the tokenizer."""
+    def save(self, directory: str | os.PathLike[str], tokenizer=None, half: bool = True,
+             int8_tables: bool = False) -> None:
+        """Write config.json, model.safetensors (fp16 by default: half the bytes in git) and the tokenizer.
+
+        `int8_tables` also stores the big lookup tables (the n-gram bag, the expert, the token embeddings)
+        as int8 with one scale per row: a quarter of their fp32 bytes. Why: those tables are most of a
+        model directory, and the shipped int8 ONNX graph quantises them anyway, so the torch weights lose
+        nothing the scorer keeps. Use it for a finished model, not between training stages.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.config.save(d)
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         if half:
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        if int8_tables:
+            for k in [k for k, v in state.items() if _is_table(v)]:
+                state[k], state[k + ROW_SCALE] = quantize_rows(state[k])
         save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt", "emotag": self.config.version})
         if tokenizer is not None:
             save_tokenizer(tokenizer, d)
@@ -148,10 +158,30 @@ class EmotagModel(nn.Module):
         config = EmotagConfig.load(d)
         model = cls(config)
         state = load_file(str(d / WEIGHTS_NAME))
+        for k in [k for k in state if k.endswith(ROW_SCALE)]:
+            name = k[: -len(ROW_SCALE)]
+            state[name] = state[name].float() * state.pop(k).float()[:, None]
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         load_state_strict(model, state, f"{d}: weights do not match config")
         model.eval()
         return model
+
+
+ROW_SCALE = ".row_scale"  # safetensors key suffix: the per-row scales of an int8-stored table
+TABLE_MIN_VALUES = 1_000_000  # smaller tensors stay fp16: int8 would save little and cost precision
+
+
+def _is_table(t: torch.Tensor) -> bool:
+    """A lookup table worth storing as int8: a floating 2-D tensor of at least TABLE_MIN_VALUES values."""
+    return t.is_floating_point() and t.dim() == 2 and t.numel() >= TABLE_MIN_VALUES
+
+
+def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per row: (q, scale) with t ~= q * scale[:, None]; all-zero rows get scale 0."""
+    t = t.float()
+    scale = t.abs().amax(dim=1) / 127.0
+    q = torch.round(t / scale.clamp_min(1e-30)[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -28,12 +28,13 @@ from emotag.profiles.timeutil import parse_time
 
 
 class ProfileInputError(ValueError):
-    """A record that cannot be folded. `row` is its 0-based position in the input; the CLI adds the file."""
+    """A record that cannot be folded. `row` is its 0-based position in the input; the message counts from 1,
+    as every other input error does. The CLI names the file and the row within it."""
 
     def __init__(self, row: int, problem: str) -> None:
         self.row = row
         self.problem = problem
-        super().__init__(f"row {row}: {problem}")
+        super().__init__(f"row {row + 1}: {problem}")
 
 
 @dataclass

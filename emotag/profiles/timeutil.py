@@ -9,18 +9,33 @@ Choices, and why:
 * Naive ISO strings (no offset) are read as China Standard Time (UTC+8): emotag targets Chinese platforms,
   whose exports overwhelmingly use Beijing time without saying so. Reading them as UTC would shift every
   record by 8 hours; the decay is insensitive to that, but first/last-seen dates would be wrong.
-* Numbers (and numeric strings) are epoch seconds. Values above 1e11 cannot be seconds (that is the year
-  5138) and are read as epoch milliseconds, the other common export format.
+* Slashed and Chinese dates as spreadsheets export them (``2024/5/1 10:00``, ``2024年5月1日``) follow the
+  same rule as naive ISO strings.
+* Compact digit dates, ``20240501`` and ``20240501103000`` (YYYYMMDD[HHMMSS], string or number, as CSV
+  round trips leave them), are dates: read as epoch seconds they would land in 1970-1973 or after 2600,
+  where no review or post comes from.
+* Other numbers (and numeric strings) are epoch seconds. Values above 1e11 cannot be seconds (that is the
+  year 5138) and are read as epoch milliseconds, the other common export format.
 * ``datetime`` objects (e.g. from Parquet) are accepted; naive ones follow the UTC+8 rule.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import date, datetime, timedelta, timezone
 
 CST = timezone(timedelta(hours=8), "UTC+08:00")
 _MS_THRESHOLD = 1e11
+
+
+# 2024/5/1, 2024.05.01, 2024年5月1日, optionally followed by a time and an offset
+_LOOSE_DATE = re.compile(
+    r"(\d{4})[/.年](\d{1,2})[/.月](\d{1,2})日?"
+    r"(?:[ T]*(\d{1,2})[:时](\d{1,2})(?:[:分](\d{1,2})(?:\.(\d{1,6}))?秒?)?)?"
+    r"\s*(Z|[+-]\d{2}:?\d{2})?"
+)
+_COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2}))?")
 
 
 class TimeParseError(ValueError):
@@ -36,8 +51,11 @@ def parse_time(value: object) -> float:
         s = value.strip()
         if not s:
             raise TimeParseError("empty timestamp")
+        compact = _compact_date(s)
+        if compact is not None:
+            return compact
         c = s[0]
-        if c.isdigit() and ("-" in s[1:] or ":" in s):
+        if c.isdigit() and ("-" in s[1:] or ":" in s) and not _LOOSE_DATE.fullmatch(s):
             return _parse_iso(s)
         try:
             num = float(s)
@@ -46,6 +64,10 @@ def parse_time(value: object) -> float:
         return _from_number(num, value)
     if isinstance(value, bool) or value is None:
         raise TimeParseError(f"missing or invalid timestamp {value!r}")
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        compact = _compact_date(str(int(value)))
+        if compact is not None:
+            return compact
     if isinstance(value, (int, float)):
         return _from_number(float(value), value)
     if isinstance(value, datetime):
@@ -68,7 +90,35 @@ def _from_number(num: float, original: object) -> float:
     return num
 
 
+def _compact_date(s: str) -> float | None:
+    """YYYYMMDD or YYYYMMDDHHMMSS (UTC+8) when `s` is exactly that and a valid date in 1900-2099."""
+    m = _COMPACT.fullmatch(s)
+    if not m or not 1900 <= int(m.group(1)) <= 2099:
+        return None
+    parts = [int(g) for g in m.groups() if g is not None]
+    try:
+        return datetime(*parts, tzinfo=CST).timestamp()  # type: ignore[misc]
+    except ValueError:
+        return None
+
+
+def _parse_loose(m: re.Match[str]) -> float:
+    y, mo, d, hh, mm, ss, frac, off = m.groups()
+    micro = int((frac or "0").ljust(6, "0"))
+    tz = CST
+    if off:
+        tz = timezone.utc if off == "Z" else datetime.strptime(off.replace(":", ""), "%z").tzinfo  # type: ignore[assignment]
+    dt = datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0), micro, tzinfo=tz)
+    return dt.timestamp()
+
+
 def _parse_iso(s: str) -> float:
+    loose = _LOOSE_DATE.fullmatch(s)
+    if loose:
+        try:
+            return _parse_loose(loose)
+        except ValueError:
+            raise TimeParseError(f"unparseable timestamp {s!r}") from None
     text = s
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"

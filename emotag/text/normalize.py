@@ -3,7 +3,8 @@
 Every text, at training time and at scoring time, goes through `normalize` with the options stored in
 the model's `config.json`, so the model always sees text shaped the same way. The steps, in order:
 
-1. drop control and zero-width characters, NFKC (full-width ASCII -> half-width);
+1. repair UTF-16 surrogates (pairs joined, lone halves dropped), drop control and zero-width characters
+   and emoji skin-tone modifiers, NFKC (full-width ASCII -> half-width);
 2. emoji -> Chinese words in Weibo-emoticon brackets (😂 -> ``[笑哭了]``), via the maintained `emoji` package;
 3. traditional -> simplified (OpenCC t2s), only when the text holds a traditional character (fast path);
 4. ASCII lower-casing;
@@ -40,8 +41,15 @@ PLACEHOLDERS: tuple[str, ...] = (URL_TOKEN, USER_TOKEN, *PII_PLACEHOLDERS)
 _CJK = r"\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
 _SPACES = re.compile(r"\s+")
-# Cc/Cf controls and zero-width characters, except tab/newline which become whitespace.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff\ufff0-\ufffb]")
+# Cc/Cf controls and zero-width characters, except tab/newline which become whitespace; and emoji skin-tone
+# modifiers, so 👍🏻 and 👍🏿 read as the 👍 they qualify (the tone says nothing about emotion).
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff\ufff0-\ufffb"
+    "\U0001f3fb-\U0001f3ff]"
+)
+# UTF-16 surrogates: a pair written as two code points, or half of one (Weibo cuts posts at 140 UTF-16
+# units, which can split an emoji). Neither can be encoded, so both are repaired before anything else.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # A URL may hold brackets (?a[0]=1) but never runs into a Weibo emoticon written right after it:
 # http://t.cn/x[哈哈] must leave [哈哈] whole, not <url>哈哈].
 _URL = re.compile(
@@ -49,8 +57,12 @@ _URL = re.compile(
     r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%])+|\bt\.cn/[A-Za-z0-9]+",
     re.ASCII,
 )
-# Weibo mention: @ followed by a nickname (CJK, letters, digits, _ and -), up to 30 characters.
-_MENTION = re.compile(rf"@[\w\-{_CJK}]{{1,30}}")
+# Weibo mention: @ followed by a nickname (CJK, letters, digits, _, - and ·), which ends at the first other
+# character. Weibo counts a CJK character as 2 of a nickname's at most 30 units; a run longer than
+# MENTION_MAX_UNITS is more likely the post's own words (@客服为什么还没发货气死我了) than a name, so it is kept.
+_MENTION = re.compile(rf"@[\w\-·{_CJK}]+")
+_CJK_CHAR = re.compile(rf"[{_CJK}]")
+MENTION_MAX_UNITS = 20
 _TOPIC = re.compile(r"#([^#\n]{1,60})#")
 # A Weibo emoticon: a short bracketed name such as [哈哈] or [笑哭了].
 EMOTICON = re.compile(r"\[[^\[\]\s]{1,8}\]")
@@ -172,6 +184,17 @@ def _collapse(text: str, max_repeat: int) -> tuple[str, int]:
 _MAX_PASSES = 4
 
 
+def _mask_mention(m: re.Match[str]) -> str:
+    name = m.group(0)[1:]
+    units = len(name) + len(_CJK_CHAR.findall(name))
+    return USER_TOKEN if units <= MENTION_MAX_UNITS else m.group(0)
+
+
+def _repair_surrogates(text: str) -> str:
+    """Join surrogate pairs into the character they encode and drop lone halves."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
+
+
 def _late_steps(t: str, opts: NormalizeOptions) -> tuple[str, int, int]:
     """Masking, topics, whitespace and repeats: returns the text, topics stripped and repeats removed."""
     # e-mails, then URLs, then the numbers: a long id inside a URL (weibo.com/u/<16 digits>) is part of
@@ -183,7 +206,7 @@ def _late_steps(t: str, opts: NormalizeOptions) -> tuple[str, int, int]:
     if opts.mask_pii:
         t = mask_pii(t)
     if opts.mask_mentions:
-        t = _MENTION.sub(USER_TOKEN, t)
+        t = _MENTION.sub(_mask_mention, t)
     topics = 0
     if opts.strip_topics:
         t, topics = _TOPIC.subn(lambda m: m.group(1).strip(), t)
@@ -200,6 +223,8 @@ def normalize(text: str, options: NormalizeOptions | None = None) -> Normalized:
     opts = options or NormalizeOptions()
     if not isinstance(text, str):
         raise TypeError(f"normalize() expects str, got {type(text).__name__}")
+    if _SURROGATE.search(text):
+        text = _repair_surrogates(text)
     signals = {
         "exclaim": len(_EXCLAIM.findall(text)),
         "question": len(_QUESTION.findall(text)),

@@ -318,7 +318,7 @@ def fit(
                 sch.step()
             step += 1
             if progress:
-                progress(step, total, {"loss": float(loss), **stats})
+                progress(step, total, {"loss": loss.item(), **stats})
             over_time = settings.max_minutes is not None and (time.time() - t0) / 60 > settings.max_minutes
             due = (step % eval_every == 0 and step >= settings.min_steps) or step >= total or over_time
             if dev is not None and due:
