@@ -41,18 +41,52 @@ def pearson(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Columns and rows of a labelled file, every value as text ('' when blank or missing).
+
+    Read with emotag's own readers (encoding detection: UTF-8, BOM, GBK; quoted cells; errors that name
+    the file and row), and flattened to text so `1` in JSON and "1" in CSV are the same label.
+    """
+    from emotag.io import _records_delimited, read_records
+
     name = path.name.lower()
-    if name.endswith((".jsonl", ".json")) and not name.endswith(".json.gz"):
-        with open(path, encoding="utf-8-sig") as f:
-            head = f.read(1)
-            f.seek(0)
-            rows = json.load(f) if head == "[" else [json.loads(line) for line in f if line.strip()]
-        return (list(rows[0]) if rows else []), rows
-    delim = "\t" if name.endswith(".tsv") else ","
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delim, quoting=csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
+    if name.endswith((".csv", ".tsv")):
+        records = _records_delimited(str(path), "\t" if name.endswith(".tsv") else ",", typed=False)
+    else:
+        records = read_records(str(path))
+    rows: list[dict[str, str]] = []
+    cols: dict[str, None] = {}
+    for rec in records:
+        cols.update(dict.fromkeys(rec))
+        rows.append({k: _text(v) for k, v in rec.items()})
+    for r in rows:
+        for c in cols:
+            r.setdefault(c, "")
+    return list(cols), rows
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return v.strip() if isinstance(v, str) else str(v)
+
+
+_POSITIVE = {"1", "pos", "positive", "正面", "积极", "好评"}
+_NEGATIVE = {"0", "-1", "neg", "negative", "负面", "消极", "差评"}
+
+
+def _polarity_gold(path: Path, rows: list[dict[str, str]]) -> list[bool]:
+    """Gold sign per row (True = positive) from 1/0, -1, pos/neg, positive/negative or 正面/负面."""
+    gold = []
+    for i, r in enumerate(rows, start=1):
+        v = r["label"].lower()
+        if v not in _POSITIVE and v not in _NEGATIVE:
+            raise ValueError(f"{path}: row {i}: polarity label {r['label']!r} is not one of 1/0, pos/neg, 正面/负面")
+        gold.append(v in _POSITIVE)
+    return gold
 
 
 def _score(tagger: Tagger, texts: list[str], batch_size: int) -> list[Result]:
@@ -78,16 +112,23 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
         a, b = (int(x) if x else None for x in span.split(":")) if span else (None, None)
         return _stc3(tagger, path, batch_size, slice(a, b))
     cols, rows = _rows(path)
+    if not rows:
+        raise ValueError(f"{path}: no labelled rows")
     c = set(cols)
     res: dict[str, Any] = {"file": str(path), "n": len(rows)}
-    if {"text", "label"} <= c and rows and {r["label"] for r in rows} <= set(L.SMP2020):
-        rows = [r for r in rows if r.get("text")]
+    values = {r["label"] for r in rows if r.get("label")} if "label" in c else set()
+    own = set(tagger.config.emotion_labels)
+    default_taxonomy = own == set(L.EMOTIONS)
+    if ({"text", "label"} <= c and values <= set(L.SMP2020) and values & {"happy", "angry", "sad"}
+            and default_taxonomy):
+        rows = [r for r in rows if r.get("text") and r.get("label")]
         out = _score(tagger, [r["text"] for r in rows], batch_size)
         merge = L.SMP2020
         pred = [max(merge, key=lambda k, r=r: sum(_p(r, e) for e in merge[k])) for r in out]
-        res.update(kind="smp2020", macroF1=macro_f1([r["label"] for r in rows], pred, list(merge)),
+        res.update(kind="smp2020", n=len(rows), macroF1=macro_f1([r["label"] for r in rows], pred, list(merge)),
                    accuracy=float(np.mean([a == r["label"] for a, r in zip(pred, rows, strict=True)])))
-    elif {"content", "label"} <= c:
+    elif {"content", "label"} <= c and default_taxonomy:
+        rows = [r for r in rows if r.get("content") and r.get("label")]
         out = _score(tagger, [r["content"] for r in rows], batch_size)
         pred = [max(L.EMOTIONS[1:], key=lambda k, r=r: _p(r, k)) for r in out]
         gold = [r["label"] for r in rows]
@@ -96,8 +137,9 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
     elif {"review", "label"} <= c:
         rows = [r for r in rows if r.get("review")]
         out = _score(tagger, [r["review"] for r in rows], batch_size)
+        gold_sign = _polarity_gold(path, rows)
         res.update(kind="polarity", n=len(rows), accuracy=float(np.mean(
-            [(_ps(o) > 0) == (r["label"] == "1") for o, r in zip(out, rows, strict=True)])))
+            [(_ps(o) > 0) == g for o, g in zip(out, gold_sign, strict=True)])))
     elif {"text", "stars"} <= c:
         out = _score(tagger, [r["text"] for r in rows], batch_size)
         pairs = [(_ps(o), int(r["stars"])) for o, r in zip(out, rows, strict=True)]
@@ -109,7 +151,8 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
         res.update(kind="cvat",
                    valence_r=pearson([_ps(o) for o in out], [float(r["Valence_Mean"]) for r in rows]),
                    arousal_r=pearson([o.intensity or 0.0 for o in out], [float(r["Arousal_Mean"]) for r in rows]))
-    elif {"text", "emotion1"} <= c or ({"text", "label"} <= c and rows and {r["label"] for r in rows} <= set(L.NLPCC)):
+    elif default_taxonomy and ({"text", "emotion1"} <= c or ({"text", "label"} <= c and values <= set(L.NLPCC)
+                                                              and "none" in values)):
         key = "emotion1" if "emotion1" in c else "label"
         rows = [r for r in rows if r.get("text") and r.get(key) in L.NLPCC]
         out = _score(tagger, [r["text"] for r in rows], batch_size)
@@ -127,15 +170,19 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
         res.update(kind="cped", emotion_accuracy=float(np.mean([o.emotion == g for o, g in emo])),
                    polarity_accuracy=float(np.mean([o.polarity == r["Sentiment"] for o, r in zip(out, rows, strict=True)])))
     elif {"text", "label"} <= c:
-        labels = set(tagger.config.emotion_labels)
+        # the model's own label set (a fine-tuned model), or the taxonomy by its Chinese names
+        names = {lab: lab for lab in own} | ({zh: e for e, zh in L.EMOTION_ZH.items()} if default_taxonomy else {})
+        names |= {k.lower(): v for k, v in names.items()}
         rows = [r for r in rows if r.get("text") and r.get("label")]
-        bad = sorted({r["label"] for r in rows} - labels)
+        bad = sorted({r["label"] for r in rows if r["label"] not in names and r["label"].lower() not in names})
         if bad:
-            raise ValueError(f"{path}: labels {bad[:5]} are not in the model's label set {sorted(labels)}")
+            raise ValueError(f"{path}: labels {bad[:5]} are not in the model's label set {sorted(own)}")
         out = _score(tagger, [r["text"] for r in rows], batch_size)
-        gold, pred = [r["label"] for r in rows], [o.emotion for o in out]
+        gold = [names.get(r["label"], names.get(r["label"].lower(), "")) for r in rows]
+        pred = [o.emotion or "" for o in out]
+        present = [lab for lab in tagger.config.emotion_labels if lab in set(gold)]  # as the training report
         res.update(kind="labels", n=len(rows), accuracy=float(np.mean([a == b for a, b in zip(gold, pred, strict=True)])),
-                   macroF1=macro_f1(gold, pred, tagger.config.emotion_labels))
+                   macroF1=macro_f1(gold, pred, present))
     else:
         raise ValueError(f"{path}: columns {cols[:8]} match no known labelled format (see `emotag eval --help`)")
     res["errors"] = 0 if "out" not in locals() else sum(1 for o in out if o.error)

@@ -67,6 +67,9 @@ class _PreparedChunk:
     batches: list[tuple[list[int], Batch]]
 
 
+_END = object()  # end-of-iterator sentinel
+
+
 def _softmax(z: np.ndarray, t: float) -> np.ndarray:
     z = z.astype(np.float64) / t
     z -= z.max(-1, keepdims=True)
@@ -123,9 +126,22 @@ class Tagger:
         being prepared, one being scored, one being handed back).
 
         A text that is not a string or is empty after normalisation yields a Result with `error` set,
-        never an exception: every input gets exactly one result.
+        never an exception: every input gets exactly one result. Bad arguments (a bare string for
+        `texts`, a batch or chunk size below 1) raise here, before anything is read.
         """
-        chunk_size = chunk_size or max(batch_size * 32, 256)
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("tag_many() takes an iterable of texts, not one text: use tag(text) or tag_many([text])")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
+            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        return self._tag_many(texts, batch_size, ids, show_progress_bar, chunk_size or max(batch_size * 32, 256))
+
+    def _tag_many(
+        self, texts: Iterable[Any], batch_size: int, ids: Iterable[str | int] | None, show_progress_bar: bool,
+        chunk_size: int,
+    ) -> Iterator[Result]:
         if isinstance(texts, (list, tuple)) and len(texts) <= chunk_size and not show_progress_bar:
             # one chunk: nothing to overlap, so no worker thread (score_dialogues calls this per conversation)
             chunk_ids = list(ids) if ids is not None else list(range(len(texts)))
@@ -152,6 +168,8 @@ class Tagger:
             except Exception as e:  # noqa: BLE001 - re-raised below, after the rows already read
                 deferred.append(e)
             if not chunk:
+                if id_it is not None and not deferred and next(id_it, _END) is not _END:
+                    deferred.append(ValueError("ids and texts have different lengths (more ids than texts)"))
                 return None
             index = counter[0]
             chunk_ids = list(islice(id_it, len(chunk))) if id_it is not None else list(range(index, index + len(chunk)))

@@ -281,3 +281,51 @@ def test_csv_columns_do_not_depend_on_leading_error_rows(tiny_model_dir, tmp_pat
     assert [f"emotions.{e}" for e in tagger.emotion_labels] == [h for h in header if h.startswith("emotions")]
     last = list(read_records(str(out)))[-1]
     assert last["error"] is None and abs(sum(last["emotions"].values()) - 1) < 1e-4
+
+
+def _eval(tiny_model_dir, path):
+    res = runner.invoke(app, ["eval", str(tiny_model_dir), str(path)])
+    return res.exit_code, res.output
+
+
+def test_eval_reads_labels_however_they_are_written(tiny_model_dir, tmp_path):
+    """1/0 in CSV, 1/0 as JSON numbers, pos/neg and 正面/负面 are the same gold; GBK is read."""
+    texts = ["很好很喜欢", "太差了失望", "非常满意", "质量很差"]
+    signs = [1, 0, 1, 0]
+    outputs = []
+    for name, labels, enc in (("a.csv", signs, "utf-8"), ("b.csv", ["pos", "neg", "pos", "neg"], "gbk"),
+                              ("c.csv", ["正面", "负面", "正面", "负面"], "utf-8")):
+        p = tmp_path / name
+        p.write_text("review,label\n" + "".join(f"{t},{lab}\n" for t, lab in zip(texts, labels, strict=True)),
+                     encoding=enc)
+        outputs.append(_eval(tiny_model_dir, p))
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"review": t, "label": s}, ensure_ascii=False) + "\n"
+                         for t, s in zip(texts, signs, strict=True)), encoding="utf-8")
+    outputs.append(_eval(tiny_model_dir, p))
+    assert all(code == 0 and "kind=polarity" in out for code, out in outputs), outputs
+    accs = {out.split("accuracy=")[1].split()[0] for _, out in outputs}
+    assert len(accs) == 1, outputs
+
+
+def test_eval_refuses_what_it_cannot_score(tiny_model_dir, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n", encoding="utf-8")
+    code, out = _eval(tiny_model_dir, empty)
+    assert code == 1 and "no labelled rows" in out and "Traceback" not in out
+    odd = tmp_path / "odd.csv"
+    odd.write_text("review,label\n好,maybe\n", encoding="utf-8")
+    code, out = _eval(tiny_model_dir, odd)
+    assert code == 1 and "row 1" in out and "'maybe'" in out
+    sparse = tmp_path / "sparse.jsonl"
+    sparse.write_text('{"text": "好开心", "label": "happy"}\n{"text": "气死了"}\n{"text": "难过", "label": "sad"}\n',
+                      encoding="utf-8")
+    code, out = _eval(tiny_model_dir, sparse)
+    assert code == 0 and "kind=smp2020" in out and "n=2" in out, out
+
+
+def test_eval_taxonomy_by_chinese_names(tiny_model_dir, tmp_path):
+    p = tmp_path / "zh.csv"
+    p.write_text("text,label\n好开心,高兴\n气死我了,愤怒\n好难过,悲伤\n", encoding="utf-8")
+    code, out = _eval(tiny_model_dir, p)
+    assert code == 0 and "kind=labels" in out and "n=3" in out, out

@@ -114,6 +114,9 @@ def test_plan_labels_infers_taxonomy_custom_and_polarity() -> None:
     assert plan_labels("polarity", ["y"], {"负面", "正面"}, None).value_map == {"负面": "negative", "正面": "positive"}
     assert plan_labels("polarity", ["y"], {"bad", "meh", "great"}, ["bad", "meh", "great"]).value_map["great"] == \
         "positive"
+    p = plan_labels("emotion", ["label"], {"happy", "angry", "neutral"}, None)  # SMP2020: partial labels
+    assert p.default_taxonomy and p.labels == EMOTIONS and p.value_map["happy"] == "like|happiness"
+    assert [name for name, _ in p.groups()] == sorted(p.value_map, key=list(p.value_map).index)
     with pytest.raises(ValueError, match="cannot map"):
         plan_labels("polarity", ["y"], {"x", "z"}, None)
     with pytest.raises(ValueError, match="only one class"):
@@ -177,6 +180,24 @@ def test_custom_labels_via_script(tmp_path: Path, base_dir: Path, capsys) -> Non
                         "--label-col", "stars"]) == 1
     err = capsys.readouterr().err.strip()
     assert "'stars'" in err and "\n" not in err
+
+
+def test_smp_labels_train_the_taxonomy_with_partial_labels(tmp_path: Path, base_dir: Path) -> None:
+    """happy/angry/sad files (SMP2020) keep the 8 emotions: happy may be like or happiness (SPEC §1), and
+    the report scores the file's own six classes, the way `emotag eval` does."""
+    from emotag.model.config import EmotagConfig
+    from emotag.train.finetune import finetune
+
+    rows = [{"text": t, "label": "happy" if pos else "angry"} for t, pos in _sentiment_rows(160, 4)]
+    rows += [{"text": "难过" + t, "label": "sad"} for t, _ in _sentiment_rows(40, 5)]
+    path = _write_csv(tmp_path / "smp.csv", rows, ["text", "label"])
+    out = tmp_path / "smp"
+    r = finetune(path, out, base_model=base_dir, epochs=4, batch_size=16, lr=3e-3, progress=False, export=False)
+    assert r.labels == EMOTIONS and EmotagConfig.load(out).emotion_labels == EMOTIONS
+    report = json.loads((out / "eval_report.json").read_text(encoding="utf-8"))
+    assert report["data"]["value_map"] == {"angry": "anger|disgust", "happy": "like|happiness", "sad": "sadness"}
+    assert {"happy", "angry", "sad"} <= set(report["per_class"])
+    assert r.dev_after["accuracy"] > 0.6
 
 
 def test_multi_label_columns(tmp_path: Path, base_dir: Path) -> None:

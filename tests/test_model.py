@@ -375,3 +375,20 @@ def test_rows_read_before_an_input_error_still_get_results(tiny_model_dir):
         for r in tagger.tag_many(gen(), batch_size=16, chunk_size=64):
             got.append(r)
     assert len(got) == 100 and [r.id for r in got] == list(range(100))
+
+
+def test_tag_many_refuses_bad_arguments_up_front(tiny_model_dir):
+    tagger = Tagger.load(tiny_model_dir)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            tagger.tag_many(["好"], batch_size=bad)
+    with pytest.raises(ValueError, match="chunk_size"):
+        tagger.tag_many(["好"], chunk_size=-1)
+    with pytest.raises(TypeError, match="not one text"):
+        tagger.tag_many("气死我了")
+    # a stream with more ids than texts: every text is scored, then the mismatch is raised
+    got = []
+    with pytest.raises(ValueError, match="more ids than texts"):
+        for r in tagger.tag_many((t for t in ["好", "差"]), ids=iter(["a", "b", "c"]), chunk_size=1):
+            got.append(r.id)
+    assert got == ["a", "b"]

@@ -147,6 +147,11 @@ class EmotagModel(nn.Module):
             for k in [k for k, v in state.items() if _is_table(v)]:
                 state[k], state[k + ROW_SCALE] = quantize_rows(state[k])
         save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt", "emotag": self.config.version})
+        # safetensors creates the file 0600; a model directory is meant to be read by other accounts too
+        # (a scoring service), like every other file written here
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(d / WEIGHTS_NAME, 0o666 & ~mask)
         if tokenizer is not None:
             save_tokenizer(tokenizer, d)
 

@@ -42,6 +42,8 @@ from emotag import labels as L
 from emotag.model.config import (
     CONFIG_NAME,
     DIALOGUE_LEXICAL_NAME,
+    ONNX_INT8_NAME,
+    ONNX_NAME,
     TOKENIZER_NAME,
     WEIGHTS_NAME,
     EmotagConfig,
@@ -66,6 +68,9 @@ _POLARITY_WORDS = {
     "neutral": {"neu", "neutral", "中性", "中立", "中", "一般"},
     "positive": {"pos", "positive", "正面", "正", "积极", "好评", "good"},
 }
+PARTIAL_SEP = "|"  # value_map target "like|happiness": the row is right on either label (a partial label)
+# SPEC §1 sources whose classes are sets of taxonomy labels; a file labelled this way keeps the 8 emotions
+_PARTIAL_ALIASES = {k: PARTIAL_SEP.join(v) for k, v in L.SMP2020.items()}
 _EMOTION_ALIASES = {e: e for e in L.EMOTIONS} | {zh: e for e, zh in L.EMOTION_ZH.items()} | {"none": "neutral"}
 
 
@@ -180,6 +185,16 @@ class LabelPlan:
     default_taxonomy: bool
     value_map: dict[str, str] = field(default_factory=dict)  # source value -> label (single-column tasks)
 
+    def groups(self) -> list[tuple[str, list[int]]] | None:
+        """For partial labels (SMP2020's happy = like|happiness, SPEC §1): each source class with the head
+        labels it allows, in first-seen order; None when every value maps to one label."""
+        if self.multi_label or not any(PARTIAL_SEP in v for v in self.value_map.values()):
+            return None
+        out: dict[str, list[int]] = {}
+        for source, target in self.value_map.items():
+            out.setdefault(source, [self.labels.index(x) for x in target.split(PARTIAL_SEP)])
+        return list(out.items())
+
 
 def _sorted_values(values: set[str]) -> list[str]:
     try:
@@ -260,6 +275,11 @@ def plan_labels(
     elif values and all(v.lower() in _EMOTION_ALIASES or v in _EMOTION_ALIASES for v in values):
         vm = {v: _EMOTION_ALIASES.get(v, _EMOTION_ALIASES.get(v.lower(), v)) for v in values}
         plan = LabelPlan("emotion", L.EMOTIONS, False, True, vm)
+    elif values and all(v.lower() in _PARTIAL_ALIASES for v in values) and any(
+            PARTIAL_SEP in _PARTIAL_ALIASES[v.lower()] or v.lower() == "sad" for v in values):
+        # SMP2020's classes (happy, angry, sad, ...): partial labels over the taxonomy, as the default model
+        # was trained (SPEC §1), instead of a 6-label head that would drop like/disgust and the expert
+        plan = LabelPlan("emotion", L.EMOTIONS, False, True, {v: _PARTIAL_ALIASES[v.lower()] for v in values})
     else:
         plan = LabelPlan("emotion", tuple(_sorted_values(values)), False, False, {v: v for v in values})
     if len(set(plan.value_map.values())) < 2:
@@ -293,15 +313,18 @@ def _examples(rows: dict[str, list[Any]], text_col: str, label_cols: Sequence[st
         if plan.task == "polarity":
             out.append(Example(text, "finetune", polarity=lab))
         else:
-            pol = L.EMOTION_POLARITY.get(lab) if plan.default_taxonomy else None
-            out.append(Example(text, "finetune", emotions=(lab,), polarity=pol))
+            emos = tuple(lab.split(PARTIAL_SEP))
+            pols = {L.EMOTION_POLARITY.get(e) for e in emos} if plan.default_taxonomy else {None}
+            out.append(Example(text, "finetune", emotions=emos, polarity=pols.pop() if len(pols) == 1 else None))
     return out, skipped
 
 
 def _label_key(ex: Example, plan: LabelPlan) -> str:
     if plan.task == "polarity":
         return ex.polarity or ""
-    return "|".join(sorted(ex.emotions or ())) if plan.multi_label else (ex.emotions or ("",))[0]
+    if plan.multi_label:
+        return "|".join(sorted(ex.emotions or ()))
+    return PARTIAL_SEP.join(ex.emotions or ("",))  # one label, or a partial label's set
 
 
 def class_weights(examples: Sequence[Example], plan: LabelPlan) -> dict[str, float]:
@@ -503,6 +526,13 @@ def head_metrics(logits: np.ndarray, mask: np.ndarray, plan: LabelPlan, temperat
     gold = mask[has].argmax(-1)
     z = logits[has]
     pred = z.argmax(-1)
+    groups = plan.groups()
+    if groups:  # partial labels: scored in the file's own classes, their labels' probabilities summed
+        p = _softmax(z, temperature)
+        pred = np.stack([p[:, idx].sum(-1) for _, idx in groups], -1).argmax(-1)
+        allowed = {frozenset(idx): g for g, (_, idx) in enumerate(groups)}
+        gold = np.array([allowed[frozenset(np.flatnonzero(row).tolist())] for row in mask[has]], dtype=int)
+        labels = [name for name, _ in groups]
     present = sorted(set(gold.tolist()))
     m = {
         "n": int(has.sum()),
@@ -839,6 +869,8 @@ def finetune(
     kind, src = resolve_base(base_model)
     if kind == "emotag" and out.resolve() == Path(src).resolve():
         raise ValueError(f"output directory {out} is the base model; write the fine-tuned model elsewhere")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output directory {out} is a file; name a directory (it is created if missing)")
     base_cfg = EmotagConfig.load(src) if kind == "emotag" else None
     base_polarity = base_cfg.polarity_labels if base_cfg else L.POLARITY
 
@@ -971,6 +1003,9 @@ def finetune(
         dl.lexical_buckets = 0
     model.save(out, tokenizer=tok)
     files = [out / CONFIG_NAME, out / TOKENIZER_NAME, out / WEIGHTS_NAME]
+    # ONNX files of an earlier model in this directory would be scored in preference to the new weights
+    for stale in (ONNX_NAME, ONNX_INT8_NAME, DIALOGUE_LEXICAL_NAME):
+        (out / stale).unlink(missing_ok=True)
     if dl.lexical_buckets and lexicon is not None:
         shutil.copyfile(lexicon, out / DIALOGUE_LEXICAL_NAME)
         files.append(out / DIALOGUE_LEXICAL_NAME)
