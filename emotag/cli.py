@@ -239,6 +239,16 @@ def train(
         raise UserError(f"--task {task}: expected emotion or polarity")
     from emotag.train.finetune import finetune
 
+    if not _interactive():  # no progress bar: the fine-tuner's step lines go to stderr instead
+        import logging
+
+        ft_log = logging.getLogger("emotag.finetune")
+        if not any(h.get_name() == "emotag-cli" for h in ft_log.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.set_name("emotag-cli")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+            ft_log.addHandler(handler)
+            ft_log.setLevel(logging.INFO)
     cols = [c.strip() for c in label_col.split(",") if c.strip()]
     res = finetune(train_file, output, dev_path=dev, base_model=base_model, labels=labels, text_col=text_col,
                    label_cols=cols, task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
