@@ -101,6 +101,22 @@ def load_dialogue_lexicon(tagger: Tagger) -> np.ndarray | None:
     return arr
 
 
+_LABEL_FREE = frozenset({"mean_polarity", "last_polarity", "first_polarity", "min_polarity", "max_polarity",
+                         "mean_intensity", "last_intensity", "log_turns", "lexical_satisfaction"})
+
+
+def readout_fits(features: Iterable[str], emotion_labels: Iterable[str], has_polarity: bool) -> bool:
+    """Whether a model with these heads computes every statistic a satisfaction read-out uses. A read-out
+    fit on the taxonomy's emotions means nothing on a model fine-tuned to other labels (its `last_like`
+    would always be 0), and the polarity statistics need a polarity head."""
+    labels = set(emotion_labels)
+    producible = set(_LABEL_FREE) | {f"{k}_{lab}" for lab in labels for k in ("mean", "last")}
+    if labels & {"anger", "disgust"}:
+        producible.add("mean_anger")
+    feats = set(features)
+    return feats <= producible and (has_polarity or not feats & {f for f in _LABEL_FREE if "polarity" in f})
+
+
 def _features(results: list[Result]) -> dict[str, float]:
     ok = [r for r in results if r.error is None and r.polarity_score is not None]
     if not ok:
@@ -156,8 +172,10 @@ def score_conversations(
         grams = dialogue_grams(tagger.featurizer, [t.get("text") for t in cust]) if lexicon is not None else None
         feats = satisfaction_features(results, grams, lexicon)
         if not feats:
+            why = ("no scorable customer turn" if not ok else
+                   "this model has no polarity head, which conversation outcomes are read from")
             yield {**base, "turns": turns, "satisfaction": None, "start_emotion": None, "end_emotion": None,
-                   "resolved": None, "error": "no scorable customer turn"}
+                   "resolved": None, "error": why}
             continue
         sat = cfg.bias + sum(w * feats.get(f, 0.0) for f, w in zip(cfg.features, cfg.weights, strict=True))
         last_time = next((t.get("time") for t in reversed(conv.turns) if t.get("time")), None)
@@ -165,9 +183,9 @@ def score_conversations(
             **base,
             "time": last_time,
             "turns": turns,
-            "satisfaction": round(float(np.clip(sat, -2.0, 2.0)), 6),
+            "satisfaction": round(float(np.clip(sat, -2.0, 2.0)), 6) if cfg.features else None,
             "start_emotion": ok[0].emotion,
             "end_emotion": ok[-1].emotion,
             "resolved": bool(feats["last_polarity"] > feats["first_polarity"]),
-            "error": None,
+            "error": None if cfg.features else "this model has no satisfaction read-out (see its MODEL_CARD.md)",
         }

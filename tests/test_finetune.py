@@ -317,3 +317,29 @@ def test_fine_tuned_model_keeps_a_working_dialogue_read_out(tmp_path: Path, base
     conv = Conversation("c", [{"speaker": "customer", "text": "房间干净"}])
     (rec,) = score_conversations(Tagger.load(out, backend="torch"), [conv])
     assert rec["error"] is None and rec["satisfaction"] is not None
+
+
+def test_custom_labels_drop_a_read_out_they_cannot_feed(tmp_path: Path, base_dir: Path) -> None:
+    """A satisfaction read-out fit on the taxonomy's emotions would read zeros on custom labels: it is
+    dropped, and score-dialogues says so instead of returning a number that means nothing."""
+    import shutil
+
+    from emotag.dialogues import Conversation, score_conversations
+    from emotag.model.config import EmotagConfig
+    from emotag.tagger import Tagger
+    from emotag.train.finetune import finetune
+
+    base = tmp_path / "base"
+    shutil.copytree(base_dir, base)
+    cfg = EmotagConfig.load(base)
+    cfg.dialogue.features, cfg.dialogue.weights = ("mean_polarity", "last_like"), (1.0, 0.5)
+    cfg.save(base)
+    rows = [{"text": t, "label": "表扬" if pos else "投诉"} for t, pos in _sentiment_rows(80, 6)]
+    out = tmp_path / "custom"
+    finetune(_write_csv(tmp_path / "c.csv", rows, ["text", "label"]), out, base_model=base, epochs=1,
+             batch_size=16, progress=False, export=False)
+    assert EmotagConfig.load(out).dialogue.features == ()
+    (rec,) = score_conversations(Tagger.load(out, backend="torch"), [Conversation("c", [
+        {"speaker": "customer", "text": "谢谢"}])])
+    assert rec["satisfaction"] is None and "no satisfaction read-out" in rec["error"]
+    assert rec["turns"][0]["emotion"] in ("表扬", "投诉") and rec["end_emotion"] in ("表扬", "投诉")

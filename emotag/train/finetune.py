@@ -1001,6 +1001,12 @@ def finetune(
         dl.features = tuple(dl.features[i] for i in keep)
         dl.weights = tuple(dl.weights[i] for i in keep)
         dl.lexical_buckets = 0
+    from emotag.dialogues import readout_fits
+
+    if dl.features and not readout_fits(dl.features, cfg.emotion_labels, bool(cfg.polarity_labels)):
+        # fit on the base's heads: with other labels it would read statistics this model never produces
+        log.info("satisfaction read-out dropped: it reads the base model's emotion labels")
+        dl.features, dl.weights, dl.bias, dl.lexical_buckets = (), (), 0.0, 0
     model.save(out, tokenizer=tok)
     files = [out / CONFIG_NAME, out / TOKENIZER_NAME, out / WEIGHTS_NAME]
     # ONNX files of an earlier model in this directory would be scored in preference to the new weights
