@@ -118,7 +118,8 @@ def test_mask_pii_is_idempotent(text: str) -> None:
         ("@小明 你好", "<user>你好"),
         ("回复@王羊羊的微博:是的", "回复<user>:是的"),
         ("//@汪苏泷·光影星云:好", "//<user>:好"),
-        # longer than a nickname's 20 units: the post's own words, kept
+        ("//@王源曰有一次我和王俊凯睡觉:哇", "//<user>:哇"),  # a repost's long nickname, ended by the colon
+        # longer than 20 units and not ended by a colon or space: the post's own words, kept
         ("@客服为什么还没发货气死我了", "@客服为什么还没发货气死我了"),
         ("我@了你三次都没人回复太失望了", "我@了你三次都没人回复太失望了"),
         ("东西不错👍🏻", "东西不错[拇指向上]"),

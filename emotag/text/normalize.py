@@ -58,11 +58,14 @@ _URL = re.compile(
     re.ASCII,
 )
 # Weibo mention: @ followed by a nickname (CJK, letters, digits, _, - and ·), which ends at the first other
-# character. Weibo counts a CJK character as 2 of a nickname's at most 30 units; a run longer than
-# MENTION_MAX_UNITS is more likely the post's own words (@客服为什么还没发货气死我了) than a name, so it is kept.
+# character. Weibo allows a nickname 30 units, a CJK character counting 2. Reposts and replies end a
+# name with a colon or a space (//@王源曰有一次我和王俊凯睡觉:), so there any name up to 30 units is one.
+# Elsewhere a run longer than MENTION_MAX_UNITS is more likely the post's own words
+# (@客服为什么还没发货气死我了), and is kept.
 _MENTION = re.compile(rf"@[\w\-·{_CJK}]+")
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 MENTION_MAX_UNITS = 20
+_NAME_END = frozenset(":：/@ \t\n\r\u3000")
 _TOPIC = re.compile(r"#([^#\n]{1,60})#")
 # A Weibo emoticon: a short bracketed name such as [哈哈] or [笑哭了].
 EMOTICON = re.compile(r"\[[^\[\]\s]{1,8}\]")
@@ -187,7 +190,9 @@ _MAX_PASSES = 4
 def _mask_mention(m: re.Match[str]) -> str:
     name = m.group(0)[1:]
     units = len(name) + len(_CJK_CHAR.findall(name))
-    return USER_TOKEN if units <= MENTION_MAX_UNITS else m.group(0)
+    after = m.string[m.end() : m.end() + 1]
+    limit = 30 if after and after in _NAME_END else MENTION_MAX_UNITS
+    return USER_TOKEN if units <= limit else m.group(0)
 
 
 def _repair_surrogates(text: str) -> str:
