@@ -582,7 +582,7 @@ def _json_items(path: str, fmt: str) -> Iterator[tuple[Any, str | None, str | No
             bad = encoding if problems else None
             problems.clear()
             try:
-                value = json.loads(line)
+                value = json.loads(line.rstrip("\r\n"))  # so an error's column is on this line, not past it
             except ValueError as e:
                 yield None, _json_error(e), bad
             else:

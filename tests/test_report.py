@@ -100,6 +100,22 @@ def test_report_without_text_column_says_so(scored: dict[str, Path], tmp_path: P
     assert "no dialogue records given" in page
 
 
+def test_report_says_why_records_without_polarity_are_left_out(tmp_path: Path) -> None:
+    """A model without a polarity head (custom labels on a plain encoder) writes polarity_score null:
+    those records are counted and explained, not reported as scoring errors."""
+    import json
+
+    from emotag.report import build_report
+
+    src = tmp_path / "custom.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "emotion": "表扬", "emotions": {"表扬": 0.9, "投诉": 0.1},
+                                       "polarity": None, "polarity_score": None, "intensity": 0.5,
+                                       "error": None}, ensure_ascii=False) + "\n" for i in range(5)),
+                   encoding="utf-8")
+    page = build_report([str(src)], str(tmp_path / "r.html")).read_text(encoding="utf-8")
+    assert "records without polarity_score" in page and "无极性 no polarity" in page
+
+
 def test_report_cli_with_profile_store(scored: dict[str, Path], tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner

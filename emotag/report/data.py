@@ -95,6 +95,7 @@ class ReportData:
     records: int = 0  # non-dialogue records read
     unrecognized: int = 0  # records with none of the SPEC §2 fields (not emotag output at all)
     errors: int = 0
+    no_polarity: int = 0  # emotion but no polarity_score: a model without a polarity head
     scored: int = 0
     emotion_counts: Counter[str] = field(default_factory=Counter)
     emotion_prob_sum: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -233,8 +234,11 @@ class Aggregator:
             return
         score = _float(rec.get("polarity_score"))
         emotion = rec.get("emotion")
-        if score is None or not isinstance(emotion, str):
+        if not isinstance(emotion, str):
             d.errors += 1
+            return
+        if score is None:  # the report is built on polarity; say why these records are left out
+            d.no_polarity += 1
             return
         d.scored += 1
         if emotion not in d.labels:

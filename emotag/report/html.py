@@ -131,6 +131,9 @@ def _emotion_name(e: str | None) -> str:
 
 def _emotions(d: ReportData) -> str:
     if not d.scored:
+        if d.no_polarity:
+            return _notice(f"{d.no_polarity} 条记录没有极性分数 (records without polarity_score: their model has "
+                           "no polarity head, and this report is built on polarity).")
         return _notice("没有可用的打分记录 (no scored records in the inputs).")
     labels = [e for e in d.labels if d.emotion_counts.get(e) or d.emotion_prob_sum.get(e)] or d.labels
     probs = d.emotion_mean_probs()
@@ -287,6 +290,8 @@ def _header(d: ReportData, title: str, generated: datetime) -> str:
         (str(d.scored), "成功打分 scored"),
         (str(d.errors), "无法打分 errors"),
     ]
+    if d.no_polarity:
+        cards.append((str(d.no_polarity), "无极性 no polarity"))
     if d.dialogue_records:
         cards.append((str(d.dialogue_records), "客服会话 conversations"))
     if d.users:
