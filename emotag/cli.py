@@ -7,6 +7,7 @@ problem and exit 1; bugs still show a traceback.
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -25,7 +26,7 @@ app = typer.Typer(
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model directory (default: bundled)")]  # noqa: UP045
 BackendOpt = Annotated[str, typer.Option("--backend", help="onnx | onnx-fp32 | onnx-int8 | torch")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the scorer")]  # noqa: UP045
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the scorer")]  # noqa: UP045
 
 
 class UserError(Exception):
@@ -49,6 +50,14 @@ def _user_errors(fn):
             return fn(*args, **kwargs)
         except (InputError, UserError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
             _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except ImportError as e:  # an optional part not installed (torch for training, export, --backend torch)
+            missing = getattr(e, "name", None)
+            hint = str(e).splitlines()[0] if "pip install" in str(e) else (
+                f"{missing or 'a dependency'} is not installed: pip install 'emotag[train]' (training, export, "
+                "--backend torch) or 'emotag[formats]' (parquet, xlsx)")
+            _fail(hint)
+        except sqlite3.OperationalError as e:  # e.g. a profile store another process holds
+            _fail(f"profile store: {e}")
         except ValueError as e:  # emotag raises ValueError with a one-line message for bad settings/data
             if not str(e):
                 raise
@@ -157,17 +166,23 @@ def profile(
                 rec["channel"] = channel
             yield rec
 
+    settings = {"user_col": user_col, "time_col": time_col, "rules_path": rules, "store_path": store,
+                "key_file": key_file, "allow_raw_ids": allow_raw_ids, "half_life_days": half_life, "now": now}
     try:
-        records = chain.from_iterable(with_channel(p, c) for p, c in zip(scored, per_file, strict=True))
-        batch = file_batch_id(scored[0]) if len(scored) == 1 and scored[0] != "-" else None
-        result = run_profile(records, output, user_col=user_col, time_col=time_col, rules_path=rules,
-                             store_path=store, key_file=key_file, allow_raw_ids=allow_raw_ids,
-                             half_life_days=half_life, now=now, batch_id=batch)
+        if store is None:  # one fold over every file
+            records = chain.from_iterable(with_channel(p, c) for p, c in zip(scored, per_file, strict=True))
+            typer.echo(run_profile(records, output, **settings).message(), err=True)
+        else:  # one batch per file, so re-running any of them (alone or with others) is a no-op
+            for i, (path, channel) in enumerate(zip(scored, per_file, strict=True)):
+                last = i == len(scored) - 1
+                batch = file_batch_id(path) if path != "-" else None
+                result = run_profile(with_channel(path, channel), output if last else None, batch_id=batch,
+                                     **settings)
+                typer.echo((f"{path}: " if len(scored) > 1 else "") + result.message(), err=True)
     except ProfileInputError as e:
         raise UserError(f"{where[0]}, row {where[1]}: {e.problem}") from None
     except USER_ERRORS as e:
-        raise UserError(str(e)) from None
-    typer.echo(result.message(), err=True)
+        raise UserError((f"{where[0]}: " if where[0] and len(scored) > 1 else "") + str(e)) from None
 
 
 @app.command()

@@ -329,3 +329,32 @@ def test_eval_taxonomy_by_chinese_names(tiny_model_dir, tmp_path):
     p.write_text("text,label\n好开心,高兴\n气死我了,愤怒\n好难过,悲伤\n", encoding="utf-8")
     code, out = _eval(tiny_model_dir, p)
     assert code == 0 and "kind=labels" in out and "n=3" in out, out
+
+
+def test_profile_store_batches_are_per_file_and_only_when_folded(tiny_model_dir, tmp_path, monkeypatch):
+    """Re-running several files into a store is a no-op; a run that folds nothing (a misspelt --user-col)
+    or would cut records off (--now) records no batch, so the right run still folds them."""
+    from emotag.profiles import ProfileStore
+
+    monkeypatch.setenv("EMOTAG_PSEUDONYM_KEY", "emotag-test-key-0123456789abcdef")
+    reviews, posts = tmp_path / "reviews.jsonl", tmp_path / "posts.jsonl"
+    for src, dst in ((SAMPLES / "reviews.csv", reviews), (SAMPLES / "posts.jsonl", posts)):
+        assert runner.invoke(app, ["score", str(src), "-o", str(dst), "--model", str(tiny_model_dir),
+                                   "--keep", "user_id,time", "-q"]).exit_code == 0
+    db = tmp_path / "p.db"
+
+    def evidence() -> int:
+        with ProfileStore(db) as store:
+            return sum(st.n for _, st in store.iter_states())
+
+    res = runner.invoke(app, ["profile", str(reviews), "--store", str(db), "--user-col", "uid"])
+    assert res.exit_code == 1 and "no record has a user in column 'uid'" in res.output
+    res = runner.invoke(app, ["profile", str(reviews), "--store", str(db), "--now", "2000-01-01"])
+    assert res.exit_code == 1 and "after --now" in res.output
+    args = ["profile", str(reviews), str(posts), "--store", str(db), "--channels", "review,social"]
+    assert runner.invoke(app, args).exit_code == 0
+    first = evidence()
+    assert first > 100
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and res.output.count("batch already applied") == 2
+    assert evidence() == first

@@ -7,6 +7,7 @@ persist in an embedded SQLite store under pseudonymous ids. See docs/profiles.md
 
 from emotag.profiles.api import (
     FoldStats,
+    ProfileColumnError,
     ProfileInputError,
     ProfileRunResult,
     build_profiles,
@@ -37,6 +38,7 @@ from emotag.profiles.timeutil import TimeParseError, parse_time
 #: Exceptions that mean "bad input or settings" (exit 1 with a one-line message), not a bug.
 USER_ERRORS: tuple[type[Exception], ...] = (
     ProfileInputError,
+    ProfileColumnError,
     RulesError,
     PseudonymKeyError,
     StoreError,
@@ -52,6 +54,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ExportError",
     "FoldStats",
+    "ProfileColumnError",
     "ProfileInputError",
     "ProfileRunResult",
     "ProfileState",

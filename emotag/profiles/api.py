@@ -23,7 +23,7 @@ from emotag.profiles.state import (
     RecordError,
     extract,
 )
-from emotag.profiles.store import ProfileStore
+from emotag.profiles.store import ProfileStore, StoreError
 from emotag.profiles.timeutil import parse_time
 
 
@@ -35,6 +35,10 @@ class ProfileInputError(ValueError):
         self.row = row
         self.problem = problem
         super().__init__(f"row {row + 1}: {problem}")
+
+
+class ProfileColumnError(ValueError):
+    """A column setting that no record matches (a misspelt --user-col): nothing is folded or recorded."""
 
 
 @dataclass
@@ -242,7 +246,13 @@ def run_profile(
                 strict=strict,
                 stats=stats,
             )
-            if store is not None:
+            if stats.skipped_no_user and stats.skipped_no_user == stats.read - stats.skipped_error:
+                raise ProfileColumnError(f"no record has a user in column '{user_col}' (--user-col)")
+            if store is not None and stats.skipped_future:
+                # a store accumulates; recording this batch would lose the cut-off records for good
+                raise StoreError(f"{stats.skipped_future} records are after --now; a store keeps every record, "
+                                 "so fold them without --now (or use --now without --store for a view)")
+            if store is not None and stats.folded:  # a batch that folded nothing is not recorded as applied
                 applied = store.upsert(
                     states,
                     key_fingerprint=fingerprint,

@@ -28,8 +28,16 @@ class Backend(Protocol):
     def run(self, batch: Batch) -> dict[str, np.ndarray]: ...
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (a container's or taskset's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    return max(1, min(available_cpus(), 8))
 
 
 def run_batches(backend: Backend, batches: Sequence[Batch]) -> list[dict[str, np.ndarray]]:
@@ -71,7 +79,9 @@ class OnnxBackend:
                 f"{model_dir}: no {path.name}; run `emotag export-onnx {model_dir}"
                 f"{' --quantize int8' if path == int8 else ''}` or use --backend torch"
             )
-        threads = threads or default_threads()
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        threads = threads if threads is not None else default_threads()
         self.parallel = threads > 1 if parallel is None else parallel
         # each session holds its own copy of the weights and its own arena (~250 MB for the bundled model),
         # so on many cores the threads are shared out over at most MAX_SESSIONS sessions
