@@ -29,7 +29,7 @@ demo: $(VENV)/.installed-light
 	$(BIN)/emotag score data/samples/reviews.csv -o $(OUT)/reviews.scored.jsonl --keep user_id,time,product --preview 30
 	$(BIN)/emotag score data/samples/posts.jsonl -o $(OUT)/posts.scored.jsonl --keep user_id,time
 	$(BIN)/emotag score-dialogues data/samples/conversations.jsonl -o $(OUT)/conversations.scored.jsonl
-	@test -f $(OUT)/pseudonym.key || $(BIN)/python -c "import secrets; print(secrets.token_hex(32))" > $(OUT)/pseudonym.key
+	@test -f $(OUT)/pseudonym.key || (umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_hex(32))" > $(OUT)/pseudonym.key)
 	$(BIN)/emotag profile $(OUT)/reviews.scored.jsonl $(OUT)/posts.scored.jsonl $(OUT)/conversations.scored.jsonl \
 		--channels review,social,support -o $(OUT)/profiles.jsonl --key-file $(OUT)/pseudonym.key
 	@echo "results in $(OUT)/"

@@ -392,3 +392,13 @@ def test_tag_many_refuses_bad_arguments_up_front(tiny_model_dir):
         for r in tagger.tag_many((t for t in ["好", "差"]), ids=iter(["a", "b", "c"]), chunk_size=1):
             got.append(r.id)
     assert got == ["a", "b"]
+
+
+def test_mistyped_local_model_path_never_goes_to_the_hub(tmp_path, monkeypatch):
+    from emotag.model import config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    monkeypatch.setattr(config, "_download_from_hub", lambda repo: pytest.fail(f"hub asked for {repo}"))
+    with pytest.raises(FileNotFoundError, match="'models/mine': no such directory"):
+        config.resolve_model_dir("models/mine")

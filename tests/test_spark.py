@@ -1,9 +1,9 @@
 """Spark integration (emotag.integrations.spark) in local mode: same scores and profiles as one machine.
 
 One session-scoped SparkSession (`local[2]`, bound to 127.0.0.1, no UI, 2 shuffle partitions) keeps the
-JVM start-up cost to once per run. The comparisons use the fp32 ONNX file on both paths: onnxruntime's
-dynamic int8 quantisation picks activation scales per batch, so int8 scores depend on which texts share
-a batch (SPEC §2 allows that), and Spark necessarily batches differently from the CLI.
+JVM start-up cost to once per run. The comparisons use the fp32 ONNX file on both paths, whose scores
+SPEC §2 ties to 1e-4 whatever the batch; Spark necessarily batches differently from the CLI. (The int8
+file is statically quantised, so it is batch-invariant too; fp32 keeps the tolerance tight.)
 """
 
 from __future__ import annotations

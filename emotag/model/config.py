@@ -171,8 +171,9 @@ def resolve_model_dir(model: str | os.PathLike[str] | None) -> Path:
 
 
 def _looks_like_hub_id(name: str) -> bool:
+    """`owner/name`, unless `owner` is a local directory: `models/mine` mistyped must not go to the network."""
     parts = name.split("/")
-    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
+    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and not Path(parts[0]).is_dir()
 
 
 def _download_from_hub(repo_id: str) -> Path:
@@ -187,7 +188,8 @@ def _download_from_hub(repo_id: str) -> Path:
     try:
         path = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.onnx", "*.safetensors", "*.md", "*.npy"]))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth: all are "cannot get this model"
-        raise FileNotFoundError(f"model {repo_id!r}: not a local directory and not downloadable ({e})") from None
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        raise FileNotFoundError(f"model {repo_id!r}: not a local directory and not downloadable ({why})") from None
     if not (path / CONFIG_NAME).exists():
         raise FileNotFoundError(f"model {repo_id!r} has no {CONFIG_NAME}: it was not made by `emotag train`")
     return path

@@ -86,7 +86,7 @@ def resolve_pseudonymizer(
         return None
     raise PseudonymKeyError(
         f"no pseudonymisation key: set {KEY_ENV} or pass a key file (--key-file); profiles never persist "
-        "raw user ids unless explicitly allowed (allow_raw_ids=True)"
+        "raw user ids unless explicitly allowed (--allow-raw-ids; allow_raw_ids=True in Python)"
     )
 
 
