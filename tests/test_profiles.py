@@ -606,3 +606,57 @@ def test_build_profiles_now_is_a_cutoff() -> None:
     stats = FoldStats()
     states = build_profiles(data, now=BASE + 4.5 * DAY, stats=stats)
     assert states["a"].n == 5 and stats.skipped_future == 5
+
+
+# ---------------------------------------------------------------- review pass: bad values, bursts, time
+
+
+def test_epoch_units_and_implausible_times() -> None:
+    t = parse_time("2024-05-01T10:00:00+08:00")
+    assert parse_time(int(t * 1e6)) == pytest.approx(t) and parse_time(int(t * 1e9)) == pytest.approx(t)
+    with pytest.raises(ProfileInputError, match="not a plausible record time"):
+        run_profile([rec("a", 0, 0.2), rec("a", 1, 0.2) | {"time": 1e13 * 1000 - 1}])  # year ~5138 as ms
+
+
+@pytest.mark.parametrize(("field", "value"), [("intensity", math.inf), ("intensity", 5.0),
+                                               ("emotions", {"anger": 3.0, "like": -2.0})])
+def test_out_of_range_values_are_bad_rows(field: str, value: Any) -> None:
+    with pytest.raises(ProfileInputError, match="row 2"):
+        run_profile([rec("a", 0, 0.2), rec("a", 1, 0.2) | {field: value}])
+
+
+def test_a_burst_within_one_day_is_not_a_trend() -> None:
+    burst = [rec("b", h / 24, s) for h, s in ((10, 0.6), (14, 0.0), (20, -0.6))]
+    (state,) = build_profiles(burst).values()
+    assert abs(state.metrics()["polarity.trend"]) < 0.2
+    assert "churn_risk" not in _tags(burst)
+    weeks = [rec("w", d, 0.6 - d * 0.02) for d in range(0, 60, 3)]  # a real two-month decline: -0.6 per 30 days
+    (state,) = build_profiles(weeks).values()
+    assert state.metrics()["polarity.trend"] == pytest.approx(-0.6, rel=0.2)
+
+
+def test_conversation_values_that_are_not_numbers() -> None:
+    turn = {"speaker": "customer", "emotions": dict.fromkeys(EMOTIONS, 0.125), "polarity_score": -0.5,
+            "intensity": 0.5, "error": None}
+    conv = {"id": "c", "user_id": "u", "time": BASE, "turns": [turn], "satisfaction": math.nan, "error": None}
+    assert conversation_to_record(conv, "user_id", "time")["polarity_score"] == -0.5  # NaN: the turns decide
+    with pytest.raises(ProfileInputError, match="row 1: conversation record"):
+        run_profile([conv | {"satisfaction": "n/a"}])
+
+
+def test_default_now_is_shared_and_never_before_a_record() -> None:
+    from emotag.profiles.api import profile_rows
+
+    states = build_profiles([rec("old", 0, 0.2), rec("new", 100, 0.2)])
+    rows = {r["user_id"]: r for r in profile_rows(states, load_rules())}
+    assert len(rows) == 2
+    days = sorted(r["days_since_last"] for r in rows.values())
+    assert days == pytest.approx([0.0, 100.0])
+    (st,) = build_profiles([rec("x", 10, 0.2)]).values()
+    assert st.metrics(now=BASE)["days_since_last"] == 0.0
+
+
+def test_long_half_life_over_decades_does_not_overflow() -> None:
+    data = [rec("a", d, 0.1) for d in (0, 365 * 20, 365 * 40)]
+    (st,) = build_profiles(data, half_life_days=1000).values()
+    assert math.isfinite(st.metrics()["polarity.recent"])

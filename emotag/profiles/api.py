@@ -90,7 +90,14 @@ def build_profiles(
     row = -1
     for row, rec in enumerate(records):  # noqa: B007 - row is reported on error
         if "turns" in rec and isinstance(rec["turns"], list):
-            rec = conversation_to_record(rec, user_col, time_col)
+            try:
+                rec = conversation_to_record(rec, user_col, time_col)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a damaged score-dialogues record
+                if strict:
+                    st_.read += row + 1
+                    raise ProfileInputError(row, f"conversation record: {exc}") from None
+                invalid += 1
+                continue
             convs += 1
         if rec.get("error"):
             err += 1
@@ -142,10 +149,17 @@ def profile_rows(
     rules: RuleSet | None = None,
     now: float | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Per-user summaries (SPEC §4) with tags, in the given order."""
+    """Per-user summaries (SPEC §4) with tags, in the given order.
+
+    `now` defaults to the newest record time among these users, so `days_since_last` and the decayed
+    evidence compare across users (each user's own last record would make every user look current).
+    """
     if rules is None:
         rules = load_rules()
-    items = states.items() if isinstance(states, Mapping) else states
+    items = list(states.items()) if isinstance(states, Mapping) else states
+    if now is None:
+        items = list(items)
+        now = max((st.last for _, st in items if st.n), default=None)
     for uid, st in items:
         yield st.summary(now, rules, user_id=uid)
 

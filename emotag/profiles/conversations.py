@@ -64,6 +64,8 @@ def conversation_to_record(
     n = len(customer)
     emotions = {e: sum(float(turn["emotions"].get(e, 0.0) or 0.0) for turn in customer) / n for e in EMOTIONS}
     sat = conv.get("satisfaction")
+    if isinstance(sat, float) and sat != sat:  # NaN: a missing cell, not a satisfied customer
+        sat = None
     if sat is not None:
         score = max(-1.0, min(1.0, float(sat) / 2.0))
     else:

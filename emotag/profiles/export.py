@@ -73,7 +73,7 @@ def write_rows(rows: Iterable[Mapping[str, Any]], path: str | Path, fmt: str | N
     if str(path) == "-":
         n = 0
         for r in rows:
-            sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
             n += 1
         sys.stdout.flush()
         return n
@@ -84,7 +84,7 @@ def write_rows(rows: Iterable[Mapping[str, Any]], path: str | Path, fmt: str | N
             n = 0
             with tmp.open("w", encoding="utf-8") as f:
                 for r in rows:
-                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                    f.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
                     n += 1
         elif fmt in ("csv", "tsv"):
             flat = [flatten(r) for r in rows]

@@ -34,15 +34,18 @@ from emotag.labels import EMOTION_POLARITY, EMOTIONS, POLARITY
 from emotag.profiles.timeutil import TimeParseError, format_time, parse_time
 
 DAY = 86400.0
+_EARLIEST, _LATEST = 0.0, 7258118400.0  # 1970-01-01 .. 2200-01-01 UTC: record times outside are unit mix-ups
 LN2 = math.log(2.0)
 STATE_VERSION = 1
 DEFAULT_HALF_LIFE_DAYS = 30.0
 DEFAULT_RECENT_HALF_LIFE_DAYS = 7.0
 #: Re-anchor ``ref`` when a record is this many half-lives newer than it (weights stay <= 2**8).
 REBASE_HALF_LIVES = 8.0
-#: Trend shrinkage: slope = cov(t, y) / (var(t) + TREND_RIDGE_DAYS2). Keeps bursts of records within a
-#: day or two from producing absurd slopes; negligible once the evidence spans a few weeks.
-TREND_RIDGE_DAYS2 = 1.0
+#: Trend shrinkage: slope = cov(t, y) / (var(t) + TREND_RIDGE_DAYS2). A slope per 30 days read off a
+#: burst of records within a day is noise (three messages going 0.6, 0, -0.6 in an afternoon read -2.0
+#: with a 1-day ridge, a full churn-risk score); 25 days² (records ~5 days apart) shrinks that to ~0.1,
+#: and a real two-month decline by about 14%.
+TREND_RIDGE_DAYS2 = 25.0
 #: Trend is reported as polarity change per this many days.
 TREND_UNIT_DAYS = 30.0
 #: |polarity_score| below this counts as neutral when a record carries no `polarity` label.
@@ -121,6 +124,8 @@ def _emotion_vector(record: Mapping[str, Any]) -> list[float]:
             return vec
     else:
         raise RecordError(f"field 'emotions' must be an object of probabilities, got {type(em).__name__}")
+    if min(vec) < -1e-6 or not all(math.isfinite(v) for v in vec):
+        raise RecordError(f"'emotions' probabilities must be finite and >= 0, got {vec!r}")
     s = vec[0] + vec[1] + vec[2] + vec[3] + vec[4] + vec[5] + vec[6] + vec[7]
     if not (s > 0.0) or s == math.inf:
         raise RecordError(f"'emotions' probabilities must be finite and sum to 1, got sum {s!r}")
@@ -146,6 +151,9 @@ def extract(record: Mapping[str, Any], time_col: str = "time") -> Extracted:
         t = parse_time(record.get(time_col))
     except TimeParseError as exc:
         raise RecordError(f"field {time_col!r}: {exc}") from None
+    if not (_EARLIEST <= t <= _LATEST):  # a unit mix-up; stored, it would break every later export
+        raise RecordError(f"field {time_col!r}: {format_time(t) if -1e11 < t < 2.5e11 else t!r} is not a "
+                          "plausible record time (1970-2199)")
     ys = record.get("polarity_score")
     y = ys if type(ys) is float else _as_float(ys, "polarity_score")
     if y != y or not (-1.000001 <= y <= 1.000001):
@@ -163,6 +171,8 @@ def extract(record: Mapping[str, Any], time_col: str = "time") -> Extracted:
             inten = None if inten == "" else _as_float(inten, "intensity")
         elif inten != inten:  # NaN: a missing cell in a pandas-written table
             inten = None
+        if inten is not None and not (-1e-6 <= inten <= 1.000001):  # also rejects inf
+            raise RecordError(f"field 'intensity' must be in [0, 1], got {record.get('intensity')!r}")
     ch = record.get("channel")
     chi = _CHANNEL_INDEX.get(ch, 3) if isinstance(ch, str) else 3
     flag = False
@@ -211,7 +221,8 @@ class ProfileState:
         self.recent_half_life_days = float(recent_half_life_days)
         self._k = LN2 / (self.half_life_days * DAY)
         self._kr = LN2 / (self.recent_half_life_days * DAY)
-        self._rebase = REBASE_HALF_LIVES * self.half_life_days * DAY
+        # both weights (main and recent half-life) stay <= 2**REBASE_HALF_LIVES, whichever half-life is shorter
+        self._rebase = REBASE_HALF_LIVES * min(self.half_life_days, self.recent_half_life_days) * DAY
         self.ref = 0.0
         self.n = 0
         self.first = math.inf
@@ -482,14 +493,15 @@ class ProfileState:
         """Flat metric namespace used by tag rules (see `METRIC_NAMES`); None where undefined.
 
         `now` (epoch seconds) only affects `evidence.decayed` and `days_since_last`; it defaults to the
-        last-seen time so that results are reproducible.
+        last-seen time so that results are reproducible. A `now` before the last record counts as the
+        last record's time: evidence cannot be younger than zero days.
         """
         m: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
         m["evidence"] = float(self.n)
         if self.n == 0:
             m["evidence.decayed"] = 0.0
             return m
-        if now is None:
+        if now is None or now < self.last:
             now = self.last
         s = self.s
         w = s[0]

@@ -15,7 +15,8 @@ Choices, and why:
   round trips leave them), are dates: read as epoch seconds they would land in 1970-1973 or after 2600,
   where no review or post comes from.
 * Other numbers (and numeric strings) are epoch seconds. Values above 1e11 cannot be seconds (that is the
-  year 5138) and are read as epoch milliseconds, the other common export format.
+  year 5138) and are read as epoch milliseconds, the other common export format; above 1e14 as
+  microseconds and above 1e17 as nanoseconds (database and pandas exports).
 * ``datetime`` objects (e.g. from Parquet) are accepted; naive ones follow the UTC+8 rule.
 """
 
@@ -85,8 +86,9 @@ def parse_time(value: object) -> float:
 def _from_number(num: float, original: object) -> float:
     if not math.isfinite(num):
         raise TimeParseError(f"invalid timestamp {original!r}")
-    if abs(num) >= _MS_THRESHOLD:
-        return num / 1000.0
+    for threshold, per_second in ((1e17, 1e9), (1e14, 1e6), (_MS_THRESHOLD, 1e3)):  # ns, µs, ms
+        if abs(num) >= threshold:
+            return num / per_second
     return num
 
 
