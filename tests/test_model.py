@@ -402,3 +402,41 @@ def test_mistyped_local_model_path_never_goes_to_the_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "_download_from_hub", lambda repo: pytest.fail(f"hub asked for {repo}"))
     with pytest.raises(FileNotFoundError, match="'models/mine': no such directory"):
         config.resolve_model_dir("models/mine")
+
+
+def test_windows_fit_in_tokens_for_byte_level_vocabularies():
+    """A byte-level BPE makes up to three tokens per Chinese character: windows are then cut by tokens,
+    so the encoder never drops the end of a text (the complaint after the praise)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    from emotag.model.config import EmotagConfig
+    from emotag.model.features import Featurizer
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["服务很好", "hello world"], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["[PAD]", "[CLS]", "[SEP]"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                       special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    cfg = EmotagConfig(max_length=32)
+    feat = Featurizer(tok, cfg)
+    text = "服务很好" * 10 + "但是最后退款被拒绝了"
+    prepared = feat.prepare(text)
+    assert "".join(prepared.windows) == text
+    assert all(len(ids) <= cfg.max_length for ids in feat.token_ids(prepared.windows))
+    assert prepared.windows[-1].endswith("拒绝了") and abs(sum(prepared.weights) - 1) < 1e-9
+
+
+def test_int8_export_checks_agreement_with_fp32(tiny_model_dir, tmp_path, monkeypatch):
+    """The int8 file is compared with fp32 on the calibration windows; a poor match is reported."""
+    import shutil
+
+    from emotag.model import export
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, d)
+    monkeypatch.setattr(export, "INT8_MIN_AGREEMENT", 1.01)  # nothing can pass: the warning must fire
+    with pytest.warns(RuntimeWarning, match="same top emotion as fp32 on only"):
+        export.export_onnx(d, quantize="int8", calibration_texts=["很好", "太差了", "一般般"])
+    assert (d / "model.int8.onnx").exists()

@@ -181,6 +181,16 @@ class Batch:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "ngram_ids": self.ngram_ids}
 
 
+def _model_type(tokenizer: Tokenizer) -> str:
+    """The tokenizer model's kind ("WordPiece", "BPE", "Unigram", ...), from its serialised form."""
+    import json
+
+    try:
+        return str(json.loads(tokenizer.to_str()).get("model", {}).get("type", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
 class Featurizer:
     """Turns raw texts into model inputs exactly as the model was trained."""
 
@@ -193,6 +203,10 @@ class Featurizer:
         self._fast = standalone_char_ids(tokenizer)
         self._cls = tokenizer.token_to_id("[CLS]")
         self._sep = tokenizer.token_to_id("[SEP]")
+        # WordPiece never makes more tokens than characters, so a window of window_chars characters
+        # always fits; byte-level BPE or byte-fallback vocabularies can make three per character, and
+        # their windows are measured in tokens (see prepare)
+        self._tokens_bounded_by_chars = _model_type(tokenizer) == "WordPiece"
 
     @classmethod
     def from_dir(cls, directory: str | os.PathLike[str], config: EmotagConfig | None = None) -> Featurizer:
@@ -208,7 +222,17 @@ class Featurizer:
 
         norm = normalize(text, self.config.normalization)
         wins = sentence_windows(norm.text, self.config.window_chars) if norm.text else []
-        return Prepared(normalized=norm.text, windows=[w for w in wins if w.strip()], signals=norm.signals)
+        wins = [w for w in wins if w.strip()]
+        if not self._tokens_bounded_by_chars:
+            wins = [part for w in wins for part in self._fit_tokens(w)]
+        return Prepared(normalized=norm.text, windows=wins, signals=norm.signals)
+
+    def _fit_tokens(self, window: str) -> list[str]:
+        """`window`, halved until every part fits max_length tokens: nothing is cut off by the encoder."""
+        if len(window) < 2 or len(self.token_ids([window])[0]) <= self.config.max_length:
+            return [window]
+        mid = len(window) // 2
+        return [p for half in (window[:mid], window[mid:]) if half.strip() for p in self._fit_tokens(half)]
 
     def encode(self, windows: list[str]) -> Batch:
         """Token ids and n-gram ids for already-normalised windows (<= window_chars characters each)."""
