@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import islice
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +132,14 @@ class Tagger:
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError("tag_many() takes an iterable of texts, not one text: use tag(text) or tag_many([text])")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral)
                                        or chunk_size < 1):
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-        return self._tag_many(texts, batch_size, ids, show_progress_bar, chunk_size or max(batch_size * 32, 256))
+        batch_size = int(batch_size)
+        return self._tag_many(texts, batch_size, ids, show_progress_bar,
+                              int(chunk_size) if chunk_size else max(batch_size * 32, 256))
 
     def _tag_many(
         self, texts: Iterable[Any], batch_size: int, ids: Iterable[str | int] | None, show_progress_bar: bool,
