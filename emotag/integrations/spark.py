@@ -404,7 +404,7 @@ def score_dataframe(
         raise ValueError("threads_per_worker and batch_size must be >= 1")
     model_ref = None if model is None else os.fspath(model)
 
-    cols = [F.col(f"`{text_col}`").cast("string").alias(_TEXT)]
+    cols = [_col(text_col).cast("string").alias(_TEXT)]
     id_type: T.DataType = T.LongType()
     id_kind: str | None = None
     if id_col is not None:
