@@ -46,13 +46,9 @@ def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     Read with emotag's own readers (encoding detection: UTF-8, BOM, GBK; quoted cells; errors that name
     the file and row), and flattened to text so `1` in JSON and "1" in CSV are the same label.
     """
-    from emotag.io import _records_delimited, read_records
+    from emotag.io import read_text_records
 
-    name = path.name.lower()
-    if name.endswith((".csv", ".tsv")):
-        records = _records_delimited(str(path), "\t" if name.endswith(".tsv") else ",", typed=False)
-    else:
-        records = read_records(str(path))
+    records = read_text_records(str(path))
     rows: list[dict[str, str]] = []
     cols: dict[str, None] = {}
     for rec in records:

@@ -899,10 +899,17 @@ def read_conversation_records(path: str, fmt: str | None = None) -> Iterator[dic
     a malformed JSON line becomes an UnreadableRecord in its place instead of ending the run.
     """
     resolved = _resolve_format(path, fmt)
-    if resolved in ("csv", "tsv"):
-        return _records_delimited(path, "," if resolved == "csv" else "\t", typed=False)
     if resolved in ("jsonl", "json"):
         return _lenient_records_json(path, resolved)
+    return read_text_records(path, resolved)
+
+
+def read_text_records(path: str, fmt: str | None = None) -> Iterator[dict[str, Any]]:
+    """Records of a labelled file as people write it: csv/tsv cells stay text (blank -> None); JSON,
+    parquet and xlsx values as stored. A malformed record raises InputError naming file and row."""
+    resolved = _resolve_format(path, fmt)
+    if resolved in ("csv", "tsv"):
+        return _records_delimited(path, "," if resolved == "csv" else "\t", typed=False)
     return read_records(path, resolved)
 
 
