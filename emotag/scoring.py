@@ -57,8 +57,7 @@ def score_file(
     rows = errors = 0
     names = {c: kept_name(c) for c in keep}
     # the columns of a scored record, known before the first one: csv/tsv headers never depend on the data
-    template = {"id": "", "emotion": "", "emotions": dict.fromkeys(tagger.emotion_labels, 0.0), "polarity": "",
-                "polarity_score": 0.0, "intensity": 0.0, "error": ""}
+    template = dict.fromkeys(OUTPUT_FIELDS, "") | {"emotions": dict.fromkeys(tagger.emotion_labels, 0.0)}
     with RecordWriter(output_path, resume=resume, template=template) as writer:
         skipped = writer.rows_done
         source: Iterator[InputRow] = read_rows(input_path, text_col=text_col, id_col=id_col, keep=keep,

@@ -132,11 +132,9 @@ class Tagger:
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError("tag_many() takes an iterable of texts, not one text: use tag(text) or tag_many([text])")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral)
-                                       or chunk_size < 1):
-            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        for name, size in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+            if size is not None and (isinstance(size, bool) or not isinstance(size, Integral) or size < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
         batch_size = int(batch_size)
         return self._tag_many(texts, batch_size, ids, show_progress_bar,
                               int(chunk_size) if chunk_size else max(batch_size * 32, 256))

@@ -156,7 +156,7 @@ def profile_rows(
     """
     if rules is None:
         rules = load_rules()
-    items = list(states.items()) if isinstance(states, Mapping) else states
+    items = states.items() if isinstance(states, Mapping) else states
     if now is None:
         items = list(items)
         now = max((st.last for _, st in items if st.n), default=None)

@@ -55,8 +55,11 @@ def parse_time(value: object) -> float:
         compact = _compact_date(s)
         if compact is not None:
             return compact
+        loose = _LOOSE_DATE.fullmatch(s)
+        if loose:
+            return _parse_loose(loose, s)
         c = s[0]
-        if c.isdigit() and ("-" in s[1:] or ":" in s) and not _LOOSE_DATE.fullmatch(s):
+        if c.isdigit() and ("-" in s[1:] or ":" in s):
             return _parse_iso(s)
         try:
             num = float(s)
@@ -104,23 +107,20 @@ def _compact_date(s: str) -> float | None:
         return None
 
 
-def _parse_loose(m: re.Match[str]) -> float:
+def _parse_loose(m: re.Match[str], s: str) -> float:
     y, mo, d, hh, mm, ss, frac, off = m.groups()
     micro = int((frac or "0").ljust(6, "0"))
-    tz = CST
-    if off:
-        tz = timezone.utc if off == "Z" else datetime.strptime(off.replace(":", ""), "%z").tzinfo  # type: ignore[assignment]
-    dt = datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0), micro, tzinfo=tz)
+    try:
+        tz = CST
+        if off:
+            tz = timezone.utc if off == "Z" else datetime.strptime(off.replace(":", ""), "%z").tzinfo  # type: ignore[assignment]
+        dt = datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0), micro, tzinfo=tz)
+    except ValueError:
+        raise TimeParseError(f"unparseable timestamp {s!r}") from None
     return dt.timestamp()
 
 
 def _parse_iso(s: str) -> float:
-    loose = _LOOSE_DATE.fullmatch(s)
-    if loose:
-        try:
-            return _parse_loose(loose)
-        except ValueError:
-            raise TimeParseError(f"unparseable timestamp {s!r}") from None
     text = s
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"

@@ -275,8 +275,7 @@ def plan_labels(
     elif values and all(v.lower() in _EMOTION_ALIASES or v in _EMOTION_ALIASES for v in values):
         vm = {v: _EMOTION_ALIASES.get(v, _EMOTION_ALIASES.get(v.lower(), v)) for v in values}
         plan = LabelPlan("emotion", L.EMOTIONS, False, True, vm)
-    elif values and all(v.lower() in _PARTIAL_ALIASES for v in values) and any(
-            PARTIAL_SEP in _PARTIAL_ALIASES[v.lower()] or v.lower() == "sad" for v in values):
+    elif values and all(v.lower() in _PARTIAL_ALIASES for v in values):
         # SMP2020's classes (happy, angry, sad, ...): partial labels over the taxonomy, as the default model
         # was trained (SPEC §1), instead of a 6-label head that would drop like/disgust and the expert
         plan = LabelPlan("emotion", L.EMOTIONS, False, True, {v: _PARTIAL_ALIASES[v.lower()] for v in values})
