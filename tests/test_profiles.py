@@ -660,3 +660,64 @@ def test_long_half_life_over_decades_does_not_overflow() -> None:
     data = [rec("a", d, 0.1) for d in (0, 365 * 20, 365 * 40)]
     (st,) = build_profiles(data, half_life_days=1000).values()
     assert math.isfinite(st.metrics()["polarity.recent"])
+
+
+# -- `emotag profile`: a bad row is skipped, counted and named; --strict stops at it ---------------------
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def _profile_cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from emotag.cli import app
+
+    return CliRunner().invoke(app, ["profile", *args])
+
+
+def test_cli_profile_skips_and_names_a_bad_row(tmp_path: Path) -> None:
+    records = [rec("u1", d, 0.5) for d in range(4)] + [rec("u2", d, -0.5) for d in range(3)]
+    records[2]["time"] = ""  # row 3: an empty timestamp used to stop the whole run
+    src = _write_jsonl(tmp_path / "scored.jsonl", records)
+    out = tmp_path / "profiles.jsonl"
+    res = _profile_cli(str(src), "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert "6 records folded into 2 users" in res.output and "invalid 1" in res.output
+    assert f"{src}, row 3: field 'time': empty timestamp" in res.output
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 2  # both users, from the six good rows
+
+    strict = _profile_cli(str(src), "-o", str(tmp_path / "strict.jsonl"), "--strict")
+    assert strict.exit_code == 1
+    assert f"{src}, row 3: field 'time': empty timestamp" in strict.output
+    assert not (tmp_path / "strict.jsonl").exists()
+
+
+def test_cli_profile_error_report_is_bounded_and_a_store_keeps_the_good_rows(tmp_path: Path) -> None:
+    from emotag.cli import PROFILE_ERRORS_SHOWN
+
+    n_bad = PROFILE_ERRORS_SHOWN + 7
+    records = [rec("u1", d, 0.5) for d in range(5)]
+    records += [rec("u2", d, 0.5, polarity_score=3.0) for d in range(n_bad)]  # out of [-1, 1]
+    src = _write_jsonl(tmp_path / "scored.jsonl", records)
+    db = tmp_path / "p.db"
+    res = _profile_cli(str(src), "--store", str(db))
+    assert res.exit_code == 0, res.output
+    assert f"skipped {n_bad} bad rows" in res.output and "... and 7 more" in res.output
+    assert res.output.count("field 'polarity_score' must be in [-1, 1]") == PROFILE_ERRORS_SHOWN
+    assert f"{src}, row 6: " in res.output and f"{src}, row {5 + n_bad}: " not in res.output
+    with ProfileStore(db) as store:
+        assert len(store) == 1 and sum(st.n for _, st in store.iter_states()) == 5
+
+
+def test_cli_profile_fails_when_every_row_is_bad(tmp_path: Path) -> None:
+    records = [rec("u1", d, 0.5, time="not a time") for d in range(3)]
+    src = _write_jsonl(tmp_path / "scored.jsonl", records)
+    db = tmp_path / "p.db"
+    res = _profile_cli(str(src), "--store", str(db))
+    assert res.exit_code == 1
+    assert f"no row could be folded; first problem: {src}, row 1: field 'time'" in res.output
+    with ProfileStore(db) as store:
+        assert store.batches() == []  # nothing recorded: the corrected file will still be applied

@@ -256,11 +256,12 @@ def test_one_onnx_session_per_python_worker(spark: Any, reviews_df: Any, tiny_mo
     import pandas as pd
 
     from emotag.integrations import spark as es
+    from emotag.integrations.spark import workers
 
     def loads(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for _ in batches:
             pass
-        yield pd.DataFrame({"pid": [os.getpid()], "misses": [es._cached_tagger.cache_info().misses]})
+        yield pd.DataFrame({"pid": [os.getpid()], "misses": [workers._cached_tagger.cache_info().misses]})
 
     def probe() -> dict[int, int]:
         rows = spark.range(0, 8, 1, 8).mapInPandas(loads, "pid long, misses long").collect()
@@ -383,3 +384,32 @@ def test_profiles_batch_id_strict_and_key(
     assert sorted(st.n for st in states.values()) == [1, 1]
     with pytest.raises(Exception, match="field 'time'"):
         build_profiles_spark(bad)
+
+
+def test_spark_store_runs_the_cli_checks(
+    spark: Any, spark_scored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The three checks Spark's copy of the commit path had lost, now shared with `emotag profile`:
+    a misspelt user column is refused and records no batch (so the corrected re-run folds), records after
+    `now` are refused with a store, and a batch that folded nothing is not recorded as applied."""
+    from pyspark.sql import functions as F
+
+    from emotag.integrations.spark import write_profiles_store
+    from emotag.profiles import ProfileColumnError, StoreError
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    db = tmp_path / "p.db"
+    wrong = spark_scored.withColumn("customer", F.lit(None).cast("string"))  # the column exists, no user in it
+    with pytest.raises(ProfileColumnError, match="'customer'"):
+        write_profiles_store(wrong, db, user_col="customer", batch_id="day-1")
+    with ProfileStore(db) as store:
+        assert store.batches() == [] and len(store) == 0
+    with pytest.raises(StoreError, match="after --now"):
+        write_profiles_store(spark_scored, db, now="2024-01-01T00:00:00+08:00", batch_id="day-1")
+    errors_only = spark_scored.where("error IS NOT NULL")
+    empty = write_profiles_store(errors_only, db, batch_id="day-1")
+    assert empty.stats.folded == 0 and not empty.already_applied
+    with ProfileStore(db) as store:
+        assert store.batches() == []
+    fixed = write_profiles_store(spark_scored, db, batch_id="day-1")  # the corrected re-run counts
+    assert fixed.stats.folded == 98 and not fixed.already_applied

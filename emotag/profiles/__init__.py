@@ -9,8 +9,13 @@ from emotag.profiles.api import (
     FoldStats,
     ProfileColumnError,
     ProfileInputError,
+    ProfilePlan,
     ProfileRunResult,
     build_profiles,
+    check_fold,
+    commit_profiles,
+    fold_records,
+    plan_profile,
     profile_rows,
     run_profile,
 )
@@ -23,6 +28,7 @@ from emotag.profiles.privacy import (
     cohort_counts,
     resolve_pseudonymizer,
 )
+from emotag.profiles.records import CHANNELS, RecordError
 from emotag.profiles.rules import (
     RulesError,
     RuleSet,
@@ -31,7 +37,7 @@ from emotag.profiles.rules import (
     load_rules,
     parse_rules,
 )
-from emotag.profiles.state import CHANNELS, METRIC_NAMES, ProfileState, RecordError, merge_profiles
+from emotag.profiles.state import METRIC_NAMES, ProfileState, merge_profiles
 from emotag.profiles.store import SCHEMA_VERSION, ProfileStore, StoreError, StoreVersionError, file_batch_id
 from emotag.profiles.timeutil import TimeParseError, parse_time
 
@@ -56,6 +62,7 @@ __all__ = [
     "FoldStats",
     "ProfileColumnError",
     "ProfileInputError",
+    "ProfilePlan",
     "ProfileRunResult",
     "ProfileState",
     "ProfileStore",
@@ -69,15 +76,19 @@ __all__ = [
     "TimeParseError",
     "apply_rules",
     "build_profiles",
+    "check_fold",
+    "commit_profiles",
     "cohort_counts",
     "conversation_to_record",
     "default_rules_path",
     "file_batch_id",
+    "fold_records",
     "is_conversation",
     "load_rules",
     "merge_profiles",
     "parse_rules",
     "parse_time",
+    "plan_profile",
     "profile_rows",
     "resolve_pseudonymizer",
     "run_profile",

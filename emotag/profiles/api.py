@@ -1,13 +1,20 @@
 """Library entry points: fold records into profiles, persist them, export them.
 
-`run_profile` is what `emotag profile` calls; everything it does is also available piecewise
-(`build_profiles`, `ProfileStore.upsert`, `profile_rows`, `write_rows`) for notebooks and pipelines.
+`run_profile` is what `emotag profile` calls. It is three steps, and every writer of a store (the CLI,
+Spark's `write_profiles_store`, `emotag serve`) runs the same three, so a check lives in one place:
+
+1. `plan_profile`: rules, key, output format, half-lives, store compatibility, applied batch -- all checked
+   before a record is read;
+2. fold: `fold_records` (one machine) or any fold that fills a `FoldStats` (Spark's executors);
+3. `commit_profiles`: the post-fold checks (`check_fold`), one store transaction, the profile export.
+
+`build_profiles` and `profile_rows` remain usable alone for notebooks and pipelines.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,14 +22,9 @@ from typing import Any
 from emotag.profiles.conversations import conversation_to_record
 from emotag.profiles.export import format_for, write_rows
 from emotag.profiles.privacy import Pseudonymizer, normalize_user_id, resolve_pseudonymizer
+from emotag.profiles.records import RecordError, extract
 from emotag.profiles.rules import RuleSet, load_rules
-from emotag.profiles.state import (
-    DEFAULT_HALF_LIFE_DAYS,
-    DEFAULT_RECENT_HALF_LIFE_DAYS,
-    ProfileState,
-    RecordError,
-    extract,
-)
+from emotag.profiles.state import DEFAULT_HALF_LIFE_DAYS, DEFAULT_RECENT_HALF_LIFE_DAYS, ProfileState
 from emotag.profiles.store import ProfileStore, StoreError
 from emotag.profiles.timeutil import parse_time
 
@@ -69,6 +71,7 @@ def build_profiles(
     recent_half_life_days: float = DEFAULT_RECENT_HALF_LIFE_DAYS,
     strict: bool = True,
     stats: FoldStats | None = None,
+    on_invalid: Callable[[int, str], None] | None = None,
 ) -> dict[str, ProfileState]:
     """Fold an iterable of scored records (SPEC §2) or conversation results (SPEC §3) into user states.
 
@@ -78,7 +81,8 @@ def build_profiles(
     * Keys are ``pseudonymizer(user_id)`` when a pseudonymiser is given, else the normalised raw ids
       (fine in memory; `run_profile` and the store refuse to persist raw ids unless allowed).
     * A malformed record raises ProfileInputError (row, problem) when `strict`, else is counted as
-      `skipped_invalid`. Any `text` field is ignored: raw text never reaches a profile.
+      `skipped_invalid` and reported to `on_invalid(row, problem)` (0-based row), so a caller can name it.
+      Any `text` field is ignored: raw text never reaches a profile.
     """
     st_ = stats if stats is not None else FoldStats()
     cutoff = None if now is None else parse_time(now)
@@ -97,6 +101,8 @@ def build_profiles(
                     st_.read += row + 1
                     raise ProfileInputError(row, f"conversation record: {exc}") from None
                 invalid += 1
+                if on_invalid is not None:
+                    on_invalid(row, f"conversation record: {exc}")
                 continue
             convs += 1
         if rec.get("error"):
@@ -115,6 +121,8 @@ def build_profiles(
                 st_.read += row + 1
                 raise ProfileInputError(row, str(exc)) from None
             invalid += 1
+            if on_invalid is not None:
+                on_invalid(row, str(exc))
             continue
         if cutoff is not None and vals[0] > cutoff:
             future += 1
@@ -209,6 +217,181 @@ class ProfileRunResult:
         return d
 
 
+@dataclass
+class ProfilePlan:
+    """Step 1 of a profile run: every setting checked, and the store opened, before a record is read.
+
+    `run_profile`, Spark's `write_profiles_store` and the HTTP service all start here, fold their records
+    with `self.pseudonymizer`/`self.cutoff`, and finish with `commit_profiles`, so a check added to one
+    path reaches all of them. Close it (or use it as a context manager) to release the store.
+    """
+
+    rules: RuleSet
+    pseudonymizer: Pseudonymizer | None
+    cutoff: float | None
+    half_life_days: float
+    recent_half_life_days: float
+    user_col: str = "user_id"
+    time_col: str = "time"
+    out: str | None = None
+    store: ProfileStore | None = None
+    store_path: str | None = None
+    batch_id: str | None = None
+    already_applied: bool = False
+    t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.pseudonymizer.fingerprint if self.pseudonymizer is not None else None
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> ProfilePlan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def plan_profile(
+    out: str | None = None,
+    user_col: str = "user_id",
+    time_col: str = "time",
+    rules_path: str | Path | RuleSet | None = None,
+    store_path: str | Path | None = None,
+    key_file: str | Path | None = None,
+    allow_raw_ids: bool = False,
+    *,
+    half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+    recent_half_life_days: float = DEFAULT_RECENT_HALF_LIFE_DAYS,
+    now: float | str | None = None,
+    batch_id: str | None = None,
+    pseudonymizer: Pseudonymizer | None = None,
+    wal: bool = False,
+) -> ProfilePlan:
+    """Check everything that can fail cheaply -- rules, key, output extension, half-lives, store
+    compatibility, whether `batch_id` was applied -- before any record is read or any job runs.
+
+    `rules_path` may be an already loaded RuleSet (a long-running service loads it once); `pseudonymizer`
+    overrides the key lookup. `wal` opens the store in SQLite WAL mode (the service's durability setting).
+    """
+    rules = rules_path if isinstance(rules_path, RuleSet) else load_rules(rules_path)
+    pseudo = pseudonymizer if pseudonymizer is not None else resolve_pseudonymizer(key_file, allow_raw_ids)
+    if out is not None:
+        format_for(out)
+    ProfileState(half_life_days, recent_half_life_days)  # validate half-lives before reading any input
+    plan = ProfilePlan(
+        rules=rules,
+        pseudonymizer=pseudo,
+        cutoff=None if now is None else parse_time(now),
+        half_life_days=float(half_life_days),
+        recent_half_life_days=float(recent_half_life_days),
+        user_col=user_col,
+        time_col=time_col,
+        out=out,
+        store_path=None if store_path is None else str(store_path),
+        batch_id=batch_id,
+    )
+    if store_path is not None:
+        plan.store = ProfileStore(store_path, wal=wal)
+        try:
+            plan.store.check_compatible(half_life_days, recent_half_life_days, plan.fingerprint)
+            plan.already_applied = batch_id is not None and plan.store.has_batch(batch_id)
+        except BaseException:
+            plan.close()
+            raise
+    return plan
+
+
+def fold_records(
+    plan: ProfilePlan,
+    records: Iterable[Mapping[str, Any]],
+    stats: FoldStats,
+    *,
+    strict: bool = True,
+    on_invalid: Callable[[int, str], None] | None = None,
+) -> dict[str, ProfileState]:
+    """Step 2 on one machine: `build_profiles` with the plan's settings (nothing when the batch was applied)."""
+    if plan.already_applied:
+        return {}
+    return build_profiles(
+        records,
+        plan.half_life_days,
+        plan.cutoff,
+        user_col=plan.user_col,
+        time_col=plan.time_col,
+        pseudonymizer=plan.pseudonymizer,
+        recent_half_life_days=plan.recent_half_life_days,
+        strict=strict,
+        stats=stats,
+        on_invalid=on_invalid,
+    )
+
+
+def check_fold(plan: ProfilePlan, stats: FoldStats) -> None:
+    """The checks between folding and committing, shared by every path that writes a store.
+
+    * No record had a user in `user_col` (a misspelt column): nothing is recorded, so the corrected
+      re-run is not refused as an already applied batch.
+    * A store with records after `--now`: recording the batch would lose those records for good.
+    """
+    if stats.read and stats.skipped_no_user and stats.skipped_no_user == stats.read - stats.skipped_error:
+        raise ProfileColumnError(f"no record has a user in column '{plan.user_col}' (--user-col)")
+    if plan.store is not None and stats.skipped_future:
+        raise StoreError(f"{stats.skipped_future} records are after --now; a store keeps every record, "
+                         "so fold them without --now (or use --now without --store for a view)")
+
+
+def commit_profiles(
+    plan: ProfilePlan,
+    states: Mapping[str, ProfileState],
+    stats: FoldStats,
+    *,
+    source: str | None = None,
+) -> ProfileRunResult:
+    """Step 3: check the fold, merge it into the store in one transaction, write `plan.out`.
+
+    A batch that folded nothing is not recorded as applied (its corrected re-run must still count).
+    With a store, `plan.out` receives every user in the store, summarised as of the cut-off, else the
+    newest record time in the store (or in this batch without a store), so output is reproducible.
+    """
+    store = plan.store
+    already = plan.already_applied
+    if not already:
+        check_fold(plan, stats)
+        if store is not None and stats.folded:
+            already = not store.upsert(
+                states, key_fingerprint=plan.fingerprint, batch_id=plan.batch_id, records=stats.folded,
+                source=source,
+            )
+    result = ProfileRunResult(
+        stats=stats,
+        users_in_batch=len(states),
+        users_total=len(store) if store is not None else len(states),
+        out=plan.out,
+        store=plan.store_path,
+        batch_id=plan.batch_id,
+        already_applied=already,
+        pseudonymous=plan.pseudonymizer is not None,
+        states=dict(states),
+    )
+    as_of = plan.cutoff
+    if as_of is None:
+        if store is not None:
+            as_of = store.max_time
+        elif states:
+            as_of = max(st.last for st in states.values())
+    result.now = as_of
+    if plan.out is not None:
+        items: Iterable[tuple[str, ProfileState]]
+        items = store.iter_states() if store is not None else sorted(states.items())
+        result.profiles_written = write_rows(profile_rows(items, plan.rules, as_of), plan.out)
+    result.elapsed_s = time.perf_counter() - plan.t0
+    return result
+
+
 def run_profile(
     records: Iterable[Mapping[str, Any]],
     out: str | None = None,
@@ -224,81 +407,18 @@ def run_profile(
     now: float | str | None = None,
     batch_id: str | None = None,
     strict: bool = True,
+    on_invalid: Callable[[int, str], None] | None = None,
 ) -> ProfileRunResult:
     """Fold `records`, merge them into the store (if `store_path`), write profiles to `out` (if given).
 
-    Checks everything that can fail cheaply (rules file, key, store compatibility, output extension)
-    before reading any record. With a store, `out` receives every user in the store (profiles are
-    cumulative), summarised as of `now` -- default: the newest record time seen, so output is
-    reproducible. `batch_id` (e.g. `file_batch_id(path)`) makes re-applying the same input a no-op.
+    `plan_profile` -> `fold_records` -> `commit_profiles`; see each for what it checks. `batch_id`
+    (e.g. `file_batch_id(path)`) makes re-applying the same input a no-op. With `strict=False` a malformed
+    record is skipped, counted in `stats.skipped_invalid` and passed to `on_invalid(row, problem)`.
     Raises ProfileInputError, RulesError, PseudonymKeyError, StoreError, ExportError for user errors.
     """
-    t0 = time.perf_counter()
-    rules = load_rules(rules_path)
-    pseudo = resolve_pseudonymizer(key_file, allow_raw_ids)
-    fingerprint = pseudo.fingerprint if pseudo is not None else None
-    if out is not None:
-        format_for(out)
-    cutoff = None if now is None else parse_time(now)
-    stats = FoldStats()
-    store = ProfileStore(store_path) if store_path is not None else None
-    try:
-        already = False
-        if store is not None:
-            store.check_compatible(half_life_days, recent_half_life_days, fingerprint)
-            already = batch_id is not None and store.has_batch(batch_id)
-        states: dict[str, ProfileState] = {}
-        if not already:
-            states = build_profiles(
-                records,
-                half_life_days,
-                cutoff,
-                user_col=user_col,
-                time_col=time_col,
-                pseudonymizer=pseudo,
-                recent_half_life_days=recent_half_life_days,
-                strict=strict,
-                stats=stats,
-            )
-            if stats.skipped_no_user and stats.skipped_no_user == stats.read - stats.skipped_error:
-                raise ProfileColumnError(f"no record has a user in column '{user_col}' (--user-col)")
-            if store is not None and stats.skipped_future:
-                # a store accumulates; recording this batch would lose the cut-off records for good
-                raise StoreError(f"{stats.skipped_future} records are after --now; a store keeps every record, "
-                                 "so fold them without --now (or use --now without --store for a view)")
-            if store is not None and stats.folded:  # a batch that folded nothing is not recorded as applied
-                applied = store.upsert(
-                    states,
-                    key_fingerprint=fingerprint,
-                    batch_id=batch_id,
-                    records=stats.folded,
-                    source=None,
-                )
-                already = not applied
-        result = ProfileRunResult(
-            stats=stats,
-            users_in_batch=len(states),
-            users_total=len(store) if store is not None else len(states),
-            out=out,
-            store=str(store_path) if store_path is not None else None,
-            batch_id=batch_id,
-            already_applied=already,
-            pseudonymous=pseudo is not None,
-            states=states,
-        )
-        as_of = cutoff
-        if as_of is None:
-            if store is not None:
-                as_of = store.max_time
-            elif states:
-                as_of = max(st.last for st in states.values())
-        result.now = as_of
-        if out is not None:
-            items: Iterable[tuple[str, ProfileState]]
-            items = store.iter_states() if store is not None else sorted(states.items())
-            result.profiles_written = write_rows(profile_rows(items, rules, as_of), out)
-    finally:
-        if store is not None:
-            store.close()
-    result.elapsed_s = time.perf_counter() - t0
-    return result
+    with plan_profile(out, user_col, time_col, rules_path, store_path, key_file, allow_raw_ids,
+                      half_life_days=half_life_days, recent_half_life_days=recent_half_life_days, now=now,
+                      batch_id=batch_id) as plan:
+        stats = FoldStats()
+        states = fold_records(plan, records, stats, strict=strict, on_invalid=on_invalid)
+        return commit_profiles(plan, states, stats)

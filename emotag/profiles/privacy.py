@@ -185,7 +185,7 @@ def cohort_counts(
     elif by == "channel":
         name = by
         seg_fn = _dominant_channel
-        from emotag.profiles.state import CHANNELS
+        from emotag.profiles.records import CHANNELS
 
         domain = domain or list(CHANNELS)
     else:

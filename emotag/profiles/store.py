@@ -17,7 +17,6 @@ produced with a different key or half-life is refused instead of silently splitt
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -74,14 +73,22 @@ def file_batch_id(path: str | Path, chunk: int = 1 << 20) -> str:
 class ProfileStore:
     """A SQLite file of {pseudonymous user id: ProfileState}."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, wal: bool = False) -> None:
+        """Open (or create) the store. `wal=True` switches the file to SQLite's write-ahead log with
+        ``synchronous=FULL`` and a busy timeout: what a long-running writer with concurrent readers (the
+        HTTP service) needs, where an acknowledged commit must survive ``kill -9`` and a reader must not
+        fail while a batch commits. The mode is persistent, and CLI runs on the same file keep working."""
         self.path = Path(path)
         try:
-            self._conn = sqlite3.connect(str(self.path), isolation_level=None)
+            self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=not wal)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open profile store: {exc}") from None
         try:
             self._init_schema()
+            if wal:
+                self._conn.execute("PRAGMA busy_timeout = 10000")
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = FULL")
         except BaseException:
             self._conn.close()
             raise
@@ -314,7 +321,3 @@ class ProfileStore:
                 conn.execute("ROLLBACK")
             raise
         return True
-
-    def export_meta_json(self) -> str:
-        """Meta as JSON, for `emotag info`-style reporting."""
-        return json.dumps(self.meta, ensure_ascii=False, sort_keys=True)

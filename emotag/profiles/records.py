@@ -1,0 +1,154 @@
+"""Scored records as the profile fold reads them: which fields count, how lenient each one is, and why a
+record is refused.
+
+Kept apart from `state` (the decayed sums and their maths) because it changes for other reasons: a new
+input layout (flat `emotions.<label>` columns from a spreadsheet, a CSV's "yes"/"no" `resolved`) touches
+only this module, and a state change never has to re-read input rules. `extract` is the one gate: nothing
+but the values it returns reaches a ProfileState, which is why raw text never can.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from emotag.labels import EMOTION_POLARITY, EMOTIONS, POLARITY
+from emotag.profiles.timeutil import TimeParseError, format_time, parse_time
+
+_EARLIEST, _LATEST = 0.0, 7258118400.0  # 1970-01-01 .. 2200-01-01 UTC: record times outside are unit mix-ups
+#: |polarity_score| below this counts as neutral when a record carries no `polarity` label.
+NEUTRAL_BAND = 0.1
+
+CHANNELS: tuple[str, ...] = ("review", "social", "support", "other")
+_CHANNEL_INDEX = {c: i for i, c in enumerate(CHANNELS)}
+_EMOTION_INDEX = {e: i for i, e in enumerate(EMOTIONS)}
+_POLARITY_INDEX = {p: i for i, p in enumerate(POLARITY)}
+_NE = len(EMOTIONS)
+_NEG_EMOTIONS = frozenset(e for e, p in EMOTION_POLARITY.items() if p == "negative")
+SUPPORT = _CHANNEL_INDEX["support"]
+_FALSE_STRINGS = frozenset({"false", "0", "no", "n", "f"})
+_TRUE_STRINGS = frozenset({"true", "1", "yes", "y", "t"})
+
+
+class RecordError(ValueError):
+    """A record that is not skippable (no `error`) but cannot be folded; message names the problem."""
+
+
+def _as_float(value: object, field: str) -> float:
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise RecordError(f"field {field!r} is not a number: {value!r}") from None
+    if f != f or f in (math.inf, -math.inf):
+        raise RecordError(f"field {field!r} is not finite: {value!r}")
+    return f
+
+
+def _as_bool(value: object) -> bool | None:
+    """Parse `resolved` leniently (CSV gives strings); None when unknown."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        if value != value:  # NaN from pandas
+            return None
+        return bool(value)
+    if isinstance(value, str):
+        s = value.strip().lower()
+        if s in _TRUE_STRINGS:
+            return True
+        if s in _FALSE_STRINGS:
+            return False
+    return None
+
+
+def _emotion_vector(record: Mapping[str, Any]) -> list[float]:
+    em = record.get("emotions")
+    if isinstance(em, str):
+        try:
+            em = json.loads(em)
+        except ValueError:
+            raise RecordError(f"field 'emotions' is not a JSON object: {em[:60]!r}") from None
+    if isinstance(em, Mapping):
+        get = em.get
+        try:
+            vec = [float(get(lab, 0.0) or 0.0) for lab in EMOTIONS]
+        except (TypeError, ValueError):
+            raise RecordError(f"field 'emotions' holds a non-number: {dict(em)!r}") from None
+    elif em is None:
+        # Flat columns ("emotions.anger") as written by table exporters, else a one-hot of `emotion`.
+        if "emotions.neutral" in record:
+            vec = [
+                _as_float(record.get("emotions." + lab, 0.0) or 0.0, "emotions." + lab) for lab in EMOTIONS
+            ]
+        else:
+            top = record.get("emotion")
+            if top not in _EMOTION_INDEX:
+                raise RecordError("record has neither 'emotions' probabilities nor a known 'emotion'")
+            vec = [0.0] * _NE
+            vec[_EMOTION_INDEX[top]] = 1.0  # type: ignore[index]
+            return vec
+    else:
+        raise RecordError(f"field 'emotions' must be an object of probabilities, got {type(em).__name__}")
+    if min(vec) < -1e-6:  # inf and NaN are caught by the sum check below
+        raise RecordError(f"'emotions' probabilities must be finite and >= 0, got {vec!r}")
+    s = vec[0] + vec[1] + vec[2] + vec[3] + vec[4] + vec[5] + vec[6] + vec[7]
+    if not (s > 0.0) or s == math.inf:
+        raise RecordError(f"'emotions' probabilities must be finite and sum to 1, got sum {s!r}")
+    if abs(s - 1.0) > 1e-6:
+        # Rounded exports (e.g. 4 decimals in CSV) drift from 1; renormalise rather than bias the mean.
+        inv = 1.0 / s
+        vec = [v * inv for v in vec]
+    return vec
+
+
+#: What `extract` returns and `ProfileState.add` takes:
+#: (t, y, emotions, top_idx, pol_idx, intensity_or_None, channel_idx, unresolved_negative, product).
+Extracted = tuple[float, float, list[float], int, int, float | None, int, bool, str | None]
+
+
+def extract(record: Mapping[str, Any], time_col: str = "time") -> Extracted:
+    """Pull the values the fold needs out of one record, validating them.
+
+    Returns ``(t, y, emotions, top_idx, pol_idx, intensity_or_None, channel_idx, unresolved_neg, product)``.
+    Any raw ``text`` field is ignored by construction: nothing but these values reaches the state.
+    """
+    try:
+        t = parse_time(record.get(time_col))
+    except TimeParseError as exc:
+        raise RecordError(f"field {time_col!r}: {exc}") from None
+    if not (_EARLIEST <= t <= _LATEST):  # a unit mix-up; stored, it would break every later export
+        raise RecordError(f"field {time_col!r}: {format_time(t) if -1e11 < t < 2.5e11 else t!r} is not a "
+                          "plausible record time (1970-2199)")
+    ys = record.get("polarity_score")
+    y = ys if type(ys) is float else _as_float(ys, "polarity_score")
+    if y != y or not (-1.000001 <= y <= 1.000001):
+        raise RecordError(f"field 'polarity_score' must be in [-1, 1], got {ys!r}")
+    vec = _emotion_vector(record)
+    top = _EMOTION_INDEX.get(record.get("emotion"))  # type: ignore[arg-type]
+    if top is None:
+        top = max(range(_NE), key=vec.__getitem__)
+    pol = _POLARITY_INDEX.get(record.get("polarity"))  # type: ignore[arg-type]
+    if pol is None:
+        pol = 0 if y < -NEUTRAL_BAND else (2 if y > NEUTRAL_BAND else 1)
+    inten = record.get("intensity")
+    if inten is not None:
+        if type(inten) is not float:
+            inten = None if inten == "" else _as_float(inten, "intensity")
+        elif inten != inten:  # NaN: a missing cell in a pandas-written table
+            inten = None
+        if inten is not None and not (-1e-6 <= inten <= 1.000001):  # also rejects inf
+            raise RecordError(f"field 'intensity' must be in [0, 1], got {record.get('intensity')!r}")
+    ch = record.get("channel")
+    chi = _CHANNEL_INDEX.get(ch, 3) if isinstance(ch, str) else 3
+    flag = False
+    if chi == SUPPORT and _as_bool(record.get("resolved")) is False:
+        flag = y < 0.0 or record.get("end_emotion") in _NEG_EMOTIONS
+    prod = record.get("product")
+    if prod is not None:
+        if isinstance(prod, float):
+            prod = None if prod != prod else (str(int(prod)) if prod.is_integer() else str(prod))
+        else:
+            prod = str(prod).strip() or None
+    return t, y, vec, top, pol, inten, chi, flag, prod
