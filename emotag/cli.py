@@ -59,11 +59,31 @@ def _user_errors(fn):
         except sqlite3.OperationalError as e:  # e.g. a profile store another process holds
             _fail(f"profile store: {e}")
         except ValueError as e:  # emotag raises ValueError with a one-line message for bad settings/data
-            if not str(e):
+            if not str(e) or not _raised_on_purpose(e):
+                typer.echo("emotag: internal error (a bug, not your input): please report it with the "
+                           "traceback below", err=True)
                 raise
             _fail(str(e).splitlines()[0])
 
     return wrapper
+
+
+def _raised_on_purpose(e: BaseException) -> bool:
+    """Whether emotag's own code raised this error with a `raise` statement, i.e. a message written for the
+    user. A ValueError out of numpy, json or int() (the innermost frame is not emotag's `raise`) is a bug,
+    and a tidy one-line message would hide it."""
+    import linecache
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    if not frames:
+        return False
+    last = frames[-1]
+    package = os.path.dirname(os.path.abspath(__file__))
+    if not os.path.abspath(last.filename).startswith(package + os.sep):
+        return False
+    line = (last.line or linecache.getline(last.filename, last.lineno or 0)).lstrip()
+    return line.startswith("raise ")
 
 
 def _tagger(model: str | None, backend: str, threads: int | None):
@@ -79,8 +99,8 @@ def _interactive() -> bool:
 @app.command()
 @_user_errors
 def score(
-    input: Annotated[str, typer.Argument(help="csv, tsv, jsonl, json, parquet, xlsx, or - for stdin (JSONL)")],
-    output: Annotated[str, typer.Option("--output", "-o", help="output file (format by extension), - = stdout")] = "-",
+    input: Annotated[str, typer.Argument(metavar="INPUT", help="csv, tsv, jsonl, json, parquet, xlsx or txt (one text per line); - reads stdin (JSON Lines, or one text per line)")],
+    output: Annotated[str, typer.Option("--output", "-o", help="output file (format by extension; never the input), - = stdout")] = "-",
     text_col: Annotated[str, typer.Option("--text-col", help="column holding the text")] = "text",
     id_col: Annotated[Optional[str], typer.Option("--id-col", help="id column (default: 'id' if present)")] = None,  # noqa: UP045
     keep: Annotated[str, typer.Option("--keep", help="comma-separated input columns to copy to the output (as input.NAME where NAME is a score field)")] = "",
@@ -88,25 +108,43 @@ def score(
     backend: BackendOpt = "onnx",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     threads: ThreadsOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue a killed run from its partial output")] = False,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue a killed or interrupted run from OUTPUT.partial (same input, options and model only)")] = False,
     preview: Annotated[int, typer.Option("--preview", help="print a table of the first N results")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="no progress bar and no closing summary")] = False,
 ) -> None:
-    """Score texts: one output record per input row, in input order (SPEC §2)."""
-    from emotag.io import count_rows
+    """Score texts: one output record per input row, in input order.
+
+    Each record has id, emotion, emotions (a probability per emotion), polarity, polarity_score (-1..1),
+    intensity (0..1) and error (set, with the scores empty, for a row that cannot be scored).
+    """
+    from emotag.io import InputError, count_rows
     from emotag.scoring import score_file
 
     keep_cols = tuple(c.strip() for c in keep.split(",") if c.strip())
     tagger = _tagger(model, backend, threads)
     show = _interactive() and not quiet and output != "-"
     total = count_rows(input) if show else None
-    with _progress_bar(show, total) as advance:
-        summary = score_file(tagger, input, output, text_col=text_col, id_col=id_col, keep=keep_cols,
-                             batch_size=batch_size, resume=resume, progress=advance)
+    try:
+        with _progress_bar(show, total) as advance:
+            summary = score_file(tagger, input, output, text_col=text_col, id_col=id_col, keep=keep_cols,
+                                 batch_size=batch_size, resume=resume, progress=advance)
+    except KeyboardInterrupt:
+        if output != "-":
+            typer.echo(f"emotag: interrupted; the rows scored so far are in {output}.partial: run the same "
+                       "command with --resume to continue", err=True)
+        raise typer.Exit(130) from None
+    except InputError as e:
+        if e.problem.startswith("column 'text' is missing") and "text" in keep_cols and text_col != "text":
+            raise UserError(f"{e}; the text column is '{text_col}': keep it as --keep {text_col} "
+                            f"(and read it with report --text-col {text_col})") from None
+        raise
     if not quiet and output != "-":
-        typer.echo(f"scored {summary.rows} rows ({summary.errors} with errors"
+        lines = f" from {summary.lines} lines" if summary.lines is not None else ""
+        typer.echo(f"scored {summary.rows} rows{lines} ({summary.errors} with errors"
                    f"{f', {summary.skipped} resumed' if summary.skipped else ''}) in {summary.seconds:.1f}s "
                    f"({summary.rate:.0f} rows/s) -> {output}", err=True)
+        if summary.mix():
+            typer.echo(f"  {summary.mix()}", err=True)
     if preview and output != "-":
         _preview(input, output, text_col, preview)
 
@@ -114,20 +152,40 @@ def score(
 @app.command("score-dialogues")
 @_user_errors
 def score_dialogues(
-    input: Annotated[str, typer.Argument(help="conversations JSONL (or a flat turn table)")],
-    output: Annotated[str, typer.Option("--output", "-o")] = "-",
+    input: Annotated[str, typer.Argument(metavar="INPUT", help="conversations: JSON Lines {id, user_id, turns: [{speaker, text, time}]}, or a flat table with conversation_id, speaker, text, time columns")],
+    output: Annotated[str, typer.Option("--output", "-o", help="output file (format by extension; never the input), - = stdout")] = "-",
+    customer: Annotated[str, typer.Option("--customer", help="speaker names that are the customer, e.g. 于春晓,顾客 (default: the speaker 'customer')")] = "",
+    agent: Annotated[str, typer.Option("--agent", help="speaker names that are agents; every other speaker is then the customer")] = "",
     model: ModelOpt = None,
     backend: BackendOpt = "onnx",
     threads: ThreadsOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="no closing summary")] = False,
 ) -> None:
-    """Score support conversations: per-turn results, satisfaction, start/end emotion, resolved (SPEC §3)."""
-    from emotag.scoring import score_dialogues_file
+    """Score support conversations: the customer's turns, satisfaction (-2..2), start/end emotion, resolved.
 
-    summary = score_dialogues_file(_tagger(model, backend, threads), input, output, batch_size=batch_size)
+    Outcomes are read from the customer's turns: by default those whose speaker is 'customer' (any case).
+    For transcripts that name their speakers, say who the customer is (--customer) or who the agents are
+    (--agent). A run in which every conversation fails for one reason exits 1 with that reason.
+    """
+    from emotag.dialogues import Speakers
+    from emotag.scoring import every_row_failed, score_dialogues_file
+
+    speakers = Speakers.from_names(customer.split(","), agent.split(","))
+    summary = score_dialogues_file(_tagger(model, backend, threads), input, output, batch_size=batch_size,
+                                   speakers=speakers)
     if not quiet and output != "-":
         typer.echo(f"scored {summary.rows} conversations ({summary.errors} with errors) -> {output}", err=True)
+        if summary.mix():
+            typer.echo(f"  {summary.mix(emotions='end emotions')}", err=True)
+    reason = every_row_failed(summary)
+    if reason is not None:
+        hint = ""
+        if reason == "no scorable customer turn" and summary.speakers:
+            names = ", ".join(n for n, _ in summary.speakers.most_common(6))
+            hint = (f"; the speakers are {names}: name the customer with --customer NAME[,NAME] "
+                    "or the agents with --agent NAME[,NAME]")
+        raise UserError(f"{input}: every conversation failed: {reason}{hint}")
 
 
 @app.command()
@@ -192,14 +250,21 @@ def report(
     output: Annotated[str, typer.Option("--output", "-o", help="HTML file to write")] = "report.html",
     profiles: Annotated[Optional[str], typer.Option("--profiles", help="SQLite profile store for tag counts (default: computed from SCORED)")] = None,  # noqa: UP045
     title: Annotated[Optional[str], typer.Option("--title", help="page title")] = None,  # noqa: UP045
+    text_col: Annotated[str, typer.Option("--text-col", help="the kept text column, for the 'reasons in their words' section (score --keep NAME)")] = "text",
 ) -> None:
     """Write a self-contained HTML report: emotions, polarity over time, products, reasons, support, tags."""
     from emotag.report import ReportError, build_report
 
     if "-" in scored:
         raise UserError("emotag report reads files, not stdin: pass the scored file paths")
+    from emotag.io import same_file
+
+    for src in scored:
+        if same_file(src, output):
+            raise UserError(f"{output}: is the input file {src}; writing there would replace it: choose another "
+                            "output file")
     try:
-        path = build_report(scored, output, profiles_db=profiles, title=title)
+        path = build_report(scored, output, profiles_db=profiles, title=title, text_col=text_col)
     except ReportError as e:
         raise UserError(str(e)) from None
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)", err=True)

@@ -24,6 +24,44 @@ from emotag.text.normalize import normalize
 CUSTOMER = "customer"
 
 
+@dataclass(frozen=True)
+class Speakers:
+    """Which turns are the customer's: outcomes are read from those turns only.
+
+    By default a turn whose `speaker` is `customer` (any case). Transcripts that name their speakers (a TV
+    script, a CPED export, a chat log with nicknames) say who is who: `customer` lists the customer's names,
+    or `agent` lists the agents' names and every other named speaker is the customer. Names match exactly,
+    ignoring case and surrounding spaces.
+    """
+
+    customer: frozenset[str] = frozenset({CUSTOMER})
+    agent: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_names(cls, customer: Iterable[str] = (), agent: Iterable[str] = ()) -> Speakers:
+        """From the CLI's comma-separated lists; both empty means the default."""
+        cust = frozenset(_speaker_key(n) for n in customer if _speaker_key(n))
+        ag = frozenset(_speaker_key(n) for n in agent if _speaker_key(n))
+        both = sorted(cust & ag)
+        if both:
+            raise ValueError(f"speaker {both[0]!r} is named as both customer and agent")
+        if not cust and not ag:
+            return cls()
+        return cls(customer=cust, agent=ag)
+
+    def is_customer(self, speaker: Any) -> bool:
+        key = _speaker_key(speaker)
+        if not key:
+            return False
+        if self.customer:
+            return key in self.customer
+        return key not in self.agent
+
+
+def _speaker_key(name: Any) -> str:
+    return "" if name is None else str(name).strip().casefold()
+
+
 @dataclass
 class Conversation:
     id: str | int
@@ -150,9 +188,10 @@ def satisfaction_features(results: list[Result], grams: np.ndarray | None = None
 
 
 def score_conversations(
-    tagger: Tagger, conversations: Iterable[Conversation], batch_size: int = 64
+    tagger: Tagger, conversations: Iterable[Conversation], batch_size: int = 64, speakers: Speakers | None = None
 ) -> Iterator[dict[str, Any]]:
-    """One output record per conversation, in input order."""
+    """One output record per conversation, in input order; `speakers` says which turns are the customer's."""
+    speakers = speakers or Speakers()
     cfg = tagger.config.dialogue
     lexicon = load_dialogue_lexicon(tagger)
     for conv in conversations:
@@ -162,7 +201,7 @@ def score_conversations(
                    "resolved": None, "error": conv.error}
             continue
         # a turn's id (SPEC §2): its own `id` field, else its 0-based position among all the turns
-        cust_at = [j for j, t in enumerate(conv.turns) if str(t.get("speaker", "")).lower() == CUSTOMER]
+        cust_at = [j for j, t in enumerate(conv.turns) if speakers.is_customer(t.get("speaker"))]
         cust = [conv.turns[j] for j in cust_at]
         results = list(tagger.tag_many([t.get("text") for t in cust], batch_size=batch_size,
                                        ids=[t.get("id", j) for j, t in zip(cust_at, cust, strict=True)]))

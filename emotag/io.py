@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as _dt
+import hashlib
 import io
 import json
 import math
@@ -39,11 +40,13 @@ __all__ = [
     "FORMATS",
     "InputError",
     "InputRow",
+    "ReadStats",
     "RecordWriter",
     "count_rows",
     "detect_format",
     "read_records",
     "read_rows",
+    "same_file",
 ]
 
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "json", "parquet", "xlsx")
@@ -110,6 +113,15 @@ class InputRow:
     text: str | None  # None when the row has no usable text (error says why)
     extra: dict[str, Any]  # the requested extra (--keep) columns
     error: str | None = None  # per-row problem, e.g. "text is empty"
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """What a reader consumed, for the end-of-run summary: `lines` counts the physical lines of a text
+    input (header and blank lines included) and stays None for parquet/xlsx. A summary that says "1,000
+    rows from 1,001 lines" makes a reader that merged rows visible instead of silent."""
+
+    lines: int | None = None
 
 
 class _Spec(NamedTuple):
@@ -395,12 +407,14 @@ def read_rows(
     keep: Sequence[str] = (),
     fmt: str | None = None,
     skip: int = 0,
+    stats: ReadStats | None = None,
 ) -> Iterator[InputRow]:
     """Stream the data rows of an input file, in order, in bounded memory.
 
     The header (or first JSON record) is checked before this function returns, so a wrong column name fails
     before any output exists. Rows that cannot be scored come back with `error` set instead of raising,
     so a run over a million rows is not lost to one malformed line. `skip` drops the first rows (resume).
+    `stats`, if given, is kept up to date with the physical lines read (text formats).
     """
     resolved = _resolve_format(path, fmt)
     if skip < 0:
@@ -408,10 +422,11 @@ def read_rows(
     if isinstance(keep, str):
         keep = [keep]
     spec = _Spec(text_col, id_col, tuple(dict.fromkeys(keep)))
+    stats = stats if stats is not None else ReadStats()
     if resolved in ("csv", "tsv"):
-        gen = _rows_delimited(path, spec, skip, "," if resolved == "csv" else "\t")
+        gen = _rows_delimited(path, spec, skip, "," if resolved == "csv" else "\t", stats)
     elif resolved in ("jsonl", "json"):
-        gen = _rows_json(path, spec, skip, resolved)
+        gen = _rows_json(path, spec, skip, resolved, stats)
     elif resolved == "parquet":
         gen = _rows_parquet(path, spec, skip)
     else:
@@ -422,11 +437,14 @@ def read_rows(
 
 
 class _LineTap:
-    """The physical lines a csv reader consumed for its last record (to undo a runaway quote)."""
+    """The physical lines a csv reader consumed for its last record (to undo a runaway quote), and how
+    many lines were read in all (into `stats.lines`)."""
 
-    def __init__(self, lines: Iterator[str]) -> None:
+    def __init__(self, lines: Iterator[str], stats: ReadStats | None = None) -> None:
         self._lines = lines
         self.taken: list[str] = []
+        self.stats = stats if stats is not None else ReadStats()
+        self.stats.lines = 0
 
     def __iter__(self) -> _LineTap:
         return self
@@ -434,6 +452,7 @@ class _LineTap:
     def __next__(self) -> str:
         line = next(self._lines)
         self.taken.append(line)
+        self.stats.lines += 1  # type: ignore[operator]  # set to 0 above
         return line
 
 
@@ -450,20 +469,37 @@ def _split_tsv_line(line: str) -> list[str]:
     return out
 
 
-def _runaway_quote(record: list[str], physical_lines: int) -> bool:
-    """A TSV record whose quoted field swallowed later lines: a tab and a line break inside one field.
+def _split_csv_line(line: str, width: int) -> list[str]:
+    """One physical CSV line of a runaway record as its own row: read with quoting unless that does not
+    give the header's `width` fields (the line holding the stray quote), then with the quote as a letter."""
+    quoted = next(csv.reader([line.rstrip("\r\n")]), [])
+    if len(quoted) == width:
+        return quoted
+    literal = next(csv.reader([line.rstrip("\r\n")], quoting=csv.QUOTE_NONE), [])
+    return literal if len(literal) == width else quoted
 
-    Chinese text often holds a stray " (一个"好评); csv quoting then reads on through the following rows
-    until the next quote, silently merging them. A real multi-line TSV cell with a tab in it is rarer
-    by far than that, so such a record is split back into its lines, one row each.
+
+def _runaway_quote(record: list[str], lines: list[str], delimiter: str, width: int) -> bool:
+    """A record whose quoted field swallowed later rows: a delimiter and a line break inside one field.
+
+    Chinese text often holds a stray " ("好评 at the start of a cell); csv quoting then reads on through
+    the following rows until the next quote (or the end of the file), silently merging them into one text.
+    A real multi-line TSV cell with a tab in it is rarer by far than that. A real multi-line CSV cell may
+    hold a comma, so a CSV record also needs one of its later lines to read, on its own, as a whole row
+    (the header's number of fields). Such a record is split back into its lines, one row each.
     """
-    return physical_lines > 1 and any("\t" in f and ("\n" in f or "\r" in f) for f in record)
+    if len(lines) < 2 or not any(delimiter in f and ("\n" in f or "\r" in f) for f in record):
+        return False
+    if delimiter == "\t":
+        return True
+    return any(len(next(csv.reader([line.rstrip("\r\n")]), [])) == width for line in lines[1:] if line.strip())
 
 
-def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str) -> Iterator[Any]:
+def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str, stats: ReadStats) -> Iterator[Any]:
     fb, lines, encoding, problems = _open_lines(path)
     kind = "CSV" if delimiter == "," else "TSV"
-    tap = _LineTap(lines)
+    tap = _LineTap(lines, stats)
+    width = 0  # fields in the header, once read
     pending: deque[list[str]] = deque()  # records recovered from a runaway quote, not yet returned
     with fb:
         reader = csv.reader(tap, delimiter=delimiter)
@@ -479,8 +515,9 @@ def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str) -> Iterat
                 raise InputError(path, f"malformed {kind}: {e}", row) from None
             except UnicodeDecodeError as e:
                 raise InputError(path, f"not valid {encoding} text ({e.reason})", row) from None
-            if rec is not None and delimiter == "\t" and _runaway_quote(rec, len(tap.taken)):
-                pending.extend(_split_tsv_line(line) for line in tap.taken if line.strip("\r\n"))
+            if rec is not None and (width or delimiter == "\t") and _runaway_quote(rec, tap.taken, delimiter, width):
+                split = _split_tsv_line if delimiter == "\t" else lambda line: _split_csv_line(line, width)
+                pending.extend(split(line) for line in tap.taken if line.strip("\r\n"))
                 return pending.popleft() if pending else rec
             return rec
 
@@ -495,7 +532,7 @@ def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str) -> Iterat
         if names:
             names[0] = names[0].lstrip("\ufeff")
         text_i, id_i, keep_i = _header_indices(path, names, spec)
-        n = len(names)
+        n = width = len(names)
         problems.clear()
         yield _READY
 
@@ -532,7 +569,16 @@ def _json_error(e: ValueError) -> str:
     return f"invalid JSON: {e}"
 
 
-def _json_items(path: str, fmt: str) -> Iterator[tuple[Any, str | None, str | None]]:
+def _counted(lines: Iterable[str], stats: ReadStats) -> Iterator[str]:
+    stats.lines = 0
+    for line in lines:
+        stats.lines += 1
+        yield line
+
+
+def _json_items(
+    path: str, fmt: str, stats: ReadStats | None = None
+) -> Iterator[tuple[Any, str | None, str | None]]:
     """(value, parse error, encoding with undecodable bytes) per JSONL line or JSON array element.
 
     A `.json` file may hold a JSON array, a single (pretty-printed) object, or JSON Lines; the first
@@ -547,6 +593,8 @@ def _json_items(path: str, fmt: str) -> Iterator[tuple[Any, str | None, str | No
     else:
         fb, lines, encoding, problems = _open_lines(path)
         closer = fb
+    if stats is not None:
+        lines = _counted(lines, stats)
     try:
         if fmt == "json":
             first = next((line for line in lines if line.strip()), None)
@@ -602,8 +650,8 @@ def _parses(line: str) -> bool:
     return True
 
 
-def _rows_json(path: str, spec: _Spec, skip: int, fmt: str) -> Iterator[Any]:
-    items = _json_items(path, fmt)
+def _rows_json(path: str, spec: _Spec, skip: int, fmt: str, stats: ReadStats) -> Iterator[Any]:
+    items = _json_items(path, fmt, stats)
     try:
         # The leading objects stand in for a header: a column none of them has is a wrong name, refused before
         # anything is yielded. Exporters that drop null fields (Spark's default) leave a key out of some
@@ -1288,7 +1336,8 @@ class RecordWriter:
     """
 
     def __init__(self, path: str, fmt: str | None = None, resume: bool = False,
-                 template: Mapping[str, Any] | None = None) -> None:
+                 template: Mapping[str, Any] | None = None, inputs: Sequence[str] = (),
+                 settings: Mapping[str, Any] | None = None) -> None:
         self.path = path
         self.fmt = _resolve_format(path, fmt)
         self.rows_done = 0
@@ -1316,10 +1365,14 @@ class RecordWriter:
         if parent and not os.path.isdir(parent):
             raise InputError(path, f"cannot write: directory '{parent}' does not exist")
         self.partial_path = partial = path + ".partial"
+        _refuse_overwriting_inputs(path, partial, inputs)
         delimited = self.fmt in ("csv", "tsv")
         delimiter = "," if self.fmt == "csv" else "\t"
         header: list[str] | None = None
         resuming = resume and os.path.exists(partial)
+        origin = _origin(inputs, settings)
+        if resuming:
+            _check_resume_origin(partial, origin, strict=bool(inputs))
         if self.fmt in ("parquet", "xlsx"):
             self._layout = _Layout(track_types=self.fmt == "parquet")
         try:
@@ -1338,6 +1391,8 @@ class RecordWriter:
                 self._csv = csv.writer(self._text, delimiter=delimiter, lineterminator="\n")
             else:
                 self._bin = open(partial, "ab" if resuming else "wb")  # noqa: SIM115
+            if not resuming:
+                _write_origin(partial, origin)
         except OSError as e:
             raise InputError(path, f"cannot write {partial}: {e.strerror or e}") from None
         if delimited:
@@ -1449,6 +1504,8 @@ class RecordWriter:
                     os.remove(tmp)
                 raise
             os.remove(self.partial_path)
+        if os.path.exists(self.partial_path + _ORIGIN_SUFFIX):
+            os.remove(self.partial_path + _ORIGIN_SUFFIX)
         _fsync_dir(self.path)
 
     def abort(self) -> None:
@@ -1480,6 +1537,91 @@ class RecordWriter:
             self.close()
         else:
             self.abort()
+
+
+# ------------------------------------------------------------------------------------- output safety
+
+_ORIGIN_SUFFIX = ".meta"  # OUT.partial.meta: what a partial output belongs to
+_HEAD_HASH_BYTES = 1 << 20
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (through a symlink, a hard link or `./`); False if either is absent."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _refuse_overwriting_inputs(path: str, partial: str, inputs: Sequence[str]) -> None:
+    """An output (or the partial a resume appends to) that is one of the inputs would destroy it."""
+    for src in inputs:
+        if src == "-":
+            continue
+        for target in (path, partial):
+            if same_file(src, target):
+                raise InputError(target, f"is the input file {src}; writing there would replace the input "
+                                         "with the scores: choose another output file")
+
+
+def _input_identity(path: str) -> dict[str, Any]:
+    """Path, size and a hash of the first MiB: enough to tell a resumed run's input from another file."""
+    if path == "-":
+        return {"path": "-"}
+    with _open_binary(path) as f:
+        head = hashlib.sha256(f.read(_HEAD_HASH_BYTES)).hexdigest()
+        size = os.fstat(f.fileno()).st_size
+    return {"path": os.path.abspath(path), "size": size, "head_sha256": head}
+
+
+def _origin(inputs: Sequence[str], settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {"inputs": [_input_identity(p) for p in inputs],
+            "settings": json.loads(_dumps(dict(settings or {})))}
+
+
+def _write_origin(partial: str, origin: Mapping[str, Any]) -> None:
+    with open(partial + _ORIGIN_SUFFIX, "w", encoding="utf-8") as f:
+        f.write(_dumps(origin) + "\n")
+
+
+def _check_resume_origin(partial: str, origin: Mapping[str, Any], strict: bool) -> None:
+    """Refuse to splice a partial written for another input or other options into this run's output.
+
+    `strict`: a partial without a record of its origin (older emotag, copied by hand) is refused too.
+    """
+    fix = "delete it to start over, or resume with the input and options it was started with"
+    try:
+        with open(partial + _ORIGIN_SUFFIX, encoding="utf-8") as f:
+            old = json.loads(f.read())
+    except FileNotFoundError:
+        if strict:
+            raise InputError(partial, f"cannot resume: no record of the input it was written from; {fix}") from None
+        return
+    except (OSError, ValueError) as e:
+        raise InputError(partial, f"cannot resume: its record {partial}{_ORIGIN_SUFFIX} is unreadable ({e}); "
+                                  f"{fix}") from None
+    why = _origin_mismatch(old, origin)
+    if why:
+        raise InputError(partial, f"cannot resume: {why}; {fix}")
+
+
+def _origin_mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """Why a partial's recorded origin is not this run's, in words, or None when they match."""
+    olds, news = old.get("inputs", []), new.get("inputs", [])
+    if len(olds) != len(news):
+        return f"it was written from {len(olds)} input files, not {len(news)}"
+    for o, n in zip(olds, news, strict=True):
+        if o.get("path") != n.get("path"):
+            return f"it was written from {o.get('path')}, not {n.get('path')}"
+        if o.get("size") != n.get("size"):
+            return f"its input had {o.get('size')} bytes, {n.get('path')} has {n.get('size')} now"
+        if o.get("head_sha256") != n.get("head_sha256"):
+            return f"{n.get('path')} has changed since the partial was written"
+    old_set, new_set = old.get("settings", {}), new.get("settings", {})
+    for key in dict.fromkeys([*old_set, *new_set]):
+        if old_set.get(key) != new_set.get(key):
+            return f"it was written with {key} {old_set.get(key)!r}, not {new_set.get(key)!r}"
+    return None
 
 
 # --------------------------------------------------------------------------------------- spool conversion

@@ -8,13 +8,13 @@ end. With `resume=True` a killed run continues from the rows already in the part
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from emotag.dialogues import conversations_from_records, score_conversations
-from emotag.io import InputRow, RecordWriter, read_conversation_records, read_rows
+from emotag.dialogues import Conversation, Speakers, conversations_from_records, score_conversations
+from emotag.io import InputRow, ReadStats, RecordWriter, read_conversation_records, read_rows
 from emotag.tagger import Tagger
 
 OUTPUT_FIELDS = ("id", "emotion", "emotions", "polarity", "polarity_score", "intensity", "error")
@@ -30,14 +30,47 @@ def kept_name(column: str) -> str:
 
 @dataclass
 class ScoreSummary:
+    """What a run did, for its closing line: counts, speed, the label mix and why rows failed."""
+
     rows: int
     errors: int
     skipped: int
     seconds: float
+    lines: int | None = None  # physical input lines read (text formats): a merged-rows reader shows here
+    emotions: Counter[str] = field(default_factory=Counter)
+    polarities: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)  # error message -> rows
+    speakers: Counter[str] = field(default_factory=Counter)  # conversations: speaker name -> turns
 
     @property
     def rate(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def count(self, rec: dict[str, Any], emotion_key: str = "emotion") -> None:
+        """Add one written record to the tallies."""
+        self.rows += 1
+        if rec.get("error") is not None:
+            self.errors += 1
+            self.reasons[str(rec["error"])] += 1
+        if rec.get(emotion_key) is not None:
+            self.emotions[rec[emotion_key]] += 1
+        if rec.get("polarity") is not None:
+            self.polarities[rec["polarity"]] += 1
+
+    def mix(self, top: int = 3, emotions: str = "emotions") -> str:
+        """'emotions: like 41%, ...; polarity: ...; errors: text is empty (3), ...' (empty parts left out)."""
+        def shares(c: Counter[str]) -> str:
+            total = sum(c.values())
+            return ", ".join(f"{k} {v / total:.0%}" for k, v in c.most_common())
+
+        parts = []
+        if self.emotions:
+            parts.append(f"{emotions}: {shares(self.emotions)}")
+        if self.polarities:
+            parts.append(f"polarity: {shares(self.polarities)}")
+        if self.reasons:
+            parts.append("errors: " + ", ".join(f"{k} ({v})" for k, v in self.reasons.most_common(top)))
+        return "; ".join(parts)
 
 
 def score_file(
@@ -52,16 +85,23 @@ def score_file(
     progress: Callable[[int], None] | None = None,
     chunk_rows: int = 2048,
 ) -> ScoreSummary:
-    """Score INPUT into OUTPUT (formats by extension, '-' = stdin/stdout JSONL)."""
+    """Score INPUT into OUTPUT (formats by extension, '-' = stdin/stdout JSONL).
+
+    OUTPUT may not be INPUT (under any name), and a resumed partial must have been started from the same
+    input with the same options and model: both are refused with an `InputError`.
+    """
     t0 = time.perf_counter()
-    rows = errors = 0
+    summary = ScoreSummary(0, 0, 0, 0.0)
+    stats = ReadStats()
     names = {c: kept_name(c) for c in keep}
     # the columns of a scored record, known before the first one: csv/tsv headers never depend on the data
     template = dict.fromkeys(OUTPUT_FIELDS, "") | {"emotions": dict.fromkeys(tagger.emotion_labels, 0.0)}
-    with RecordWriter(output_path, resume=resume, template=template) as writer:
-        skipped = writer.rows_done
+    settings = {"--text-col": text_col, "--id-col": id_col, "--keep": list(keep), "model": model_identity(tagger)}
+    with RecordWriter(output_path, resume=resume, template=template, inputs=[input_path],
+                      settings=settings) as writer:
+        summary.skipped = skipped = writer.rows_done
         source: Iterator[InputRow] = read_rows(input_path, text_col=text_col, id_col=id_col, keep=keep,
-                                               skip=skipped)
+                                               skip=skipped, stats=stats)
         # Rows read but not yet written, in input order. One `tag_many` stream scores the readable rows, so
         # reading and writing (this thread) overlap with text preparation and scoring (its worker threads);
         # it pulls rows lazily, so this queue holds at most a few chunks.
@@ -74,15 +114,13 @@ def score_file(
                     yield r.text
 
         def flush_errors() -> None:
-            nonlocal rows, errors
             while waiting and waiting[0].error is not None:
                 r = waiting.popleft()
                 rec = dict.fromkeys(OUTPUT_FIELDS)
                 rec["id"], rec["error"] = r.id, r.error
                 rec.update((names.get(k, k), v) for k, v in r.extra.items())
                 writer.write(rec)
-                rows += 1
-                errors += 1
+                summary.count(rec)
 
         reported = 0
         for result in tagger.tag_many(texts(), batch_size=batch_size, chunk_size=chunk_rows):
@@ -92,26 +130,51 @@ def score_file(
             rec["id"] = r.id
             rec.update((names.get(k, k), v) for k, v in r.extra.items())
             writer.write(rec)
-            rows += 1
-            errors += rec["error"] is not None
-            if progress and rows - reported >= chunk_rows:
-                progress(rows - reported)
-                reported = rows
+            summary.count(rec)
+            if progress and summary.rows - reported >= chunk_rows:
+                progress(summary.rows - reported)
+                reported = summary.rows
         flush_errors()
-        if progress and rows > reported:
-            progress(rows - reported)
-    return ScoreSummary(rows, errors, skipped, time.perf_counter() - t0)
+        if progress and summary.rows > reported:
+            progress(summary.rows - reported)
+    summary.lines = stats.lines
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def model_identity(tagger: Tagger) -> str:
+    """The model as a resumed run must match it: name, version and directory."""
+    cfg = tagger.config
+    return f"{cfg.name} {cfg.version} ({tagger.model_dir})"
 
 
 def score_dialogues_file(
-    tagger: Tagger, input_path: str, output_path: str, batch_size: int = 64
+    tagger: Tagger, input_path: str, output_path: str, batch_size: int = 64, speakers: Speakers | None = None
 ) -> ScoreSummary:
-    """Score a conversations file (SPEC §3) into one record per conversation."""
+    """Score a conversations file (SPEC §3) into one record per conversation.
+
+    The summary tallies the speaker names seen, so a run in which no turn was the customer's can say
+    which names the file uses.
+    """
     t0 = time.perf_counter()
-    rows = errors = 0
-    with RecordWriter(output_path) as writer:
-        for rec in score_conversations(tagger, conversations_from_records(read_conversation_records(input_path)), batch_size):
+    summary = ScoreSummary(0, 0, 0, 0.0)
+
+    def tallied(convs: Iterator[Conversation]) -> Iterator[Conversation]:
+        for conv in convs:
+            summary.speakers.update(str(t.get("speaker")) for t in conv.turns if t.get("speaker") is not None)
+            yield conv
+
+    conversations = tallied(conversations_from_records(read_conversation_records(input_path)))
+    with RecordWriter(output_path, inputs=[input_path]) as writer:
+        for rec in score_conversations(tagger, conversations, batch_size, speakers):
             writer.write(rec)
-            rows += 1
-            errors += rec.get("error") is not None
-    return ScoreSummary(rows, errors, 0, time.perf_counter() - t0)
+            summary.count(rec, emotion_key="end_emotion")
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def every_row_failed(summary: ScoreSummary) -> str | None:
+    """The one reason every output record has `error` set, or None: such a run is a mistake, not data."""
+    if summary.rows and summary.errors == summary.rows and len(summary.reasons) == 1:
+        return next(iter(summary.reasons))
+    return None

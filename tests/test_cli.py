@@ -80,22 +80,44 @@ def test_user_errors_are_one_line_exit_1(tiny_model_dir, tmp_path, args, message
     assert len(err) == 1 and message in err[0], r.stderr
 
 
-def test_resume_continues_partial_output(tiny_model_dir, tmp_path):
+def test_resume_continues_partial_output(tiny_model_dir, tmp_path, monkeypatch):
     src = tmp_path / "in.jsonl"
     with open(src, "w", encoding="utf-8") as f:
         for i in range(50):
             f.write(json.dumps({"id": i, "text": f"第{i}条评论，很好"}, ensure_ascii=False) + "\n")
     out = tmp_path / "out.jsonl"
-    # a killed run leaves 20 complete rows and half a line in the partial file
     full = tmp_path / "full.jsonl"
     assert runner.invoke(app, ["score", str(src), "-o", str(full), "--model", str(tiny_model_dir), "-q"]).exit_code == 0
     lines = full.read_text(encoding="utf-8").splitlines(keepends=True)
-    (tmp_path / "out.jsonl.partial").write_text("".join(lines[:20]) + lines[20][:15], encoding="utf-8")
+    # Ctrl-C after 20 rows: the partial stays and the user is told how to go on
+    _interrupt_after(monkeypatch, 20)
+    res = runner.invoke(app, ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "-q"])
+    assert res.exit_code == 130 and "--resume" in res.output and not out.exists()
+    monkeypatch.undo()
+    partial = tmp_path / "out.jsonl.partial"
+    assert partial.read_text(encoding="utf-8") == "".join(lines[:20])
+    with open(partial, "a", encoding="utf-8") as f:  # a kill -9 can leave half a line too
+        f.write(lines[20][:15])
     res = runner.invoke(app, ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--resume", "-q"])
     assert res.exit_code == 0, res.output
     got = _jsonl(out)
     assert [g["id"] for g in got] == list(range(50))
     assert got == _jsonl(full)
+    assert not list(tmp_path.glob("out.jsonl.partial*"))
+
+
+def _interrupt_after(monkeypatch, rows: int) -> None:
+    """Make the next scoring run stop as Ctrl-C would, after `rows` records were written."""
+    from emotag.io import RecordWriter
+
+    write = RecordWriter.write
+
+    def interrupted(self, record):
+        if self._written >= rows:
+            raise KeyboardInterrupt
+        write(self, record)
+
+    monkeypatch.setattr(RecordWriter, "write", interrupted)
 
 
 def test_score_dialogues(tiny_model_dir, tmp_path):
@@ -358,3 +380,120 @@ def test_profile_store_batches_are_per_file_and_only_when_folded(tiny_model_dir,
     res = runner.invoke(app, args)
     assert res.exit_code == 0 and res.output.count("batch already applied") == 2
     assert evidence() == first
+
+
+# ------------------------------------------------------------------ never lose a row (issue 15)
+
+
+def _score(tiny_model_dir, *args):
+    return runner.invoke(app, ["score", *map(str, args), "--model", str(tiny_model_dir)])
+
+
+def test_output_that_is_the_input_is_refused(tiny_model_dir, tmp_path):
+    """Under any name (the same path, ./, a symlink, a hard link) the input is never overwritten, and a
+    resume never appends to it."""
+    import os
+
+    src = tmp_path / "s.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": "很好吃"}) + "\n" for i in range(5)), encoding="utf-8")
+    before = src.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(src)
+    os.link(src, tmp_path / "hard.jsonl")
+    for out in (src, f"{tmp_path}/./s.jsonl", tmp_path / "link.jsonl", tmp_path / "hard.jsonl"):
+        res = _score(tiny_model_dir, src, "-o", out, "-q")
+        assert res.exit_code == 1 and "is the input file" in res.output, (out, res.output)
+    (tmp_path / "out.jsonl.partial").symlink_to(src)
+    res = _score(tiny_model_dir, src, "-o", tmp_path / "out.jsonl", "--resume", "-q")
+    assert res.exit_code == 1 and "out.jsonl.partial: is the input file" in res.output
+    assert src.read_bytes() == before
+    res = runner.invoke(app, ["report", str(src), "-o", str(tmp_path / "hard.jsonl")])
+    assert res.exit_code == 1 and "is the input file" in res.output and src.read_bytes() == before
+
+
+def test_csv_stray_quote_keeps_every_row(tiny_model_dir, tmp_path):
+    """A cell opening with a stray quote must not swallow the rest of the file into one text; the summary
+    says how many lines were read, and what the texts were."""
+    rows = ["id,text,user_id"] + [f"{i},第{i}条很好吃,u{i}" for i in range(1, 1001)]
+    rows[11] = '11,"好评有点少,u11'
+    src = tmp_path / "q.csv"
+    src.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "q.jsonl"
+    res = _score(tiny_model_dir, src, "-o", out, "--keep", "user_id")
+    assert res.exit_code == 0, res.output
+    got = _jsonl(out)
+    assert [g["id"] for g in got] == [str(i) for i in range(1, 1001)]
+    assert [g["user_id"] for g in got] == [f"u{i}" for i in range(1, 1001)]
+    assert "scored 1000 rows from 1001 lines (0 with errors)" in res.output
+    assert "emotions: " in res.output and "polarity: " in res.output
+
+
+def test_summary_names_the_error_reasons(tiny_model_dir, tmp_path):
+    src = tmp_path / "e.jsonl"
+    src.write_text('{"text": ""}\n{"text": 5}\n{"text": ""}\n{"text": "很好"}\n', encoding="utf-8")
+    res = _score(tiny_model_dir, src, "-o", tmp_path / "e.out.jsonl")
+    assert res.exit_code == 0
+    assert "errors: text is empty (2), text is not a string (got number) (1)" in res.output
+
+
+def test_resume_refuses_a_partial_of_another_input_or_options(tiny_model_dir, tmp_path, monkeypatch):
+    src, other = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": "很好", "shop": "s"}) + "\n" for i in range(30)),
+                   encoding="utf-8")
+    other.write_text("".join(json.dumps({"id": 100 + i, "text": "太难吃了"}) + "\n" for i in range(80)),
+                     encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    _interrupt_after(monkeypatch, 10)
+    assert _score(tiny_model_dir, src, "-o", out, "-q").exit_code == 130
+    monkeypatch.undo()
+    res = _score(tiny_model_dir, other, "-o", out, "--resume", "-q")
+    assert res.exit_code == 1 and "cannot resume: it was written from" in res.output and not out.exists()
+    res = _score(tiny_model_dir, src, "-o", out, "--resume", "--keep", "shop", "-q")
+    assert res.exit_code == 1 and "--keep" in res.output and not out.exists()
+    with open(src, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"id": 30, "text": "又一条"}) + "\n")
+    res = _score(tiny_model_dir, src, "-o", out, "--resume", "-q")
+    assert res.exit_code == 1 and "bytes" in res.output
+    res = _score(tiny_model_dir, other, "-o", out, "-q")  # without --resume, a fresh run replaces the partial
+    assert res.exit_code == 0 and [g["id"] for g in _jsonl(out)] == list(range(100, 180))
+    # a partial nobody recorded (copied by hand, older emotag) is not trusted either
+    (tmp_path / "x.jsonl.partial").write_text(out.read_text(encoding="utf-8")[:300], encoding="utf-8")
+    res = _score(tiny_model_dir, src, "-o", tmp_path / "x.jsonl", "--resume", "-q")
+    assert res.exit_code == 1 and "no record of the input" in res.output
+
+
+def test_keep_of_the_text_column_under_its_own_name_and_report_text_col(tiny_model_dir, tmp_path):
+    src = tmp_path / "rv.csv"
+    src.write_text("id,review,product\n1,这家外卖很好吃，配送也快,外卖\n2,太难吃了，再也不买,外卖\n",
+                   encoding="utf-8")
+    out = tmp_path / "rv.jsonl"
+    res = _score(tiny_model_dir, src, "-o", out, "--text-col", "review", "--keep", "text", "-q")
+    assert res.exit_code == 1 and "--keep review" in res.output and len(res.output.strip().splitlines()) == 1
+    assert _score(tiny_model_dir, src, "-o", out, "--text-col", "review", "--keep", "review,product",
+                  "-q").exit_code == 0
+    assert [r["review"] for r in _jsonl(out)][0] == "这家外卖很好吃，配送也快"
+    from emotag.report import collect
+
+    assert not collect([str(out)]).has_text
+    assert collect([str(out)], text_col="review").has_text
+    pytest.importorskip("matplotlib")
+    html = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", str(out), "-o", str(html), "--text-col", "review"])
+    assert res.exit_code == 0, res.output
+    assert "--keep text</code>" not in html.read_text(encoding="utf-8")
+
+
+def test_a_bug_is_not_dressed_up_as_a_user_error(tiny_model_dir, tmp_path, monkeypatch):
+    """A ValueError emotag did not raise on purpose keeps its traceback and says it is a bug; one raised
+    for the user stays one line."""
+    import emotag.scoring
+
+    def broken(*args, **kwargs):
+        return int("not a number")  # a programming error deep in the scorer
+
+    monkeypatch.setattr(emotag.scoring, "score_file", broken)
+    res = _score(tiny_model_dir, SAMPLES / "posts.jsonl", "-o", tmp_path / "o.jsonl")
+    assert isinstance(res.exception, ValueError) and "internal error" in res.output
+    monkeypatch.undo()
+    res = runner.invoke(app, ["score-dialogues", str(SAMPLES / "conversations.jsonl"), "--customer", "a",
+                              "--agent", "A", "--model", str(tiny_model_dir)])
+    assert res.exit_code == 1 and res.output.strip() == "emotag: speaker 'a' is named as both customer and agent"

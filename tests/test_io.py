@@ -18,6 +18,7 @@ from emotag.io import (
     FORMATS,
     InputError,
     InputRow,
+    ReadStats,
     RecordWriter,
     count_rows,
     detect_format,
@@ -528,3 +529,59 @@ def test_jsonl_objects_without_a_null_field_get_row_errors(tmp_path: Path) -> No
     assert [r.extra["shop"] for r in rows] == [None, "a", None]
     _one_line_error(lambda: read_rows(str(path), keep=["shpo"]), "sparse.jsonl", "column 'shpo' is missing",
                     "shop")
+
+
+# ------------------------------------------------------------------------------ never lose a row (issue 15)
+
+
+def test_csv_stray_quote_does_not_swallow_later_rows(tmp_path: Path) -> None:
+    """A cell that opens with a stray quote reads on to the next quote (or the end of the file) in csv:
+    each swallowed line is a row again. Real multi-line cells, with or without commas, stay one row."""
+    path = tmp_path / "stray.csv"
+    path.write_text('id,text,u\n1,"第一行,还有\n第二行",a\n2,"好评,b\n3,不错,c\n4,差"评,d\n5,"正常",e\n'
+                    '6,"多行\n没有逗号",f\n7,"又一个,g\n8,最后,h\n', encoding="utf-8")
+    stats = ReadStats()
+    rows = list(read_rows(str(path), id_col="id", keep=["u"], stats=stats))
+    assert [r.id for r in rows] == [str(i) for i in range(1, 9)]
+    assert [r.extra["u"] for r in rows] == list("abcdefgh")
+    assert [r.text for r in rows] == ["第一行,还有\n第二行", '"好评', "不错", '差"评', "正常", "多行\n没有逗号",
+                                      '"又一个', "最后"]
+    assert stats.lines == 11 and count_rows(str(path)) is not None
+
+
+def test_read_stats_count_lines_of_text_formats(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "一"}\n\n{"text": "二"}\n', encoding="utf-8")
+    stats = ReadStats()
+    assert len(list(read_rows(str(path), stats=stats))) == 2 and stats.lines == 3
+
+
+def test_writer_refuses_to_overwrite_its_input(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "一"}\n', encoding="utf-8")
+    (tmp_path / "alias.jsonl").symlink_to(src)
+    for out in (src, tmp_path / "alias.jsonl"):
+        _one_line_error(lambda out=out: RecordWriter(str(out), inputs=[str(src)]), str(out), "is the input file")
+    assert src.read_text(encoding="utf-8") == '{"text": "一"}\n'
+    with RecordWriter(str(tmp_path / "new.jsonl"), inputs=[str(src)]) as w:  # another file is fine
+        w.write({"id": 0})
+
+
+def test_resume_checks_the_partial_belongs_to_this_input_and_settings(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("text\n一\n二\n", encoding="utf-8")
+    b.write_text("text\n三\n四\n", encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(KeyboardInterrupt), RecordWriter(str(out), inputs=[str(a)], settings={"k": 1}) as w:
+        w.write({"id": 0})
+        raise KeyboardInterrupt
+    assert (tmp_path / "o.jsonl.partial.meta").exists()
+    _one_line_error(lambda: RecordWriter(str(out), resume=True, inputs=[str(b)], settings={"k": 1}),
+                    "o.jsonl.partial", "it was written from")
+    _one_line_error(lambda: RecordWriter(str(out), resume=True, inputs=[str(a)], settings={"k": 2}),
+                    "o.jsonl.partial", "it was written with k 1, not 2")
+    with RecordWriter(str(out), resume=True, inputs=[str(a)], settings={"k": 1}) as w:
+        assert w.rows_done == 1
+        w.write({"id": 1})
+    assert [r["id"] for r in read_records(str(out))] == [0, 1]
+    assert not list(tmp_path.glob("o.jsonl.partial*"))

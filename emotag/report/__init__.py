@@ -22,7 +22,7 @@ __all__ = ["ReportData", "ReportError", "build_report", "collect"]
 DEFAULT_TITLE = "emotag 情绪分析报告"
 
 
-def collect(scored_paths: list[str], profiles_db: str | None = None) -> ReportData:
+def collect(scored_paths: list[str], profiles_db: str | None = None, text_col: str = "text") -> ReportData:
     """Read all inputs once and compute every number of the report.
 
     Without a profile store, profiles are folded in memory from the same stream (raw user ids never leave
@@ -33,7 +33,7 @@ def collect(scored_paths: list[str], profiles_db: str | None = None) -> ReportDa
 
     if not scored_paths:
         raise ReportError("no scored input files given")
-    agg = Aggregator(list(scored_paths))
+    agg = Aggregator(list(scored_paths), text_col=text_col)
     stream = observed(read_inputs(scored_paths), agg)
     if profiles_db is None:
         states = build_profiles(stream, strict=False, stats=FoldStats())
@@ -59,12 +59,14 @@ def build_report(
     out: str,
     profiles_db: str | None = None,
     title: str | None = None,
+    text_col: str = "text",
 ) -> Path:
     """Write the HTML report for `scored_paths` (emotag score / score-dialogues outputs) to `out`.
 
     Written to a temporary file in the target directory and renamed into place, so a reader (or a web
     server) never sees a half-written report and a failed run leaves any previous report intact.
     Raises ReportError (and emotag.io.InputError for unreadable files) for problems the user can fix.
+    `text_col` names the kept text field the "reasons in their words" section reads.
     """
     try:
         import matplotlib  # noqa: F401 - optional dependency, checked before reading anything
@@ -72,7 +74,7 @@ def build_report(
         raise ReportError("emotag report needs matplotlib: pip install 'emotag[report]'") from None
     if profiles_db is not None and not Path(profiles_db).is_file():
         raise ReportError(f"{profiles_db}: no such profile store")  # fail before the (slow) read
-    data = collect(scored_paths, profiles_db)
+    data = collect(scored_paths, profiles_db, text_col)
     from emotag.report.html import render
 
     page = render(data, title or DEFAULT_TITLE)

@@ -212,8 +212,9 @@ class _Reservoir:
 class Aggregator:
     """Streaming accumulator; `observe` is applied to every record (dialogues included), in input order."""
 
-    def __init__(self, inputs: list[str], max_word_texts: int = MAX_WORD_TEXTS) -> None:
+    def __init__(self, inputs: list[str], max_word_texts: int = MAX_WORD_TEXTS, text_col: str = "text") -> None:
         self.data = ReportData(inputs=inputs, labels=list(EMOTIONS))
+        self.text_col = text_col  # the kept text column: `score --keep review` keeps it as `review`
         self._times: list[tuple[float, float, bool]] = []  # (epoch, polarity_score, negative)
         self._products: dict[str, list[float]] = {}  # name -> [count, sum, negatives]
         self._sample = _Reservoir(max_word_texts)
@@ -272,7 +273,7 @@ class Aggregator:
             p[2] += negative
         else:
             name = None
-        text = rec.get("text")
+        text = rec.get(self.text_col)
         if isinstance(text, str) and text.strip():
             d.has_text = True
             self._sample.add((text, emotion, name, polarity))

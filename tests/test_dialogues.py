@@ -1,0 +1,59 @@
+"""Conversations whose speakers are names (TV scripts, CPED exports, chat logs): who the customer is."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from emotag.cli import app
+from emotag.dialogues import Speakers
+
+runner = CliRunner()
+
+SCRIPT = [
+    {"id": "d1", "turns": [{"speaker": "于春晓", "text": "怎么了，撞车了吗"}, {"speaker": "戴娜", "text": "撞你个头"},
+                           {"speaker": "于春晓", "text": "太好了，没事就好"}]},
+    {"id": "d2", "turns": [{"speaker": "戴娜", "text": "我这堵着车"}, {"speaker": " 于春晓 ", "text": "真烦人"}]},
+]
+
+
+@pytest.fixture()
+def script(tmp_path):
+    path = tmp_path / "script.jsonl"
+    path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in SCRIPT), encoding="utf-8")
+    return path
+
+
+def _run(tiny_model_dir, script, out, *extra):
+    return runner.invoke(app, ["score-dialogues", str(script), "-o", str(out), "--model", str(tiny_model_dir),
+                               *extra])
+
+
+def test_named_speakers_without_a_role_fail_the_run_and_say_the_fix(tiny_model_dir, script, tmp_path):
+    res = _run(tiny_model_dir, script, tmp_path / "o.jsonl", "-q")
+    assert res.exit_code == 1
+    last = res.output.strip().splitlines()[-1]
+    assert "every conversation failed: no scorable customer turn" in last
+    assert "于春晓" in last and "戴娜" in last and "--customer" in last and "--agent" in last
+
+
+@pytest.mark.parametrize("option", [["--customer", "于春晓"], ["--agent", "戴娜"], ["--agent", "戴娜,王经理"]])
+def test_customer_or_agent_names_pick_the_customer_turns(tiny_model_dir, script, tmp_path, option):
+    out = tmp_path / "o.jsonl"
+    res = _run(tiny_model_dir, script, out, *option, "-q")
+    assert res.exit_code == 0, res.output
+    d1, d2 = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert d1["error"] is None and [t["id"] for t in d1["turns"]] == [0, 2]  # 于春晓's turns only
+    assert d2["error"] is None and [t["id"] for t in d2["turns"]] == [1]  # names match ignoring spaces
+
+
+def test_speakers_rules():
+    default = Speakers()
+    assert default.is_customer("Customer") and not default.is_customer("agent") and not default.is_customer(None)
+    agents = Speakers.from_names(agent=["客服小王", ""])
+    assert agents.is_customer("顾客") and not agents.is_customer("客服小王") and not agents.is_customer("")
+    assert Speakers.from_names(["", " "], [""]) == Speakers()
+    with pytest.raises(ValueError, match="both customer and agent"):
+        Speakers.from_names(["Ann"], ["ann"])
