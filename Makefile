@@ -20,7 +20,7 @@ $(VENV)/.installed-light: pyproject.toml | $(BIN)/python
 # Tests also train tiny models and export ONNX: add torch (CPU), transformers and the test tools.
 $(VENV)/.installed-full: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[train,formats,spark,report,test]"
+	$(BIN)/pip install -q -e ".[train,formats,spark,report,serve,test]"
 	touch $@ $(VENV)/.installed-light
 
 demo: $(VENV)/.installed-light

@@ -1,0 +1,158 @@
+"""Micro-batching: concurrent requests share one model call, the way Triton's dynamic batcher does.
+
+Why this shape
+--------------
+The network costs far less per text in a batch of 64 than alone (one ONNX call, padding shared across
+length-sorted windows), but a service receives texts one request at a time. The batcher keeps one queue of
+pending texts. A single model thread takes whatever is waiting -- after a short window (default 3 ms) once
+the first text arrives, or at once when `max_batch` texts are waiting -- scores it with `Tagger.tag_many`,
+and resolves each request's future with its own slice. While a batch runs, new requests queue up, so under
+load batches fill by themselves and a lone request pays only the window.
+
+The queue is bounded in *texts*: a request that would push it past `max_queue` is refused at once
+(`QueueFull`, HTTP 503 with Retry-After) instead of growing memory without limit. Every model call
+(tagging, dialogues, aspects) runs on the one model thread, so calls into the Tagger never overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from emotag.tagger import Result, Tagger
+
+T = TypeVar("T")
+
+
+class QueueFull(Exception):
+    """The pending-text queue is at its bound; the client should retry after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"server busy: retry after {retry_after}s")
+
+
+@dataclass
+class _Pending:
+    texts: Sequence[Any]
+    future: asyncio.Future[list[Result]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Gathers `submit` calls into model batches of at most `max_batch` texts (larger requests alone)."""
+
+    def __init__(
+        self,
+        tagger: Tagger,
+        *,
+        max_batch: int = 64,
+        window_ms: float = 3.0,
+        max_queue: int = 2048,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.tagger = tagger
+        self.max_batch = int(max_batch)
+        self.window_s = float(window_ms) / 1000.0
+        self.max_queue = int(max_queue)
+        self.on_batch = on_batch
+        self._pending: deque[_Pending] = deque()
+        self._queued = 0  # texts waiting (not yet taken by the model thread)
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotag-model")
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="emotag-batcher")
+
+    async def run_model(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run any other model work (dialogues, aspects) on the model thread, between batches."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def submit(self, texts: Sequence[Any]) -> list[Result]:
+        """Score `texts` (ids 0..n-1 within the request); raises QueueFull when the queue is at its bound."""
+        if self._closing or self._wake is None:
+            raise QueueFull(1)
+        if self._queued and self._queued + len(texts) > self.max_queue:
+            raise QueueFull(1)
+        fut: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(texts, fut))
+        self._queued += len(texts)
+        self._wake.set()
+        return await fut
+
+    def _take(self) -> list[_Pending]:
+        """Whole requests, up to `max_batch` texts (a bigger request goes alone: it is never split)."""
+        taken: list[_Pending] = []
+        n = 0
+        while self._pending and (not taken or n + len(self._pending[0].texts) <= self.max_batch):
+            p = self._pending.popleft()
+            taken.append(p)
+            n += len(p.texts)
+        self._queued -= n
+        return taken
+
+    def _score(self, texts: list[Any]) -> list[Result]:
+        return list(self.tagger.tag_many(texts, batch_size=self.max_batch, chunk_size=max(len(texts), 1)))
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            # a short window for company, unless a full batch is already waiting
+            first = self._pending[0].enqueued
+            wait = self.window_s - (time.perf_counter() - first)
+            if wait > 0 and self._queued < self.max_batch and not self._closing:
+                await asyncio.sleep(wait)
+            taken = [p for p in self._take() if not p.future.cancelled()]
+            if not taken:
+                continue
+            texts = [t for p in taken for t in p.texts]
+            t0 = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self.executor, self._score, texts)
+            except Exception as exc:  # noqa: BLE001 - a model failure fails these requests, not the server
+                for p in taken:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            if self.on_batch is not None:
+                self.on_batch(len(texts), time.perf_counter() - t0)
+            i = 0
+            for p in taken:
+                part = results[i : i + len(p.texts)]
+                i += len(p.texts)
+                for k, r in enumerate(part):  # ids are positions within the request, not the batch
+                    r.id = k
+                if not p.future.done():
+                    p.future.set_result(part)
+
+    async def close(self) -> None:
+        """Drain: requests already queued are scored; new ones are refused."""
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._task is not None:
+            await self._task
+        self.executor.shutdown(wait=True)

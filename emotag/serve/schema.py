@@ -1,0 +1,178 @@
+"""Request bodies of `emotag serve`: parsed and checked by hand, every refusal naming its field.
+
+A service must never die on a request and must tell the client exactly what to fix. Each check raises
+`BadRequest(status, field, message)`; the app turns it into ``{"error": {"field", "message"}}`` with a 4xx
+status: 400 for a body that is not JSON, 413 for a body over the size limit, 422 for well-formed JSON with
+the wrong shape (wrong types, unknown fields, a text over its limit, a bad timestamp). Unknown fields are
+refused rather than ignored, so a misspelt ``"txt"`` is an error and not a silently empty request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from emotag.profiles.timeutil import TimeParseError, parse_time
+
+#: Fields an event may carry: a scored record's (SPEC §2 and the fold's extras) or a raw text to score.
+EVENT_FIELDS = frozenset({
+    "id", "user_id", "time", "text", "channel", "product", "emotion", "emotions", "polarity", "polarity_score",
+    "intensity", "error", "resolved", "start_emotion", "end_emotion", "satisfaction",
+})
+TURN_FIELDS = frozenset({"id", "speaker", "text", "time"})
+DIALOGUE_FIELDS = frozenset({"id", "user_id", "turns"})
+
+
+class BadRequest(Exception):
+    """A request the client must fix: HTTP `status`, the offending `field` (a JSON path), a message."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        self.status = status
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"field": self.field, "message": self.message}}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1 << 20
+    max_texts: int = 256
+    max_text_chars: int = 20_000
+    max_events: int = 1000
+    max_turns: int = 200
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(400, "body", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except ValueError as exc:
+        raise BadRequest(400, "body", f"invalid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _object(value: Any, field: str, allowed: frozenset[str]) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(422, field, f"expected a JSON object, got {_type(value)}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        where = f"{field}.{unknown[0]}" if field != "body" else unknown[0]
+        raise BadRequest(422, where, f"unknown field (allowed: {', '.join(sorted(allowed))})")
+    return value
+
+
+def _type(v: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def _text(value: Any, field: str, limits: Limits) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(422, field, f"expected a string, got {_type(value)}")
+    if len(value) > limits.max_text_chars:
+        raise BadRequest(422, field, f"text is {len(value)} characters; the limit is {limits.max_text_chars}")
+    return value
+
+
+def tag_texts(body: Any, limits: Limits) -> tuple[list[str], bool]:
+    """(texts, single) from ``{"text": "..."}`` or ``{"texts": [...]}``."""
+    obj = _object(body, "body", frozenset({"text", "texts"}))
+    if ("text" in obj) == ("texts" in obj):
+        raise BadRequest(422, "text", "give exactly one of 'text' (one string) or 'texts' (a list of strings)")
+    if "text" in obj:
+        return [_text(obj["text"], "text", limits)], True
+    texts = obj["texts"]
+    if not isinstance(texts, list):
+        raise BadRequest(422, "texts", f"expected an array of strings, got {_type(texts)}")
+    if not texts:
+        raise BadRequest(422, "texts", "empty list")
+    if len(texts) > limits.max_texts:
+        raise BadRequest(422, "texts", f"{len(texts)} texts; the limit per request is {limits.max_texts}")
+    return [_text(t, f"texts[{i}]", limits) for i, t in enumerate(texts)], False
+
+
+def _time(value: Any, field: str, required: bool) -> None:
+    if value is None and not required:
+        return
+    try:
+        parse_time(value)
+    except TimeParseError as exc:
+        raise BadRequest(422, field, str(exc)) from None
+
+
+def _user(value: Any, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
+        raise BadRequest(422, field, f"expected a non-empty string or an integer, got {_type(value)}")
+
+
+def events(body: Any, limits: Limits) -> tuple[list[dict[str, Any]], str | None]:
+    """(events, client batch id) from ``{"events": [...], "batch_id": "..."}``.
+
+    An event is a scored record (it has `polarity_score`; any `text` in it is ignored, as the CLI ignores
+    it) or a raw text to score (`text` without scores). Both need `user_id` and `time`.
+    """
+    obj = _object(body, "body", frozenset({"events", "batch_id"}))
+    batch_id = obj.get("batch_id")
+    if batch_id is not None and (not isinstance(batch_id, str) or not batch_id.strip() or len(batch_id) > 200):
+        raise BadRequest(422, "batch_id", "expected a non-empty string of at most 200 characters")
+    evs = obj.get("events")
+    if not isinstance(evs, list):
+        raise BadRequest(422, "events", f"expected an array of events, got {_type(evs)}")
+    if not evs:
+        raise BadRequest(422, "events", "empty list")
+    if len(evs) > limits.max_events:
+        raise BadRequest(422, "events", f"{len(evs)} events; the limit per request is {limits.max_events}")
+    out = []
+    for i, ev in enumerate(evs):
+        where = f"events[{i}]"
+        ev = dict(_object(ev, where, EVENT_FIELDS))
+        if "user_id" not in ev:
+            raise BadRequest(422, f"{where}.user_id", "required")
+        _user(ev["user_id"], f"{where}.user_id")
+        if "time" not in ev:
+            raise BadRequest(422, f"{where}.time", "required")
+        _time(ev["time"], f"{where}.time", True)
+        score = ev.get("polarity_score")
+        if score is None:
+            if "text" not in ev:
+                raise BadRequest(422, where, "needs 'text' to score or the scores of a record (polarity_score)")
+            _text(ev["text"], f"{where}.text", limits)
+        elif isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise BadRequest(422, f"{where}.polarity_score", f"expected a number, got {_type(score)}")
+        out.append(ev)
+    return out, batch_id
+
+
+def turn(body: Any, field: str, limits: Limits) -> dict[str, Any]:
+    obj = dict(_object(body, field, TURN_FIELDS))
+    if not isinstance(obj.get("speaker"), str) or not obj["speaker"].strip():
+        raise BadRequest(422, f"{field}.speaker", "required: a non-empty string ('customer' for the customer)")
+    obj["text"] = _text(obj.get("text"), f"{field}.text", limits)
+    _time(obj.get("time"), f"{field}.time", False)
+    return obj
+
+
+def dialogue(body: Any, limits: Limits) -> dict[str, Any]:
+    """A SPEC §3 conversation ``{"id", "user_id", "turns": [{"speaker", "text", "time"}]}``."""
+    obj = dict(_object(body, "body", DIALOGUE_FIELDS))
+    if "id" in obj and (isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int))):
+        raise BadRequest(422, "id", f"expected a string or an integer, got {_type(obj['id'])}")
+    if obj.get("user_id") is not None:
+        _user(obj["user_id"], "user_id")
+    turns = obj.get("turns")
+    if not isinstance(turns, list):
+        raise BadRequest(422, "turns", f"expected an array of turns, got {_type(turns)}")
+    if len(turns) > limits.max_turns:
+        raise BadRequest(422, "turns", f"{len(turns)} turns; the limit is {limits.max_turns}")
+    obj["turns"] = [turn(t, f"turns[{i}]", limits) for i, t in enumerate(turns)]
+    return obj

@@ -1,0 +1,280 @@
+"""`emotag serve` end to end: a real uvicorn server in a subprocess on a free 127.0.0.1 port.
+
+Each endpoint, API keys and scopes, the audit log, the bad inputs the service must refuse with a JSON
+error naming the field, backpressure (503 + Retry-After), and one kill -9: an event batch acknowledged
+with 200 is in the store after a restart, exactly once. The bundled model scores; only clear-cut
+sentences are pinned (很好吃 positive, 太难吃了 negative).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the install
+    if os.environ.get("EMOTAG_SKIP_SERVE") == "1":
+        pytest.skip("EMOTAG_SKIP_SERVE=1", allow_module_level=True)
+    pytest.fail("starlette/uvicorn are not installed: run `make test` (installs the [serve] extra) or "
+                "`pip install -e '.[serve]'`; set EMOTAG_SKIP_SERVE=1 to skip these tests deliberately",
+                pytrace=False)
+
+from emotag.profiles import ProfileStore, Pseudonymizer  # noqa: E402
+
+READ = "read-key-0123456789abcdef"
+WRITE = "write-key-0123456789abcdef"
+PSEUDO_KEY = "serve-test-pseudonym-key-0123456789"
+EMOTIONS = {"neutral": 0.1, "like": 0.1, "happiness": 0.5, "sadness": 0.1, "anger": 0.05, "disgust": 0.05,
+            "fear": 0.05, "surprise": 0.05}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def call(port: int, method: str, path: str, body: Any = None, key: str | None = READ, raw: bytes | None = None,
+         ) -> tuple[int, dict[str, str], Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = raw if raw is not None else (None if body is None else json.dumps(body, ensure_ascii=False).encode())
+    conn.request(method, path, body=data, headers=headers)
+    resp = conn.getresponse()
+    text = resp.read().decode("utf-8")
+    conn.close()
+    try:
+        payload: Any = json.loads(text)
+    except ValueError:
+        payload = text
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload
+
+
+class Server:
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.workdir, self.args, self.env = workdir, args, env or {}
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "EMOTAG_PSEUDONYM_KEY": PSEUDO_KEY, **self.env}
+        self.log = (self.workdir / f"server-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "emotag.cli", "serve", "--port", str(self.port), "--threads", "1", *self.args],
+            cwd=self.workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.workdir / f"server-{self.port}.log").read_text()
+            try:
+                if call(self.port, "GET", "/readyz", key=None)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("server did not become ready")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=60)
+        self.log.close()
+        return rc
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("serve")
+    (work / "keys.txt").write_text(f"# test keys\n{READ}\n{WRITE} write\n", encoding="utf-8")
+    srv = Server(work, "--api-keys", "keys.txt", "--store", "p.db", "--max-batch", "16")
+    srv.start()
+    yield srv
+    assert srv.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+
+
+def test_tag_one_text_and_a_list(server: Server) -> None:
+    status, _, rec = call(server.port, "POST", "/v1/tag", {"text": "很好吃"})
+    assert status == 200 and rec["polarity"] == "positive" and rec["error"] is None and rec["id"] == 0
+    assert set(rec) == {"id", "emotion", "emotions", "polarity", "polarity_score", "intensity", "error"}
+    status, _, body = call(server.port, "POST", "/v1/tag", {"texts": ["太难吃了", "", "很好吃"]})
+    assert status == 200
+    res = body["results"]
+    assert [r["id"] for r in res] == [0, 1, 2]
+    assert res[0]["polarity"] == "negative" and res[2]["polarity"] == "positive"
+    assert res[1]["error"] and res[1]["emotions"] is None  # one record per text, even an empty one
+
+
+def test_concurrent_requests_share_batches_and_keep_their_own_results(server: Server) -> None:
+    texts = ["很好吃", "太难吃了"] * 12
+    out: dict[int, Any] = {}
+
+    def one(i: int) -> None:
+        out[i] = call(server.port, "POST", "/v1/tag", {"text": texts[i]})
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(out[i][0] == 200 for i in out)
+    assert [out[i][2]["polarity"] for i in range(len(texts))] == ["positive", "negative"] * 12
+    _, _, metrics = call(server.port, "GET", "/metrics", key=None)
+    count = float(next(ln.split()[-1] for ln in metrics.splitlines() if ln.startswith("emotag_batch_size_count")))
+    total = float(next(ln.split()[-1] for ln in metrics.splitlines() if ln.startswith("emotag_batch_size_sum")))
+    assert total >= 24 and count < total  # some batches held more than one request's text
+
+
+def test_keys_and_scopes(server: Server) -> None:
+    status, headers, body = call(server.port, "POST", "/v1/tag", {"text": "很好吃"}, key=None)
+    assert status == 401 and headers["www-authenticate"] == "Bearer" and "results" not in body
+    assert call(server.port, "POST", "/v1/tag", {"text": "很好吃"}, key="not-a-key-0123456789")[0] == 401
+    status, _, body = call(server.port, "POST", "/v1/events", {"events": []}, key=READ)
+    assert status == 403 and "'write'" in body["error"]["message"]
+    assert call(server.port, "GET", "/v1/profiles/abc", key=None)[0] == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "status", "field"),
+    [
+        ("/v1/tag", b'{"text": ', 400, "body"),
+        ("/v1/tag", b"\xff\xfe", 400, "body"),
+        ("/v1/tag", b'{"txt": "x"}', 422, "txt"),
+        ("/v1/tag", b'{"texts": ["ok", 3]}', 422, "texts[1]"),
+        ("/v1/tag", b'{"text": "a", "texts": ["b"]}', 422, "text"),
+        ("/v1/tag", json.dumps({"texts": ["x"] * 300}).encode(), 422, "texts"),
+        ("/v1/tag", json.dumps({"text": "好" * 20_001}).encode(), 422, "text"),
+        ("/v1/tag", b"[" + b'"x",' * 400_000 + b'"x"]', 413, "body"),
+        ("/v1/tag?aspects=maybe", b'{"text": "x"}', 422, "aspects"),
+        ("/v1/dialogues", b'{"turns": [{"speaker": "customer"}]}', 422, "turns[0].text"),
+        ("/v1/dialogues/c9/turns", b'{"speaker": "customer", "text": "x", "time": "soon"}', 422, "body.time"),
+    ],
+)
+def test_bad_requests_name_the_field(server: Server, path: str, raw: bytes, status: int, field: str) -> None:
+    got, _, body = call(server.port, "POST", path, raw=raw)
+    assert (got, body["error"]["field"]) == (status, field), body
+    assert call(server.port, "GET", "/healthz", key=None)[0] == 200  # the server never dies on a request
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"user_id": "u1", "time": "", "text": "x"}, "events[0].time"),
+        ({"user_id": "u1", "time": "next tuesday", "text": "x"}, "events[0].time"),
+        ({"time": "2025-01-01T10:00:00+08:00", "text": "x"}, "events[0].user_id"),
+        ({"user_id": "u1", "time": "2025-01-01T10:00:00+08:00"}, "events[0]"),
+        ({"user_id": "u1", "time": "2025-01-01T10:00:00+08:00", "text": "x", "mood": 1}, "events[0].mood"),
+        ({"user_id": "u1", "time": "2025-01-01T10:00:00+08:00", "polarity_score": 4.0, "emotions": EMOTIONS},
+         "events[0]"),
+        ({"user_id": "u1", "time": "1960-01-01T00:00:00+00:00", "polarity_score": 0.5, "emotions": EMOTIONS},
+         "events[0]"),
+    ],
+)
+def test_bad_events_are_refused_and_fold_nothing(server: Server, event: dict[str, Any], field: str) -> None:
+    status, _, body = call(server.port, "POST", "/v1/events", {"events": [event]}, key=WRITE)
+    assert status == 422 and body["error"]["field"] == field, body
+
+
+def test_events_fold_into_profiles_once_with_an_audit_trail(server: Server) -> None:
+    events = [
+        {"user_id": "alice-42", "time": "2025-03-01T10:00:00+08:00", "text": "太难吃了，再也不买了"},
+        {"user_id": "alice-42", "time": "2025-03-02T10:00:00+08:00", "polarity_score": 0.6, "emotion": "happiness",
+         "emotions": EMOTIONS, "polarity": "positive", "channel": "review"},
+        {"user_id": 7, "time": 1740800000, "text": "很好吃"},
+    ]
+    status, _, body = call(server.port, "POST", "/v1/events", {"events": events}, key=WRITE)
+    assert status == 200 and body["folded"] == 3 and not body["already_applied"], body
+    pseudo = Pseudonymizer(PSEUDO_KEY)
+    assert sorted(body["users"]) == sorted([pseudo("alice-42"), pseudo("7")])  # as `emotag profile` hashes
+    again = call(server.port, "POST", "/v1/events", {"events": events}, key=WRITE)[2]
+    assert again["already_applied"] and again["batch_id"] == body["batch_id"]  # a retried request is a no-op
+
+    status, _, prof = call(server.port, "GET", f"/v1/profiles/{pseudo('alice-42')}")
+    assert status == 200 and prof["user_id"] == pseudo("alice-42") and prof["evidence"] == 2
+    assert call(server.port, "GET", "/v1/profiles/" + "0" * 64)[0] == 404
+    with ProfileStore(server.workdir / "p.db") as store:
+        assert "alice-42" not in store and store.get(pseudo("alice-42")).n == 2
+
+    audit = (server.workdir / "p.db.audit.jsonl").read_text(encoding="utf-8")
+    entries = [json.loads(line) for line in audit.splitlines()]
+    writes = [e for e in entries if e["action"] == "events.write" and e["status"] == 200]
+    assert writes and all(e["key_id"] and len(e["key_id"]) == 12 for e in entries)
+    assert any(e["action"] == "profile.read" for e in entries)
+    for secret in ("alice-42", "太难吃了", READ, WRITE):
+        assert secret not in audit
+
+
+def test_live_dialogue(server: Server) -> None:
+    conv = {"id": "chat-1", "user_id": "u5", "turns": [
+        {"speaker": "customer", "text": "快递一周了还没到，太差了"}, {"speaker": "agent", "text": "马上为您查询"}]}
+    status, _, rec = call(server.port, "POST", "/v1/dialogues", conv)
+    assert status == 200 and rec["id"] == "chat-1" and len(rec["turns"]) == 1 and rec["error"] is None
+    status, _, rec = call(server.port, "POST", "/v1/dialogues/chat-1/turns",
+                          {"speaker": "customer", "text": "收到了，谢谢，很满意"})
+    assert status == 200 and rec["state"]["turns"] == 3 and len(rec["turns"]) == 2
+    assert rec["state"]["customer_emotion"] == rec["end_emotion"] and rec["satisfaction"] is not None
+    status, _, rec = call(server.port, "POST", "/v1/dialogues/new-chat/turns", {"speaker": "customer", "text": "你好"})
+    assert status == 200 and rec["state"]["turns"] == 1
+
+
+def test_probes_and_metrics(server: Server) -> None:
+    assert call(server.port, "GET", "/healthz", key=None)[:1] == (200,)
+    status, _, ready = call(server.port, "GET", "/readyz", key=None)
+    assert status == 200 and ready["ready"] is True
+    _, headers, text = call(server.port, "GET", "/metrics", key=None)
+    assert headers["content-type"].startswith("text/plain")
+    assert 'emotag_requests_total{method="POST",route="/v1/tag",status="200"}' in text
+    assert "emotag_request_seconds_bucket" in text and "emotag_queue_texts" in text
+    status, _, body = call(server.port, "GET", "/v1/nothing", key=None)
+    assert status == 404 and body["error"]["field"] == "path"
+
+
+def test_backpressure_and_kill_9_durability(tmp_path: Path) -> None:
+    """A full queue answers 503 + Retry-After; an acknowledged batch survives kill -9, exactly once."""
+    env = {"EMOTAG_API_KEYS": f"{READ},{WRITE}:write"}
+    args = ("--store", "p.db", "--max-queue", "1", "--batch-window-ms", "1500")
+    srv = Server(tmp_path, *args, env=env).start()
+    answers: list[tuple[int, dict[str, str], Any]] = []
+    first = threading.Thread(target=lambda: answers.append(call(srv.port, "POST", "/v1/tag", {"text": "很好吃"})))
+    first.start()
+    time.sleep(0.5)  # the first text waits in its 1.5 s window; the queue (1 text) is full
+    status, headers, body = call(srv.port, "POST", "/v1/tag", {"text": "太难吃了"})
+    first.join()
+    assert status == 503 and headers["retry-after"] == "1" and body["error"]["field"] == "queue"
+    assert answers[0][0] == 200
+
+    pseudo = Pseudonymizer(PSEUDO_KEY)
+    events = [{"user_id": f"u{i % 3}", "time": 1740800000 + i * 3600, "polarity_score": 0.5, "emotions": EMOTIONS}
+              for i in range(9)]
+    status, _, body = call(srv.port, "POST", "/v1/events", {"events": events, "batch_id": "b-1"}, key=WRITE)
+    assert status == 200 and body["folded"] == 9
+    assert srv.stop(signal.SIGKILL) == -signal.SIGKILL
+    srv = Server(tmp_path, *args, env=env).start()
+    try:
+        again = call(srv.port, "POST", "/v1/events", {"events": events, "batch_id": "b-1"}, key=WRITE)[2]
+        assert again["already_applied"] is True
+        for u in ("u0", "u1", "u2"):
+            assert call(srv.port, "GET", f"/v1/profiles/{pseudo(u)}")[2]["evidence"] == 3
+        # graceful shutdown: a request in flight when SIGTERM arrives (waiting in its window) is answered
+        late: list[tuple[int, dict[str, str], Any]] = []
+        t = threading.Thread(target=lambda: late.append(call(srv.port, "POST", "/v1/tag", {"text": "很好吃"})))
+        t.start()
+        time.sleep(0.5)
+    finally:
+        srv.stop()
+    t.join()
+    assert late[0][0] == 200 and late[0][2]["polarity"] == "positive"
