@@ -202,8 +202,13 @@ def profile(
     half_life: Annotated[float, typer.Option("--half-life", help="decay half-life in days")] = 30.0,
     now: Annotated[Optional[str], typer.Option("--now", help="profile as of this time (default: newest record)")] = None,  # noqa: UP045
     channels: Annotated[Optional[str], typer.Option("--channels", help="channel of each SCORED file in order, e.g. review,social,support (records without a `channel` field)")] = None,  # noqa: UP045
+    strict: Annotated[bool, typer.Option("--strict", help="stop at the first bad row (default: skip it, count it, name it)")] = False,
 ) -> None:
-    """Fold scored records into per-user dynamic profiles and tags (SPEC §4)."""
+    """Fold scored records into per-user dynamic profiles and tags (SPEC §4).
+
+    A bad row (empty timestamp, a score out of range) is skipped, counted in the summary and named
+    (file, row, problem) in a report of the first few; --strict stops at the first one instead.
+    """
     from itertools import chain
 
     from emotag.io import read_records
@@ -224,23 +229,95 @@ def profile(
                 rec["channel"] = channel
             yield rec
 
+    bad_rows: list[str] = []  # the first PROFILE_ERRORS_SHOWN bad rows, "file, row N: problem"
+    bad_count = [0]
+
+    def on_invalid(_index: int, problem: str) -> None:
+        bad_count[0] += 1
+        if len(bad_rows) < PROFILE_ERRORS_SHOWN:
+            bad_rows.append(f"{where[0]}, row {where[1]}: {problem}")
+
     settings = {"user_col": user_col, "time_col": time_col, "rules_path": rules, "store_path": store,
-                "key_file": key_file, "allow_raw_ids": allow_raw_ids, "half_life_days": half_life, "now": now}
+                "key_file": key_file, "allow_raw_ids": allow_raw_ids, "half_life_days": half_life, "now": now,
+                "strict": strict, "on_invalid": on_invalid}
+    folded = 0
     try:
         if store is None:  # one fold over every file
             records = chain.from_iterable(with_channel(p, c) for p, c in zip(scored, per_file, strict=True))
-            typer.echo(run_profile(records, output, **settings).message(), err=True)
+            result = run_profile(records, output, **settings)
+            folded = result.stats.folded
+            typer.echo(result.message(), err=True)
         else:  # one batch per file, so re-running any of them (alone or with others) is a no-op
             for i, (path, channel) in enumerate(zip(scored, per_file, strict=True)):
                 last = i == len(scored) - 1
                 batch = file_batch_id(path) if path != "-" else None
                 result = run_profile(with_channel(path, channel), output if last else None, batch_id=batch,
                                      **settings)
+                folded += result.stats.folded + result.already_applied
                 typer.echo((f"{path}: " if len(scored) > 1 else "") + result.message(), err=True)
     except ProfileInputError as e:
         raise UserError(f"{where[0]}, row {where[1]}: {e.problem}") from None
     except USER_ERRORS as e:
         raise UserError((f"{where[0]}: " if where[0] and len(scored) > 1 else "") + str(e)) from None
+    if bad_count[0]:
+        _report_bad_rows(bad_rows, bad_count[0], store is not None)
+        if not folded:  # every row was bad: nothing to show for the run, so it failed
+            raise UserError(f"no row could be folded; first problem: {bad_rows[0]}")
+
+
+#: How many bad rows `emotag profile` names; the rest are counted only.
+PROFILE_ERRORS_SHOWN = 20
+
+
+def _report_bad_rows(shown: list[str], total: int, with_store: bool) -> None:
+    """The bounded error report of `emotag profile`: the first rows named, the rest counted."""
+    typer.echo(f"emotag: skipped {total} bad row{'s' if total != 1 else ''} (--strict stops at the first):",
+               err=True)
+    for line in shown:
+        typer.echo(f"  {line}", err=True)
+    if total > len(shown):
+        typer.echo(f"  ... and {total - len(shown)} more", err=True)
+    if with_store:
+        typer.echo("  the store recorded this file as applied: fold the corrected rows as a file of their own "
+                   "(re-running the whole corrected file would count its good rows twice)", err=True)
+
+
+@app.command()
+@_user_errors
+def serve(
+    model: ModelOpt = None,
+    backend: BackendOpt = "onnx",
+    threads: ThreadsOpt = None,
+    host: Annotated[str, typer.Option("--host", help="address to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
+    store: Annotated[Optional[str], typer.Option("--store", help="SQLite profile store for /v1/events and /v1/profiles")] = None,  # noqa: UP045
+    workers: Annotated[int, typer.Option("--workers", min=1, help="server processes (each loads the model)")] = 1,
+    api_keys: Annotated[Optional[str], typer.Option("--api-keys", help="file of API keys, one 'KEY [read|write]' per line (also: $EMOTAG_API_KEYS=KEY[:scope],...)")] = None,  # noqa: UP045
+    audit_log: Annotated[Optional[str], typer.Option("--audit-log", help="append-only JSONL audit of writes and profile reads (default: STORE.audit.jsonl with --store)")] = None,  # noqa: UP045
+    key_file: Annotated[Optional[str], typer.Option("--key-file", help="pseudonymisation key file (else $EMOTAG_PSEUDONYM_KEY)")] = None,  # noqa: UP045
+    allow_raw_ids: Annotated[bool, typer.Option("--allow-raw-ids", help="persist raw user ids when no key is set")] = False,
+    rules: Annotated[Optional[str], typer.Option("--rules", help="tag rules TOML (default: shipped rules)")] = None,  # noqa: UP045
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="most texts per model batch")] = 64,
+    batch_window_ms: Annotated[float, typer.Option("--batch-window-ms", min=0.0, help="how long a batch waits for company")] = 3.0,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="texts waiting before requests get 503")] = 2048,
+) -> None:
+    """Run the HTTP service: tag texts, score live dialogues, fold events into profiles (docs/serve.md)."""
+    try:
+        from emotag.serve import ServeSettings, run_server
+    except ImportError as e:
+        raise UserError(f"emotag serve needs the [serve] extra: pip install 'emotag[serve]' ({e})") from None
+    from emotag.profiles import USER_ERRORS
+    from emotag.serve.security import KeyFileError
+
+    if audit_log is None and store is not None:
+        audit_log = store + ".audit.jsonl"
+    settings = ServeSettings(model=model, backend=backend, threads=threads, store=store, key_file=key_file,
+                             allow_raw_ids=allow_raw_ids, rules=rules, api_keys=api_keys, audit_log=audit_log,
+                             max_batch=max_batch, window_ms=batch_window_ms, max_queue=max_queue)
+    try:
+        run_server(settings, host=host, port=port, workers=workers)
+    except (KeyFileError, *USER_ERRORS) as e:
+        raise UserError(str(e)) from None
 
 
 @app.command()

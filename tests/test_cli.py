@@ -281,7 +281,7 @@ def test_profile_errors_name_the_file_and_its_row(tmp_path, monkeypatch):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text("\n".join(record(i, 0.5) for i in range(3)) + "\n", encoding="utf-8")
     b.write_text(record(0, 0.5) + "\n" + record(1, 1.7) + "\n", encoding="utf-8")
-    res = runner.invoke(app, ["profile", str(a), str(b), "-o", str(tmp_path / "p.jsonl")])
+    res = runner.invoke(app, ["profile", str(a), str(b), "-o", str(tmp_path / "p.jsonl"), "--strict"])
     assert res.exit_code == 1
     assert f"{b}, row 2: field 'polarity_score'" in res.output and str(a) + "," not in res.output
 
