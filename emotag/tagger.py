@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from emotag.labels import EMOTION_ZH, POLARITY_ZH
+from emotag.labels import EMOTION_POLARITY, EMOTION_ZH, POLARITY, POLARITY_ZH
 from emotag.model.config import EmotagConfig, resolve_model_dir
 from emotag.model.features import Batch, Featurizer, Prepared
 from emotag.runtime.backends import Backend, load_backend, run_batches
@@ -278,14 +278,19 @@ class Tagger:
 
     def _results(self, emo: np.ndarray, pol: np.ndarray, intensity: np.ndarray, valence: np.ndarray
                  ) -> Iterator[tuple[str, dict[str, float], str | None, float | None, float]]:
-        """Per text: (emotion, emotions, polarity, polarity_score, intensity), from text-level arrays."""
+        """Per text: (emotion, emotions, polarity, polarity_score, intensity), from text-level arrays.
+
+        The three agree (docs/taxonomy.md, "Consistent outputs"): the emotion is the most probable of those
+        compatible with the polarity, and a neutral polarity's score is clipped into a small band.
+        """
         labels = self.config.emotion_labels
-        emotion = [labels[i] for i in emo.argmax(1)]
+        choice = emo.argmax(1)
         emotions = np.round(emo, 6).tolist()
         intensity = np.round(np.nan_to_num(np.clip(intensity, 0.0, 1.0), nan=0.0), 6).tolist()
         plabels = self.config.polarity_labels
         if plabels:
-            polarity = [plabels[i] for i in pol.argmax(1)]
+            pidx = pol.argmax(1)
+            polarity = [plabels[i] for i in pidx]
             idx = {lab: i for i, lab in enumerate(plabels)}
             if {"positive", "negative"} <= idx.keys():
                 margin = (pol[:, idx["positive"]] - pol[:, idx["negative"]]).tolist()
@@ -293,9 +298,18 @@ class Tagger:
                 margin = [0.0] * len(pol)
             v = np.clip(valence * self.config.valence_scale, -1.0, 1.0).tolist()
             blend = self.config.polarity_valence_blend
-            score = [round(polarity_score(m, x, blend), 6) for m, x in zip(margin, v, strict=True)]
+            score = [polarity_score(m, x, blend) for m, x in zip(margin, v, strict=True)]
+            if "neutral" in idx:
+                band = self.config.neutral_score_band
+                score = [neutral_polarity_score(s, band) if i == idx["neutral"] else s
+                         for s, i in zip(score, pidx.tolist(), strict=True)]
+            score = [round(s, 6) for s in score]
+            allowed = emotion_polarity_table(labels, plabels)
+            if allowed is not None:
+                choice = np.where(allowed[pidx], emo, -np.inf).argmax(1)
         else:
             polarity, score = [None] * len(emo), [None] * len(emo)
+        emotion = [labels[i] for i in choice]
         for k in range(len(emo)):
             yield emotion[k], dict(zip(labels, emotions[k], strict=True)), polarity[k], score[k], intensity[k]
 
@@ -321,6 +335,35 @@ def polarity_score(margin: float, valence: float, blend: float) -> float:
         return mixed
     shrunk = (1.0 - blend) * margin
     return shrunk if same_sign(shrunk) else margin  # (underflow of a tiny margin)
+
+
+def emotion_polarity_table(emotion_labels: Sequence[str], polarity_labels: Sequence[str]) -> np.ndarray | None:
+    """Which (polarity, emotion) pairs a record may report: a (polarities x emotions) boolean table.
+
+    An emotion agrees with a polarity when the polarity it implies (`labels.EMOTION_POLARITY`) is that
+    polarity, or it implies none (surprise), or it is `neutral` (no emotion expressed fits any polarity). So
+    anger/sadness/disgust/fear never go with a positive polarity, like/happiness never with a negative one,
+    and a neutral polarity goes with neutral or surprise. None for label sets outside the taxonomy (a
+    fine-tuned label set implies no polarity): the emotion is then the plain argmax.
+    """
+    if not (set(emotion_labels) <= EMOTION_POLARITY.keys() and set(polarity_labels) <= set(POLARITY)):
+        return None
+    table = np.array([[EMOTION_POLARITY[e] in (None, "neutral", p) for e in emotion_labels] for p in polarity_labels])
+    table[~table.any(1)] = True  # a polarity no emotion of the set agrees with constrains nothing
+    return table
+
+
+def neutral_polarity_score(score: float, band: float) -> float:
+    """The polarity_score of a text whose polarity is neutral: clipped into [-band, band].
+
+    Why: a neutral polarity with a score of -0.6 reads as a contradiction. Neutral winning already bounds
+    |P(pos) - P(neg)| by 0.5; what goes beyond the band is the valence head disagreeing with the polarity
+    heads. Clipping rather than scaling keeps those scores below the band untouched: they still carry the
+    valence ranking (scaling every neutral score by 1/3 cost the bundled model 2.7 points of CVAT valence
+    r, clipping at 0.4 costs 0.2; docs/taxonomy.md).
+    """
+    band = max(band, 0.0)
+    return min(max(score, -band), band)
 
 
 def _progress(enabled: bool):

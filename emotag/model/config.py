@@ -82,6 +82,8 @@ class EmotagConfig:
     # valence_scale stretches the valence head (trained on CVAT's narrow range) to the margin's spread
     polarity_valence_blend: float = 0.0
     valence_scale: float = 1.0
+    # a neutral-polarity text's polarity_score is clipped into [-band, band] (tagger.neutral_polarity_score)
+    neutral_score_band: float = 0.4
     dialogue: DialogueConfig = field(default_factory=DialogueConfig)
     base_model: str | None = None
     name: str = DEFAULT_MODEL_NAME
