@@ -38,6 +38,7 @@ from typing import IO, Any, NamedTuple, cast
 
 __all__ = [
     "FORMATS",
+    "INPUT_FORMATS",
     "InputError",
     "InputRow",
     "ReadStats",
@@ -50,7 +51,10 @@ __all__ = [
 ]
 
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "json", "parquet", "xlsx")
+# Read, never written: one text per line, as people pipe text (`emotag score notes.txt`, `... | emotag score -`).
+INPUT_FORMATS: tuple[str, ...] = (*FORMATS, "txt")
 _EXTENSIONS = {
+    ".txt": "txt",
     ".csv": "csv",
     ".tsv": "tsv",
     ".jsonl": "jsonl",
@@ -162,15 +166,18 @@ def detect_format(path: str) -> str:
     raise InputError(path, f"unknown format '{ext}' (expected {expected})")
 
 
-def _resolve_format(path: str, fmt: str | None) -> str:
-    """`fmt` if given (validated) else the format the extension says."""
+def _resolve_format(path: str, fmt: str | None, formats: tuple[str, ...] = FORMATS) -> str:
+    """`fmt` if given (validated) else the format the extension says, one of `formats`."""
     if fmt is None:
-        return detect_format(path)
-    name = fmt.lower().lstrip(".")
-    name = _EXTENSIONS.get("." + name, name)
-    if name not in FORMATS:
-        raise InputError(path, f"unknown format '{fmt}' (expected {', '.join(FORMATS)})")
-    if path == "-" and name != "jsonl":
+        name = detect_format(path)
+    else:
+        name = fmt.lower().lstrip(".")
+        name = _EXTENSIONS.get("." + name, name)
+    if name not in formats:
+        if name == "txt":
+            raise InputError(path, f"txt (one text per line) is read, not written; write one of {', '.join(FORMATS)}")
+        raise InputError(path, f"unknown format '{fmt}' (expected {', '.join(formats)})")
+    if path == "-" and name not in ("jsonl", "txt"):
         raise InputError(path, f"standard input/output is always JSONL, not {name}")
     return name
 
@@ -247,8 +254,26 @@ def _guess_encoding(path: str, fb: IO[bytes], head: bytes) -> str:
 
     best = charset_normalizer.from_bytes(sample).best()
     if best is None:
-        raise InputError(path, "cannot tell the text encoding; save the file as UTF-8")
+        where = ""
+        if sample is head:  # the sample starts at line 1, so its lines can be named
+            bad = next((i for i, line in enumerate(head.split(b"\n")[:-1], start=1)
+                        if not _decodes(line, "utf-8") and not _decodes(line, "gb18030")), None)
+            first = next((i for i, line in enumerate(head.split(b"\n")[:-1], start=1)
+                          if not _decodes(line, "utf-8")), None)
+            if bad:
+                where = f" (line {bad} is neither UTF-8 nor GBK)"
+            elif first:
+                where = f" (line {first} is the first that is not UTF-8: mixed UTF-8 and GBK?)"
+        raise InputError(path, f"cannot tell the text encoding{where}; save the file as UTF-8")
     return str(best.encoding)
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _splits_on_newline_bytes(encoding: str) -> bool:
@@ -267,12 +292,42 @@ def _decoded_lines(fb: IO[bytes], encoding: str, problems: list[str]) -> Iterato
     Bad bytes become U+FFFD and are reported through `problems`; the caller attributes them to the row
     being parsed (csv.reader pulls exactly the lines of one record at a time).
     """
+    other = _OTHER_CHINESE_ENCODING.get(codecs.lookup(encoding).name)
     for raw in fb:
         try:
             yield raw.decode(encoding)
         except UnicodeDecodeError:
+            text = _in_other_encoding(raw, other) if other is not None else None
+            if text is not None:  # files appended to by two tools: a UTF-8 row in a GBK file, or the reverse
+                yield text
+                continue
             problems.append(encoding)
             yield raw.decode(encoding, errors="replace")
+
+
+# The two encodings Chinese files come in; a line that is not valid in the file's one is tried in the other.
+_OTHER_CHINESE_ENCODING = {"utf-8": "gb18030", "utf-8-sig": "gb18030", "gb18030": "utf-8", "gbk": "gb18030",
+                           "gb2312": "gb18030"}
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _in_other_encoding(raw: bytes, other: str) -> str | None:
+    """The line in the other Chinese encoding when it plainly is that, else None (the row is then flagged).
+
+    Valid multi-byte UTF-8 almost never happens by chance, so a line that decodes as UTF-8 is UTF-8. Almost
+    any bytes decode as GB18030, so a line of a UTF-8 file is taken as GBK only when it is mostly not UTF-8
+    (a UTF-8 text cut mid-character is damaged UTF-8, not GBK) and reads as at least two Chinese characters.
+    """
+    try:
+        text = raw.decode(other)
+    except UnicodeDecodeError:
+        return None
+    if other == "utf-8":
+        return text
+    as_utf8 = raw.decode("utf-8", errors="replace")
+    damaged = as_utf8.count("\ufffd")
+    valid = sum(1 for c in as_utf8 if c > "\x7f" and c != "\ufffd")
+    return text if valid < damaged and len(_CJK.findall(text)) >= 2 else None
 
 
 def _open_lines(path: str) -> tuple[IO[bytes], Iterator[str], str, list[str]]:
@@ -416,9 +471,13 @@ def read_rows(
     so a run over a million rows is not lost to one malformed line. `skip` drops the first rows (resume).
     `stats`, if given, is kept up to date with the physical lines read (text formats).
     """
-    resolved = _resolve_format(path, fmt)
     if skip < 0:
         raise ValueError("skip must be >= 0")
+    source: _Source | None = None
+    if path == "-" and fmt is None:
+        resolved, source = _sniff_stdin()
+    else:
+        resolved = _resolve_format(path, fmt, INPUT_FORMATS)
     if isinstance(keep, str):
         keep = [keep]
     spec = _Spec(text_col, id_col, tuple(dict.fromkeys(keep)))
@@ -426,7 +485,9 @@ def read_rows(
     if resolved in ("csv", "tsv"):
         gen = _rows_delimited(path, spec, skip, "," if resolved == "csv" else "\t", stats)
     elif resolved in ("jsonl", "json"):
-        gen = _rows_json(path, spec, skip, resolved, stats)
+        gen = _rows_json(path, spec, skip, resolved, stats, source)
+    elif resolved == "txt":
+        gen = _rows_text(path, spec, skip, stats, source)
     elif resolved == "parquet":
         gen = _rows_parquet(path, spec, skip)
     else:
@@ -563,6 +624,35 @@ def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str, stats: Re
             index += 1
 
 
+def _rows_text(path: str, spec: _Spec, skip: int, stats: ReadStats, source: _Source | None) -> Iterator[Any]:
+    """One text per line; the row id is the 0-based line number. A blank line is a row too (with "text is
+    empty"), so line N of the input is row N of the output and results can be pasted beside the text."""
+    name = "standard input" if path == "-" else "a .txt file"
+    if spec.text_col != "text" or spec.id_col is not None or spec.keep:
+        raise InputError(path, f"{name} read as one text per line has no columns: --text-col, --id-col and "
+                               "--keep do not apply (give a csv or JSON Lines file for those)")
+    closer: IO[bytes] | None = None
+    if source is None:
+        closer, lines, encoding, problems = _open_lines(path)
+    else:
+        lines, encoding, problems = source
+    try:
+        yield _READY
+        for index, line in enumerate(_counted(lines, stats)):
+            bad = bool(problems)
+            problems.clear()
+            if index < skip:
+                continue
+            text = line.rstrip("\r\n")
+            error = f"text has bytes that are not valid {encoding}" if bad and "\ufffd" in text else None
+            yield _make_row(index, text, None, {}, error)
+    except UnicodeDecodeError as e:  # only in text-mode decoding (UTF-16/32, CR line ends)
+        raise InputError(path, f"not valid {encoding} text ({e.reason})", stats.lines) from None
+    finally:
+        if closer is not None:
+            closer.close()
+
+
 def _json_error(e: ValueError) -> str:
     if isinstance(e, json.JSONDecodeError):
         return f"invalid JSON: {e.msg} (column {e.colno})"
@@ -576,20 +666,43 @@ def _counted(lines: Iterable[str], stats: ReadStats) -> Iterator[str]:
         yield line
 
 
+_Source = tuple[Iterator[str], str, list[str]]  # lines already opened (stdin, sniffed), encoding, problems
+
+
+def _stdin_lines() -> _Source:
+    """Standard input as decoded lines (UTF-8, a row at a time, so bad bytes spoil one row)."""
+    encoding, problems = "utf-8-sig", []
+    stdin_bytes = getattr(sys.stdin, "buffer", None)
+    lines = _decoded_lines(stdin_bytes, encoding, problems) if stdin_bytes is not None else iter(sys.stdin)
+    return lines, encoding, problems
+
+
+def _sniff_stdin() -> tuple[str, _Source]:
+    """JSON Lines when the first non-blank line is a JSON object, else one text per line."""
+    lines, encoding, problems = _stdin_lines()
+    head: list[str] = []
+    for line in lines:
+        head.append(line)
+        if line.strip():
+            break
+    first = head[-1].strip().lstrip("\ufeff") if head else ""
+    is_json = first.startswith("{") and _parses(first)
+    return ("jsonl" if is_json else "txt"), (chain(head, lines), encoding, problems)
+
+
 def _json_items(
-    path: str, fmt: str, stats: ReadStats | None = None
+    path: str, fmt: str, stats: ReadStats | None = None, source: _Source | None = None
 ) -> Iterator[tuple[Any, str | None, str | None]]:
     """(value, parse error, encoding with undecodable bytes) per JSONL line or JSON array element.
 
     A `.json` file may hold a JSON array, a single (pretty-printed) object, or JSON Lines; the first
     non-blank line tells which. Arrays are loaded whole: the format cannot be streamed without a dependency.
     """
-    if path == "-":
-        encoding, problems, closer = "utf-8-sig", [], None
-        stdin_bytes = getattr(sys.stdin, "buffer", None)
-        lines: Iterator[str] = (
-            _decoded_lines(stdin_bytes, encoding, problems) if stdin_bytes is not None else iter(sys.stdin)
-        )
+    closer: IO[bytes] | None = None
+    if source is not None:
+        lines, encoding, problems = source
+    elif path == "-":
+        lines, encoding, problems = _stdin_lines()
     else:
         fb, lines, encoding, problems = _open_lines(path)
         closer = fb
@@ -650,8 +763,10 @@ def _parses(line: str) -> bool:
     return True
 
 
-def _rows_json(path: str, spec: _Spec, skip: int, fmt: str, stats: ReadStats) -> Iterator[Any]:
-    items = _json_items(path, fmt, stats)
+def _rows_json(
+    path: str, spec: _Spec, skip: int, fmt: str, stats: ReadStats, source: _Source | None = None
+) -> Iterator[Any]:
+    items = _json_items(path, fmt, stats, source)
     try:
         # The leading objects stand in for a header: a column none of them has is a wrong name, refused before
         # anything is yielded. Exporters that drop null fields (Spark's default) leave a key out of some
@@ -818,9 +933,13 @@ def count_rows(path: str, fmt: str | None = None) -> int | None:
     csv/tsv are counted by lines with quote tracking, exact for well-formed files; xlsx trusts the sheet's
     stored dimension (blank rows included); a `.json` array is parsed.
     """
-    resolved = _resolve_format(path, fmt)
     if path == "-":
         return None
+    resolved = _resolve_format(path, fmt, INPUT_FORMATS)
+    if resolved == "txt":
+        fb, lines, _, _ = _open_lines(path)
+        with fb:
+            return sum(1 for _ in lines)
     if resolved in ("csv", "tsv"):
         fb, lines, _, _ = _open_lines(path)
         with fb:

@@ -497,3 +497,16 @@ def test_a_bug_is_not_dressed_up_as_a_user_error(tiny_model_dir, tmp_path, monke
     res = runner.invoke(app, ["score-dialogues", str(SAMPLES / "conversations.jsonl"), "--customer", "a",
                               "--agent", "A", "--model", str(tiny_model_dir)])
     assert res.exit_code == 1 and res.output.strip() == "emotag: speaker 'a' is named as both customer and agent"
+
+
+def test_plain_text_from_stdin_and_txt_files(tiny_model_dir, tmp_path):
+    res = runner.invoke(app, ["score", "-", "--model", str(tiny_model_dir)], input="很好吃\n\n太难吃了\n")
+    assert res.exit_code == 0, res.output
+    got = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert [(g["id"], g["error"]) for g in got] == [(0, None), (1, "text is empty"), (2, None)]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("很好吃\n太难吃了\n", encoding="utf-8")
+    res = _score(tiny_model_dir, notes, "-o", tmp_path / "notes.csv", "-q")
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "notes.csv", encoding="utf-8-sig") as f:
+        assert [r["id"] for r in csv.DictReader(f)] == ["0", "1"]

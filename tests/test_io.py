@@ -585,3 +585,52 @@ def test_resume_checks_the_partial_belongs_to_this_input_and_settings(tmp_path: 
         w.write({"id": 1})
     assert [r["id"] for r in read_records(str(out))] == [0, 1]
     assert not list(tmp_path.glob("o.jsonl.partial*"))
+
+
+def test_txt_is_one_text_per_line_and_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("很好吃\n\n太难吃了\r\n", encoding="utf-8")
+    rows = list(read_rows(str(path)))
+    assert [(r.id, r.text, r.error) for r in rows] == [(0, "很好吃", None), (1, None, "text is empty"),
+                                                        (2, "太难吃了", None)]
+    assert count_rows(str(path)) == 3
+    assert [r.text for r in read_rows(str(path), skip=2)] == ["太难吃了"]
+    _one_line_error(lambda: read_rows(str(path), keep=["shop"]), "notes.txt", "no columns")
+    _one_line_error(lambda: RecordWriter(str(tmp_path / "out.txt")), "out.txt", "is read, not written")
+
+
+@pytest.mark.parametrize("piped, kind", [("很好吃\n太难吃了\n", "text"), ('{"text": "很好吃"}\n{"text": "太难吃了"}\n', "json"),
+                                         ("\n{不是 JSON}\n太难吃了\n", "text")])
+def test_stdin_takes_json_lines_or_plain_text(monkeypatch: pytest.MonkeyPatch, piped: str, kind: str) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(piped.encode("utf-8")), encoding="utf-8"))
+    texts = [r.text for r in read_rows("-")]
+    if kind == "json":
+        assert texts == ["很好吃", "太难吃了"]
+    else:
+        assert texts == [line or None for line in piped.splitlines()]
+
+
+def test_mixed_utf8_and_gbk_rows_are_all_read(tmp_path: Path) -> None:
+    """Files two tools appended to: a line that is not valid in the file's encoding is tried in the other."""
+    for utf8_every in (2, 3, 97):
+        data = b"id,text\n"
+        for i in range(300):
+            data += f"{i},第{i}条评论质量很好\n".encode("utf-8" if i % utf8_every == 0 else "gbk")
+        path = tmp_path / f"mixed{utf8_every}.csv"
+        path.write_bytes(data)
+        rows = list(read_rows(str(path)))
+        assert [r.text for r in rows] == [f"第{i}条评论质量很好" for i in range(300)]
+
+
+def test_an_unknown_encoding_names_the_first_line_that_is_not_utf8(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import charset_normalizer
+
+    class Nothing:
+        def best(self) -> None:
+            return None
+
+    monkeypatch.setattr(charset_normalizer, "from_bytes", lambda data: Nothing())
+    path = tmp_path / "odd.csv"
+    path.write_bytes("id,text\n1,好\n".encode() + b"2,\xff\xfe\xfa\xfb\xfc\n" * 3)
+    _one_line_error(lambda: read_rows(str(path)), "odd.csv", "cannot tell the text encoding", "line 3 is neither")
