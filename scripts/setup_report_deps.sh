@@ -4,8 +4,11 @@
 #     itself needs no font on the viewer's machine);
 #   * headless Chromium, which tests/test_report.py uses to render the report and check the screenshot.
 # Both come from Debian packages. Idempotent: when everything is present it only runs two checks and
-# exits, so `make test` can call it every time.
+# exits, so `make test` can call it every time. `--font-only` (what `make demo` runs) skips the browser,
+# which only the test needs.
 set -euo pipefail
+FONT_ONLY=0
+[ "${1:-}" = "--font-only" ] && FONT_ONLY=1
 
 FONT_PKG=fonts-wqy-microhei
 FONT_FILE=/usr/share/fonts/truetype/wqy/wqy-microhei.ttc
@@ -13,7 +16,7 @@ BROWSER_PKG=chromium
 
 need=()
 [ -f "$FONT_FILE" ] || need+=("$FONT_PKG")
-command -v chromium >/dev/null 2>&1 || need+=("$BROWSER_PKG")
+[ "$FONT_ONLY" = 1 ] || command -v chromium >/dev/null 2>&1 || need+=("$BROWSER_PKG")
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
