@@ -92,6 +92,16 @@ def _tagger(model: str | None, backend: str, threads: int | None):
     return Tagger.load(model, backend=backend, threads=threads)
 
 
+def _aspect_extractor(categories_file: str | None):
+    """The aspect extractor with the built-in categories or the user's TOML file (errors are one line)."""
+    from emotag.aspects import AspectExtractor, CategoryFileError, CategorySet
+
+    try:
+        return AspectExtractor.load(CategorySet.from_toml(categories_file) if categories_file else None)
+    except CategoryFileError as e:
+        raise UserError(str(e)) from None
+
+
 def _interactive() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
@@ -111,6 +121,8 @@ def score(
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue a killed or interrupted run from OUTPUT.partial (same input, options and model only)")] = False,
     preview: Annotated[int, typer.Option("--preview", help="print a table of the first N results")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="no progress bar and no closing summary")] = False,
+    aspects: Annotated[bool, typer.Option("--aspects", metavar="", help="add SPEC §7 opinion units per record: aspect, opinion, polarity, score, category, spans (see docs/aspects.md)")] = False,
+    aspect_categories: Annotated[Optional[str], typer.Option("--aspect-categories", metavar="FILE", help="your own aspect categories (TOML, SPEC §7); implies --aspects")] = None,  # noqa: UP045
 ) -> None:
     """Score texts: one output record per input row, in input order.
 
@@ -121,13 +133,14 @@ def score(
     from emotag.scoring import score_file
 
     keep_cols = tuple(c.strip() for c in keep.split(",") if c.strip())
+    extractor = _aspect_extractor(aspect_categories) if aspects or aspect_categories else None
     tagger = _tagger(model, backend, threads)
     show = _interactive() and not quiet and output != "-"
     total = count_rows(input) if show else None
     try:
         with _progress_bar(show, total) as advance:
             summary = score_file(tagger, input, output, text_col=text_col, id_col=id_col, keep=keep_cols,
-                                 batch_size=batch_size, resume=resume, progress=advance)
+                                 batch_size=batch_size, resume=resume, progress=advance, aspects=extractor)
     except KeyboardInterrupt:
         if output != "-":
             typer.echo(f"emotag: interrupted; the rows scored so far are in {output}.partial: run the same "
@@ -390,35 +403,47 @@ def train(
     seed: Annotated[int, typer.Option("--seed")] = 13,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="training time budget")] = None,  # noqa: UP045
     threads: ThreadsOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="replace a model in OUTPUT even when the result is no better than the baselines")] = False,
 ) -> None:
-    """Fine-tune on your own labelled comments; writes a model directory usable by `score --model`."""
+    """Fine-tune on your own labelled comments; writes a model directory usable by `score --model`.
+
+    A linear head on the base model's features comes first, then the whole network (--epochs 0: the head
+    only); the best on dev is kept and compared with the base's zero-shot score and the majority class."""
     if task not in ("emotion", "polarity"):
         raise UserError(f"--task {task}: expected emotion or polarity")
+    import logging
+
     from emotag.train.finetune import finetune
 
+    ft_log = logging.getLogger("emotag.finetune")
+    handler, propagate = None, ft_log.propagate
     if not _interactive():  # no progress bar: the fine-tuner's step lines go to stderr instead
-        import logging
-
-        ft_log = logging.getLogger("emotag.finetune")
-        if not any(h.get_name() == "emotag-cli" for h in ft_log.handlers):
-            handler = logging.StreamHandler(sys.stderr)
-            handler.set_name("emotag-cli")
-            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-            ft_log.addHandler(handler)
-            ft_log.setLevel(logging.INFO)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        ft_log.addHandler(handler)
+        ft_log.setLevel(logging.INFO)
+        ft_log.propagate = False  # a root handler (set up by a dependency) would print each line twice
     cols = [c.strip() for c in label_col.split(",") if c.strip()]
-    res = finetune(train_file, output, dev_path=dev, base_model=base_model, labels=labels, text_col=text_col,
-                   label_cols=cols, task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                   max_minutes=max_minutes, progress=_interactive(), threads=threads)
+    try:
+        res = finetune(train_file, output, dev_path=dev, base_model=base_model, labels=labels, text_col=text_col,
+                       label_cols=cols, task=task, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                       max_minutes=max_minutes, progress=_interactive(), threads=threads, force=force)
+    finally:  # the handler writes to this call's stderr, which a library caller may close afterwards
+        if handler is not None:
+            ft_log.removeHandler(handler)
+            ft_log.propagate = propagate
     before = res.dev_before or {}
-    after = res.dev_after
-    typer.echo(f"trained {res.steps} steps in {res.minutes:.1f} min on {res.train_rows} rows "
-               f"({res.dev_rows} dev rows, {res.dev_source}); labels: {', '.join(res.labels)}")
-    for k, v in after.items():
+    typer.echo(f"trained on {res.train_rows} rows ({res.dev_rows} dev rows, {res.dev_source}) in "
+               f"{res.minutes:.1f} min, {res.steps} fine-tuning steps; kept: {res.chosen}; "
+               f"labels: {', '.join(res.labels)}")
+    typer.echo(f"  dev majority-class rate: {res.majority:.4f}")
+    for k, v in res.dev_after.items():
         if k == "n" or not isinstance(v, float):
             continue
         b = before.get(k)
-        typer.echo(f"  dev {k}: {v:.4f}" + (f" (before {b:.4f})" if isinstance(b, float) else ""))
+        typer.echo(f"  dev {k}: {v:.4f}" + (f" (zero-shot {b:.4f})" if isinstance(b, float) else ""))
+    if not res.better:
+        typer.echo(f"not better than the baselines: {res.verdict}")
     typer.echo(f"wrote {res.out_dir} (report: {res.out_dir / 'eval_report.md'})")
 
 

@@ -84,8 +84,12 @@ def score_file(
     resume: bool = False,
     progress: Callable[[int], None] | None = None,
     chunk_rows: int = 2048,
+    aspects: Any = None,
 ) -> ScoreSummary:
     """Score INPUT into OUTPUT (formats by extension, '-' = stdin/stdout JSONL).
+
+    `aspects` (an `emotag.aspects.AspectExtractor`) adds SPEC §7's `aspects` list to every record (null
+    on error rows).
 
     OUTPUT may not be INPUT (under any name), and a resumed partial must have been started from the same
     input with the same options and model: both are refused with an `InputError`.
@@ -97,6 +101,9 @@ def score_file(
     # the columns of a scored record, known before the first one: csv/tsv headers never depend on the data
     template = dict.fromkeys(OUTPUT_FIELDS, "") | {"emotions": dict.fromkeys(tagger.emotion_labels, 0.0)}
     settings = {"--text-col": text_col, "--id-col": id_col, "--keep": list(keep), "model": model_identity(tagger)}
+    if aspects is not None:
+        template["aspects"] = ""
+        settings["--aspects"] = True
     with RecordWriter(output_path, resume=resume, template=template, inputs=[input_path],
                       settings=settings) as writer:
         summary.skipped = skipped = writer.rows_done
@@ -118,15 +125,19 @@ def score_file(
                 r = waiting.popleft()
                 rec = dict.fromkeys(OUTPUT_FIELDS)
                 rec["id"], rec["error"] = r.id, r.error
+                if aspects is not None:
+                    rec["aspects"] = None
                 rec.update((names.get(k, k), v) for k, v in r.extra.items())
                 writer.write(rec)
                 summary.count(rec)
 
         reported = 0
-        for result in tagger.tag_many(texts(), batch_size=batch_size, chunk_size=chunk_rows):
+        for result in tagger.tag_many(texts(), batch_size=batch_size, chunk_size=chunk_rows, aspects=aspects):
             flush_errors()
             r = waiting.popleft()
             rec: dict[str, Any] = result.to_dict()
+            if aspects is not None:
+                rec.setdefault("aspects", None)
             rec["id"] = r.id
             rec.update((names.get(k, k), v) for k, v in r.extra.items())
             writer.write(rec)

@@ -37,6 +37,8 @@ class Result:
     polarity_score: float | None
     intensity: float | None
     error: str | None = None
+    # SPEC §7 opinion units (emotag.aspects.Aspect), only when asked for: tag(text, aspects=True)
+    aspects: list[Any] | None = None
 
     @classmethod
     def failed(cls, id: str | int | None, error: str) -> Result:
@@ -52,7 +54,11 @@ class Result:
         return POLARITY_ZH.get(self.polarity, self.polarity) if self.polarity else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        units = d.pop("aspects")
+        if units is not None:
+            d["aspects"] = [a.to_dict() for a in self.aspects or []]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)
@@ -66,6 +72,7 @@ class _PreparedChunk:
     prepared: list[Prepared | str]
     n_windows: int
     batches: list[tuple[list[int], Batch]]
+    aspects: list[Any] | None = None  # opinion units per scorable text, when asked for
 
 
 _END = object()  # end-of-iterator sentinel
@@ -111,9 +118,21 @@ class Tagger:
     def emotion_labels(self) -> tuple[str, ...]:
         return self.config.emotion_labels
 
-    def tag(self, text: str) -> Result:
-        """Score one text."""
-        return next(self.tag_many([text], batch_size=1))
+    def tag(self, text: str, aspects: Any = False) -> Result:
+        """Score one text; `aspects=True` also extracts its opinion units (SPEC §7)."""
+        return next(self.tag_many([text], batch_size=1, aspects=aspects))
+
+    def _aspect_extractor(self, aspects: Any) -> Any:
+        """None, the bundled extractor (aspects=True, loaded once) or the caller's own AspectExtractor."""
+        if aspects is False or aspects is None:
+            return None
+        if aspects is True:
+            if getattr(self, "_aspects", None) is None:
+                from emotag.aspects import AspectExtractor
+
+                self._aspects = AspectExtractor.load()
+            return self._aspects
+        return aspects
 
     def tag_many(
         self,
@@ -122,13 +141,15 @@ class Tagger:
         ids: Iterable[str | int] | None = None,
         show_progress_bar: bool = False,
         chunk_size: int | None = None,
+        aspects: Any = False,
     ) -> Iterator[Result]:
         """Stream results in input order; memory is bounded by three chunks of `chunk_size` texts (one
         being prepared, one being scored, one being handed back).
 
         A text that is not a string or is empty after normalisation yields a Result with `error` set,
         never an exception: every input gets exactly one result. Bad arguments (a bare string for
-        `texts`, a batch or chunk size below 1) raise here, before anything is read.
+        `texts`, a batch or chunk size below 1) raise here, before anything is read. `aspects=True` (or an
+        `emotag.aspects.AspectExtractor` with the caller's categories) fills `Result.aspects`.
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError("tag_many() takes an iterable of texts, not one text: use tag(text) or tag_many([text])")
@@ -137,18 +158,19 @@ class Tagger:
                 raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
         batch_size = int(batch_size)
         return self._tag_many(texts, batch_size, ids, show_progress_bar,
-                              int(chunk_size) if chunk_size else max(batch_size * 32, 256))
+                              int(chunk_size) if chunk_size else max(batch_size * 32, 256),
+                              self._aspect_extractor(aspects))
 
     def _tag_many(
         self, texts: Iterable[Any], batch_size: int, ids: Iterable[str | int] | None, show_progress_bar: bool,
-        chunk_size: int,
+        chunk_size: int, extractor: Any = None,
     ) -> Iterator[Result]:
         if isinstance(texts, (list, tuple)) and len(texts) <= chunk_size and not show_progress_bar:
             # one chunk: nothing to overlap, so no worker thread (score_dialogues calls this per conversation)
             chunk_ids = list(ids) if ids is not None else list(range(len(texts)))
             if len(chunk_ids) != len(texts):
                 raise ValueError("ids and texts have different lengths")
-            yield from self._score_chunk(texts, chunk_ids, batch_size)
+            yield from self._score_chunk(texts, chunk_ids, batch_size, extractor)
             return
         it = iter(texts)
         id_it = iter(ids) if ids is not None else None
@@ -180,7 +202,7 @@ class Tagger:
             return chunk, chunk_ids
 
         def prepare(item: tuple[list[Any], list[str | int]] | None) -> _PreparedChunk | None:
-            return None if item is None else self._prepare_chunk(item[0], item[1], batch_size)
+            return None if item is None else self._prepare_chunk(item[0], item[1], batch_size, extractor)
 
         def score(future: Future[_PreparedChunk | None]) -> list[Result] | None:
             chunk = future.result()
@@ -210,10 +232,12 @@ class Tagger:
             if bar:
                 bar(None)
 
-    def _score_chunk(self, texts: Sequence[Any], ids: Sequence[str | int], batch_size: int) -> list[Result]:
-        return self._score_prepared(self._prepare_chunk(texts, ids, batch_size))
+    def _score_chunk(self, texts: Sequence[Any], ids: Sequence[str | int], batch_size: int,
+                     extractor: Any = None) -> list[Result]:
+        return self._score_prepared(self._prepare_chunk(texts, ids, batch_size, extractor))
 
-    def _prepare_chunk(self, texts: Sequence[Any], ids: Sequence[str | int], batch_size: int) -> _PreparedChunk:
+    def _prepare_chunk(self, texts: Sequence[Any], ids: Sequence[str | int], batch_size: int,
+                       extractor: Any = None) -> _PreparedChunk:
         """Normalise, window and encode a chunk: pure text work, no network."""
         prepared: list[Prepared | str] = []
         for t in texts:
@@ -236,7 +260,10 @@ class Tagger:
         for s in range(0, len(order), batch_size):
             sel = order[s : s + batch_size]
             batches.append((sel, self.featurizer.encode([windows[k] for k in sel])))
-        return _PreparedChunk(list(ids), prepared, len(windows), batches)
+        units = None
+        if extractor is not None:  # text work too, so it overlaps with the network like the rest
+            units = extractor.extract_many([t for t, p in zip(texts, prepared, strict=True) if isinstance(p, Prepared)])
+        return _PreparedChunk(list(ids), prepared, len(windows), batches, units)
 
     def _score_prepared(self, chunk: _PreparedChunk) -> list[Result]:
         E = len(self.config.emotion_labels)
@@ -268,10 +295,12 @@ class Tagger:
             val_t = np.add.reduceat(val * w, first)
             rows = iter(self._results(emo_t, pol_t, inten_t, val_t))
         results: list[Result] = []
+        units = iter(chunk.aspects) if chunk.aspects is not None else None
         for id_, p in zip(chunk.ids, chunk.prepared, strict=True):
             if isinstance(p, Prepared):
                 emotion, emotions, polarity, score, intensity = next(rows)
-                results.append(Result(id_, emotion, emotions, polarity, score, intensity))
+                results.append(Result(id_, emotion, emotions, polarity, score, intensity,
+                                      aspects=next(units) if units is not None else None))
             else:
                 results.append(Result.failed(id_, p))
         return results

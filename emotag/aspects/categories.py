@@ -1,0 +1,287 @@
+"""Aspect categories: the built-in set, a user's TOML file (SPEC §7), and how a unit finds its category.
+
+A unit's category comes from, in order: its aspect term matching a category term (exact, then the
+longest term it contains: 包装盒 -> 包装), the aspect term's nearest category term in a learned vector
+space (character and character-bigram vectors from PPMI + SVD over review text, built by
+`scripts/train_aspects.py`: 外盒 sits near 盒子 and 包装), the opinion's own words (便宜 -> 价格,
+很快 with no aspect stays open), then the file's `default`. A user's categories also inherit the built-in
+terms of the built-in category their own terms point at, so a file listing only 包装 = ["包装", "盒子"]
+still knows 瓶身 and 封口.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from emotag.aspects.features import normalize_aligned
+from emotag.aspects.lexicon import BUILTIN_CATEGORIES, BUILTIN_DEFAULT
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RESOURCES = Path(__file__).resolve().parent / "resources"
+SIMILARITY_THRESHOLD = 0.55
+
+
+class CategoryFileError(ValueError):
+    """A user's category file that cannot be used; the message is one line naming the file and problem."""
+
+
+def builtin_terms() -> list[str]:
+    return sorted({t for terms in BUILTIN_CATEGORIES.values() for t in terms if len(t) >= 2})
+
+
+class TermVectors:
+    """Character and character-bigram vectors; a term's vector leans on its last character (the head of
+    a Chinese compound: 外盒 is a kind of 盒)."""
+
+    def __init__(self, vocab: list[str], vectors: np.ndarray) -> None:
+        self.index = {w: i for i, w in enumerate(vocab)}
+        self.vectors = vectors.astype(np.float32)
+        self._cache: dict[str, np.ndarray | None] = {}
+
+    @classmethod
+    def load(cls, path: str | Path = RESOURCES) -> TermVectors | None:
+        f = Path(path) / "vectors.npz"
+        if not f.exists():
+            return None
+        with np.load(f) as z:
+            vectors = z["vectors"]
+        vocab = json.loads((Path(path) / "vectors_vocab.json").read_text(encoding="utf-8"))
+        return cls(vocab, vectors)
+
+    def vector(self, term: str) -> np.ndarray | None:
+        if term in self._cache:
+            return self._cache[term]
+        parts: list[tuple[str, float]] = []
+        if term in self.index:
+            parts.append((term, 2.0))
+        parts += [(term[i:i + 2], 1.0) for i in range(len(term) - 1)]
+        parts += [(c, 1.0 + (k == len(term) - 1) * 1.5) for k, c in enumerate(term)]
+        acc = np.zeros(self.vectors.shape[1], np.float32)
+        for p, w in parts:
+            i = self.index.get(p)
+            if i is not None:
+                acc += w * self.vectors[i]
+        n = float(np.linalg.norm(acc))
+        v = acc / n if n > 0 else None
+        self._cache[term] = v
+        return v
+
+
+class CategorySet:
+    """Category names with their indicative terms; `assign(aspect, opinion)` -> a name, default or None."""
+
+    def __init__(self, categories: dict[str, list[str]], default: str | None, vectors: TermVectors | None,
+                 inherit: bool = False) -> None:
+        self.names = list(categories)
+        self.default = default
+        self.vectors = vectors
+        self.terms: dict[str, str] = {}
+        for name, terms in categories.items():
+            for t in terms:
+                self.terms.setdefault(normalize_aligned(t), name)
+            self.terms.setdefault(normalize_aligned(name), name)
+        if inherit:
+            self._inherit_builtin()
+        self._by_len = sorted(self.terms, key=len, reverse=True)
+        self._matrix: np.ndarray | None = None
+        self._owners: list[str] = []
+        self._cache: dict[tuple[str | None, str], str | None] = {}
+
+    @classmethod
+    def builtin(cls, path: str | Path = RESOURCES) -> CategorySet:
+        return cls({k: list(v) for k, v in BUILTIN_CATEGORIES.items()}, BUILTIN_DEFAULT, TermVectors.load(path))
+
+    @classmethod
+    def from_toml(cls, file: str | Path, path: str | Path = RESOURCES) -> CategorySet:
+        """A user's category file (SPEC §7); any problem raises CategoryFileError naming file and problem."""
+        try:
+            with open(file, "rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError:
+            raise CategoryFileError(f"{file}: no such file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise CategoryFileError(f"{file}: not valid TOML ({e})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise CategoryFileError(f"{file}: cannot read ({e})") from None
+        unknown = set(doc) - {"default", "categories"}
+        if unknown:
+            raise CategoryFileError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}; "
+                                    "expected 'default' and a [categories] table")
+        cats = doc.get("categories")
+        if not isinstance(cats, dict) or not cats:
+            raise CategoryFileError(f"{file}: needs a non-empty [categories] table (name = [\"term\", ...])")
+        clean: dict[str, list[str]] = {}
+        for name, terms in cats.items():
+            if not name.strip():
+                raise CategoryFileError(f"{file}: category names must not be empty")
+            if isinstance(terms, str):
+                terms = [terms]
+            if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+                raise CategoryFileError(f"{file}: category {name!r} must be a list of strings, "
+                                        f"got {type(terms).__name__}")
+            clean[name] = [t.strip() for t in terms if t.strip()]
+        default = doc.get("default")
+        if default is not None and (not isinstance(default, str) or not default.strip()):
+            raise CategoryFileError(f"{file}: 'default' must be a category name (a non-empty string)")
+        return cls(clean, default, TermVectors.load(path), inherit=True)
+
+    def _inherit_builtin(self) -> None:
+        """Each user category takes the built-in terms of the built-in category most of its own terms are
+        listed in (never overriding the user's own terms)."""
+        builtin = {normalize_aligned(t): k for k, ts in BUILTIN_CATEGORIES.items() for t in ts}
+        votes: dict[str, dict[str, int]] = {}
+        for term, name in self.terms.items():
+            b = builtin.get(term)
+            if b:
+                votes.setdefault(name, {}).setdefault(b, 0)
+                votes[name][b] += 1
+        owner: dict[str, str] = {}
+        for name, v in votes.items():
+            best = max(v.items(), key=lambda kv: kv[1])[0]
+            # one built-in category feeds one user category (the one that points at it most)
+            if best not in owner or v[best] > votes[owner[best]].get(best, 0):
+                owner[best] = name
+        for b, name in owner.items():
+            for t in BUILTIN_CATEGORIES[b]:
+                self.terms.setdefault(normalize_aligned(t), name)
+
+    def _vector_table(self) -> tuple[np.ndarray | None, list[str]]:
+        if self._matrix is None and self.vectors is not None:
+            rows, owners = [], []
+            for term, name in self.terms.items():
+                v = self.vectors.vector(term) if len(term) >= 1 else None
+                if v is not None:
+                    rows.append(v)
+                    owners.append(name)
+            self._matrix = np.stack(rows) if rows else np.zeros((0, self.vectors.vectors.shape[1]), np.float32)
+            self._owners = owners
+        return self._matrix, self._owners
+
+    def nearest(self, term: str) -> tuple[str | None, float]:
+        """The category of the most similar listed term, and that similarity."""
+        if self.vectors is None:
+            return None, 0.0
+        m, owners = self._vector_table()
+        v = self.vectors.vector(term)
+        if v is None or m is None or not len(m):
+            return None, 0.0
+        sims = m @ v
+        k = int(sims.argmax())
+        return owners[k], float(sims[k])
+
+    def _match(self, text: str) -> str | None:
+        hit = self.terms.get(text)
+        if hit:
+            return hit
+        for t in self._by_len:
+            if len(t) >= 2 and t in text:
+                return self.terms[t]
+        return None
+
+    def assign(self, aspect: str | None, opinion: str) -> str | None:
+        """The category of a unit, from its (normalised) aspect term and opinion."""
+        key = (aspect, opinion)
+        if key in self._cache:
+            return self._cache[key]
+        cat = None
+        if aspect:
+            cat = self._match(aspect)
+            if cat is None and len(aspect) <= 6:
+                near, sim = self.nearest(aspect)
+                cat = near if sim >= SIMILARITY_THRESHOLD else None
+        if cat is None:
+            cat = self._match(opinion)
+            if cat is None:
+                for t in self._by_len:  # single-character opinion hints (贵, 香) only as the whole core
+                    if len(t) == 1 and opinion.rstrip("了的啊呀哦呢吧！!~。") .endswith(t) and len(opinion) <= 3:
+                        cat = self.terms[t]
+                        break
+        if cat is None:
+            cat = self.default
+        if len(self._cache) < 100_000:
+            self._cache[key] = cat
+        return cat
+
+
+def _corpus(data: Path) -> Iterable[str]:
+    import csv
+
+    for name in ("online_shopping_10_cats.csv", "ChnSentiCorp_htl_all.csv"):
+        p = data / "reviews_polarity" / name
+        if p.exists():
+            with open(p, encoding="utf-8-sig", newline="") as f:
+                for r in csv.DictReader(f):
+                    yield r.get("review") or ""
+    p = data / "chinese_aste" / "train.jsonl"
+    if p.exists():
+        with open(p, encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)["text"]
+    p = data / "sentic_reviews" / "sentic_reviews.tsv"
+    if p.exists():
+        with open(p, encoding="utf-8") as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) > 1:
+                    yield parts[1]
+
+
+def train_vectors(data: str | Path, out: str | Path, n_chars: int = 4000, n_bigrams: int = 12000,
+                  n_context: int = 3000, dim: int = 48, window: int = 2) -> None:
+    """PPMI + SVD vectors for characters and character bigrams (context: characters within `window`)."""
+    from collections import Counter
+
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import svds
+
+    texts = [normalize_aligned(t) for t in _corpus(Path(data)) if t]
+    cc, bc = Counter(), Counter()
+    for t in texts:
+        cc.update(t)
+        bc.update(t[i:i + 2] for i in range(len(t) - 1))
+    is_word = lambda s: all("\u4e00" <= c <= "\u9fff" for c in s)  # noqa: E731
+    chars = [c for c, _ in cc.most_common() if is_word(c)][:n_chars]
+    bigrams = [b for b, _ in bc.most_common() if is_word(b)][:n_bigrams]
+    ctx = [c for c, _ in cc.most_common(n_context)]
+    vocab = chars + bigrams
+    ti = {w: i for i, w in enumerate(vocab)}
+    ci = {c: i for i, c in enumerate(ctx)}
+    counts: Counter[tuple[int, int]] = Counter()
+    for t in texts:
+        n = len(t)
+        for size in (1, 2):
+            for i in range(n - size + 1):
+                w = ti.get(t[i:i + size])
+                if w is None:
+                    continue
+                for j in range(max(0, i - window), min(n, i + size + window)):
+                    if i <= j < i + size:
+                        continue
+                    c = ci.get(t[j])
+                    if c is not None:
+                        counts[(w, c)] += 1
+    rows = np.fromiter((k[0] for k in counts), np.int64, len(counts))
+    cols = np.fromiter((k[1] for k in counts), np.int64, len(counts))
+    vals = np.fromiter(counts.values(), np.float64, len(counts))
+    total = vals.sum()
+    rs = np.bincount(rows, vals, len(vocab))
+    cs = np.bincount(cols, vals, len(ctx)) ** 0.75
+    pmi = np.log(vals * cs.sum() / (rs[rows] * cs[cols]) + 1e-12) - np.log(total / total)
+    keep = pmi > 0
+    m = coo_matrix((pmi[keep], (rows[keep], cols[keep])), shape=(len(vocab), len(ctx))).tocsr()
+    u, s, _ = svds(m, k=dim, random_state=0)
+    vec = u * np.sqrt(s)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True) + 1e-9
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "vectors.npz", vectors=vec.astype(np.float16))
+    (out / "vectors_vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")

@@ -1,0 +1,137 @@
+"""The aspect/opinion sequence tagger: per-character tags decoded with batched Viterbi.
+
+Tags (BIO): O, B/I-aspect, and B/I-opinion for each polarity (positive, neutral, negative). Emission
+scores are sums of learned weights of the features in `features.py`; transitions are learned too, and
+an I- tag can only follow its own B- or I- tag. Weights are trained by an averaged structured perceptron
+(`scripts/train_aspects.py`) and stored as npz: sorted feature keys, a weight matrix, transitions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emotag.aspects.features import LEXICONS, feature_keys, lexicon_dict
+
+TAGS = ("O", "B-A", "I-A", "B-positive", "I-positive", "B-neutral", "I-neutral", "B-negative", "I-negative")
+N_TAGS = len(TAGS)
+OPINION_POLARITY = {3: "positive", 4: "positive", 5: "neutral", 6: "neutral", 7: "negative", 8: "negative"}
+NEG_INF = -1e9
+
+
+def allowed_transitions() -> np.ndarray:
+    """[from, to] mask: an I- tag only after the B- or I- tag of the same kind."""
+    ok = np.ones((N_TAGS, N_TAGS), dtype=bool)
+    for to in range(N_TAGS):
+        if TAGS[to].startswith("I-"):
+            ok[:, to] = False
+            ok[to - 1, to] = ok[to, to] = True
+    return ok
+
+
+def allowed_starts() -> np.ndarray:
+    return np.array([not t.startswith("I-") for t in TAGS])
+
+
+def viterbi(em: np.ndarray, lengths: np.ndarray, trans: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Best tag paths for a batch: em [B, L, T] (padded), lengths [B] -> tags [B, L] (padding tags 0).
+
+    Positions past a text's length keep its scores and point back to the same tag, so one backtrace from
+    the last column serves every length.
+    """
+    B, L, T = em.shape
+    ok = allowed_transitions()
+    tr = np.where(ok, trans, NEG_INF)
+    score = em[:, 0] + np.where(allowed_starts(), start, NEG_INF)
+    back = np.zeros((B, L, T), dtype=np.int16)
+    same = np.broadcast_to(np.arange(T, dtype=np.int16), (B, T))
+    for i in range(1, L):
+        cand = score[:, :, None] + tr[None]
+        best = cand.argmax(1)
+        new = np.take_along_axis(cand, best[:, None, :], 1)[:, 0] + em[:, i]
+        active = (lengths > i)[:, None]
+        score = np.where(active, new, score)
+        back[:, i] = np.where(active, best, same)
+    tags = np.zeros((B, L), dtype=np.int16)
+    cur = score.argmax(1).astype(np.int16)
+    rows = np.arange(B)
+    for i in range(L - 1, -1, -1):
+        tags[:, i] = cur
+        cur = back[rows, i, cur]
+    for b, n in enumerate(lengths):
+        tags[b, n:] = 0
+    return tags
+
+
+@dataclass
+class SpanTagger:
+    """Learned weights plus the lexicons whose matches are features."""
+
+    keys: np.ndarray  # sorted uint64 feature keys
+    weights: np.ndarray  # [len(keys) + 1, N_TAGS]; the last row (unknown feature) is zero
+    trans: np.ndarray  # [N_TAGS, N_TAGS]
+    start: np.ndarray  # [N_TAGS]
+    lexicons: dict[str, list[str]]
+
+    def __post_init__(self) -> None:
+        self._lex = [lexicon_dict(self.lexicons.get(name, ())) for name in LEXICONS]
+
+    @classmethod
+    def load(cls, path: str | Path) -> SpanTagger:
+        path = Path(path)
+        with np.load(path / "tagger.npz") as z:
+            keys, weights, trans, start = z["keys"], z["weights"].astype(np.float32), z["trans"], z["start"]
+        lexicons = json.loads((path / "lexicons.json").read_text(encoding="utf-8"))
+        return cls(keys, np.vstack([weights, np.zeros((1, N_TAGS), np.float32)]), trans, start, lexicons)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path / "tagger.npz", keys=self.keys, weights=self.weights[:-1].astype(np.float16),
+                            trans=self.trans.astype(np.float32), start=self.start.astype(np.float32))
+        (path / "lexicons.json").write_text(json.dumps(self.lexicons, ensure_ascii=False, sort_keys=True),
+                                            encoding="utf-8")
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Row index per key; unknown keys point at the zero row."""
+        idx = np.searchsorted(self.keys, keys)
+        idx[idx >= len(self.keys)] = 0
+        return np.where(self.keys[idx] == keys, idx, len(self.keys))
+
+    def emissions(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Emission scores [B, L, T] (padded) and lengths, for normalised texts."""
+        keys, offsets = feature_keys(texts, self._lex)
+        em_flat = self.weights[self.lookup(keys)].sum(1)
+        lengths = np.diff(offsets)
+        L = int(lengths.max()) if len(lengths) else 0
+        em = np.zeros((len(texts), max(L, 1), N_TAGS), dtype=np.float32)
+        mask = np.arange(max(L, 1))[None, :] < lengths[:, None]
+        em[mask] = em_flat
+        return em, lengths
+
+    def tag(self, texts: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per text: its tag ids and emission rows (for opinion strength)."""
+        em, lengths = self.emissions(texts)
+        tags = viterbi(em, lengths, self.trans, self.start) if len(texts) else np.zeros((0, 0), np.int16)
+        return [tags[k, :n] for k, n in enumerate(lengths)], [em[k, :n] for k, n in enumerate(lengths)]
+
+
+def spans(tags: np.ndarray) -> list[tuple[int, int, int]]:
+    """(start, end, kind) spans from a tag path; kind is the B- tag id (1 aspect, 3/5/7 opinion)."""
+    out: list[tuple[int, int, int]] = []
+    i, n = 0, len(tags)
+    tl = tags.tolist()
+    while i < n:
+        t = tl[i]
+        if t in (1, 3, 5, 7):
+            j = i + 1
+            while j < n and tl[j] == t + 1:
+                j += 1
+            out.append((i, j, t))
+            i = j
+        else:
+            i += 1
+    return out

@@ -1,0 +1,238 @@
+#!/usr/bin/env python
+"""Rebuild the aspect tagger and category vectors in emotag/aspects/resources/ from ../shared/data.
+
+    python scripts/train_aspects.py --data ../shared/data [--epochs 6] [--out emotag/aspects/resources]
+
+1. Span tagger: an averaged structured perceptron (mini-batch, batched Viterbi) over character n-gram
+   and lexicon features, on chinese_aste/train.jsonl. Lexicon features for a training sentence come from
+   the *other* half of the training set (plus the hand-written seeds), so the tagger learns how far to
+   trust a lexicon match instead of copying it; at scoring time the whole lexicon is used.
+2. Category vectors: character and character-bigram embeddings (PPMI + SVD over a window of review text
+   from the shared corpora) that place an unlisted term (外盒) near the listed ones (盒子, 包装).
+3. Evaluation on chinese_aste/dev.jsonl split in two by line parity: even lines = tuning half (used for
+   every choice), odd lines = report half (read once for the model card). Prints triple F1 exact/soft.
+Everything is numpy; a run takes a few minutes on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from emotag.aspects.extract import AspectExtractor  # noqa: E402
+from emotag.aspects.features import LEXICONS, feature_keys, lexicon_dict, normalize_aligned  # noqa: E402
+from emotag.aspects.lexicon import DEGREE, NEGATION, SEED_OPINIONS  # noqa: E402
+from emotag.aspects.tagger import N_TAGS, TAGS, SpanTagger, allowed_starts, allowed_transitions, viterbi  # noqa: E402
+
+POL_B = {"positive": 3, "neutral": 5, "negative": 7}
+
+
+def read_aste(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def gold_tags(d: dict) -> np.ndarray:
+    tags = np.zeros(len(d["text"]), dtype=np.int16)
+    for t in d["triples"]:  # opinions first, aspects win where they overlap
+        a, b = t["opinion_span"]
+        tags[a] = POL_B[t["polarity"]]
+        tags[a + 1:b] = POL_B[t["polarity"]] + 1
+    for t in d["triples"]:
+        if t["aspect_span"]:
+            a, b = t["aspect_span"]
+            if (tags[a:b] == 0).all():
+                tags[a] = 1
+                tags[a + 1:b] = 2
+    return tags
+
+
+def build_lexicons(data: list[dict], extra_aspects: list[str], min_count: int = 2) -> dict[str, list[str]]:
+    asp = Counter(normalize_aligned(t["aspect"]) for d in data for t in d["triples"] if t["aspect"])
+    op = Counter(normalize_aligned(t["opinion"]) for d in data for t in d["triples"] if len(t["opinion"]) <= 4)
+    return {
+        "aspect": sorted({a for a, c in asp.items() if c >= min_count and len(a) >= 2} | set(extra_aspects)),
+        "opinion": sorted({o for o, c in op.items() if c >= min_count + 1} | set(SEED_OPINIONS)),
+        "negation": sorted(NEGATION),
+        "degree": sorted(DEGREE),
+    }
+
+
+def lex_list(lex: dict[str, list[str]]) -> list[dict[str, int]]:
+    return [lexicon_dict(lex[name]) for name in LEXICONS]
+
+
+def train_tagger(train: list[dict], seeds: list[str], epochs: int, batch: int = 16, min_count: int = 2,
+                 max_features: int = 300_000) -> SpanTagger:
+    texts = [normalize_aligned(d["text"]) for d in train]
+    gold = [gold_tags(d) for d in train]
+    half = [train[0::2], train[1::2]]
+    fold_lex = [lex_list(build_lexicons(half[1], seeds)), lex_list(build_lexicons(half[0], seeds))]
+    keys_parts = []
+    for f in (0, 1):
+        idx = list(range(f, len(train), 2))
+        k, o = feature_keys([texts[i] for i in idx], fold_lex[f])
+        keys_parts.append((idx, k, o))
+    # per-sentence key blocks in original order
+    blocks: list[np.ndarray] = [None] * len(train)  # type: ignore[list-item]
+    for idx, k, o in keys_parts:
+        for j, i in enumerate(idx):
+            blocks[i] = k[o[j]:o[j + 1]]
+    allk = np.concatenate(blocks)
+    uniq, counts = np.unique(allk, return_counts=True)
+    vocab = uniq[counts >= min_count]
+    print(f"features: {len(uniq):,} distinct, {len(vocab):,} kept (count >= {min_count})", flush=True)
+    V = len(vocab)
+    ids = []
+    for b in blocks:
+        pos = np.searchsorted(vocab, b)
+        pos[pos >= V] = 0
+        ids.append(np.where(vocab[pos] == b, pos, V))
+    W = np.zeros((V + 1, N_TAGS), np.float32)
+    U = np.zeros_like(W)
+    Tr = np.zeros((N_TAGS, N_TAGS), np.float32)
+    Ut = np.zeros_like(Tr)
+    St = np.zeros(N_TAGS, np.float32)
+    Us = np.zeros_like(St)
+    c = 1.0
+    rng = np.random.default_rng(0)
+    ok = allowed_transitions()
+    for ep in range(epochs):
+        t0 = time.time()
+        order = rng.permutation(len(train))
+        # length-bucketed batches: shuffle, then sort within windows of 50 batches
+        win = batch * 50
+        order = np.concatenate([sorted(order[s:s + win], key=lambda i: len(texts[i])) for s in range(0, len(order), win)])
+        batches = [order[s:s + batch] for s in range(0, len(order), batch)]
+        rng.shuffle(batches)
+        errs = 0
+        for sel in batches:
+            lens = np.array([len(texts[i]) for i in sel])
+            L = int(lens.max())
+            em = np.zeros((len(sel), L, N_TAGS), np.float32)
+            for r, i in enumerate(sel):
+                em[r, :lens[r]] = W[ids[i]].sum(1)
+            pred = viterbi(em, lens, Tr, St)
+            for r, i in enumerate(sel):
+                p, g = pred[r, :lens[r]].astype(np.int64), gold[i].astype(np.int64)
+                wrong = np.nonzero(p != g)[0]
+                if len(wrong) == 0:
+                    continue
+                errs += 1
+                fi = ids[i][wrong]  # [k, F]
+                gg = np.repeat(g[wrong], fi.shape[1])
+                pp = np.repeat(p[wrong], fi.shape[1])
+                ff = fi.reshape(-1)
+                np.add.at(W, (ff, gg), 1.0)
+                np.add.at(W, (ff, pp), -1.0)
+                np.add.at(U, (ff, gg), c)
+                np.add.at(U, (ff, pp), -c)
+                if len(g) > 1:
+                    dg = np.zeros_like(Tr)
+                    np.add.at(dg, (g[:-1], g[1:]), 1.0)
+                    np.add.at(dg, (p[:-1], p[1:]), -1.0)
+                    Tr += dg
+                    Ut += c * dg
+                St[g[0]] += 1
+                St[p[0]] -= 1
+                Us[g[0]] += c
+                Us[p[0]] -= c
+            W[V] = 0
+            U[V] = 0
+            c += 1
+        print(f"epoch {ep + 1}: {errs:,} sentences wrong ({time.time() - t0:.0f} s)", flush=True)
+    Wa, Tra, Sta = W - U / c, Tr - Ut / c, St - Us / c
+    Wa[V] = 0
+    # prune features whose averaged weights are all tiny: most of the size, none of the accuracy
+    mag = np.abs(Wa[:V]).max(1)
+    keep = mag >= max(0.01 * mag.max(), np.sort(mag)[-min(V, max_features)])
+    print(f"kept {keep.sum():,} of {V:,} features after pruning", flush=True)
+    lex = build_lexicons(train, seeds)
+    scale = float(np.abs(Wa[:V][keep]).max() / 4.0)  # fits float16 comfortably; decoding is scale-free
+    tagger = SpanTagger(vocab[keep], np.vstack([Wa[:V][keep] / scale, np.zeros((1, N_TAGS))]).astype(np.float32),
+                        (Tra / scale).astype(np.float32), (Sta / scale).astype(np.float32), lex)
+    assert ok.shape == (N_TAGS, N_TAGS) and allowed_starts().shape == (N_TAGS,) and len(TAGS) == N_TAGS
+    return tagger
+
+
+def triple_f1(gold: list[list[dict]], pred: list[list[dict]], soft: bool) -> tuple[float, float, float]:
+    def same(a, b):
+        if a is None or b is None:
+            return a is None and b is None
+        a, b = "".join(a.split()), "".join(b.split())
+        return a == b or (soft and bool(a) and bool(b) and (a in b or b in a))
+
+    tp = ng = npred = 0
+    for g, q in zip(gold, pred, strict=True):
+        ng += len(g)
+        npred += len(q)
+        used = set()
+        for a in g:
+            for j, b in enumerate(q):
+                if j not in used and a["polarity"] == b["polarity"] and same(a["aspect"], b["aspect"]) \
+                        and same(a["opinion"], b["opinion"]):
+                    used.add(j)
+                    tp += 1
+                    break
+    p = tp / npred if npred else 0.0
+    r = tp / ng if ng else 0.0
+    return (2 * p * r / (p + r) if tp else 0.0), p, r
+
+
+def evaluate(ex: AspectExtractor, data: list[dict], name: str) -> dict:
+    t0 = time.time()
+    pred = [[u.to_dict() for u in us] for us in ex.extract_many([d["text"] for d in data])]
+    secs = time.time() - t0
+    gold = [d["triples"] for d in data]
+    res = {"n": len(data), "texts_per_s": round(len(data) / secs)}
+    for soft in (False, True):
+        f, p, r = triple_f1(gold, pred, soft)
+        res["soft" if soft else "exact"] = {"f1": round(f, 4), "p": round(p, 4), "r": round(r, 4)}
+    print(name, json.dumps(res), flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--out", default=str(ROOT / "emotag" / "aspects" / "resources"))
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--report", action="store_true", help="also score the report half of dev (do this once)")
+    ap.add_argument("--vectors", action="store_true", help="rebuild the category vectors too")
+    ap.add_argument("--batch", type=int, default=2, help="sentences per perceptron step")
+    ap.add_argument("--limit", type=int, default=0, help="train on the first N sentences only (quick checks)")
+    a = ap.parse_args()
+    data = Path(a.data)
+    train = read_aste(data / "chinese_aste" / "train.jsonl")
+    if a.limit:
+        train = train[:a.limit]
+    dev = read_aste(data / "chinese_aste" / "dev.jsonl")
+    tune, report = dev[0::2], dev[1::2]
+    from emotag.aspects.categories import CategorySet, builtin_terms, train_vectors
+
+    seeds = [normalize_aligned(t) for t in builtin_terms()]
+    tagger = train_tagger(train, seeds, a.epochs, batch=a.batch)
+    out = Path(a.out)
+    if a.vectors or not (out / "vectors.npz").exists():
+        train_vectors(data, out)
+    tagger.lexicons["temperature"] = [1.0]
+    tagger.save(out)
+    ex = AspectExtractor(SpanTagger.load(out), CategorySet.builtin(out))
+    evaluate(ex, tune, "dev-tune")
+    if a.report:
+        evaluate(ex, report, "dev-report")
+    sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+    print("resources:", json.dumps(sizes))
+
+
+if __name__ == "__main__":
+    main()
