@@ -70,12 +70,12 @@ def dev_metrics(pred: dict[str, np.ndarray], dev: EncodedSet, cfg: EmotagConfig)
         sub = pe[sel][:, 1:]
         res["clue_acc"] = float(dev.emo_mask[sel][np.arange(len(sel)), sub.argmax(-1) + 1].mean())
     score = pp[:, 2] - pp[:, 0]
-    for s in ("shopping", "hotel", "chat", "sentic", "cped"):
+    for s in ("shopping", "hotel", "chat", "sentic", "cped", "aste", "car"):
         sel = np.where((src == s) & (dev.pol_mask.sum(-1) > 0))[0]
         if len(sel) == 0:
             continue
-        if s == "cped":
-            res["cped_pol_acc"] = partial_accuracy(pred["polarity"][sel], dev.pol_mask[sel])
+        if s in ("cped", "aste", "car"):  # 3-way sets (neutral included): accuracy of the polarity argmax
+            res[f"{s}_pol_acc"] = partial_accuracy(pred["polarity"][sel], dev.pol_mask[sel])
         else:
             pos = dev.pol_mask[sel, 2] > 0
             res[f"{s}_polarity_acc"] = float(((score[sel] > 0) == pos).mean())
@@ -104,7 +104,7 @@ def parse_repeat(spec: str) -> dict[str, int]:
 
 def selection_score(m: dict[str, float]) -> float:
     keys = ["smp_usual_macroF1", "smp_virus_macroF1", "clue_acc", "shopping_polarity_acc", "hotel_polarity_acc",
-            "chat_polarity_acc", "cvat_valence_r", "cvat_arousal_r"]
+            "chat_polarity_acc", "aste_pol_acc", "cvat_valence_r", "cvat_arousal_r"]
     vals = [m[k] for k in keys if k in m and not np.isnan(m[k])]
     return float(np.mean(vals)) if vals else 0.0
 
@@ -123,9 +123,19 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="use only N training examples (smoke tests)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of the dense parameters")
+    ap.add_argument("--encoder", choices=("use", "bert"), default="use",
+                    help="use: the pretrained USE-multilingual DAN+CNN encoder (from the fast-universal-sentence-"
+                         "encoder wheel, read here at training time); bert: a small BERT trained from scratch")
+    ap.add_argument("--pieces", type=int, default=16000, help="USE: most frequent pieces kept (pruned vocabulary)")
     ap.add_argument("--init", default=None, help="a pretrain_mlm.py output: its vocabulary and encoder weights")
     ap.add_argument("--repeat", default="cvat=4,clue=2",
                     help="upsampling of small sources per epoch, SOURCE=N comma-separated")
+    ap.add_argument("--train-chars", type=int, default=0,
+                    help="train the network on windows of at most N characters (0 = the scoring windows); "
+                         "the saved model still scores full windows")
+    ap.add_argument("--cap", default="",
+                    help="at most N training rows of a source (a seeded random subset), SOURCE=N comma-separated: "
+                         "the big review sets say the same thing many times, and two cores buy one epoch")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
@@ -136,6 +146,11 @@ def main() -> None:
     examples = corpora.load_all(a.data)
     train_ex = [e for e in examples if e.split == "train"]
     dev_ex = [e for e in examples if e.split == "dev"]
+    for source, cap in parse_repeat(a.cap).items():
+        rows = [i for i, e in enumerate(train_ex) if e.source == source]
+        if len(rows) > cap:
+            drop = set(np.random.default_rng(0).choice(rows, len(rows) - cap, replace=False).tolist())
+            train_ex = [e for i, e in enumerate(train_ex) if i not in drop]
     if a.limit:
         rng = np.random.default_rng(0)
         train_ex = [train_ex[i] for i in rng.choice(len(train_ex), a.limit, replace=False)]
@@ -152,7 +167,14 @@ def main() -> None:
     )
     norm_train = [normalize(e.text, cfg.normalization).text for e in train_ex]
     init = Path(a.init) if a.init else None
-    if init:
+    wheel_ids = None
+    if a.encoder == "use":
+        from emotag.model.use import build_unigram_tokenizer, prune_vocabulary
+
+        pieces, scores, wheel_ids = prune_vocabulary(norm_train, max_pieces=a.pieces)
+        tok = build_unigram_tokenizer(pieces, scores)
+        cfg.encoder = {"model_type": "use", "vocab_size": 0}
+    elif init:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(init / "tokenizer.json"))
@@ -167,12 +189,24 @@ def main() -> None:
     feat = Featurizer(tok, cfg)
     for e, n in zip(train_ex, norm_train, strict=True):
         e.text = n
+    max_length = cfg.max_length
+    if a.train_chars:  # EncodedSet keeps the first window_chars characters of each text
+        cfg.max_length = a.train_chars + 2
     train = EncodedSet(feat, train_ex, normalized=True)
     dev = EncodedSet(feat, dev_ex)
+    cfg.max_length = max_length
     timings["encode_cpu_s"] = time.process_time() - t
 
     model = EmotagModel(cfg)
-    if init:
+    if wheel_ids is not None:
+        from emotag.model.use import load_use_weights
+
+        load_use_weights(model.encoder, wheel_ids)
+        # the piece table stays as pretrained: fine-tuning it on ~150k texts only moves the pieces
+        # these texts use away from the rest (measured in the issue: no gain)
+        model.encoder.embeddings.weight.requires_grad_(False)
+        logging.info("encoder: USE-multilingual v3, %d pieces", len(wheel_ids))
+    elif init:
         load_pretrained_encoder(model, init)
         logging.info("encoder initialised from %s", init)
     logging.info("params %.2fM", sum(p.numel() for p in model.parameters()) / 1e6)

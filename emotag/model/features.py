@@ -200,13 +200,15 @@ class Featurizer:
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         self.pad_id = tokenizer.token_to_id("[PAD]") or 0
-        self._fast = standalone_char_ids(tokenizer)
         self._cls = tokenizer.token_to_id("[CLS]")
         self._sep = tokenizer.token_to_id("[SEP]")
         # WordPiece never makes more tokens than characters, so a window of window_chars characters
         # always fits; byte-level BPE or byte-fallback vocabularies can make three per character, and
         # their windows are measured in tokens (see prepare)
         self._tokens_bounded_by_chars = _model_type(tokenizer) == "WordPiece"
+        # the per-character fast path is exact only where every CJK character is its own token
+        # (WordPiece); a Unigram vocabulary merges characters into words (很快, 但是)
+        self._fast = standalone_char_ids(tokenizer) if self._tokens_bounded_by_chars else {}
 
     @classmethod
     def from_dir(cls, directory: str | os.PathLike[str], config: EmotagConfig | None = None) -> Featurizer:
@@ -218,14 +220,19 @@ class Featurizer:
 
     def prepare(self, text: str) -> Prepared:
         """Normalise and window one text. An empty result has no windows (the caller reports an error)."""
+        norm = normalize(text, self.config.normalization)
+        return Prepared(normalized=norm.text, windows=self.windows(norm.text), signals=norm.signals)
+
+    def windows(self, normalized: str) -> list[str]:
+        """The windows of an already-normalised text: the one windowing that scoring, `emotag eval` and
+        training (`train.trainer.EncodedSet`) all use, so they see the same windows of a long text."""
         from emotag.text.sentences import windows as sentence_windows
 
-        norm = normalize(text, self.config.normalization)
-        wins = sentence_windows(norm.text, self.config.window_chars) if norm.text else []
+        wins = sentence_windows(normalized, self.config.window_chars) if normalized else []
         wins = [w for w in wins if w.strip()]
         if not self._tokens_bounded_by_chars:
             wins = [part for w in wins for part in self._fit_tokens(w)]
-        return Prepared(normalized=norm.text, windows=wins, signals=norm.signals)
+        return wins
 
     def _fit_tokens(self, window: str) -> list[str]:
         """`window`, halved until every part fits max_length tokens: nothing is cut off by the encoder."""

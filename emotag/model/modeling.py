@@ -32,6 +32,10 @@ OUTPUT_NAMES = ("emotion_logits", "polarity_logits", "intensity", "valence")
 
 
 def _build_encoder(config: EmotagConfig, pretrained: str | None = None) -> nn.Module:
+    if config.encoder.get("model_type") == "use":  # the pretrained DAN+CNN sentence encoder (model/use.py)
+        from emotag.model.use import UseEncoder
+
+        return UseEncoder(int(config.encoder["vocab_size"]), float(config.encoder.get("eps", 1e-6)))
     from transformers import AutoConfig, AutoModel
 
     if pretrained:
@@ -88,6 +92,44 @@ class EmotagModel(nn.Module):
         self.has_lexical = False
         self.config.lexical = LexicalConfig()
 
+    def remap_emotion_head(self, labels: tuple[str, ...], sources: list[tuple[str, int] | None],
+                           multi_label: bool) -> None:
+        """Replace the emotion head by one over `labels`; label j starts as the base output `sources[j]`
+        (("emotion", i) or ("polarity", i): that head's row i, its lexical-expert column included), or
+        as a fresh row (None).
+
+        Why: a custom label the base already reads (好评 = positive) then starts at the base's zero-shot
+        scores instead of at chance. The lexical expert is kept: its columns for the new labels are copied
+        (rescaled to the emotion head's expert scale) or zero, so the kept heads keep their expert too.
+        """
+        old_e, old_p = self.emotion, self.polarity
+        n_old = old_e.out_features
+        new = nn.Linear(old_e.in_features, len(labels))
+        heads = {"emotion": (old_e, 0), "polarity": (old_p, n_old)}
+        with torch.no_grad():
+            for j, src in enumerate(sources):
+                if src is not None:
+                    lin, _ = heads[src[0]]
+                    new.weight[j] = lin.weight[src[1]]
+                    new.bias[j] = lin.bias[src[1]]
+            if self.has_lexical:
+                scales = self.config.lexical.scales
+                s_e = scales.get("emotion", 1.0) or 1.0
+                scales["emotion"] = s_e
+                cols = torch.zeros(self.lex_weight.shape[0], len(labels))
+                bias = torch.zeros(len(labels))
+                for j, src in enumerate(sources):
+                    if src is not None:
+                        col = heads[src[0]][1] + src[1]
+                        ratio = scales.get(src[0], 1.0) / s_e
+                        cols[:, j] = self.lex_weight[:, col] * ratio
+                        bias[j] = self.lex_bias[col] * ratio
+                self.lex_weight = torch.cat([cols, self.lex_weight[:, n_old:]], 1)
+                self.lex_bias = torch.cat([bias, self.lex_bias[n_old:]])
+        self.emotion = new
+        self.config.emotion_labels = tuple(labels)
+        self.config.multi_label = multi_label
+
     def lexical_logits(self, ngram_ids: torch.Tensor) -> torch.Tensor:
         """TF-IDF linear scores (batch x K); see emotag.train.lexical for the exact feature map."""
         nb = self.lex_idf.shape[0]
@@ -99,13 +141,17 @@ class EmotagModel(nn.Module):
     def features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, ngram_ids: torch.Tensor
     ) -> torch.Tensor:
-        """The shared representation: [CLS]+mean-pooled encoder states, n-gram bag mean, and their mix."""
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(out.dtype)
-        pooled = (out * m).sum(1) / m.sum(1).clamp(min=1.0)
-        parts = [0.5 * (pooled + out[:, 0])]
+        """The shared representation: the encoder's sentence vector ([CLS]+mean-pooled states for a
+        transformer, USE's own pooled output), the n-gram bag mean, and their mix."""
+        if self.config.encoder.get("model_type") == "use":
+            sentence = self.encoder(input_ids, attention_mask)
+        else:
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(out.dtype)
+            sentence = 0.5 * ((out * m).sum(1) / m.sum(1).clamp(min=1.0) + out[:, 0])
+        parts = [sentence]
         if self.ngram is not None:
-            gm = (ngram_ids > 0).unsqueeze(-1).to(out.dtype)
+            gm = (ngram_ids > 0).unsqueeze(-1).to(sentence.dtype)
             bag = (self.ngram(ngram_ids) * gm).sum(1) / gm.sum(1).clamp(min=1.0)
             parts.append(bag)
         wide = torch.cat(parts, dim=-1)

