@@ -38,6 +38,7 @@ from emotag.profiles import ProfileStore, Pseudonymizer  # noqa: E402
 READ = "read-key-0123456789abcdef"
 WRITE = "write-key-0123456789abcdef"
 PSEUDO_KEY = "serve-test-pseudonym-key-0123456789"
+LONG = "这个东西质量很好，物流也很快，客服态度不错，下次还会再来买的。" * 16  # ~500 characters, 16 sentences
 EMOTIONS = {"neutral": 0.1, "like": 0.1, "happiness": 0.5, "sadness": 0.1, "anger": 0.05, "disgust": 0.05,
             "fear": 0.05, "surprise": 0.05}
 
@@ -249,13 +250,21 @@ def test_backpressure_and_kill_9_durability(tmp_path: Path) -> None:
     args = ("--store", "p.db", "--max-queue", "1", "--batch-window-ms", "1500")
     srv = Server(tmp_path, *args, env=env).start()
     answers: list[tuple[int, dict[str, str], Any]] = []
-    first = threading.Thread(target=lambda: answers.append(call(srv.port, "POST", "/v1/tag", {"text": "很好吃"})))
-    first.start()
-    time.sleep(0.5)  # the first text waits in its 1.5 s window; the queue (1 text) is full
+
+    def post(body: dict[str, Any]) -> threading.Thread:
+        t = threading.Thread(target=lambda: answers.append(call(srv.port, "POST", "/v1/tag", body)))
+        t.start()
+        return t
+
+    busy = post({"texts": [LONG] * 64})  # keeps the model busy for a second or more
+    time.sleep(0.2)
+    waiting = post({"text": "很好吃"})  # the model is busy: it waits in its 1.5 s window, the queue is full
+    time.sleep(0.3)
     status, headers, body = call(srv.port, "POST", "/v1/tag", {"text": "太难吃了"})
-    first.join()
+    busy.join()
+    waiting.join()
     assert status == 503 and headers["retry-after"] == "1" and body["error"]["field"] == "queue"
-    assert answers[0][0] == 200
+    assert sorted(a[0] for a in answers) == [200, 200]
 
     pseudo = Pseudonymizer(PSEUDO_KEY)
     events = [{"user_id": f"u{i % 3}", "time": 1740800000 + i * 3600, "polarity_score": 0.5, "emotions": EMOTIONS}
@@ -269,12 +278,11 @@ def test_backpressure_and_kill_9_durability(tmp_path: Path) -> None:
         assert again["already_applied"] is True
         for u in ("u0", "u1", "u2"):
             assert call(srv.port, "GET", f"/v1/profiles/{pseudo(u)}")[2]["evidence"] == 3
-        # graceful shutdown: a request in flight when SIGTERM arrives (waiting in its window) is answered
-        late: list[tuple[int, dict[str, str], Any]] = []
-        t = threading.Thread(target=lambda: late.append(call(srv.port, "POST", "/v1/tag", {"text": "很好吃"})))
-        t.start()
-        time.sleep(0.5)
+        # graceful shutdown: a request in flight when SIGTERM arrives is answered before the server exits
+        answers.clear()
+        t = post({"texts": [LONG] * 64 + ["很好吃"]})
+        time.sleep(0.3)
     finally:
         srv.stop()
     t.join()
-    assert late[0][0] == 200 and late[0][2]["polarity"] == "positive"
+    assert answers[0][0] == 200 and answers[0][2]["results"][-1]["polarity"] == "positive"

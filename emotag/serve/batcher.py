@@ -2,16 +2,23 @@
 
 Why this shape
 --------------
-The network costs far less per text in a batch of 64 than alone (one ONNX call, padding shared across
-length-sorted windows), but a service receives texts one request at a time. The batcher keeps one queue of
-pending texts. A single model thread takes whatever is waiting -- after a short window (default 3 ms) once
-the first text arrives, or at once when `max_batch` texts are waiting -- scores it with `Tagger.tag_many`,
-and resolves each request's future with its own slice. While a batch runs, new requests queue up, so under
-load batches fill by themselves and a lone request pays only the window.
+The network costs far less per text in a batch than alone (one ONNX call, padding shared across
+length-sorted windows), but a service receives texts one request at a time. The batcher keeps one queue
+of pending texts and takes whatever is waiting: at once when the model is idle or `max_batch` texts are
+waiting, else after a short window (default 3 ms) from the first text's arrival. It scores the batch with
+`Tagger.tag_many` on a model thread and resolves each request's future with its own slice. While a batch
+runs, new requests queue up, so under load batches fill by themselves, and a lone request that finds the
+model idle does not wait at all.
+
+Two batches may be in flight at once (`in_flight`): one is normalised and tokenised (Python, holding the
+GIL) while the other runs in onnxruntime (which releases it) -- the overlap `emotag score` gets from its
+prepare and score threads. A gathered batch is split into as many model batches as the backend has
+sessions, so every session works on it. The Tagger thus sees at most `in_flight` concurrent calls
+(onnxruntime sessions may be called from several threads; the featuriser keeps no per-call state);
+dialogue and aspect scoring run on the same model threads.
 
 The queue is bounded in *texts*: a request that would push it past `max_queue` is refused at once
-(`QueueFull`, HTTP 503 with Retry-After) instead of growing memory without limit. Every model call
-(tagging, dialogues, aspects) runs on the one model thread, so calls into the Tagger never overlap.
+(`QueueFull`, HTTP 503 with Retry-After) instead of growing memory without limit.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ class MicroBatcher:
         max_batch: int = 64,
         window_ms: float = 3.0,
         max_queue: int = 2048,
+        in_flight: int = 2,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.tagger = tagger
@@ -61,12 +69,18 @@ class MicroBatcher:
         self.window_s = float(window_ms) / 1000.0
         self.max_queue = int(max_queue)
         self.on_batch = on_batch
+        # sessions the backend scores side by side (OnnxBackend with 2+ threads); a gathered batch is split
+        # into that many model batches so every session works on it (one session per batch otherwise)
+        self.parallel = max(1, len(getattr(tagger.backend, "sessions", ()) or ()))
         self._pending: deque[_Pending] = deque()
         self._queued = 0  # texts waiting (not yet taken by the model thread)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotag-model")
+        self.in_flight = max(1, int(in_flight))
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self.executor = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="emotag-model")
 
     @property
     def queued(self) -> int:
@@ -78,6 +92,7 @@ class MicroBatcher:
 
     def start(self) -> None:
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.in_flight)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="emotag-batcher")
 
     async def run_model(self, fn: Callable[..., T], *args: Any) -> T:
@@ -108,11 +123,11 @@ class MicroBatcher:
         return taken
 
     def _score(self, texts: list[Any]) -> list[Result]:
-        return list(self.tagger.tag_many(texts, batch_size=self.max_batch, chunk_size=max(len(texts), 1)))
+        per = max(1, min(self.max_batch, -(-len(texts) // self.parallel)))
+        return list(self.tagger.tag_many(texts, batch_size=per, chunk_size=max(len(texts), 1)))
 
     async def _loop(self) -> None:
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
+        assert self._wake is not None and self._slots is not None
         while True:
             if not self._pending:
                 if self._closing:
@@ -120,23 +135,33 @@ class MicroBatcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            # a short window for company, unless a full batch is already waiting
+            # a short window for company while the model is busy, unless a full batch is already waiting;
+            # a request that finds the model idle starts at once (waiting would only add latency)
             first = self._pending[0].enqueued
             wait = self.window_s - (time.perf_counter() - first)
-            if wait > 0 and self._queued < self.max_batch and not self._closing:
+            if wait > 0 and self._running and self._queued < self.max_batch and not self._closing:
                 await asyncio.sleep(wait)
+            await self._slots.acquire()  # at most `in_flight` batches at once; the queue grows meanwhile
             taken = [p for p in self._take() if not p.future.cancelled()]
             if not taken:
+                self._slots.release()
                 continue
+            task = asyncio.get_running_loop().create_task(self._run(taken))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, taken: list[_Pending]) -> None:
+        assert self._slots is not None
+        try:
             texts = [t for p in taken for t in p.texts]
             t0 = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self.executor, self._score, texts)
+                results = await asyncio.get_running_loop().run_in_executor(self.executor, self._score, texts)
             except Exception as exc:  # noqa: BLE001 - a model failure fails these requests, not the server
                 for p in taken:
                     if not p.future.done():
                         p.future.set_exception(exc)
-                continue
+                return
             if self.on_batch is not None:
                 self.on_batch(len(texts), time.perf_counter() - t0)
             i = 0
@@ -147,6 +172,8 @@ class MicroBatcher:
                     r.id = k
                 if not p.future.done():
                     p.future.set_result(part)
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
         """Drain: requests already queued are scored; new ones are refused."""
@@ -155,4 +182,6 @@ class MicroBatcher:
             self._wake.set()
         if self._task is not None:
             await self._task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         self.executor.shutdown(wait=True)
