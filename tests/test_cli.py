@@ -510,3 +510,17 @@ def test_plain_text_from_stdin_and_txt_files(tiny_model_dir, tmp_path):
     assert res.exit_code == 0, res.output
     with open(tmp_path / "notes.csv", encoding="utf-8-sig") as f:
         assert [r["id"] for r in csv.DictReader(f)] == ["0", "1"]
+
+
+def test_new_user_walkthrough(tmp_path):
+    """scripts/new_user_walkthrough.sh: the README's commands and the broken files of issue 15, end to end
+    with the bundled model, row counts and exit codes checked by the script itself."""
+    import os
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "new_user_walkthrough.sh"
+    env = {**os.environ, "EMOTAG": f"{sys.executable} -m emotag.cli", "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(script), str(tmp_path / "walk")], capture_output=True, text=True, env=env,
+                       timeout=600, cwd=script.parents[1])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "walkthrough: all checks passed" in r.stdout and "FAIL" not in r.stdout + r.stderr
