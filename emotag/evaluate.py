@@ -12,32 +12,19 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emotag import labels as L
+from emotag.metrics import macro_f1, pearson
 from emotag.tagger import Result, Tagger
+from emotag.train.finetune.labelplan import POLARITY_ALIASES, numeric_polarity
+
+__all__ = ["evaluate_file", "macro_f1", "pearson"]  # macro_f1, pearson: emotag.metrics, kept importable here
 
 csv.field_size_limit(10**9)
-
-
-def macro_f1(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> float:
-    out = []
-    for lab in labels:
-        tp = sum(a == lab and b == lab for a, b in zip(gold, pred, strict=True))
-        fp = sum(a != lab and b == lab for a, b in zip(gold, pred, strict=True))
-        fn = sum(a == lab and b != lab for a, b in zip(gold, pred, strict=True))
-        out.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(out)) if out else 0.0
-
-
-def pearson(a: Sequence[float], b: Sequence[float]) -> float:
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return 0.0
-    return float(np.corrcoef(np.asarray(a, float), np.asarray(b, float))[0, 1])
 
 
 def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -70,19 +57,23 @@ def _text(v: Any) -> str:
     return v.strip() if isinstance(v, str) else str(v)
 
 
-_POSITIVE = {"1", "pos", "positive", "正面", "积极", "好评"}
-_NEGATIVE = {"0", "-1", "neg", "negative", "负面", "消极", "差评"}
-
-
-def _polarity_gold(path: Path, rows: list[dict[str, str]]) -> list[bool]:
-    """Gold sign per row (True = positive) from 1/0, -1, pos/neg, positive/negative or 正面/负面."""
+def _polarity_gold(path: Path, rows: list[dict[str, str]]) -> list[str]:
+    """Gold polarity per row from 1/0, -1/0/1, pos/neg, positive/negative, 正面/负面, 好评/差评 ... (the
+    aliases `emotag train` maps polarity labels with, so both read a file the same way)."""
+    values = {r["label"] for r in rows}
+    numeric = numeric_polarity(values) or {}
     gold = []
     for i, r in enumerate(rows, start=1):
-        v = r["label"].lower()
-        if v not in _POSITIVE and v not in _NEGATIVE:
+        v = numeric.get(r["label"]) or POLARITY_ALIASES.get(r["label"].lower())
+        if v is None:
             raise ValueError(f"{path}: row {i}: polarity label {r['label']!r} is not one of 1/0, pos/neg, 正面/负面")
-        gold.append(v in _POSITIVE)
+        gold.append(v)
     return gold
+
+
+def _reads_as_polarity(values: set[str]) -> bool:
+    return bool(values) and (numeric_polarity(values) is not None
+                             or all(v.lower() in POLARITY_ALIASES for v in values))
 
 
 def _score(tagger: Tagger, texts: list[str], batch_size: int) -> list[Result]:
@@ -130,12 +121,19 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
         gold = [r["label"] for r in rows]
         res.update(kind="clue", accuracy=float(np.mean([a == b for a, b in zip(pred, gold, strict=True)])),
                    macroF1=macro_f1(gold, pred, L.EMOTIONS[1:]))
-    elif {"review", "label"} <= c:
-        rows = [r for r in rows if r.get("review")]
-        out = _score(tagger, [r["review"] for r in rows], batch_size)
-        gold_sign = _polarity_gold(path, rows)
-        res.update(kind="polarity", n=len(rows), accuracy=float(np.mean(
-            [(_ps(o) > 0) == g for o, g in zip(out, gold_sign, strict=True)])))
+    elif {"review", "label"} <= c or ({"text", "label"} <= c and tagger.config.polarity_labels
+                                      and _reads_as_polarity(values) and not values <= own):
+        col = "review" if "review" in c else "text"
+        rows = [r for r in rows if r.get(col) and r.get("label")]
+        out = _score(tagger, [r[col] for r in rows], batch_size)
+        gold = _polarity_gold(path, rows)
+        binary = [(o, g) for o, g in zip(out, gold, strict=True) if g != "neutral"]
+        res.update(kind="polarity", n=len(rows),
+                   accuracy=float(np.mean([(_ps(o) > 0) == (g == "positive") for o, g in binary])))
+        if len(binary) < len(rows):  # three-way gold: the polarity label itself is judged too
+            pred = [o.polarity or "" for o in out]
+            res.update(accuracy3=float(np.mean([a == b for a, b in zip(gold, pred, strict=True)])),
+                       macroF1=macro_f1(gold, pred, [p for p in L.POLARITY if p in set(gold)]))
     elif {"text", "stars"} <= c:
         out = _score(tagger, [r["text"] for r in rows], batch_size)
         pairs = [(_ps(o), int(r["stars"])) for o, r in zip(out, rows, strict=True)]

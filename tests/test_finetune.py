@@ -147,38 +147,42 @@ def test_user_mistakes_raise_one_line_value_errors(tmp_path: Path, base_dir: Pat
 # -- training ----------------------------------------------------------------------------------------
 
 
-def test_custom_labels_via_script(tmp_path: Path, base_dir: Path, capsys) -> None:
-    """The script path end to end: custom Chinese labels, loss falls, report + ONNX, Tagger scores."""
-    import importlib.util
+def test_custom_labels_via_cli(tmp_path: Path, base_dir: Path) -> None:
+    """`emotag train` end to end: Chinese review labels that map onto the polarity head start from it (and
+    say so), report + ONNX are written, Tagger scores with the new labels, mistakes exit 1 in one line."""
+    from typer.testing import CliRunner
 
+    from emotag.cli import app
     from emotag.tagger import Tagger
 
     rng = random.Random(3)
     rows = [{"text": t, "label": "好评" if pos else rng.choice(["差评", "中评"])} for t, pos in _sentiment_rows(180, 1)]
     path = _write_csv(tmp_path / "reviews.csv", rows, ["text", "label"])
-    spec = importlib.util.spec_from_file_location("ft_script", Path(__file__).parents[1] / "scripts" / "finetune.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     out = tmp_path / "mine"
-    assert script.main([str(path), "-o", str(out), "--base-model", str(base_dir), "--labels", "差评,中评,好评",
-                        "--epochs", "4", "--batch-size", "16", "--lr", "3e-3", "--no-progress"]) == 0
-    assert "wrote" in capsys.readouterr().out
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", str(path), "-o", str(out), "--base-model", str(base_dir), "--labels",
+                              "差评,中评,好评", "--epochs", "4", "--batch-size", "16", "--lr", "3e-3"])
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output and "majority-class rate" in res.output and "zero-shot" in res.output
     for name in ("config.json", "tokenizer.json", "model.safetensors", "model.onnx", "model.int8.onnx",
                  "MODEL_CARD.md", "eval_report.json", "eval_report.md", "confusion_matrix.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "eval_report.json").read_text(encoding="utf-8"))
-    assert report["training"]["train_loss_end"] < report["training"]["train_loss_start"]
+    assert report["starts_from"] == {"差评": "polarity:negative", "中评": "polarity:neutral", "好评": "polarity:positive"}
     assert {"差评", "中评", "好评"} <= set(report["per_class"])
-    assert report["dev_before"] is None and report["calibration"]["ece_before"] >= 0
-    assert "precision" in (out / "eval_report.md").read_text(encoding="utf-8")
+    assert report["dev_before"] is not None and report["calibration"]["ece_before"] >= 0
+    assert set(report["candidates"]) >= {"majority class", "zero-shot", "linear head", "fine-tuned"}
+    md = (out / "eval_report.md").read_text(encoding="utf-8")
+    assert "precision" in md and "zero-shot" in md and "majority class" in md and "polarity:positive" in md
     res = Tagger.load(out).tag("很好面膜")  # ONNX int8, as `emotag score --model` uses it
     assert tuple(res.emotions) == ("差评", "中评", "好评")
     assert res.emotion == "好评" and abs(sum(res.emotions.values()) - 1) < 1e-4
     assert res.polarity in ("negative", "neutral", "positive")  # kept from the base
-    # a user mistake through the script: exit code 1, one line naming the column
-    assert script.main([str(path), "-o", str(tmp_path / "x"), "--base-model", str(base_dir),
-                        "--label-col", "stars"]) == 1
-    err = capsys.readouterr().err.strip()
+    # a user mistake: exit code 1, one line naming the column
+    res = runner.invoke(app, ["train", str(path), "-o", str(tmp_path / "x"), "--base-model", str(base_dir),
+                              "--label-col", "stars"])
+    assert res.exit_code == 1
+    err = res.output.strip()
     assert "'stars'" in err and "\n" not in err
 
 
@@ -220,7 +224,7 @@ def test_multi_label_columns(tmp_path: Path, base_dir: Path) -> None:
     r = finetune(path, out, base_model=base_dir, label_cols=tuple(ASPECTS), epochs=12, batch_size=16, lr=3e-3,
                  progress=False, export=False)
     assert r.multi_label and r.labels == tuple(ASPECTS)
-    assert r.loss_end < r.loss_start
+    assert r.chosen in ("linear head", "fine-tuned") and (r.steps == 0 or r.loss_end < r.loss_start)
     assert r.dev_after["micro_f1"] > 0.6
     cfg = EmotagConfig.load(out)
     assert cfg.multi_label and cfg.emotion_labels == tuple(ASPECTS)
@@ -267,7 +271,8 @@ def test_starts_from_a_local_hugging_face_checkpoint(tmp_path: Path, hf_checkpoi
     path = _write_csv(tmp_path / "emo.csv", rows, ["text", "label"])
     out = tmp_path / "from-bert"
     r = finetune(path, out, base_model=str(hf_checkpoint), epochs=4, batch_size=16, lr=2e-3, progress=False)
-    assert r.dev_before is None and r.loss_end < r.loss_start
+    assert r.dev_before is None and r.dev_after["accuracy"] >= 0.9
+    assert r.steps == 0 or r.loss_end < r.loss_start  # no fine-tuning when the linear head is already perfect
     cfg = EmotagConfig.load(out)
     assert cfg.encoder["model_type"] == "bert" and cfg.base_model == str(hf_checkpoint)
     assert cfg.emotion_labels == EMOTIONS and cfg.polarity_labels  # default taxonomy: polarity from emotions
@@ -277,7 +282,7 @@ def test_starts_from_a_local_hugging_face_checkpoint(tmp_path: Path, hf_checkpoi
 
 def test_confusion_png_without_a_cjk_font(tmp_path: Path, monkeypatch) -> None:
     """No CJK font installed: the plot uses L0, L1 ... and says what they stand for."""
-    from emotag.train import finetune as ft
+    from emotag.train.finetune import report as ft
 
     monkeypatch.setattr(ft, "_cjk_font", lambda names: None)
     standins = ft.confusion_png(tmp_path / "cm.png", [[3, 1], [0, 4]], ["差评", "好评"], False, "t")
@@ -343,3 +348,131 @@ def test_custom_labels_drop_a_read_out_they_cannot_feed(tmp_path: Path, base_dir
         {"speaker": "customer", "text": "谢谢"}])])
     assert rec["satisfaction"] is None and "no satisfaction read-out" in rec["error"]
     assert rec["turns"][0]["emotion"] in ("表扬", "投诉") and rec["end_emotion"] in ("表扬", "投诉")
+
+
+# -- one text -> windows -> scores path (issue 16, item 1) ---------------------------------------------
+
+
+LONG = ("这家酒店的位置很好，离地铁站只有五分钟。前台的服务态度也很好，办理入住很快。" * 3
+        + "房间很干净，床也舒服，早餐种类很多。" * 3
+        + "可是晚上隔壁太吵了，空调也坏了，找客服三次都没人来修，真的很失望，再也不会来了！")
+
+
+def test_one_long_text_gets_the_same_windows_and_scores_on_every_path(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Training encoding, fine-tuning's dev scoring, `emotag eval` and `Tagger` see the same windows of a
+    long text and give it the same scores: no path cuts it to its first window."""
+    import numpy as np
+
+    from emotag.evaluate import evaluate_file
+    from emotag.model.features import Featurizer
+    from emotag.model.modeling import EmotagModel
+    from emotag.tagger import Tagger
+    from emotag.train.corpora import Example
+    from emotag.train.finetune.heads import gold_mask, head_metrics, head_probs
+    from emotag.train.finetune.labelplan import plan_labels
+    from emotag.train.trainer import EncodedSet, predict
+
+    feat = Featurizer.from_dir(tiny_model_dir)
+    windows = feat.prepare(LONG).windows
+    assert len(windows) >= 3 and windows[-1].endswith("再也不会来了!")  # the complaint at the end is kept
+    texts = [LONG, "很好很喜欢", "垃圾退货很差", "超赞好用推荐"]  # clear-cut: no near-ties to flip
+    gold = ["anger", "like", "anger", "like"]
+    data = EncodedSet(feat, [Example(t, "dev", emotions=(g,)) for t, g in zip(texts, gold, strict=True)])
+    # training encoding: every window of every text, encoded exactly as the scorer encodes it
+    assert data.texts[: len(windows)] == windows and data.first.tolist()[:2] == [0, len(windows)]
+    batch = feat.encode(windows)
+    for i in range(len(windows)):
+        n = int(batch.attention_mask[i].sum())
+        assert data.ids[i] == batch.input_ids[i, :n].tolist()
+        assert data.grams[i].tolist() == batch.ngram_ids[i, : len(data.grams[i])].tolist()
+        assert not batch.ngram_ids[i, len(data.grams[i]):].any()
+    # fine-tuning's dev scoring == Tagger scoring (torch weights on both sides)
+    model = EmotagModel.load(tiny_model_dir)
+    pred = predict(model, data)
+    probs = data.text_outputs(pred)
+    tagger = Tagger.load(tiny_model_dir, backend="torch")
+    results = list(tagger.tag_many(texts))
+    for k, r in enumerate(results):
+        np.testing.assert_allclose([r.emotions[e] for e in EMOTIONS], probs["emotion"][k], atol=2e-5)
+        assert r.polarity == tagger.config.polarity_labels[int(probs["polarity"][k].argmax())]
+        assert abs(r.intensity - float(np.clip(probs["intensity"][k], 0, 1))) < 2e-5
+    # fine-tuning's dev metric == what `emotag eval` reports on the same file
+    path = _write_csv(tmp_path / "dev.csv", [{"text": t, "label": g} for t, g in zip(texts, gold, strict=True)],
+                      ["text", "label"])
+    plan = plan_labels("emotion", ["label"], set(gold), None)
+    ours = head_metrics(head_probs(pred, data, plan), gold_mask(data, plan), plan)
+    theirs = evaluate_file(tagger, path)
+    assert theirs["kind"] == "labels"
+    assert ours["accuracy"] == pytest.approx(theirs["accuracy"]) and ours["macro_f1"] == pytest.approx(theirs["macroF1"])
+
+
+# -- never worse than the baselines (issue 19) ---------------------------------------------------------
+
+
+def _pol_table(path: Path, n: int, seed: int, pos: str = "好评", neg: str = "差评", pos_share: float = 0.5) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        is_pos = rng.random() < pos_share
+        words = [rng.choice(FILL) for _ in range(rng.randint(1, 3))]
+        words.insert(rng.randint(0, len(words)), rng.choice(POS if is_pos else NEG))
+        rows.append({"text": "".join(words), "label": pos if is_pos else neg})
+    return _write_csv(path, rows, ["text", "label"])
+
+
+@pytest.mark.parametrize("pos,neg", [("好评", "差评"), ("1", "0"), ("positive", "negative")])
+def test_labels_that_map_onto_the_polarity_head_start_at_its_zero_shot(tmp_path: Path, base_dir: Path, pos: str,
+                                                                       neg: str) -> None:
+    """好评/差评, 1/0, positive/negative: the new head starts from the polarity head, so before any training
+    it already scores what the base model scores, and the kept model is never below that on dev."""
+    from emotag.train.finetune import finetune
+
+    train, dev = _pol_table(tmp_path / "t.csv", 120, 1, pos, neg), _pol_table(tmp_path / "d.csv", 60, 2, pos, neg)
+    r = finetune(train, tmp_path / "m", dev_path=dev, base_model=base_dir, epochs=0, progress=False, export=False)
+    report = json.loads((tmp_path / "m" / "eval_report.json").read_text(encoding="utf-8"))
+    assert report["starts_from"] == {pos: "polarity:positive", neg: "polarity:negative"}
+    assert r.dev_before is not None and r.dev_before["accuracy"] > 0.8  # the tiny base reads these words
+    assert r.dev_after["macro_f1"] >= r.dev_before["macro_f1"] - 1e-9 and r.steps == 0
+    assert r.chosen in ("zero-shot", "linear head")
+
+
+def test_a_custom_head_beats_the_majority_class_on_imbalanced_data(tmp_path: Path, base_dir: Path) -> None:
+    """Labels the base has no head for, 80/20: the report has the majority rate, per-class recall and the
+    confusion matrix, and the minority class is found."""
+    from emotag.train.finetune import finetune
+
+    train = _pol_table(tmp_path / "t.csv", 200, 3, "物流", "售后", pos_share=0.8)
+    dev = _pol_table(tmp_path / "d.csv", 80, 4, "物流", "售后", pos_share=0.8)
+    r = finetune(train, tmp_path / "m", dev_path=dev, base_model=base_dir, epochs=2, batch_size=16, lr=3e-3,
+                 progress=False, export=False)
+    report = json.loads((tmp_path / "m" / "eval_report.json").read_text(encoding="utf-8"))
+    assert r.dev_before is None and report["starts_from"] == {}  # no zero-shot for labels the base cannot read
+    assert 0.7 < r.majority < 0.9 and r.better and r.dev_after["accuracy"] > r.majority
+    assert report["per_class"]["售后"]["recall"] > 0.7
+    assert sum(map(sum, report["confusion_matrix"]["matrix"])) == r.dev_rows == 80
+
+
+def test_no_better_than_the_baselines_leaves_an_existing_model_alone(tmp_path: Path, base_dir: Path) -> None:
+    """A dev file of one class: nothing can beat the majority class there. Into a new directory the model
+    is written with a one-line verdict; over an existing model it is refused unless forced."""
+    from typer.testing import CliRunner
+
+    from emotag.cli import app
+    from emotag.train.finetune import NotBetterError, finetune
+
+    train = _pol_table(tmp_path / "t.csv", 120, 5, "物流", "售后", pos_share=0.7)
+    rows = [{"text": t, "label": "物流"} for t, _ in _sentiment_rows(30, 6)]
+    dev = _write_csv(tmp_path / "d.csv", rows, ["text", "label"])
+    out = tmp_path / "m"
+    args = dict(dev_path=dev, base_model=base_dir, epochs=0, progress=False, export=False)
+    r = finetune(train, out, **args)
+    assert not r.better and "majority-class rate" in r.verdict and (out / "config.json").exists()
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(NotBetterError, match="--force") as e:
+        finetune(train, out, **args)
+    assert "\n" not in str(e.value) and (out / "model.safetensors").stat().st_mtime_ns == stamp
+    res = CliRunner().invoke(app, ["train", str(train), "-o", str(out), "--dev", str(dev), "--base-model",
+                                   str(base_dir), "--epochs", "0"])
+    assert res.exit_code == 1 and "not better than the baselines" in res.output
+    assert finetune(train, out, force=True, **args).better is False
+    assert (out / "model.safetensors").stat().st_mtime_ns != stamp

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from emotag.model.features import Featurizer, hash_ngrams
+from emotag.metrics import combine_windows, expected_calibration_error, fit_temperature, sigmoid, softmax
+from emotag.model.features import Featurizer, Prepared, hash_ngrams
 from emotag.model.modeling import EmotagModel
-from emotag.text.normalize import normalize
 from emotag.train.corpora import Example
 
 log = logging.getLogger("emotag.train")
@@ -49,45 +49,94 @@ class TrainSettings:
 
 
 class EncodedSet:
-    """A corpus turned into model inputs once, so epochs cost only the network."""
+    """A corpus turned into model inputs once, so epochs cost only the network.
+
+    Texts go through the scorer's own path, `Featurizer.prepare` (normalise, cut into sentence windows,
+    token-aware for byte-level vocabularies) and `Featurizer.token_ids` / `hash_ngrams`: a long text is
+    all of its windows here, as in `Tagger`, never its first `window_chars` characters. Why: a dev metric
+    measured on cut texts is not the metric `emotag eval` then reports, and the end of a review (where the
+    complaint often is) would never be trained on.
+
+    Rows are windows: `ids`, `grams`, `texts`, `sources` and the target arrays (`emo_mask`, `pol_mask`,
+    `intensity`, `valence`, `emo_has`) have one row per window, each window carrying its text's labels.
+    `first[k]` is the row of text k's first window and `weights` each window's share of its text's length,
+    the weights `Tagger` combines window scores with (see `text_outputs`). `examples` are the texts that
+    have at least one window (a text empty after normalisation has nothing to train on; `dropped` counts
+    them).
+    """
 
     def __init__(self, featurizer: Featurizer, examples: Sequence[Example], normalized: bool = False) -> None:
         cfg = featurizer.config
-        self.examples = list(examples)
-        texts = [e.text if normalized else normalize(e.text, cfg.normalization).text for e in self.examples]
-        texts = [t[: cfg.window_chars] for t in texts]
-        self.texts = texts
-        encs = featurizer.tokenizer.encode_batch(texts)
-        self.ids = [e.ids for e in encs]
-        self.grams = [hash_ngrams(t, cfg.ngram) for t in texts]
-        n, E = len(self.examples), len(cfg.emotion_labels)
+        self.config = cfg
+        kept: list[Example] = []
+        windows: list[str] = []
+        weights: list[float] = []
+        first: list[int] = []
+        for ex in examples:
+            p = Prepared(ex.text, featurizer.windows(ex.text)) if normalized else featurizer.prepare(ex.text)
+            if not p.windows:
+                continue
+            first.append(len(windows))
+            kept.append(ex)
+            windows.extend(p.windows)
+            weights.extend(p.weights)
+        self.dropped = len(examples) - len(kept)
+        self.examples = kept
+        self.texts = windows
+        self.first = np.asarray(first, dtype=np.int64)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        counts = np.diff(np.append(self.first, len(windows)))
+        self.text_of = np.repeat(np.arange(len(kept)), counts)
+        self.ids = featurizer.token_ids(windows)
+        self.grams = [hash_ngrams(t, cfg.ngram) for t in windows]
+        n, E = len(kept), len(cfg.emotion_labels)
         P = max(len(cfg.polarity_labels), 1)
-        self.emo_mask = np.zeros((n, E), dtype=np.float32)
-        self.pol_mask = np.zeros((n, P), dtype=np.float32)
-        self.intensity = np.full(n, np.nan, dtype=np.float32)
-        self.valence = np.full(n, np.nan, dtype=np.float32)
+        emo_mask = np.zeros((n, E), dtype=np.float32)
+        pol_mask = np.zeros((n, P), dtype=np.float32)
+        intensity = np.full(n, np.nan, dtype=np.float32)
+        valence = np.full(n, np.nan, dtype=np.float32)
         eidx = {lab: i for i, lab in enumerate(cfg.emotion_labels)}
         pidx = {lab: i for i, lab in enumerate(cfg.polarity_labels)}
-        for i, ex in enumerate(self.examples):
+        for i, ex in enumerate(kept):
             if ex.emotions:
                 for lab in ex.emotions:
                     if lab in eidx:
-                        self.emo_mask[i, eidx[lab]] = 1.0
+                        emo_mask[i, eidx[lab]] = 1.0
             if ex.polarity in pidx:
-                self.pol_mask[i, pidx[ex.polarity]] = 1.0
+                pol_mask[i, pidx[ex.polarity]] = 1.0
             if ex.intensity is not None:
-                self.intensity[i] = ex.intensity
+                intensity[i] = ex.intensity
             if ex.valence is not None:
-                self.valence[i] = ex.valence
+                valence[i] = ex.valence
         # multi-label only: a row whose labels are all absent (emotions=()) is an explicit negative for every
         # label, not an unlabelled row; rows labelled in another label set stay unsupervised as before
-        self.emo_has = np.array([ex.emotions is not None and (not ex.emotions or any(lab in eidx for lab in ex.emotions))
-                                 for ex in self.examples], dtype=bool)
-        self.sources = [e.source for e in self.examples]
+        emo_has = np.array([ex.emotions is not None and (not ex.emotions or any(lab in eidx for lab in ex.emotions))
+                            for ex in kept], dtype=bool)
+        # text rows -> window rows
+        w2t = self.text_of
+        self.emo_mask, self.pol_mask, self.emo_has = emo_mask[w2t], pol_mask[w2t], emo_has[w2t]
+        self.intensity, self.valence = intensity[w2t], valence[w2t]
+        self.sources = [kept[t].source for t in w2t]
         self.pad_id = featurizer.pad_id
 
+    def text_rows(self, window_rows: np.ndarray) -> np.ndarray:
+        """A per-window target array (all windows of a text share its targets) as one row per text."""
+        return window_rows[self.first]
+
+    def text_outputs(self, pred: dict[str, np.ndarray], temperature: dict[str, float] | None = None
+                     ) -> dict[str, np.ndarray]:
+        """Per-text outputs from `predict`'s per-window logits, combined exactly as `Tagger` combines them:
+        softmax with the head's temperature (sigmoid for a multi-label emotion head) per window, then the
+        length-weighted sum over the text's windows."""
+        t = self.config.temperature if temperature is None else temperature
+        emo = sigmoid(pred["emotion"]) if self.config.multi_label else softmax(pred["emotion"], t.get("emotion", 1.0))
+        out = {"emotion": emo, "polarity": softmax(pred["polarity"], t.get("polarity", 1.0)),
+               "intensity": pred["intensity"], "valence": pred["valence"]}
+        return {k: combine_windows(v, self.weights, self.first) for k, v in out.items()}
+
     def __len__(self) -> int:
-        return len(self.examples)
+        """Rows, i.e. windows (`len(self.examples)` texts)."""
+        return len(self.texts)
 
     def batches(self, batch_size: int, shuffle: bool, rng: random.Random | None = None,
                 indices: Sequence[int] | None = None) -> Iterator[list[int]]:
@@ -173,7 +222,8 @@ def compute_loss(model: EmotagModel, batch: dict[str, torch.Tensor], weights: di
 
 @torch.no_grad()
 def predict(model: EmotagModel, data: EncodedSet, batch_size: int = 128) -> dict[str, np.ndarray]:
-    """Raw outputs for every example, in order (logits before temperature)."""
+    """Raw outputs for every row (window) of `data`, in order (logits before temperature); per-text
+    scores are `data.text_outputs(predict(...))`."""
     model.eval()
     n = len(data)
     E, P = len(model.config.emotion_labels), max(len(model.config.polarity_labels), 1)
@@ -189,13 +239,6 @@ def predict(model: EmotagModel, data: EncodedSet, batch_size: int = 128) -> dict
     return out
 
 
-def _softmax(z: np.ndarray, t: float = 1.0) -> np.ndarray:
-    z = z / t
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
 def partial_accuracy(logits: np.ndarray, mask: np.ndarray) -> float:
     has = mask.sum(-1) > 0
     if not has.any():
@@ -204,57 +247,18 @@ def partial_accuracy(logits: np.ndarray, mask: np.ndarray) -> float:
     return float(mask[np.arange(len(pred)), pred][has].mean())
 
 
-def expected_calibration_error(probs: np.ndarray, mask: np.ndarray, bins: int = 15) -> float:
-    """ECE of the top prediction, counting a prediction correct when it lies in the allowed set."""
-    has = mask.sum(-1) > 0
-    p, m = probs[has], mask[has]
-    if len(p) == 0:
-        return float("nan")
-    conf = p.max(-1)
-    correct = m[np.arange(len(p)), p.argmax(-1)]
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        sel = (conf > lo) & (conf <= hi)
-        if sel.any():
-            ece += sel.mean() * abs(conf[sel].mean() - correct[sel].mean())
-    return float(ece)
-
-
-def fit_temperature(logits: np.ndarray, mask: np.ndarray) -> float:
-    """Temperature minimising the partial-label NLL on dev (golden-section search over log T)."""
-    has = mask.sum(-1) > 0
-    z, m = logits[has], mask[has]
-    if len(z) == 0:
-        return 1.0
-
-    def nll(log_t: float) -> float:
-        p = _softmax(z, math.exp(log_t))
-        return float(-np.log(np.clip((p * m).sum(-1), 1e-12, None)).mean())
-
-    lo, hi = math.log(0.25), math.log(4.0)
-    g = (math.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = nll(a), nll(b)
-    for _ in range(40):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = nll(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = nll(b)
-    return float(math.exp((lo + hi) / 2))
-
-
 def calibrate(pred: dict[str, np.ndarray], dev: EncodedSet) -> tuple[dict[str, float], dict[str, float],
                                                                      dict[str, float]]:
-    """Temperatures for the emotion and polarity heads fitted on dev, with ECE before and after."""
-    masks = {"emotion": dev.emo_mask, "polarity": dev.pol_mask}
-    before = {k: expected_calibration_error(_softmax(pred[k]), m) for k, m in masks.items()}
-    temperature = {k: fit_temperature(pred[k], m) for k, m in masks.items()}
-    after = {k: expected_calibration_error(_softmax(pred[k], temperature[k]), m) for k, m in masks.items()}
+    """Temperatures for the emotion and polarity heads fitted on dev, with ECE before and after.
+
+    Measured on texts (window probabilities combined as scoring combines them), not on windows."""
+    masks = {"emotion": dev.text_rows(dev.emo_mask), "polarity": dev.text_rows(dev.pol_mask)}
+    ones = {"emotion": 1.0, "polarity": 1.0}
+    plain = dev.text_outputs(pred, ones)
+    before = {k: expected_calibration_error(plain[k], m) for k, m in masks.items()}
+    temperature = {k: fit_temperature(pred[k], m, dev.weights, dev.first) for k, m in masks.items()}
+    scaled = dev.text_outputs(pred, temperature)
+    after = {k: expected_calibration_error(scaled[k], m) for k, m in masks.items()}
     return temperature, before, after
 
 
@@ -343,7 +347,9 @@ def fit(
 
 
 def default_score(pred: dict[str, np.ndarray], dev: EncodedSet) -> float:
-    """Mean of the supervised heads' dev accuracies (partial-label accuracy for emotion)."""
-    scores = [partial_accuracy(pred["emotion"], dev.emo_mask), partial_accuracy(pred["polarity"], dev.pol_mask)]
+    """Mean of the supervised heads' dev accuracies on texts (partial-label accuracy for emotion)."""
+    probs = dev.text_outputs(pred)
+    scores = [partial_accuracy(probs["emotion"], dev.text_rows(dev.emo_mask)),
+              partial_accuracy(probs["polarity"], dev.text_rows(dev.pol_mask))]
     scores = [s for s in scores if not math.isnan(s)]
     return float(np.mean(scores)) if scores else 0.0

@@ -1,0 +1,441 @@
+"""Fine-tune emotag on a team's own labelled data: the library function behind `emotag train`.
+
+One call goes from a labelled table to a finished SPEC §6 model directory, in this order (one module per
+step):
+
+    data.py       read the table with emotag.io -> Examples; stratified dev split if no dev file; class weights
+    labelplan.py  the label plan (default taxonomy, custom labels, multi-label flags, polarity task) and where
+                  each custom label starts in the base (好评 -> the polarity head's `positive` row)
+    base.py       the base (an emotag model directory or a Hugging Face encoder), its rebuilt head, anchors
+    heads.py      dev metrics on texts; the linear head on frozen features
+    report.py     eval_report.json/.md, confusion matrix, model card, progress
+
+and the run itself (`finetune` below): zero-shot score of the base on dev (when the labels map onto its
+heads) and the majority-class rate -> a regularised linear head on frozen features (L-BFGS, seconds) ->
+fine-tuning of the whole network from there, with early stopping on dev -> the best of the three on dev
+is kept (the fine-tuned network only when it beats the linear head, which is kept only when it beats
+the starting head) -> temperature fitted on dev -> save, export ONNX, report. Every dev number is measured
+on texts through the scorer's own windows (`EncodedSet`, `Featurizer.prepare`), and the final one through
+`Tagger` on the written model: the number `emotag eval` reports on the same file.
+
+User mistakes (missing column, a single class, labels outside the chosen label set) raise ValueError
+with a one-line message; the CLI turns that into exit code 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import shutil
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotag.metrics import fit_temperature, majority_rate
+from emotag.model.config import (
+    CONFIG_NAME,
+    DIALOGUE_LEXICAL_NAME,
+    ONNX_INT8_NAME,
+    ONNX_NAME,
+    TOKENIZER_NAME,
+    WEIGHTS_NAME,
+    EmotagConfig,
+)
+from emotag.train.finetune.base import add_anchors, load_emotag_base, load_hf_base, resolve_base
+from emotag.train.finetune.data import class_weights, examples, label_key, label_values, read_table, split_dev
+from emotag.train.finetune.heads import calibration, fit_linear_head, gold_mask, head_metrics, head_probs
+from emotag.train.finetune.labelplan import TASKS, LabelPlan, plan_labels
+from emotag.train.finetune.report import confusion_png, model_card, progress_display, write_report
+
+__all__ = ["FinetuneResult", "LabelPlan", "NotBetterError", "confusion_png", "finetune", "plan_labels"]
+
+log = logging.getLogger("emotag.finetune")
+
+ANCHOR_WEIGHT = 0.5  # loss weight of an anchored (self-distilled) classification head
+
+
+class NotBetterError(ValueError):
+    """The trained model is no better than the base's zero-shot reading or the majority class on dev, and
+    the output directory already holds a model: it is left as it was (pass force=True to replace it)."""
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning run produced; every number here is also in `eval_report.json`."""
+
+    out_dir: Path
+    task: str
+    labels: tuple[str, ...]  # the trained head's labels, in output order
+    multi_label: bool
+    base_model: str
+    train_rows: int
+    dev_rows: int
+    dev_source: str  # "file" or "split"
+    skipped_rows: int  # rows without text or label
+    steps: int
+    minutes: float  # wall time of the training loop
+    dev_before: dict[str, float] | None  # the base model's zero-shot on the same dev set (None: no mapping)
+    dev_after: dict[str, float]  # the written model, measured as `emotag eval` measures it
+    ece: dict[str, float]  # expected calibration error of the trained head before/after temperature
+    temperature: dict[str, float]
+    chosen: str = "fine-tuned"  # "zero-shot", "linear head" or "fine-tuned"
+    majority: float = float("nan")  # dev accuracy of always answering the most frequent training class
+    better: bool = True  # better than both the zero-shot score and the majority class
+    verdict: str = ""  # one line for the user when `better` is False
+    loss_start: float = float("nan")  # mean training loss over the first fifth of the steps
+    loss_end: float = float("nan")  # ... and over the last fifth
+    files: list[Path] = field(default_factory=list)
+
+
+def _is_better(after: dict[str, float], zero_shot: dict[str, float] | None, majority: float,
+               multi_label: bool) -> tuple[bool, str]:
+    """Better than both baselines: accuracy above the majority rate and macro-F1 above the zero-shot's."""
+    acc = after["exact_match" if multi_label else "accuracy"]
+    if acc <= majority:
+        return False, (f"dev accuracy {acc:.3f} is not above the majority-class rate {majority:.3f}: "
+                       "the model has not learnt more than the class balance")
+    if zero_shot is not None and after["macro_f1"] <= zero_shot["macro_f1"]:
+        return False, (f"dev macro-F1 {after['macro_f1']:.3f} is not above the base model's zero-shot "
+                       f"{zero_shot['macro_f1']:.3f}: the base model already reads these labels as well")
+    return True, ""
+
+
+def finetune(
+    train_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    dev_path: str | os.PathLike[str] | None = None,
+    base_model: str | os.PathLike[str] | None = None,
+    labels: Sequence[str] | str | None = None,
+    text_col: str = "text",
+    label_cols: Sequence[str] | str = ("label",),
+    task: str = "emotion",
+    epochs: float = 3.0,
+    batch_size: int = 32,
+    lr: float | None = None,
+    seed: int = 13,
+    max_minutes: float | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+    export: bool = True,
+    force: bool = False,
+) -> FinetuneResult:
+    """Fine-tune a model on a labelled table and write a complete model directory to `out_dir`.
+
+    train_path / dev_path: any file `emotag score` reads (csv, tsv, jsonl, json, parquet, xlsx) with
+    `text_col` and the label column(s). Without a dev file, a stratified 12% of the training rows is held out
+    for model choice, early stopping and calibration. base_model: an emotag model directory (default: the
+    bundled model), a Hugging Face encoder checkpoint path or hub id (fast tokenizer required). labels: the
+    custom label set (list or "a,b,c"); default: the taxonomy when every value is one of EMOTIONS, else the
+    sorted unique values. Several `label_cols` of 0/1 (T/F) flags train a multi-label set named after the
+    columns. task="polarity" trains the polarity head from one column (0/1, neg/pos, 负面/正面 ...) and keeps
+    the emotion head and taxonomy. epochs=0: the linear head only, no fine-tuning of the network.
+    lr: default 2e-4 from an emotag model, 5e-5 from a pretrained checkpoint. export: write ONNX fp32+int8.
+    force: replace a model in `out_dir` even when the result is no better than the baselines (otherwise
+    NotBetterError, and nothing is written).
+    """
+    import torch
+
+    from emotag.model.features import Featurizer
+    from emotag.train.trainer import EncodedSet, TrainSettings, fit, predict
+
+    t_start = time.time()
+    if isinstance(label_cols, str):
+        label_cols = tuple(c.strip() for c in label_cols.split(",") if c.strip())
+    label_cols = tuple(label_cols)
+    if isinstance(labels, str):
+        labels = [x.strip() for x in labels.split(",") if x.strip()]
+    if not label_cols:
+        raise ValueError("no label column given")
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"epochs must be >= 0 and batch size >= 1 (got {epochs}, {batch_size})")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+
+    train_p = Path(train_path)
+    out = Path(out_dir)
+    rows = read_table(train_p, [text_col, *label_cols])
+    dev_rows = read_table(dev_path, [text_col, *label_cols]) if dev_path else None
+
+    kind, src = resolve_base(base_model)
+    if kind == "emotag" and out.resolve() == Path(src).resolve():
+        raise ValueError(f"output directory {out} is the base model; write the fine-tuned model elsewhere")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output directory {out} is a file; name a directory (it is created if missing)")
+    base_cfg = EmotagConfig.load(src) if kind == "emotag" else None
+    base_polarity = base_cfg.polarity_labels if base_cfg else EmotagConfig().polarity_labels
+
+    plan = plan_labels(task, label_cols, label_values(rows, label_cols), labels, base_polarity, where=f"{train_p}: ")
+    if dev_rows is not None and not plan.multi_label:
+        unseen = sorted(label_values(dev_rows, label_cols) - set(plan.value_map))
+        if unseen:
+            raise ValueError(f"{dev_path}: labels {unseen[:5]} do not occur in {train_p.name} "
+                             f"(labels: {', '.join(plan.value_map)})")
+    rows_ex, skipped = examples(rows, text_col, label_cols, plan, train_p)
+    if plan.multi_label:
+        counts = Counter(lab for e in rows_ex for lab in (e.emotions or ()))
+        if len(counts) < 2:
+            raise ValueError(f"{train_p}: fewer than two label columns have any positive row ({dict(counts)})")
+    if dev_rows is not None:
+        dev_ex, dev_skipped = examples(dev_rows, text_col, label_cols, plan, Path(dev_path))
+        skipped += dev_skipped
+        train_ex, dev_source = rows_ex, "file"
+        if not dev_ex:
+            raise ValueError(f"{dev_path}: no labelled rows")
+    else:
+        train_ex, dev_ex = split_dev(rows_ex, plan, seed)
+        dev_source = "split"
+    weights = class_weights(train_ex, plan)
+    for e in train_ex:
+        e.source = f"w:{label_key(e, plan)}"  # the trainer's per-source multiplier carries the class weight
+    majority_label, majority = majority_rate([label_key(e, plan) for e in train_ex],
+                                             [label_key(e, plan) for e in dev_ex])
+
+    # the base, its head for this plan, and its featurizer
+    start: dict[str, str] = {}
+    if kind == "emotag":
+        model, tok, start = load_emotag_base(src, plan)
+        backend_tok = tok
+        lr = lr or 2e-4
+    else:
+        model, tok = load_hf_base(src, plan, seed)
+        backend_tok = tok.backend_tokenizer
+        lr = lr or 5e-5
+    cfg = model.config
+    cfg.name = out.name
+    cfg.base_model = str(base_model) if base_model is not None else src
+    feat = Featurizer(backend_tok, cfg)
+    train = EncodedSet(feat, train_ex)
+    dev = EncodedSet(feat, dev_ex)
+    if not len(train) or not len(dev):
+        raise ValueError(f"{train_p}: no text left after normalisation in the {'training' if not len(train) else 'dev'}"
+                         " rows")
+    mask = gold_mask(dev, plan)
+    head = plan.head
+
+    def score_fn(pred: dict[str, np.ndarray], d: Any) -> float:
+        return head_metrics(head_probs(pred, d, plan), gold_mask(d, plan), plan)["macro_f1"]
+
+    # zero-shot: the base, before any training, where it reads these labels (its own head, or a head
+    # rebuilt from the rows the labels map onto)
+    zero_shot_ok = kind == "emotag" and (
+        plan.task == "polarity" or (tuple(base_cfg.emotion_labels) == plan.labels
+                                    and base_cfg.multi_label == plan.multi_label)
+        or (bool(start) and len(start) == len(plan.labels)))
+    base_dev = predict(model, dev) if kind == "emotag" else None
+    candidates: dict[str, dict[str, float] | None] = {
+        "majority class": {"accuracy" if not plan.multi_label else "exact_match": majority}}
+    dev_before = None
+    states: dict[str, Any] = {}
+    if zero_shot_ok and base_dev is not None:
+        dev_before = head_metrics(head_probs(base_dev, dev, plan), mask, plan)
+        dev_before["ece"] = calibration(head_probs(base_dev, dev, plan), mask, plan)
+        candidates["zero-shot"] = dev_before
+        states["zero-shot"] = copy.deepcopy(model.state_dict())
+    anchored: list[str] = []
+    if kind == "emotag":
+        anchored = add_anchors(train, predict(model, train), cfg, plan, seed)
+    loss_weights = {"emotion": 1.0, "polarity": 1.0, "intensity": 4.0, "valence": 4.0}
+    for h in ("emotion", "polarity"):
+        if h in anchored and h != head and not (h == "polarity" and plan.default_taxonomy and plan.task == "emotion"):
+            loss_weights[h] = ANCHOR_WEIGHT
+    row_w = np.array([weights.get(s[2:], 1.0) for s in train.sources], dtype=np.float32)
+
+    # 1. a linear head on frozen features
+    t_lin = time.time()
+    rebuilt = kind != "emotag" or (plan.task == "emotion" and (tuple(base_cfg.emotion_labels) != plan.labels
+                                                               or base_cfg.multi_label != plan.multi_label))
+    fresh = [j for j, lab in enumerate(plan.labels) if lab not in start] if rebuilt else []
+    lin = fit_linear_head(model, train, dev, plan, row_w, fresh, score_fn)
+    lin_seconds = time.time() - t_lin
+    candidates["linear head"] = head_metrics(head_probs(predict(model, dev), dev, plan), mask, plan)
+    states["linear head"] = copy.deepcopy(model.state_dict())
+    log.info("linear head on frozen features: dev macro-F1 %.4f (L2 %s) in %.1f s", lin["dev_score"], lin["l2"],
+             lin_seconds)
+
+    # 2. the whole network, from there; kept only if it beats the linear head on dev
+    fitted: dict[str, Any] = {"steps": 0, "minutes": 0.0, "best_dev_score": None, "history": []}
+    losses: list[float] = []
+    settings = None
+    best_so_far = max(candidates[c]["macro_f1"] for c in states)
+    if epochs > 0 and best_so_far >= 1.0:
+        log.info("no fine-tuning of the network: dev macro-F1 is already 1.0")
+    elif epochs > 0:
+        steps_per_epoch = math.ceil(len(train) / batch_size)
+        total_steps = max(1, int(steps_per_epoch * epochs))
+        settings = TrainSettings(
+            min_steps=min(total_steps, steps_per_epoch),
+            epochs=epochs, batch_size=batch_size, lr=lr, ngram_lr=2e-2 * lr / 5e-4, seed=seed,
+            max_minutes=max_minutes, patience=4 if steps_per_epoch >= 4 else 3,
+            evals_per_epoch=2 if steps_per_epoch >= 4 else 1, warmup=0.06, loss_weights=loss_weights,
+            source_weights={f"w:{k}": w for k, w in weights.items()},
+        )
+        log.info("fine-tuning %s (%s) on %d texts, dev %d (%s); task %s, %d labels%s", src, kind,
+                 len(train.examples), len(dev.examples), dev_source, plan.task, len(plan.labels),
+                 ", multi-label" if plan.multi_label else "")
+        show, stop = progress_display(progress)
+
+        def callback(step: int, total: int, stats: dict[str, float]) -> None:
+            losses.append(float(stats.get("loss", float("nan"))))
+            show(step, total, stats)
+
+        try:
+            with warnings.catch_warnings():  # float(loss) on a graph tensor in the trainer's progress call
+                warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
+                fitted = fit(model, train, dev, settings, score_fn=score_fn, progress=callback)
+        finally:
+            stop()
+        candidates["fine-tuned"] = head_metrics(head_probs(predict(model, dev), dev, plan), mask, plan)
+        states["fine-tuned"] = model.state_dict()
+    k = max(1, len(losses) // 5)  # mean training loss over the first and the last fifth of the steps
+    loss_start = float(np.mean(losses[:k])) if losses else float("nan")
+    loss_end = float(np.mean(losses[-k:])) if losses else float("nan")
+
+    # the best on dev; ties go to the simpler model (zero-shot, then the linear head)
+    order = [c for c in ("zero-shot", "linear head", "fine-tuned") if c in states]
+    chosen = max(order, key=lambda c: (candidates[c]["macro_f1"], -order.index(c)))
+    model.load_state_dict(states[chosen])
+    model.eval()
+
+    # calibration
+    pred = predict(model, dev)
+    temperature = dict(cfg.temperature)
+    for h in ("emotion", "polarity"):
+        hm = dev.text_rows(dev.emo_mask if h == "emotion" else dev.pol_mask)
+        if (hm.sum(-1) > 0).sum() >= 10 and not (h == "emotion" and cfg.multi_label) and (
+                h == head or h not in anchored):
+            temperature[h] = round(fit_temperature(pred[h], hm, dev.weights, dev.first), 4)
+    ones = {**temperature, head: 1.0}
+    ece_before = calibration(head_probs(pred, dev, plan, ones), mask, plan)
+    ece_after = calibration(head_probs(pred, dev, plan, temperature), mask, plan)
+    cfg.temperature = temperature
+    kept: dict[str, float] = {}
+    if base_dev is not None:
+        for h in ("emotion", "polarity"):
+            if h != head and h in anchored:
+                kept[f"{h}_top1_agreement_with_base"] = float(
+                    (dev.text_outputs(pred)[h].argmax(-1) == dev.text_outputs(base_dev)[h].argmax(-1)).mean())
+        kept["intensity_mean_abs_change"] = float(np.abs(pred["intensity"] - base_dev["intensity"]).mean())
+
+    torch_after = head_metrics(head_probs(pred, dev, plan), mask, plan)
+    better, verdict = _is_better(torch_after, dev_before, majority, plan.multi_label)
+    if not better and (out / CONFIG_NAME).exists() and not force:
+        raise NotBetterError(f"not better than the baselines ({verdict}); {out} already holds a model and was "
+                             "left as it was (--force replaces it)")
+
+    files = _write_model(out, model, tok, cfg, src, kind, train_ex, export)
+    dev_after, detail = _measure_written(out, dev, dev_ex, plan, export)
+    dev_after["ece"] = ece_after
+    minutes_total = (time.time() - t_start) / 60
+    report = {
+        "task": plan.task, "labels": list(plan.labels), "multi_label": plan.multi_label,
+        "base_model": cfg.base_model, "base_kind": kind, "starts_from": start, "chosen": chosen,
+        "better_than_baselines": better, "verdict": verdict,
+        "data": {"train_path": str(train_p), "dev_path": str(dev_path) if dev_path else None,
+                 "dev_source": dev_source, "train_rows": len(train.examples), "dev_rows": len(dev.examples),
+                 "train_windows": len(train), "dev_windows": len(dev),
+                 "skipped_rows": skipped + train.dropped + dev.dropped, "text_col": text_col,
+                 "label_cols": list(label_cols), "value_map": plan.value_map, "class_weights": weights,
+                 "train_label_counts": dict(Counter(label_key(e, plan) for e in train_ex))},
+        "majority": {"label": majority_label, "dev_accuracy": majority},
+        "candidates": candidates, "dev_before": dev_before, "dev_after": dev_after,
+        "dev_after_torch": torch_after,
+        "calibration": {"head": head, "ece_before": ece_before, "ece_after": ece_after,
+                        "temperature": 1.0 if plan.multi_label else temperature.get(head, 1.0)},
+        "kept_heads": kept, "anchored_heads": [h for h in anchored if h != head],
+        "linear_head": lin,
+        "training": {"steps": fitted["steps"], "minutes": fitted["minutes"], "minutes_total": minutes_total,
+                     "linear_head_seconds": lin_seconds, "best_dev_macro_f1": fitted["best_dev_score"],
+                     "history": fitted["history"], "seed": seed, "train_loss_start": loss_start,
+                     "train_loss_end": loss_end,
+                     "settings": {k: v for k, v in asdict(settings).items() if k != "source_weights"}
+                     if settings else None},
+    }
+    files += write_report(out, report, detail, plan.multi_label)
+    files.append(model_card(out, cfg, report))
+    log.info("wrote %s (%s): dev macro-F1 %.4f%s in %.1f min", out, chosen, dev_after["macro_f1"],
+             f" (zero-shot {dev_before['macro_f1']:.4f})" if dev_before else "", minutes_total)
+    return FinetuneResult(
+        out_dir=out, task=plan.task, labels=plan.labels, multi_label=plan.multi_label, base_model=cfg.base_model or src,
+        train_rows=len(train.examples), dev_rows=len(dev.examples), dev_source=dev_source, skipped_rows=skipped,
+        steps=fitted["steps"], minutes=fitted["minutes"], dev_before=dev_before, dev_after=dev_after,
+        ece={"before": ece_before, "after": ece_after}, temperature=temperature, chosen=chosen, majority=majority,
+        better=better, verdict=verdict, loss_start=loss_start, loss_end=loss_end, files=files,
+    )
+
+
+def _write_model(out: Path, model: Any, tok: Any, cfg: EmotagConfig, src: str, kind: str, train_ex: list,
+                 export: bool) -> list[Path]:
+    """The model directory; the satisfaction read-out is inherited from an emotag base, and with it the
+    dialogue lexicon it reads (independent of the network, so it stays valid)."""
+    from emotag.dialogues import readout_fits
+
+    dl = cfg.dialogue
+    lexicon = Path(src) / DIALOGUE_LEXICAL_NAME if kind == "emotag" else None
+    if dl.lexical_buckets and not (lexicon and lexicon.exists()):
+        keep = [i for i, f in enumerate(dl.features) if f != "lexical_satisfaction"]
+        dl.features = tuple(dl.features[i] for i in keep)
+        dl.weights = tuple(dl.weights[i] for i in keep)
+        dl.lexical_buckets = 0
+    if dl.features and not readout_fits(dl.features, cfg.emotion_labels, bool(cfg.polarity_labels)):
+        # fit on the base's heads: with other labels it would read statistics this model never produces
+        log.info("satisfaction read-out dropped: it reads the base model's emotion labels")
+        dl.features, dl.weights, dl.bias, dl.lexical_buckets = (), (), 0.0, 0
+    model.save(out, tokenizer=tok)
+    files = [out / CONFIG_NAME, out / TOKENIZER_NAME, out / WEIGHTS_NAME]
+    # ONNX files of an earlier model in this directory would be scored in preference to the new weights
+    for stale in (ONNX_NAME, ONNX_INT8_NAME, DIALOGUE_LEXICAL_NAME):
+        (out / stale).unlink(missing_ok=True)
+    if dl.lexical_buckets and lexicon is not None:
+        shutil.copyfile(lexicon, out / DIALOGUE_LEXICAL_NAME)
+        files.append(out / DIALOGUE_LEXICAL_NAME)
+    if export:
+        from emotag.model.export import export_onnx
+
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # onnxruntime's quantiser logs advice to the root logger
+        try:
+            # int8 activation ranges measured on the user's own texts, which is what the model will score
+            files += export_onnx(out, quantize="int8", calibration_texts=[e.text for e in train_ex[:1024]])
+        finally:
+            root.setLevel(level)
+    return files
+
+
+def _measure_written(out: Path, dev: Any, dev_ex: list, plan: LabelPlan, export: bool
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The written model's dev metrics through `Tagger` (ONNX when exported, as `emotag eval` loads it):
+    the numbers `emotag eval` reports on the same texts. Returns (summary, detail)."""
+    from emotag.tagger import Tagger
+
+    tagger = Tagger.load(out, backend="onnx" if export else "torch")
+    results = list(tagger.tag_many([e.text for e in dev.examples], batch_size=64))
+    cfg = tagger.config
+    if plan.task == "polarity":
+        probs = np.array([[_polarity_probability(r, lab) for lab in cfg.polarity_labels] for r in results])
+    else:
+        probs = np.array([[(r.emotions or {}).get(lab, 0.0) for lab in cfg.emotion_labels] for r in results])
+    detail = head_metrics(probs, gold_mask(dev, plan), plan, detail=True)
+    return {k: v for k, v in detail.items() if k not in ("per_class", "confusion", "confusion_labels")}, detail
+
+
+def _polarity_probability(r: Any, label: str) -> float:
+    """A stand-in for the polarity distribution `Result` does not carry: one-hot on its polarity label,
+    nudged by polarity_score so that p(positive) - p(negative) has the score's sign, as `emotag eval`
+    reads review polarity."""
+    nudge = {"negative": -1e-3, "positive": 1e-3}.get(label, 0.0) * (r.polarity_score or 0.0)
+    return (1.0 if r.polarity == label else 0.0) + nudge

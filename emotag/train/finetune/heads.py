@@ -1,0 +1,178 @@
+"""The trained head's numbers and its first fit: dev metrics on texts, and a linear head on frozen features.
+
+Every dev number here is measured on texts the way scoring reads them: window scores from the network,
+temperature-scaled per window, combined by length (`EncodedSet.text_outputs`), then compared with gold.
+
+`fit_linear_head` is the first step of every run (SetFit's order): a regularised linear head on the base
+model's frozen features, by L-BFGS, seconds on CPU. It is pulled toward the head's starting rows (the
+base's own head where the labels map onto it), so a few dozen examples adjust the base's reading rather
+than replace it. Fine-tuning the whole network comes after, and is kept only if it beats this on dev.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from emotag.metrics import accuracy, confusion, expected_calibration_error, macro_f1, per_class
+from emotag.train.finetune.labelplan import LabelPlan
+
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # strengths tried for the linear head, each a pull toward its start
+
+
+def gold_mask(data: Any, plan: LabelPlan) -> np.ndarray:
+    """Text-level gold rows of the trained head (1 on every allowed label)."""
+    return data.text_rows(data.pol_mask if plan.task == "polarity" else data.emo_mask)
+
+
+def head_probs(pred: dict[str, np.ndarray], data: Any, plan: LabelPlan,
+               temperature: dict[str, float] | None = None) -> np.ndarray:
+    """The trained head's per-text probabilities, as `Tagger` returns them."""
+    return data.text_outputs(pred, temperature)[plan.head]
+
+
+def head_metrics(probs: np.ndarray, mask: np.ndarray, plan: LabelPlan, detail: bool = False) -> dict[str, Any]:
+    """Accuracy and macro-F1 of the trained head on dev texts (multi-label: macro/micro-F1 at p > 0.5 and
+    exact match). With `detail`: per-class precision/recall/F1/support and the confusion matrix.
+
+    Polarity on two-class data also gets `sign_accuracy`: sign(p_pos - p_neg) against the gold label, the
+    way `emotag eval` scores review sets.
+    """
+    labels = list(plan.labels)
+    if plan.multi_label:
+        pred, gold = probs > 0.5, mask > 0.5
+        tp = (pred & gold).sum(0)
+        fp, fn = (pred & ~gold).sum(0), (~pred & gold).sum(0)
+        f1 = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        m: dict[str, Any] = {
+            "n": int(len(gold)), "exact_match": float((pred == gold).all(1).mean()),
+            "macro_f1": float(f1.mean()),
+            "micro_f1": float(2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1)),
+        }
+        if detail:
+            m["per_class"] = {lab: {"precision": float(tp[j] / max(tp[j] + fp[j], 1)),
+                                    "recall": float(tp[j] / max(tp[j] + fn[j], 1)), "f1": float(f1[j]),
+                                    "support": int(gold[:, j].sum())} for j, lab in enumerate(labels)}
+            m["confusion_labels"] = labels
+            m["confusion"] = [[[int((~gold[:, j] & ~pred[:, j]).sum()), int(fp[j])],
+                               [int(fn[j]), int(tp[j])]] for j in range(len(labels))]
+        return m
+    has = mask.sum(-1) > 0
+    p, gm = probs[has], mask[has]
+    groups = plan.groups()
+    if groups:  # partial labels: scored in the file's own classes, their labels' probabilities summed
+        names = [name for name, _ in groups]
+        allowed = {frozenset(idx): name for name, idx in groups}
+        pred = [names[k] for k in np.stack([p[:, idx].sum(-1) for _, idx in groups], -1).argmax(-1)]
+        gold = [allowed[frozenset(np.flatnonzero(row).tolist())] for row in gm]
+        labels = names
+    else:
+        pred = [labels[k] for k in p.argmax(-1)]
+        gold = [labels[k] for k in gm.argmax(-1)]
+    present = [lab for lab in labels if lab in set(gold)]
+    m = {"n": int(has.sum()), "accuracy": accuracy(gold, pred), "macro_f1": macro_f1(gold, pred, present)}
+    if plan.task == "polarity" and {"negative", "positive"} <= set(labels):
+        ineg, ipos = labels.index("negative"), labels.index("positive")
+        binary = np.isin(gm.argmax(-1), [ineg, ipos])
+        if binary.any():
+            m["sign_accuracy"] = float(((p[binary, ipos] - p[binary, ineg] > 0) == (gm[binary].argmax(-1) == ipos))
+                                       .mean())
+    if detail:
+        shown = [lab for lab in labels if lab in set(gold) | set(pred)]
+        m["per_class"] = per_class(gold, pred, shown)
+        m["confusion_labels"] = shown
+        m["confusion"] = confusion(gold, pred, shown).tolist()
+    return m
+
+
+def calibration(probs: np.ndarray, mask: np.ndarray, plan: LabelPlan) -> float:
+    """ECE of the trained head on texts (multi-label: over every (text, label) decision, as binary)."""
+    if plan.multi_label:
+        p, y = probs.reshape(-1), mask.reshape(-1)
+        return expected_calibration_error(np.stack([1 - p, p], -1), np.stack([1 - y, y], -1))
+    return expected_calibration_error(probs, mask)
+
+
+def _frozen(model: Any, data: Any, plan: LabelPlan) -> tuple[Any, Any]:
+    """(features, fixed logit offset) per window: the head's input and the lexical expert's share."""
+    import torch
+
+    model.eval()
+    feats, offs = [], []
+    order = list(range(len(data)))
+    with torch.no_grad():
+        for s in range(0, len(order), 256):
+            b = data.collate(order[s:s + 256])
+            feats.append(model.features(b["input_ids"], b["attention_mask"], b["ngram_ids"]))
+            head = getattr(model, plan.head)
+            off = torch.zeros(feats[-1].shape[0], head.out_features)
+            if model.has_lexical:
+                z = model.lexical_logits(b["ngram_ids"])
+                E = model.emotion.out_features
+                cols = slice(0, E) if plan.head == "emotion" else slice(E, E + head.out_features)
+                off = model.config.lexical.scales.get(plan.head, 1.0) * z[:, cols]
+            offs.append(off)
+    return torch.cat(feats), torch.cat(offs)
+
+
+def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weight: np.ndarray,
+                    fresh_rows: list[int], score_fn: Any) -> dict[str, Any]:
+    """Fit the trained head alone on frozen features (L-BFGS, one fit per L2 strength), keep the best on dev.
+
+    The penalty pulls each row toward its start (`fresh_rows`, rows with nothing to start from, toward 0).
+    Sets the head's weights in `model` and returns {"l2", "dev_score", "grid"}; the head is left as it
+    was when no strength beats its starting point on dev.
+    """
+    import torch
+
+    from emotag.train.trainer import multilabel_bce, partial_nll
+
+    head = getattr(model, plan.head)
+    F, off = _frozen(model, train, plan)
+    w0, b0 = head.weight.detach().clone(), head.bias.detach().clone()
+    anchor = w0.clone()
+    anchor[fresh_rows] = 0.0
+    target = torch.from_numpy(train.pol_mask if plan.task == "polarity" else train.emo_mask)
+    has = torch.from_numpy(train.emo_has)
+    rw = torch.from_numpy(row_weight.astype(np.float32))
+
+    from emotag.train.trainer import predict
+
+    dev_pred = predict(model, dev)  # the other heads' outputs; the trained head's come from cached features
+    F_dev, off_dev = _frozen(model, dev, plan)
+
+    def dev_score() -> float:
+        with torch.no_grad():
+            z = head(F_dev) + off_dev
+        return float(score_fn({**dev_pred, plan.head: z.numpy()}, dev))
+
+    start = dev_score()
+    best = {"l2": None, "dev_score": start, "grid": {"start": start}}
+    best_state = (w0, b0)
+    for l2 in L2_GRID:
+        W = torch.nn.Parameter(w0.clone())
+        b = torch.nn.Parameter(b0.clone())
+        opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+
+        def closure(W=W, b=b, opt=opt, l2=l2) -> torch.Tensor:
+            opt.zero_grad()
+            z = F @ W.T + b + off
+            per = multilabel_bce(z, target, has) if plan.multi_label else partial_nll(z, target)
+            loss = (per * rw).sum() / rw.sum() + l2 * ((W - anchor) ** 2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            head.weight.copy_(W)
+            head.bias.copy_(b)
+        score = dev_score()
+        best["grid"][str(l2)] = score
+        if score > best["dev_score"]:
+            best.update(l2=l2, dev_score=score)
+            best_state = (W.detach().clone(), b.detach().clone())
+    with torch.no_grad():
+        head.weight.copy_(best_state[0])
+        head.bias.copy_(best_state[1])
+    return best

@@ -1,0 +1,173 @@
+"""The label plan of a fine-tuning run: which head learns which labels, and where each label starts.
+
+`plan_labels` decides the trained head's label set from the user's values (default taxonomy, custom
+labels, multi-label columns, the polarity task); `head_sources` says which of the base model's own outputs
+each custom label corresponds to (好评/差评, positive/negative, 1/0 -> the polarity head; emotion names in
+Chinese or English -> the emotion head). A custom head starts from those rows, so a model fine-tuned on
+labels the base already reads starts at the base's zero-shot accuracy instead of at chance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from emotag import labels as L
+
+TASKS = ("emotion", "polarity")
+PARTIAL_SEP = "|"  # value_map target "like|happiness": the row is right on either label (a partial label)
+# SPEC §1 sources whose classes are sets of taxonomy labels; a file labelled this way keeps the 8 emotions
+_PARTIAL_ALIASES = {k: PARTIAL_SEP.join(v) for k, v in L.SMP2020.items()}
+EMOTION_ALIASES = {e: e for e in L.EMOTIONS} | {zh: e for e, zh in L.EMOTION_ZH.items()} | {"none": "neutral"}
+# the words people label review polarity with (lower-cased); `emotag eval` reads polarity files with it too
+POLARITY_ALIASES: dict[str, str] = {
+    **dict.fromkeys(("neg", "negative", "负面", "负", "消极", "差评", "bad", "-1", "差", "不满意"), "negative"),
+    **dict.fromkeys(("neu", "neutral", "中性", "中立", "中", "一般", "中评"), "neutral"),
+    **dict.fromkeys(("pos", "positive", "正面", "正", "积极", "好评", "good", "好", "满意"), "positive"),
+}
+_NUMERIC_POLARITY = {(0.0, 1.0): ("negative", "positive"), (-1.0, 1.0): ("negative", "positive"),
+                     (-1.0, 0.0, 1.0): ("negative", "neutral", "positive"),
+                     (0.0, 1.0, 2.0): ("negative", "neutral", "positive")}
+
+
+@dataclass
+class LabelPlan:
+    """Which head learns what: its labels, and how a row's cells become an `Example`."""
+
+    task: str
+    labels: tuple[str, ...]  # head labels (emotion labels for task=emotion, polarity labels otherwise)
+    multi_label: bool
+    default_taxonomy: bool
+    value_map: dict[str, str] = field(default_factory=dict)  # source value -> label (single-column tasks)
+
+    @property
+    def head(self) -> str:
+        """The network head this plan trains."""
+        return "polarity" if self.task == "polarity" else "emotion"
+
+    def groups(self) -> list[tuple[str, list[int]]] | None:
+        """For partial labels (SMP2020's happy = like|happiness, SPEC §1): each source class with the head
+        labels it allows, in first-seen order; None when every value maps to one label."""
+        if self.multi_label or not any(PARTIAL_SEP in v for v in self.value_map.values()):
+            return None
+        out: dict[str, list[int]] = {}
+        for source, target in self.value_map.items():
+            out.setdefault(source, [self.labels.index(x) for x in target.split(PARTIAL_SEP)])
+        return list(out.items())
+
+
+def sorted_values(values: set[str]) -> list[str]:
+    """Label values in a stable order: numerically when they are numbers (1, 2, 10), else as text."""
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return sorted(values)
+
+
+def numeric_polarity(values: set[str]) -> dict[str, str] | None:
+    """0/1, -1/1, -1/0/1 or 0/1/2 as negative(/neutral)/positive; None for any other value set."""
+    try:
+        nums = tuple(sorted({float(v) for v in values}))
+    except ValueError:
+        return None
+    order = _NUMERIC_POLARITY.get(nums)
+    return None if order is None else {v: order[nums.index(float(v))] for v in values}
+
+
+def _polarity_map(values: set[str], labels: Sequence[str] | None, polarity_labels: tuple[str, ...]) -> dict[str, str]:
+    """Map source values to polarity labels: explicit order, numeric codes, or known words."""
+    targets = [p for p in ("negative", "neutral", "positive") if p in polarity_labels]
+    if labels:
+        if len(labels) not in (2, 3):
+            raise ValueError(f"task 'polarity': --labels lists the source values from negative to positive "
+                             f"(2 or 3 values), got {len(labels)}")
+        order = ["negative", "positive"] if len(labels) == 2 else ["negative", "neutral", "positive"]
+        mapping = dict(zip(labels, order, strict=True))
+    else:
+        mapping = numeric_polarity(values) or {v: POLARITY_ALIASES[v.lower()] for v in values
+                                               if v.lower() in POLARITY_ALIASES}
+    unknown = sorted(v for v in values if v not in mapping)
+    if unknown:
+        raise ValueError(f"task 'polarity': cannot map label values {unknown[:5]} to negative/neutral/positive; "
+                         "pass --labels NEG,POS (or NEG,NEU,POS) naming your values in that order")
+    bad = sorted({p for p in mapping.values() if p not in targets})
+    if bad:
+        raise ValueError(f"task 'polarity': the base model has no {bad} polarity label (it has {list(targets)})")
+    return mapping
+
+
+def plan_labels(
+    task: str,
+    label_cols: Sequence[str],
+    values: set[str],
+    labels: Sequence[str] | None,
+    base_polarity: tuple[str, ...] = L.POLARITY,
+    where: str = "",
+) -> LabelPlan:
+    """Decide the trained head's label set from the data and the user's `labels`.
+
+    Default taxonomy when every value is one of EMOTIONS (or its Chinese name), else a custom set: the
+    given `labels`, or the sorted unique values. Several label columns make a multi-label set named
+    after the columns. `where` prefixes error messages (the file name).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    if task == "polarity":
+        if len(label_cols) != 1:
+            raise ValueError("task 'polarity' takes one label column")
+        mapping = _polarity_map(values, labels, base_polarity)
+        if len(set(mapping.values())) < 2:
+            raise ValueError(f"{where}column {label_cols[0]!r} has only one class ({sorted(values)}); need two or more")
+        return LabelPlan("polarity", base_polarity, False, True, mapping)
+    if len(label_cols) > 1:
+        if labels and list(labels) != list(label_cols):
+            raise ValueError(f"multi-label: --labels must be the label columns ({', '.join(label_cols)}) or omitted")
+        return LabelPlan("emotion", tuple(label_cols), True, False)
+    col = label_cols[0]
+    if labels:
+        labs = tuple(dict.fromkeys(labels))
+        unknown = sorted(values - set(labs))
+        if unknown:
+            raise ValueError(f"{where}column {col!r} has labels {unknown[:5]} not in --labels ({', '.join(labs)})")
+        if set(labs) == set(L.EMOTIONS):
+            return LabelPlan("emotion", L.EMOTIONS, False, True, {v: v for v in values})
+        plan = LabelPlan("emotion", labs, False, False, {v: v for v in values})
+    elif values and all(v.lower() in EMOTION_ALIASES or v in EMOTION_ALIASES for v in values):
+        vm = {v: EMOTION_ALIASES.get(v, EMOTION_ALIASES.get(v.lower(), v)) for v in values}
+        plan = LabelPlan("emotion", L.EMOTIONS, False, True, vm)
+    elif values and all(v.lower() in _PARTIAL_ALIASES for v in values):
+        # SMP2020's classes (happy, angry, sad, ...): partial labels over the taxonomy, as the default model
+        # was trained (SPEC §1), instead of a 6-label head that would drop like/disgust and the expert
+        plan = LabelPlan("emotion", L.EMOTIONS, False, True, {v: _PARTIAL_ALIASES[v.lower()] for v in values})
+    else:
+        plan = LabelPlan("emotion", tuple(sorted_values(values)), False, False, {v: v for v in values})
+    if len(set(plan.value_map.values())) < 2:
+        raise ValueError(f"{where}column {col!r} has only one class ({sorted(values)}); need two or more")
+    return plan
+
+
+Source = tuple[str, int] | None  # (base head, row) a custom label starts from, or None (a new row)
+
+
+def head_sources(plan: LabelPlan, emotion_labels: Sequence[str], polarity_labels: Sequence[str]) -> list[Source]:
+    """For a custom label set: the base model's output each label corresponds to, or None.
+
+    All labels come from one head (emotion and polarity logits are not on one scale): the polarity head
+    when the labels read as polarity (好评/差评, pos/neg, 正面/负面, 0/1, -1/0/1), else the emotion head for
+    labels that are emotion names in English or Chinese. Multi-label sets (sigmoids) start fresh.
+    """
+    n = len(plan.labels)
+    if plan.task != "emotion" or plan.default_taxonomy or plan.multi_label:
+        return [None] * n
+    pol = numeric_polarity(set(plan.labels)) or {x: POLARITY_ALIASES[x.lower()] for x in plan.labels
+                                                 if x.lower() in POLARITY_ALIASES}
+    by_pol: list[Source] = [("polarity", list(polarity_labels).index(pol[x]))
+                            if x in pol and pol[x] in polarity_labels else None for x in plan.labels]
+    emo = {x: EMOTION_ALIASES.get(x, EMOTION_ALIASES.get(x.lower())) for x in plan.labels}
+    by_emo: list[Source] = [("emotion", list(emotion_labels).index(emo[x]))
+                            if emo[x] in emotion_labels else None for x in plan.labels]
+    pol_rows = [s for s in by_pol if s]
+    if len({s for s in pol_rows}) < len(pol_rows):  # two labels on one polarity row: not a polarity reading
+        by_pol = [None] * n
+    best = max((by_pol, by_emo), key=lambda srcs: sum(s is not None for s in srcs))
+    return best if sum(s is not None for s in best) >= 1 else [None] * n
