@@ -76,6 +76,17 @@ def _type(v: Any) -> str:
         type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
 
 
+def _array(value: Any, field: str, limit: int, of: str) -> list[Any]:
+    """A non-empty JSON array of at most `limit` items."""
+    if not isinstance(value, list):
+        raise BadRequest(422, field, f"expected an array of {of}, got {_type(value)}")
+    if not value:
+        raise BadRequest(422, field, "empty list")
+    if len(value) > limit:
+        raise BadRequest(422, field, f"{len(value)} items; the limit per request is {limit}")
+    return value
+
+
 def _text(value: Any, field: str, limits: Limits) -> str:
     if not isinstance(value, str):
         raise BadRequest(422, field, f"expected a string, got {_type(value)}")
@@ -91,13 +102,7 @@ def tag_texts(body: Any, limits: Limits) -> tuple[list[str], bool]:
         raise BadRequest(422, "text", "give exactly one of 'text' (one string) or 'texts' (a list of strings)")
     if "text" in obj:
         return [_text(obj["text"], "text", limits)], True
-    texts = obj["texts"]
-    if not isinstance(texts, list):
-        raise BadRequest(422, "texts", f"expected an array of strings, got {_type(texts)}")
-    if not texts:
-        raise BadRequest(422, "texts", "empty list")
-    if len(texts) > limits.max_texts:
-        raise BadRequest(422, "texts", f"{len(texts)} texts; the limit per request is {limits.max_texts}")
+    texts = _array(obj["texts"], "texts", limits.max_texts, "strings")
     return [_text(t, f"texts[{i}]", limits) for i, t in enumerate(texts)], False
 
 
@@ -125,13 +130,7 @@ def events(body: Any, limits: Limits) -> tuple[list[dict[str, Any]], str | None]
     batch_id = obj.get("batch_id")
     if batch_id is not None and (not isinstance(batch_id, str) or not batch_id.strip() or len(batch_id) > 200):
         raise BadRequest(422, "batch_id", "expected a non-empty string of at most 200 characters")
-    evs = obj.get("events")
-    if not isinstance(evs, list):
-        raise BadRequest(422, "events", f"expected an array of events, got {_type(evs)}")
-    if not evs:
-        raise BadRequest(422, "events", "empty list")
-    if len(evs) > limits.max_events:
-        raise BadRequest(422, "events", f"{len(evs)} events; the limit per request is {limits.max_events}")
+    evs = _array(obj.get("events"), "events", limits.max_events, "events")
     out = []
     for i, ev in enumerate(evs):
         where = f"events[{i}]"
