@@ -310,6 +310,7 @@ def serve(
     key_file: Annotated[Optional[str], typer.Option("--key-file", help="pseudonymisation key file (else $EMOTAG_PSEUDONYM_KEY)")] = None,  # noqa: UP045
     allow_raw_ids: Annotated[bool, typer.Option("--allow-raw-ids", help="persist raw user ids when no key is set")] = False,
     rules: Annotated[Optional[str], typer.Option("--rules", help="tag rules TOML (default: shipped rules)")] = None,  # noqa: UP045
+    half_life: Annotated[float, typer.Option("--half-life", help="decay half-life in days (the store's)")] = 30.0,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="most texts per model batch")] = 64,
     batch_window_ms: Annotated[float, typer.Option("--batch-window-ms", min=0.0, help="how long a batch waits for company")] = 3.0,
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="texts waiting before requests get 503")] = 2048,
@@ -326,7 +327,7 @@ def serve(
         audit_log = store + ".audit.jsonl"
     settings = ServeSettings(model=model, backend=backend, threads=threads, store=store, key_file=key_file,
                              allow_raw_ids=allow_raw_ids, rules=rules, api_keys=api_keys, audit_log=audit_log,
-                             max_batch=max_batch, window_ms=batch_window_ms, max_queue=max_queue)
+                             half_life_days=half_life, max_batch=max_batch, window_ms=batch_window_ms, max_queue=max_queue)
     try:
         run_server(settings, host=host, port=port, workers=workers)
     except (KeyFileError, *USER_ERRORS) as e:

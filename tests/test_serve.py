@@ -213,8 +213,10 @@ def test_events_fold_into_profiles_once_with_an_audit_trail(server: Server) -> N
     audit = (server.workdir / "p.db.audit.jsonl").read_text(encoding="utf-8")
     entries = [json.loads(line) for line in audit.splitlines()]
     writes = [e for e in entries if e["action"] == "events.write" and e["status"] == 200]
-    assert writes and all(e["key_id"] and len(e["key_id"]) == 12 for e in entries)
+    assert writes and all(len(e["key_id"]) == 12 for e in entries if e["status"] != 401)
+    assert any(e["key_id"] is None and e["status"] == 401 for e in entries)  # no key: audited, as nobody
     assert any(e["action"] == "profile.read" for e in entries)
+    assert any(e["action"] == "events.write" and e["status"] == 403 for e in entries)  # refusals too
     for secret in ("alice-42", "太难吃了", READ, WRITE):
         assert secret not in audit
 
@@ -286,3 +288,22 @@ def test_backpressure_and_kill_9_durability(tmp_path: Path) -> None:
         srv.stop()
     t.join()
     assert answers[0][0] == 200 and answers[0][2]["results"][-1]["polarity"] == "positive"
+
+
+def test_bad_settings_fail_before_serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from emotag.cli import app
+
+    monkeypatch.delenv("EMOTAG_API_KEYS", raising=False)
+    monkeypatch.setenv("EMOTAG_PSEUDONYM_KEY", PSEUDO_KEY)
+    res = CliRunner().invoke(app, ["serve", "--port", "1"])
+    assert res.exit_code == 1 and "no API keys" in res.output
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"{READ} admin\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["serve", "--api-keys", str(keys)])
+    assert res.exit_code == 1 and f"{keys}, line 1: scope 'admin'" in res.output
+    keys.write_text(f"{READ}\n", encoding="utf-8")
+    monkeypatch.delenv("EMOTAG_PSEUDONYM_KEY")
+    res = CliRunner().invoke(app, ["serve", "--api-keys", str(keys), "--store", str(tmp_path / "p.db")])
+    assert res.exit_code == 1 and "no pseudonymisation key" in res.output

@@ -128,11 +128,16 @@ class Service:
 
     # -- auth and audit -------------------------------------------------------------------------------
 
-    def caller(self, request: Request, scope: str) -> Caller:
+    def caller(self, request: Request, scope: str, audit: str | None = None) -> Caller:
+        """The request's key, or 401/403. With `audit` (an audited action), a refusal is audited too."""
         caller = self.keys.lookup(request.headers.get("authorization"))
         if caller is None:
+            if audit:
+                self.record(None, audit, 401)
             raise schema.BadRequest(401, "authorization", "missing or unknown API key (Authorization: Bearer <key>)")
         if not caller.can(scope):
+            if audit:
+                self.record(caller, audit, 403)
             raise schema.BadRequest(403, "authorization", f"this key has the '{caller.scope}' scope; "
                                     f"this endpoint needs '{scope}'")
         return caller
@@ -297,7 +302,7 @@ def _no_store(service: Service) -> None:
 
 
 async def events(service: Service, request: Request) -> Response:
-    caller = service.caller(request, "write")
+    caller = service.caller(request, "write", audit="events.write")
     _no_store(service)
     try:
         evs, batch_id = schema.events(await _body(request, service.settings.limits.max_body_bytes),
@@ -332,7 +337,7 @@ async def events(service: Service, request: Request) -> Response:
 
 
 async def profile(service: Service, request: Request) -> Response:
-    caller = service.caller(request, "read")
+    caller = service.caller(request, "read", audit="profile.read")
     _no_store(service)
     pseudonym = request.path_params["pseudonym"]
     row = await asyncio.to_thread(service.read_profile, pseudonym)
