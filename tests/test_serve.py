@@ -120,6 +120,26 @@ def test_tag_one_text_and_a_list(server: Server) -> None:
     assert res[1]["error"] and res[1]["emotions"] is None  # one record per text, even an empty one
 
 
+def test_tag_with_aspects(server: Server) -> None:
+    """SPEC §7 aspects when the extractor is installed; otherwise a 400 that says so, never a 500."""
+    texts = ["包装太简陋了，味道还不错", ""]
+    try:
+        from emotag.aspects.extract import AspectExtractor
+
+        want = [a.to_dict() for a in AspectExtractor.load().extract_many(texts[:1])[0]]
+    except (ImportError, OSError):
+        want = None
+    status, _, body = call(server.port, "POST", "/v1/tag?aspects=true", {"texts": texts})
+    if want is None:
+        assert status == 400 and body["error"]["field"] == "aspects"
+        return
+    assert status == 200
+    first, empty = body["results"]
+    assert first["aspects"] == want and first["polarity"]  # the library's units, beside the SPEC §2 record
+    assert empty["error"] and empty["aspects"] is None
+    assert "aspects" not in call(server.port, "POST", "/v1/tag", {"text": texts[0]})[2]
+
+
 def test_concurrent_requests_share_batches_and_keep_their_own_results(server: Server) -> None:
     texts = ["很好吃", "太难吃了"] * 12
     out: dict[int, Any] = {}
