@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_default import dev_metrics  # noqa: E402
 
+from emotag.model.config import EmotagConfig  # noqa: E402
 from emotag.model.features import Featurizer  # noqa: E402
 from emotag.model.modeling import EmotagModel  # noqa: E402
 from emotag.train import corpora  # noqa: E402
@@ -83,6 +84,35 @@ def head_score(m: dict[str, float], head: str) -> float:
     return float(np.mean(vals)) if vals else float("-inf")
 
 
+def cached_fit(cache: str | None, X, y: LexicalTargets, idf: np.ndarray, l2: float, iterations: int):
+    """`fit_lexical(X, y, l2, iterations)`, read from / written to `cache` when one is given.
+
+    A cached fit is used only when its key matches: the L2 strength, the iterations, and a fingerprint of
+    the design matrix and targets (shape, non-zeros, their sums), so a changed corpus is refit.
+    """
+    if not cache:
+        return fit_lexical(X, y, l2, iterations)
+    import hashlib
+
+    parts = [X.shape, X.nnz, float(X.sum()), float(idf.sum()), float(np.nansum(y.emo_mask)),
+             float(np.nansum(y.pol_mask)), float(np.nansum(y.intensity)), float(np.nansum(y.valence)),
+             float(y.row_weight.sum()), None if y.emotion_weight is None else float(y.emotion_weight.sum()),
+             l2, iterations]
+    key = hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+    path = Path(cache) / f"lexical_{key}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            logging.info("l2 %g: fit read from %s", l2, path)
+            return z["W"], z["b"]
+    W, b = fit_lexical(X, y, l2, iterations)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, W=W, b=b)
+    os.replace(tmp, path)
+    logging.info("l2 %g: fit cached in %s", l2, path)
+    return W, b
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="models/emotag-zh-small", help="a trained model (without an expert)")
@@ -101,13 +131,19 @@ def main() -> None:
     ap.add_argument("--emotion-source-weights", default="",
                     help="e.g. cped=0.3,nlpcc2014=0.5: down-weight sources whose emotion labels disagree most")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fits-cache", default=None,
+                    help="a directory keeping each L2 fit (W, b, idf as .npy); a fit whose training matrix is the "
+                         "same is read back instead of refit. The fits do not depend on the network, so they can "
+                         "run (with --fit-only) while the network trains")
+    ap.add_argument("--fit-only", action="store_true", help="fit (and cache) the expert, then stop: no fusion")
     ap.add_argument("--grid-out", default="runs/lexical_grid.json", help="every (l2, scale) dev result")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
     src = Path(a.model)
     out = Path(a.out) if a.out else src
-    model = EmotagModel.load(src)
+    # --fit-only reads no weights: the fits depend on the model's text settings (n-grams, windows) alone
+    model = EmotagModel(EmotagConfig.load(src)) if a.fit_only else EmotagModel.load(src)
     cfg = model.config
     if cfg.lexical.buckets:
         raise SystemExit(f"{src} already has a lexical expert; start from the network alone")
@@ -136,6 +172,10 @@ def main() -> None:
     log["encode_cpu_s"] = time.process_time() - t
     logging.info("train %d x %d (nnz %d), dev %d", *Xtr.shape, Xtr.nnz, Xdv.shape[0])
 
+    if a.fit_only:
+        for l2 in [float(v) for v in a.l2.split(",")]:
+            cached_fit(a.fits_cache, Xtr, y, idf, l2, a.iterations)
+        return
     t = time.process_time()
     deep = predict(model, dev)
     base = dev_metrics({k: v for k, v in deep.items()}, dev, _plain(cfg))
@@ -145,7 +185,7 @@ def main() -> None:
     fits, grid = {}, []
     for l2 in [float(v) for v in a.l2.split(",")]:
         t1 = time.time()
-        W, b = fit_lexical(Xtr, y, l2, a.iterations)
+        W, b = cached_fit(a.fits_cache, Xtr, y, idf, l2, a.iterations)
         z = Xdv @ W + b
         fits[l2] = (W, b)
         alone = dev_metrics(fused({k: np.zeros_like(v) + (0.5 if k == "intensity" else 0) for k, v in deep.items()},

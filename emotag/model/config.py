@@ -84,6 +84,10 @@ class EmotagConfig:
     valence_scale: float = 1.0
     # a neutral-polarity text's polarity_score is clipped into [-band, band] (tagger.neutral_polarity_score)
     neutral_score_band: float = 0.4
+    # contrast (物流很快但是包装破损了): with a weight k != 1, windows are also cut before contrast markers
+    # and each clause after a turn counts k times more when window scores are combined
+    # (features.window_weights); 1 = no contrast cut (models before v0.3)
+    contrast_weight: float = 1.0
     dialogue: DialogueConfig = field(default_factory=DialogueConfig)
     base_model: str | None = None
     name: str = DEFAULT_MODEL_NAME

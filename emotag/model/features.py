@@ -158,12 +158,30 @@ class Prepared:
     normalized: str
     windows: list[str]
     signals: dict[str, int] = field(default_factory=dict)
+    contrast_weight: float = 1.0
 
     @property
     def weights(self) -> list[float]:
-        """Window weights for combining scores: proportional to window length."""
-        total = sum(len(w) for w in self.windows) or 1
-        return [len(w) / total for w in self.windows]
+        """Window weights for combining scores (`window_weights`)."""
+        return window_weights(self.windows, self.contrast_weight)
+
+
+def window_weights(windows: list[str], contrast_weight: float = 1.0) -> list[float]:
+    """Each window's share of its text's scores: its length, times `contrast_weight` for every contrast
+    turn at or before it (但是/可是/不过…, `text.sentences.turns_opinion`), normalised to sum 1.
+
+    Why: in 物流很快但是包装破损了 the clause after the turn decides the review; a length-weighted mean
+    gives the praise as much say as the complaint. The one weighting that scoring, eval and training use.
+    """
+    from emotag.text.sentences import turns_opinion
+
+    level, raw = 0, []
+    for w in windows:
+        if contrast_weight != 1.0 and turns_opinion(w):
+            level += 1
+        raw.append(len(w) * contrast_weight**level)
+    total = sum(raw) or 1.0
+    return [r / total for r in raw]
 
 
 @dataclass
@@ -221,14 +239,18 @@ class Featurizer:
     def prepare(self, text: str) -> Prepared:
         """Normalise and window one text. An empty result has no windows (the caller reports an error)."""
         norm = normalize(text, self.config.normalization)
-        return Prepared(normalized=norm.text, windows=self.windows(norm.text), signals=norm.signals)
+        return Prepared(normalized=norm.text, windows=self.windows(norm.text), signals=norm.signals,
+                        contrast_weight=self.config.contrast_weight)
 
     def windows(self, normalized: str) -> list[str]:
         """The windows of an already-normalised text: the one windowing that scoring, `emotag eval` and
         training (`train.trainer.EncodedSet`) all use, so they see the same windows of a long text."""
+        from emotag.text.sentences import contrast_clauses
         from emotag.text.sentences import windows as sentence_windows
 
         wins = sentence_windows(normalized, self.config.window_chars) if normalized else []
+        if self.config.contrast_weight != 1.0:
+            wins = [c for w in wins for c in contrast_clauses(w)]
         wins = [w for w in wins if w.strip()]
         if not self._tokens_bounded_by_chars:
             wins = [part for w in wins for part in self._fit_tokens(w)]

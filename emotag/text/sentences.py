@@ -142,3 +142,36 @@ def windows(text: str, max_chars: int) -> list[str]:
     `max_chars` is cut at commas, then at spaces, then hard-cut. A blank text has no windows.
     """
     return [text[a:b] for a, b in window_spans(text, max_chars)]
+
+
+# Contrast: in 物流很快但是包装破损了 the clause after the turn decides. A marker starts a new clause when
+# real text stands before it; 就是/只是/不过/可惜 also open sentences with other senses (就是好吃,
+# 不过如此), so they count only right after a comma-like or sentence mark. 但 alone is a marker except
+# in 不但 (not only) and 但愿/但凡.
+CONTRAST_MARKERS = ("但是", "可是", "然而", "不过", "只是", "就是", "可惜", "但")
+_CONTRAST = re.compile(r"但是|可是|然而|不过|只是|就是|可惜|但(?![愿凡])")
+_AFTER_PUNCT_ONLY = {"不过", "只是", "就是", "可惜"}
+_CLAUSE_PUNCT = set(",，、;；:：。!！?？~～… \t")
+
+
+def contrast_clauses(text: str) -> list[str]:
+    """`text` cut before each contrast marker that turns the opinion: ``["物流很快", "但是包装破损了"]``.
+
+    Every character lands in exactly one clause, in order; a text without a turn comes back whole.
+    """
+    cuts = [0]
+    for m in _CONTRAST.finditer(text):
+        p = m.start()
+        before = text[cuts[-1] : p].rstrip("".join(_CLAUSE_PUNCT))
+        if len(before) < 2 or (m.group() == "但" and text[p - 1] == "不"):
+            continue
+        if m.group() in _AFTER_PUNCT_ONLY and text[p - 1] not in _CLAUSE_PUNCT:
+            continue
+        cuts.append(p)
+    cuts.append(len(text))
+    return [text[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if text[a:b].strip()]
+
+
+def turns_opinion(clause: str) -> bool:
+    """Whether a clause from `contrast_clauses` opens with a contrast marker."""
+    return clause.lstrip("".join(_CLAUSE_PUNCT)).startswith(CONTRAST_MARKERS)

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +224,45 @@ def aste(data: Path) -> Iterator[Example]:
                     yield Example(r["text"], "aste", None, pol, split=split)
 
 
+_DEGREE = re.compile(r"^(?:非常|特别|十分|相当|超级|比较|很|太|超|挺|蛮|真|最|更|还)")
+_CORE = re.compile(r"^[^都也就是有还又很点][\u4e00-\u9fff]?$")  # a one- or two-character predicate
+_NEGATOR = re.compile(r"[不没无非别未]")
+_FLIP = {"positive": "negative", "negative": "positive"}
+
+
+def negate_opinion(opinion: str) -> str | None:
+    """`很难吃` -> `不难吃`: the opinion with its degree word dropped and 不 put before its core; None when
+    the opinion is not a short plain predicate (already negated, a phrase, punctuation inside)."""
+    core = _DEGREE.sub("", opinion).rstrip("的了啊呀")
+    if _NEGATOR.search(opinion) or not _CORE.match(core):
+        return None
+    return "不" + core
+
+
+def aste_negated(data: Path) -> Iterator[Example]:
+    """Negation pairs made from ASTE training sentences with one opinion: the opinion negated in place
+    (味道很好 -> 味道不好, 很难吃 -> 不难吃) and the polarity flipped.
+
+    Why: the corpora rarely negate an opinion word, so both the network and the lexical expert had learnt
+    `难吃` as negative whatever stands before it (不难吃 scored -0.99). Train split only, never dev.
+    """
+    path = data / "chinese_aste" / "train.jsonl"
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            triples = r.get("triples") or []
+            if len(triples) != 1 or triples[0]["polarity"] not in _FLIP:
+                continue
+            t = triples[0]
+            neg = negate_opinion(t["opinion"])
+            if neg is None:
+                continue
+            a, b = t["opinion_span"]
+            yield Example(r["text"][:a] + neg + r["text"][b:], "aste_negated", None, _FLIP[t["polarity"]])
+
+
 def bdci_car(data: Path, dev_fraction: float) -> Iterator[Example]:
     """Car-forum posts with per-aspect sentiment (-1/0/1): a post whose mentions agree carries that
     polarity. Most mentions are neutral, the one source of neutral review-like text."""
@@ -281,6 +321,7 @@ def load_all(data: str | os.PathLike[str] = DEFAULT_DATA_DIR, dev_fraction: floa
         conversation_sentiment(data, dev_fraction),
         sentic(data, dev_fraction),
         aste(data),
+        aste_negated(data),
         bdci_car(data, dev_fraction),
     ]
     out: list[Example] = []
