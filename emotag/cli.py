@@ -215,7 +215,7 @@ def profile(
     half_life: Annotated[float, typer.Option("--half-life", help="decay half-life in days")] = 30.0,
     now: Annotated[Optional[str], typer.Option("--now", help="profile as of this time (default: newest record)")] = None,  # noqa: UP045
     channels: Annotated[Optional[str], typer.Option("--channels", help="channel of each SCORED file in order, e.g. review,social,support (records without a `channel` field)")] = None,  # noqa: UP045
-    strict: Annotated[bool, typer.Option("--strict", help="stop at the first bad row (default: skip it, count it, name it)")] = False,
+    strict: Annotated[bool, typer.Option("--strict", metavar="", help="stop at the first bad row (default: skip it, count it, name it)")] = False,
 ) -> None:
     """Fold scored records into per-user dynamic profiles and tags (SPEC §4).
 
@@ -305,10 +305,10 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
     store: Annotated[Optional[str], typer.Option("--store", help="SQLite profile store for /v1/events and /v1/profiles")] = None,  # noqa: UP045
     workers: Annotated[int, typer.Option("--workers", min=1, help="server processes (each loads the model)")] = 1,
-    api_keys: Annotated[Optional[str], typer.Option("--api-keys", help="file of API keys, one 'KEY [read|write]' per line (also: $EMOTAG_API_KEYS=KEY[:scope],...)")] = None,  # noqa: UP045
+    api_keys: Annotated[Optional[str], typer.Option("--api-keys", help="file of API keys, one 'KEY' (read scope) or 'KEY write' per line (also: $EMOTAG_API_KEYS=KEY,KEY:write,...)")] = None,  # noqa: UP045
     audit_log: Annotated[Optional[str], typer.Option("--audit-log", help="append-only JSONL audit of writes and profile reads (default: STORE.audit.jsonl with --store)")] = None,  # noqa: UP045
     key_file: Annotated[Optional[str], typer.Option("--key-file", help="pseudonymisation key file (else $EMOTAG_PSEUDONYM_KEY)")] = None,  # noqa: UP045
-    allow_raw_ids: Annotated[bool, typer.Option("--allow-raw-ids", help="persist raw user ids when no key is set")] = False,
+    allow_raw_ids: Annotated[bool, typer.Option("--allow-raw-ids", metavar="", help="persist raw user ids when no key is set")] = False,
     rules: Annotated[Optional[str], typer.Option("--rules", help="tag rules TOML (default: shipped rules)")] = None,  # noqa: UP045
     half_life: Annotated[float, typer.Option("--half-life", help="decay half-life in days (the store's)")] = 30.0,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="most texts per model batch")] = 64,
