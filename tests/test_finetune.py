@@ -476,3 +476,14 @@ def test_no_better_than_the_baselines_leaves_an_existing_model_alone(tmp_path: P
     assert res.exit_code == 1 and "not better than the baselines" in res.output
     assert finetune(train, out, force=True, **args).better is False
     assert (out / "model.safetensors").stat().st_mtime_ns != stamp
+
+
+def test_choose_keeps_the_simpler_model_unless_the_complex_one_wins_by_more_than_noise() -> None:
+    from emotag.train.finetune import choose
+
+    c = {"majority class": {"accuracy": 0.5}, "zero-shot": {"macro_f1": 0.70}, "linear head": {"macro_f1": 0.80},
+         "fine-tuned": {"macro_f1": 0.83}}
+    assert choose(c, 6) == "zero-shot"  # 6 dev texts: 0.13 better is within one standard error (0.20)
+    assert choose(c, 100) == "linear head"  # 0.05: the linear head is within it of the fine-tuned network
+    assert choose(c, 10_000) == "fine-tuned"
+    assert choose({k: v for k, v in c.items() if k != "zero-shot"}, 6) == "linear head"

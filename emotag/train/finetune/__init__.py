@@ -12,9 +12,10 @@ step):
 
 and the run itself (`finetune` below): zero-shot score of the base on dev (when the labels map onto its
 heads) and the majority-class rate -> a regularised linear head on frozen features (L-BFGS, seconds) ->
-fine-tuning of the whole network from there, with early stopping on dev -> the best of the three on dev
-is kept (the fine-tuned network only when it beats the linear head, which is kept only when it beats
-the starting head) -> temperature fitted on dev -> save, export ONNX, report. Every dev number is measured
+fine-tuning of the whole network from there, with early stopping on dev -> the simplest of the three
+within one standard error of the best on dev is kept (`choose`: the fine-tuned network only when it
+beats the linear head by more than the dev split's noise, the linear head likewise the zero-shot head)
+-> temperature fitted on dev -> save, export ONNX, report. Every dev number is measured
 on texts through the scorer's own windows (`EncodedSet`, `Featurizer.prepare`), and the final one through
 `Tagger` on the written model: the number `emotag eval` reports on the same file.
 
@@ -50,13 +51,14 @@ from emotag.model.config import (
     WEIGHTS_NAME,
     EmotagConfig,
 )
+from emotag.train.corpora import Example
 from emotag.train.finetune.base import add_anchors, load_emotag_base, load_hf_base, resolve_base
 from emotag.train.finetune.data import class_weights, examples, label_key, label_values, read_table, split_dev
 from emotag.train.finetune.heads import calibration, fit_linear_head, gold_mask, head_metrics, head_probs
 from emotag.train.finetune.labelplan import TASKS, LabelPlan, plan_labels
 from emotag.train.finetune.report import confusion_png, model_card, progress_display, write_report
 
-__all__ = ["FinetuneResult", "LabelPlan", "NotBetterError", "confusion_png", "finetune", "plan_labels"]
+__all__ = ["FinetuneResult", "LabelPlan", "NotBetterError", "choose", "confusion_png", "finetune", "plan_labels"]
 
 log = logging.getLogger("emotag.finetune")
 
@@ -109,6 +111,24 @@ def _is_better(after: dict[str, float], zero_shot: dict[str, float] | None, majo
     return True, ""
 
 
+SIMPLER_FIRST = ("zero-shot", "linear head", "fine-tuned")
+
+
+def choose(candidates: dict[str, dict[str, float]], n_dev: int) -> str:
+    """The simplest candidate whose dev macro-F1 is within one standard error of the best (the
+    one-standard-error rule), in the order zero-shot, linear head, fine-tuned.
+
+    Why: on a small dev split the best score is partly luck. With 6 dev texts (16 examples per class) a
+    linear head that "beat" the zero-shot head by one text scored 6 points below it on a held-out test;
+    a more complex model has to win by more than the split's noise, 0.5 / sqrt(n_dev) (the binomial
+    standard error at its widest: 0.20 for 6 texts, 0.05 for 100, 0.016 for 1,000).
+    """
+    order = [c for c in SIMPLER_FIRST if c in candidates]
+    best = max(candidates[c]["macro_f1"] for c in order)
+    se = 0.5 / math.sqrt(max(n_dev, 1))
+    return next(c for c in order if candidates[c]["macro_f1"] >= best - se)
+
+
 def finetune(
     train_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -144,13 +164,9 @@ def finetune(
     """
     import torch
 
-    from emotag.model.features import Featurizer
-    from emotag.train.trainer import EncodedSet, TrainSettings, fit, predict
-
     t_start = time.time()
-    if isinstance(label_cols, str):
-        label_cols = tuple(c.strip() for c in label_cols.split(",") if c.strip())
-    label_cols = tuple(label_cols)
+    label_cols = tuple(c.strip() for c in label_cols.split(",") if c.strip()) if isinstance(label_cols, str) \
+        else tuple(label_cols)
     if isinstance(labels, str):
         labels = [x.strip() for x in labels.split(",") if x.strip()]
     if not label_cols:
@@ -164,20 +180,107 @@ def finetune(
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
-
-    train_p = Path(train_path)
     out = Path(out_dir)
-    rows = read_table(train_p, [text_col, *label_cols])
-    dev_rows = read_table(dev_path, [text_col, *label_cols]) if dev_path else None
-
     kind, src = resolve_base(base_model)
     if kind == "emotag" and out.resolve() == Path(src).resolve():
         raise ValueError(f"output directory {out} is the base model; write the fine-tuned model elsewhere")
     if out.exists() and not out.is_dir():
         raise ValueError(f"output directory {out} is a file; name a directory (it is created if missing)")
     base_cfg = EmotagConfig.load(src) if kind == "emotag" else None
-    base_polarity = base_cfg.polarity_labels if base_cfg else EmotagConfig().polarity_labels
+    data = _read_data(Path(train_path), dev_path, text_col, label_cols, labels, task, base_cfg, seed)
+    run = _setup(data, kind, src, base_cfg, out, base_model, lr, seed)
 
+    lin, lin_seconds = _linear_head(run)
+    fitted, losses, settings = _fine_tune_network(run, epochs, batch_size, seed, max_minutes, progress)
+    chosen = choose(run.candidates, len(run.dev.examples))
+    run.model.load_state_dict(run.states[chosen])
+    run.model.eval()
+    calib = _calibrate(run)
+    better, verdict = _is_better(calib["torch_after"], run.dev_before, data.majority, data.plan.multi_label)
+    if not better and (out / CONFIG_NAME).exists() and not force:
+        raise NotBetterError(f"not better than the baselines ({verdict}); {out} already holds a model and was "
+                             "left as it was (--force replaces it)")
+
+    files = _write_model(out, run.model, run.tok, run.cfg, src, kind, data.train_ex, export)
+    dev_after, detail = _measure_written(out, run.dev, data.plan, export)
+    dev_after["ece"] = calib["ece_after"]
+    report = _report(run, chosen, better, verdict, calib, dev_after, lin, lin_seconds, fitted, losses, settings,
+                     seed, t_start, train_path, dev_path, text_col, label_cols)
+    plan, train, dev = data.plan, run.train, run.dev
+    files += write_report(out, report, detail, plan.multi_label)
+    files.append(model_card(out, run.cfg, report))
+    log.info("wrote %s (%s): dev macro-F1 %.4f%s in %.1f min", out, chosen, dev_after["macro_f1"],
+             f" (zero-shot {run.dev_before['macro_f1']:.4f})" if run.dev_before else "",
+             report["training"]["minutes_total"])
+    return FinetuneResult(
+        out_dir=out, task=plan.task, labels=plan.labels, multi_label=plan.multi_label,
+        base_model=run.cfg.base_model or src, train_rows=len(train.examples), dev_rows=len(dev.examples),
+        dev_source=data.dev_source, skipped_rows=data.skipped, steps=fitted["steps"], minutes=fitted["minutes"],
+        dev_before=run.dev_before, dev_after=dev_after, ece={"before": calib["ece_before"],
+                                                              "after": calib["ece_after"]},
+        temperature=run.cfg.temperature, chosen=chosen, majority=data.majority, better=better, verdict=verdict,
+        loss_start=report["training"]["train_loss_start"], loss_end=report["training"]["train_loss_end"],
+        files=files,
+    )
+
+
+def _report(run: _Run, chosen: str, better: bool, verdict: str, calib: dict[str, Any], dev_after: dict[str, Any],
+            lin: dict[str, Any], lin_seconds: float, fitted: dict[str, Any], losses: list[float], settings: Any,
+            seed: int, t_start: float, train_path: Any, dev_path: Any, text_col: str, label_cols: tuple[str, ...]
+            ) -> dict[str, Any]:
+    """Every number of the run, as eval_report.json stores it."""
+    data = run.data
+    kind = run.kind
+    k = max(1, len(losses) // 5)  # mean training loss over the first and the last fifth of the steps
+    loss_start = float(np.mean(losses[:k])) if losses else float("nan")
+    loss_end = float(np.mean(losses[-k:])) if losses else float("nan")
+    plan, train, dev = data.plan, run.train, run.dev
+    return {
+        "task": plan.task, "labels": list(plan.labels), "multi_label": plan.multi_label,
+        "base_model": run.cfg.base_model, "base_kind": kind, "starts_from": run.start, "chosen": chosen,
+        "better_than_baselines": better, "verdict": verdict,
+        "data": {"train_path": str(train_path), "dev_path": str(dev_path) if dev_path else None,
+                 "dev_source": data.dev_source, "train_rows": len(train.examples), "dev_rows": len(dev.examples),
+                 "train_windows": len(train), "dev_windows": len(dev),
+                 "skipped_rows": data.skipped + train.dropped + dev.dropped, "text_col": text_col,
+                 "label_cols": list(label_cols), "value_map": plan.value_map, "class_weights": data.weights,
+                 "train_label_counts": dict(Counter(label_key(e, plan) for e in data.train_ex))},
+        "majority": {"label": data.majority_label, "dev_accuracy": data.majority},
+        "candidates": run.candidates, "dev_before": run.dev_before, "dev_after": dev_after,
+        "dev_after_torch": calib["torch_after"],
+        "calibration": {"head": plan.head, "ece_before": calib["ece_before"], "ece_after": calib["ece_after"],
+                        "temperature": 1.0 if plan.multi_label else run.cfg.temperature.get(plan.head, 1.0)},
+        "kept_heads": calib["kept"], "anchored_heads": [h for h in run.anchored if h != plan.head],
+        "linear_head": lin,
+        "training": {"steps": fitted["steps"], "minutes": fitted["minutes"],
+                     "minutes_total": (time.time() - t_start) / 60, "linear_head_seconds": lin_seconds,
+                     "best_dev_macro_f1": fitted["best_dev_score"], "history": fitted["history"], "seed": seed,
+                     "train_loss_start": loss_start, "train_loss_end": loss_end,
+                     "settings": {k: v for k, v in asdict(settings).items() if k != "source_weights"}
+                     if settings else None},
+    }
+
+
+@dataclass
+class _Data:
+    """The labelled rows of a run, planned and split."""
+
+    plan: LabelPlan
+    train_ex: list[Example]
+    dev_ex: list[Example]
+    dev_source: str  # "file" or "split"
+    skipped: int
+    weights: dict[str, float]  # class -> loss weight
+    majority_label: str
+    majority: float  # dev accuracy of always answering majority_label
+
+
+def _read_data(train_p: Path, dev_path: str | os.PathLike[str] | None, text_col: str, label_cols: tuple[str, ...],
+               labels: Sequence[str] | None, task: str, base_cfg: EmotagConfig | None, seed: int) -> _Data:
+    """Read the table(s), decide the label plan, hold out dev, weigh the classes, find the majority class."""
+    rows = read_table(train_p, [text_col, *label_cols])
+    dev_rows = read_table(dev_path, [text_col, *label_cols]) if dev_path else None
+    base_polarity = base_cfg.polarity_labels if base_cfg else EmotagConfig().polarity_labels
     plan = plan_labels(task, label_cols, label_values(rows, label_cols), labels, base_polarity, where=f"{train_p}: ")
     if dev_rows is not None and not plan.multi_label:
         unseen = sorted(label_values(dev_rows, label_cols) - set(plan.value_map))
@@ -201,180 +304,169 @@ def finetune(
     weights = class_weights(train_ex, plan)
     for e in train_ex:
         e.source = f"w:{label_key(e, plan)}"  # the trainer's per-source multiplier carries the class weight
-    majority_label, majority = majority_rate([label_key(e, plan) for e in train_ex],
-                                             [label_key(e, plan) for e in dev_ex])
+    top, majority = majority_rate([label_key(e, plan) for e in train_ex], [label_key(e, plan) for e in dev_ex])
+    return _Data(plan, train_ex, dev_ex, dev_source, skipped, weights, str(top), majority)
 
-    # the base, its head for this plan, and its featurizer
+
+@dataclass
+class _Run:
+    """The network and its encoded data through the steps of a run, with each candidate's dev numbers."""
+
+    data: _Data
+    kind: str
+    src: str
+    model: Any
+    tok: Any
+    cfg: EmotagConfig
+    train: Any  # EncodedSet
+    dev: Any  # EncodedSet
+    lr: float
+    start: dict[str, str]  # custom label -> the base output it started from
+    fresh: list[int]  # rows of the trained head with nothing to start from
+    base_dev: dict[str, np.ndarray] | None  # the base's raw dev outputs (emotag bases)
+    anchored: list[str] = field(default_factory=list)
+    dev_before: dict[str, float] | None = None  # zero-shot, where the labels map onto the base's heads
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)
+    states: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, pred: dict[str, np.ndarray], d: Any) -> float:
+        """The model-choice and early-stopping metric: macro-F1 of the trained head on `d`'s texts."""
+        plan = self.data.plan
+        return head_metrics(head_probs(pred, d, plan), gold_mask(d, plan), plan)["macro_f1"]
+
+    def measure(self, name: str) -> None:
+        """Record the model as it is now as candidate `name` (its dev numbers and its weights)."""
+        from emotag.train.trainer import predict
+
+        plan = self.data.plan
+        self.candidates[name] = head_metrics(head_probs(predict(self.model, self.dev), self.dev, plan),
+                                             gold_mask(self.dev, plan), plan)
+        self.states[name] = copy.deepcopy(self.model.state_dict())
+
+
+def _setup(data: _Data, kind: str, src: str, base_cfg: EmotagConfig | None, out: Path,
+           base_model: str | os.PathLike[str] | None, lr: float | None, seed: int) -> _Run:
+    """Load the base with its head for the plan, encode train and dev through the scorer's path, measure
+    the zero-shot and majority baselines, and anchor the heads the data does not supervise."""
+    from emotag.model.features import Featurizer
+    from emotag.train.trainer import EncodedSet, predict
+
+    plan = data.plan
     start: dict[str, str] = {}
     if kind == "emotag":
         model, tok, start = load_emotag_base(src, plan)
-        backend_tok = tok
-        lr = lr or 2e-4
+        backend_tok, lr = tok, lr or 2e-4
     else:
         model, tok = load_hf_base(src, plan, seed)
-        backend_tok = tok.backend_tokenizer
-        lr = lr or 5e-5
+        backend_tok, lr = tok.backend_tokenizer, lr or 5e-5
     cfg = model.config
     cfg.name = out.name
     cfg.base_model = str(base_model) if base_model is not None else src
     feat = Featurizer(backend_tok, cfg)
-    train = EncodedSet(feat, train_ex)
-    dev = EncodedSet(feat, dev_ex)
+    train, dev = EncodedSet(feat, data.train_ex), EncodedSet(feat, data.dev_ex)
     if not len(train) or not len(dev):
-        raise ValueError(f"{train_p}: no text left after normalisation in the {'training' if not len(train) else 'dev'}"
-                         " rows")
-    mask = gold_mask(dev, plan)
-    head = plan.head
-
-    def score_fn(pred: dict[str, np.ndarray], d: Any) -> float:
-        return head_metrics(head_probs(pred, d, plan), gold_mask(d, plan), plan)["macro_f1"]
-
-    # zero-shot: the base, before any training, where it reads these labels (its own head, or a head
-    # rebuilt from the rows the labels map onto)
-    zero_shot_ok = kind == "emotag" and (
-        plan.task == "polarity" or (tuple(base_cfg.emotion_labels) == plan.labels
-                                    and base_cfg.multi_label == plan.multi_label)
-        or (bool(start) and len(start) == len(plan.labels)))
-    base_dev = predict(model, dev) if kind == "emotag" else None
-    candidates: dict[str, dict[str, float] | None] = {
-        "majority class": {"accuracy" if not plan.multi_label else "exact_match": majority}}
-    dev_before = None
-    states: dict[str, Any] = {}
-    if zero_shot_ok and base_dev is not None:
-        dev_before = head_metrics(head_probs(base_dev, dev, plan), mask, plan)
-        dev_before["ece"] = calibration(head_probs(base_dev, dev, plan), mask, plan)
-        candidates["zero-shot"] = dev_before
-        states["zero-shot"] = copy.deepcopy(model.state_dict())
-    anchored: list[str] = []
-    if kind == "emotag":
-        anchored = add_anchors(train, predict(model, train), cfg, plan, seed)
-    loss_weights = {"emotion": 1.0, "polarity": 1.0, "intensity": 4.0, "valence": 4.0}
-    for h in ("emotion", "polarity"):
-        if h in anchored and h != head and not (h == "polarity" and plan.default_taxonomy and plan.task == "emotion"):
-            loss_weights[h] = ANCHOR_WEIGHT
-    row_w = np.array([weights.get(s[2:], 1.0) for s in train.sources], dtype=np.float32)
-
-    # 1. a linear head on frozen features
-    t_lin = time.time()
-    rebuilt = kind != "emotag" or (plan.task == "emotion" and (tuple(base_cfg.emotion_labels) != plan.labels
-                                                               or base_cfg.multi_label != plan.multi_label))
+        raise ValueError(f"no text left after normalisation in the {'training' if not len(train) else 'dev'} rows")
+    same_head = base_cfg is not None and plan.task == "emotion" and tuple(base_cfg.emotion_labels) == plan.labels \
+        and base_cfg.multi_label == plan.multi_label
+    rebuilt = kind != "emotag" or (plan.task == "emotion" and not same_head)
     fresh = [j for j, lab in enumerate(plan.labels) if lab not in start] if rebuilt else []
-    lin = fit_linear_head(model, train, dev, plan, row_w, fresh, score_fn)
-    lin_seconds = time.time() - t_lin
-    candidates["linear head"] = head_metrics(head_probs(predict(model, dev), dev, plan), mask, plan)
-    states["linear head"] = copy.deepcopy(model.state_dict())
-    log.info("linear head on frozen features: dev macro-F1 %.4f (L2 %s) in %.1f s", lin["dev_score"], lin["l2"],
-             lin_seconds)
+    run = _Run(data, kind, src, model, tok, cfg, train, dev, lr, start, fresh,
+               predict(model, dev) if kind == "emotag" else None)
+    run.candidates["majority class"] = {"exact_match" if plan.multi_label else "accuracy": data.majority}
+    if kind == "emotag" and (plan.task == "polarity" or same_head or (start and len(start) == len(plan.labels))):
+        # zero-shot: the base before any training, through its own head or one rebuilt from the rows the
+        # labels map onto
+        run.measure("zero-shot")
+        run.dev_before = dict(run.candidates["zero-shot"])
+        run.dev_before["ece"] = calibration(head_probs(run.base_dev, dev, plan), gold_mask(dev, plan), plan)
+    if kind == "emotag":
+        run.anchored = add_anchors(train, predict(model, train), cfg, plan, seed)
+    return run
 
-    # 2. the whole network, from there; kept only if it beats the linear head on dev
+
+def _linear_head(run: _Run) -> tuple[dict[str, Any], float]:
+    """Step 1: the trained head alone on frozen features; recorded as candidate "linear head"."""
+    t0 = time.time()
+    row_w = np.array([run.data.weights.get(s[2:], 1.0) for s in run.train.sources], dtype=np.float32)
+    lin = fit_linear_head(run.model, run.train, run.dev, run.data.plan, row_w, run.fresh, run.score)
+    seconds = time.time() - t0
+    run.measure("linear head")
+    log.info("linear head on frozen features: dev macro-F1 %.4f (L2 %s) in %.1f s", lin["dev_score"], lin["l2"],
+             seconds)
+    return lin, seconds
+
+
+def _fine_tune_network(run: _Run, epochs: float, batch_size: int, seed: int, max_minutes: float | None,
+                       progress: bool) -> tuple[dict[str, Any], list[float], Any]:
+    """Step 2: the whole network from the linear head, early stopping on dev (the trainer restores the
+    best evaluation); recorded as candidate "fine-tuned". Skipped for epochs=0 or a perfect dev score."""
+    from emotag.train.trainer import TrainSettings, fit
+
     fitted: dict[str, Any] = {"steps": 0, "minutes": 0.0, "best_dev_score": None, "history": []}
     losses: list[float] = []
-    settings = None
-    best_so_far = max(candidates[c]["macro_f1"] for c in states)
-    if epochs > 0 and best_so_far >= 1.0:
+    if epochs <= 0:
+        return fitted, losses, None
+    if max(run.candidates[c]["macro_f1"] for c in run.states) >= 1.0:
         log.info("no fine-tuning of the network: dev macro-F1 is already 1.0")
-    elif epochs > 0:
-        steps_per_epoch = math.ceil(len(train) / batch_size)
-        total_steps = max(1, int(steps_per_epoch * epochs))
-        settings = TrainSettings(
-            min_steps=min(total_steps, steps_per_epoch),
-            epochs=epochs, batch_size=batch_size, lr=lr, ngram_lr=2e-2 * lr / 5e-4, seed=seed,
-            max_minutes=max_minutes, patience=4 if steps_per_epoch >= 4 else 3,
-            evals_per_epoch=2 if steps_per_epoch >= 4 else 1, warmup=0.06, loss_weights=loss_weights,
-            source_weights={f"w:{k}": w for k, w in weights.items()},
-        )
-        log.info("fine-tuning %s (%s) on %d texts, dev %d (%s); task %s, %d labels%s", src, kind,
-                 len(train.examples), len(dev.examples), dev_source, plan.task, len(plan.labels),
-                 ", multi-label" if plan.multi_label else "")
-        show, stop = progress_display(progress)
+        return fitted, losses, None
+    plan, train = run.data.plan, run.train
+    loss_weights = {"emotion": 1.0, "polarity": 1.0, "intensity": 4.0, "valence": 4.0}
+    for h in ("emotion", "polarity"):
+        if h in run.anchored and h != plan.head and not (h == "polarity" and plan.default_taxonomy):
+            loss_weights[h] = ANCHOR_WEIGHT
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total_steps = max(1, int(steps_per_epoch * epochs))
+    settings = TrainSettings(
+        min_steps=min(total_steps, steps_per_epoch), epochs=epochs, batch_size=batch_size, lr=run.lr,
+        ngram_lr=2e-2 * run.lr / 5e-4, seed=seed, max_minutes=max_minutes,
+        patience=4 if steps_per_epoch >= 4 else 3, evals_per_epoch=2 if steps_per_epoch >= 4 else 1, warmup=0.06,
+        loss_weights=loss_weights, source_weights={f"w:{k}": w for k, w in run.data.weights.items()},
+    )
+    log.info("fine-tuning %s (%s) on %d texts, dev %d (%s); task %s, %d labels%s", run.src, run.kind,
+             len(train.examples), len(run.dev.examples), run.data.dev_source, plan.task, len(plan.labels),
+             ", multi-label" if plan.multi_label else "")
+    show, stop = progress_display(progress)
 
-        def callback(step: int, total: int, stats: dict[str, float]) -> None:
-            losses.append(float(stats.get("loss", float("nan"))))
-            show(step, total, stats)
+    def callback(step: int, total: int, stats: dict[str, float]) -> None:
+        losses.append(float(stats.get("loss", float("nan"))))
+        show(step, total, stats)
 
-        try:
-            with warnings.catch_warnings():  # float(loss) on a graph tensor in the trainer's progress call
-                warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
-                fitted = fit(model, train, dev, settings, score_fn=score_fn, progress=callback)
-        finally:
-            stop()
-        candidates["fine-tuned"] = head_metrics(head_probs(predict(model, dev), dev, plan), mask, plan)
-        states["fine-tuned"] = model.state_dict()
-    k = max(1, len(losses) // 5)  # mean training loss over the first and the last fifth of the steps
-    loss_start = float(np.mean(losses[:k])) if losses else float("nan")
-    loss_end = float(np.mean(losses[-k:])) if losses else float("nan")
+    try:
+        with warnings.catch_warnings():  # float(loss) on a graph tensor in the trainer's progress call
+            warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
+            fitted = fit(run.model, train, run.dev, settings, score_fn=run.score, progress=callback)
+    finally:
+        stop()
+    run.measure("fine-tuned")
+    return fitted, losses, settings
 
-    # the best on dev; ties go to the simpler model (zero-shot, then the linear head)
-    order = [c for c in ("zero-shot", "linear head", "fine-tuned") if c in states]
-    chosen = max(order, key=lambda c: (candidates[c]["macro_f1"], -order.index(c)))
-    model.load_state_dict(states[chosen])
-    model.eval()
 
-    # calibration
-    pred = predict(model, dev)
+def _calibrate(run: _Run) -> dict[str, Any]:
+    """Temperatures fitted on dev texts (the trained head, and heads that are neither trained nor anchored),
+    the trained head's ECE before/after, and how far the kept heads moved from the base."""
+    from emotag.train.trainer import predict
+
+    plan, dev, cfg = run.data.plan, run.dev, run.cfg
+    pred = predict(run.model, dev)
     temperature = dict(cfg.temperature)
     for h in ("emotion", "polarity"):
         hm = dev.text_rows(dev.emo_mask if h == "emotion" else dev.pol_mask)
         if (hm.sum(-1) > 0).sum() >= 10 and not (h == "emotion" and cfg.multi_label) and (
-                h == head or h not in anchored):
+                h == plan.head or h not in run.anchored):
             temperature[h] = round(fit_temperature(pred[h], hm, dev.weights, dev.first), 4)
-    ones = {**temperature, head: 1.0}
-    ece_before = calibration(head_probs(pred, dev, plan, ones), mask, plan)
-    ece_after = calibration(head_probs(pred, dev, plan, temperature), mask, plan)
+    mask = gold_mask(dev, plan)
+    out: dict[str, Any] = {
+        "ece_before": calibration(head_probs(pred, dev, plan, {**temperature, plan.head: 1.0}), mask, plan),
+        "ece_after": calibration(head_probs(pred, dev, plan, temperature), mask, plan),
+        "torch_after": head_metrics(head_probs(pred, dev, plan, temperature), mask, plan), "kept": {}}
     cfg.temperature = temperature
-    kept: dict[str, float] = {}
-    if base_dev is not None:
+    if run.base_dev is not None:
+        now, base = dev.text_outputs(pred), dev.text_outputs(run.base_dev)
         for h in ("emotion", "polarity"):
-            if h != head and h in anchored:
-                kept[f"{h}_top1_agreement_with_base"] = float(
-                    (dev.text_outputs(pred)[h].argmax(-1) == dev.text_outputs(base_dev)[h].argmax(-1)).mean())
-        kept["intensity_mean_abs_change"] = float(np.abs(pred["intensity"] - base_dev["intensity"]).mean())
-
-    torch_after = head_metrics(head_probs(pred, dev, plan), mask, plan)
-    better, verdict = _is_better(torch_after, dev_before, majority, plan.multi_label)
-    if not better and (out / CONFIG_NAME).exists() and not force:
-        raise NotBetterError(f"not better than the baselines ({verdict}); {out} already holds a model and was "
-                             "left as it was (--force replaces it)")
-
-    files = _write_model(out, model, tok, cfg, src, kind, train_ex, export)
-    dev_after, detail = _measure_written(out, dev, dev_ex, plan, export)
-    dev_after["ece"] = ece_after
-    minutes_total = (time.time() - t_start) / 60
-    report = {
-        "task": plan.task, "labels": list(plan.labels), "multi_label": plan.multi_label,
-        "base_model": cfg.base_model, "base_kind": kind, "starts_from": start, "chosen": chosen,
-        "better_than_baselines": better, "verdict": verdict,
-        "data": {"train_path": str(train_p), "dev_path": str(dev_path) if dev_path else None,
-                 "dev_source": dev_source, "train_rows": len(train.examples), "dev_rows": len(dev.examples),
-                 "train_windows": len(train), "dev_windows": len(dev),
-                 "skipped_rows": skipped + train.dropped + dev.dropped, "text_col": text_col,
-                 "label_cols": list(label_cols), "value_map": plan.value_map, "class_weights": weights,
-                 "train_label_counts": dict(Counter(label_key(e, plan) for e in train_ex))},
-        "majority": {"label": majority_label, "dev_accuracy": majority},
-        "candidates": candidates, "dev_before": dev_before, "dev_after": dev_after,
-        "dev_after_torch": torch_after,
-        "calibration": {"head": head, "ece_before": ece_before, "ece_after": ece_after,
-                        "temperature": 1.0 if plan.multi_label else temperature.get(head, 1.0)},
-        "kept_heads": kept, "anchored_heads": [h for h in anchored if h != head],
-        "linear_head": lin,
-        "training": {"steps": fitted["steps"], "minutes": fitted["minutes"], "minutes_total": minutes_total,
-                     "linear_head_seconds": lin_seconds, "best_dev_macro_f1": fitted["best_dev_score"],
-                     "history": fitted["history"], "seed": seed, "train_loss_start": loss_start,
-                     "train_loss_end": loss_end,
-                     "settings": {k: v for k, v in asdict(settings).items() if k != "source_weights"}
-                     if settings else None},
-    }
-    files += write_report(out, report, detail, plan.multi_label)
-    files.append(model_card(out, cfg, report))
-    log.info("wrote %s (%s): dev macro-F1 %.4f%s in %.1f min", out, chosen, dev_after["macro_f1"],
-             f" (zero-shot {dev_before['macro_f1']:.4f})" if dev_before else "", minutes_total)
-    return FinetuneResult(
-        out_dir=out, task=plan.task, labels=plan.labels, multi_label=plan.multi_label, base_model=cfg.base_model or src,
-        train_rows=len(train.examples), dev_rows=len(dev.examples), dev_source=dev_source, skipped_rows=skipped,
-        steps=fitted["steps"], minutes=fitted["minutes"], dev_before=dev_before, dev_after=dev_after,
-        ece={"before": ece_before, "after": ece_after}, temperature=temperature, chosen=chosen, majority=majority,
-        better=better, verdict=verdict, loss_start=loss_start, loss_end=loss_end, files=files,
-    )
+            if h != plan.head and h in run.anchored:
+                out["kept"][f"{h}_top1_agreement_with_base"] = float((now[h].argmax(-1) == base[h].argmax(-1)).mean())
+        out["kept"]["intensity_mean_abs_change"] = float(np.abs(now["intensity"] - base["intensity"]).mean())
+    return out
 
 
 def _write_model(out: Path, model: Any, tok: Any, cfg: EmotagConfig, src: str, kind: str, train_ex: list,
@@ -416,7 +508,7 @@ def _write_model(out: Path, model: Any, tok: Any, cfg: EmotagConfig, src: str, k
     return files
 
 
-def _measure_written(out: Path, dev: Any, dev_ex: list, plan: LabelPlan, export: bool
+def _measure_written(out: Path, dev: Any, plan: LabelPlan, export: bool
                      ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The written model's dev metrics through `Tagger` (ONNX when exported, as `emotag eval` loads it):
     the numbers `emotag eval` reports on the same texts. Returns (summary, detail)."""
