@@ -319,12 +319,16 @@ class Tagger:
         plabels = self.config.polarity_labels
         if plabels:
             pidx = pol.argmax(1)
-            polarity = [plabels[i] for i in pidx]
             idx = {lab: i for i, lab in enumerate(plabels)}
             if {"positive", "negative"} <= idx.keys():
                 margin = (pol[:, idx["positive"]] - pol[:, idx["negative"]]).tolist()
+                if "neutral" in idx and self.config.neutral_margin > 0:
+                    # a text that leans neither way clearly has no opinion (请问什么时候发货, 好的，收到)
+                    weak = np.abs(np.asarray(margin)) < self.config.neutral_margin
+                    pidx = np.where(weak, idx["neutral"], pidx)
             else:
                 margin = [0.0] * len(pol)
+            polarity = [plabels[i] for i in pidx]
             v = np.clip(valence * self.config.valence_scale, -1.0, 1.0).tolist()
             blend = self.config.polarity_valence_blend
             score = [polarity_score(m, x, blend) for m, x in zip(margin, v, strict=True)]

@@ -65,3 +65,21 @@ def test_featurizer_cuts_contrast_only_when_the_model_asks(tiny_model_dir):
     p = feat.prepare("物流很快但是包装破损了")
     assert p.windows == ["物流很快", "但是包装破损了"]
     assert p.weights == pytest.approx([4 / 25, 21 / 25])
+
+
+def test_neutral_margin_turns_weak_leanings_neutral_and_keeps_the_score_sign(tiny_model_dir):
+    """`neutral_margin`: a text leaning neither way clearly is neutral; the sign of its score is kept."""
+    from emotag import Tagger
+
+    tagger = Tagger.load(tiny_model_dir)
+    texts = ["这个很好", "这个很差", "今天的东西", "感觉真的"]
+    plain = list(tagger.tag_many(texts))
+    tagger.config.neutral_margin = 2.0  # wider than any |P(pos) - P(neg)|: everything is neutral
+    wide = list(tagger.tag_many(texts))
+    assert {r.polarity for r in wide} == {"neutral"}
+    for a, b in zip(plain, wide, strict=True):
+        assert (a.polarity_score > 0) == (b.polarity_score > 0) or a.polarity_score == 0
+        assert abs(b.polarity_score) <= tagger.config.neutral_score_band + 1e-9
+        assert b.emotion in ("neutral", "surprise")
+    tagger.config.neutral_margin = 1e-9  # narrower than any margin: the plain argmax
+    assert [r.polarity for r in tagger.tag_many(texts)] == [r.polarity for r in plain]

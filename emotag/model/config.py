@@ -84,6 +84,9 @@ class EmotagConfig:
     valence_scale: float = 1.0
     # a neutral-polarity text's polarity_score is clipped into [-band, band] (tagger.neutral_polarity_score)
     neutral_score_band: float = 0.4
+    # polarity is neutral when |P(positive) - P(negative)| is below this margin, whatever the argmax
+    # (tagger._results); chosen on the 3-way tune splits, 0 = the plain argmax (models before v0.3)
+    neutral_margin: float = 0.0
     # contrast (物流很快但是包装破损了): with a weight k != 1, windows are also cut before contrast markers
     # and each clause after a turn counts k times more when window scores are combined
     # (features.window_weights); 1 = no contrast cut (models before v0.3)
