@@ -634,3 +634,18 @@ def test_an_unknown_encoding_names_the_first_line_that_is_not_utf8(tmp_path: Pat
     path = tmp_path / "odd.csv"
     path.write_bytes("id,text\n1,好\n".encode() + b"2,\xff\xfe\xfa\xfb\xfc\n" * 3)
     _one_line_error(lambda: read_rows(str(path)), "odd.csv", "cannot tell the text encoding", "line 3 is neither")
+
+
+def test_write_text_atomically_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    """The report's writer: a whole file replaced at once; a failed write leaves the old one and no litter."""
+    import os
+
+    from emotag.io import write_text_atomically
+
+    out = tmp_path / "sub" / "report.html"
+    write_text_atomically(out, "<p>第一版</p>")
+    assert out.read_text(encoding="utf-8") == "<p>第一版</p>" and (os.stat(out).st_mode & 0o777) == 0o644
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomically(out, "<p>\ud800</p>")  # a lone surrogate cannot be UTF-8
+    assert out.read_text(encoding="utf-8") == "<p>第一版</p>"
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]

@@ -21,7 +21,7 @@ The modules, in the order a row passes through them:
 | `records.py` | record views over the readers: emotag's own output typed back, people's files as text |
 | `formats.py` | the format table (one row per format: reader, count, views, spool) and the public read functions |
 | `layout.py` | flat column layout (`a.b` columns) and cell/JSON encoding for the writer |
-| `writer.py` | `RecordWriter`: OUT.partial renamed into place, resume with its origin checked, inputs never overwritten |
+| `writer.py` | `RecordWriter`: OUT.partial renamed into place, resume with its origin checked, inputs never overwritten; `write_text_atomically` for whole files (the report) |
 | `spool.py` | the writer's JSONL spool converted to json / parquet / xlsx at close |
 """
 
@@ -37,7 +37,7 @@ from emotag.io.formats import (
 )
 from emotag.io.readers import InputRow, ReadStats
 from emotag.io.records import UnreadableRecord
-from emotag.io.writer import RecordWriter, same_file
+from emotag.io.writer import RecordWriter, same_file, write_text_atomically
 
 __all__ = [
     "FORMATS",
@@ -56,4 +56,5 @@ __all__ = [
     "read_rows",
     "read_text_records",
     "same_file",
+    "write_text_atomically",
 ]

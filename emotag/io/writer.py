@@ -16,6 +16,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -27,6 +28,30 @@ from emotag.io.layout import _dumps, _Flattener, _Layout, _text_cell
 from emotag.io.spool import _spooled
 
 _HEADER_BUFFER = 1000  # csv/tsv output: records held back while the column layout is still unknown
+
+
+def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """Write a whole text file (an HTML report, say) so that a reader never sees half of it.
+
+    A temporary file in the target directory is written, fsynced and renamed onto `path`; a failure leaves
+    any previous file intact. The file is world-readable (0644): such files are made to be shared.
+    """
+    target = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(target)
 
 
 def _fsync_dir(path: str) -> None:

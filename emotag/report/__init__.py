@@ -11,8 +11,6 @@ draws SVGs with matplotlib, `html` renders the page.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from emotag.report.data import ReportData, ReportError
@@ -75,20 +73,9 @@ def build_report(
     if profiles_db is not None and not Path(profiles_db).is_file():
         raise ReportError(f"{profiles_db}: no such profile store")  # fail before the (slow) read
     data = collect(scored_paths, profiles_db, text_col)
+    from emotag.io import write_text_atomically
     from emotag.report.html import render
 
-    page = render(data, title or DEFAULT_TITLE)
     target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(target, render(data, title or DEFAULT_TITLE))
     return target
