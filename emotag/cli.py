@@ -211,13 +211,13 @@ def profile(
     rules: Annotated[Optional[str], typer.Option("--rules", help="tag rules TOML (default: shipped rules)")] = None,  # noqa: UP045
     store: Annotated[Optional[str], typer.Option("--store", help="SQLite profile store to update incrementally")] = None,  # noqa: UP045
     key_file: Annotated[Optional[str], typer.Option("--key-file", help="pseudonymisation key file (else $EMOTAG_PSEUDONYM_KEY)")] = None,  # noqa: UP045
-    allow_raw_ids: Annotated[bool, typer.Option("--allow-raw-ids", help="persist raw user ids when no key is set")] = False,
+    allow_raw_ids: Annotated[bool, typer.Option("--allow-raw-ids", metavar="", help="persist raw user ids when no key is set")] = False,
     half_life: Annotated[float, typer.Option("--half-life", help="decay half-life in days")] = 30.0,
     now: Annotated[Optional[str], typer.Option("--now", help="profile as of this time (default: newest record)")] = None,  # noqa: UP045
     channels: Annotated[Optional[str], typer.Option("--channels", help="channel of each SCORED file in order, e.g. review,social,support (records without a `channel` field)")] = None,  # noqa: UP045
     strict: Annotated[bool, typer.Option("--strict", metavar="", help="stop at the first bad row (default: skip it, count it, name it)")] = False,
 ) -> None:
-    """Fold scored records into per-user dynamic profiles and tags (SPEC §4).
+    """Fold scored records into per-user dynamic profiles and tags (易怒, 失望流失风险, ...; see docs/profiles.md).
 
     A bad row (empty timestamp, a score out of range) is skipped, counted in the summary and named
     (file, row, problem) in a report of the first few; --strict stops at the first one instead.
@@ -404,7 +404,7 @@ def train(
     seed: Annotated[int, typer.Option("--seed")] = 13,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="training time budget")] = None,  # noqa: UP045
     threads: ThreadsOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="replace a model in OUTPUT even when the result is no better than the baselines")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="replace a model in OUTPUT even when the result is no better than the baselines")] = False,
 ) -> None:
     """Fine-tune on your own labelled comments; writes a model directory usable by `score --model`.
 
@@ -457,7 +457,8 @@ def eval_(
     threads: ThreadsOpt = None,
     json_out: Annotated[Optional[str], typer.Option("--json", help="also write the metrics here")] = None,  # noqa: UP045
 ) -> None:
-    """Compute the judged metrics of MODEL_DIR on labelled DATA files (SPEC §1 label mappings)."""
+    """Compute the judged metrics of MODEL_DIR on labelled DATA files (emotion, polarity or satisfaction labels;
+    SMP2020, CLUE, NLPCC, review, CVAT and STC-3 label sets are mapped onto emotag's own)."""
     import json
 
     from emotag.evaluate import evaluate_file
