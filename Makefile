@@ -36,6 +36,8 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/emotag score data/samples/reviews.csv -o $(OUT)/reviews.scored.jsonl --keep user_id,time,product,text --preview 30
 	$(BIN)/emotag score data/samples/posts.jsonl -o $(OUT)/posts.scored.jsonl --keep user_id,time,text
 	$(BIN)/emotag score-dialogues data/samples/conversations.jsonl -o $(OUT)/conversations.scored.jsonl
+	$(BIN)/emotag score data/samples/aspect_reviews.csv -o $(OUT)/aspect_reviews.scored.jsonl --id-col review_id --keep product,time,text --aspects
+	$(BIN)/emotag aspects $(OUT)/aspect_reviews.scored.jsonl --by product -o $(OUT)/aspects.csv
 	@test -f $(OUT)/pseudonym.key || (umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_hex(32))" > $(OUT)/pseudonym.key)
 	$(BIN)/emotag profile $(OUT)/reviews.scored.jsonl $(OUT)/posts.scored.jsonl $(OUT)/conversations.scored.jsonl \
 		--channels review,social,support -o $(OUT)/profiles.jsonl --key-file $(OUT)/pseudonym.key

@@ -361,6 +361,45 @@ def report(
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)", err=True)
 
 
+@app.command("aspects")
+@_user_errors
+def aspects_cmd(
+    scored: Annotated[list[str], typer.Argument(help="records from emotag score --aspects (any output format)")],
+    by: Annotated[Optional[str], typer.Option("--by", help="group by this kept column, e.g. product (score --keep product)")] = None,  # noqa: UP045
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="also write the table (csv, jsonl, xlsx, parquet; - = stdout JSONL)")] = None,  # noqa: UP045
+    top: Annotated[int, typer.Option("--top", min=1, help="opinion phrases shown per side")] = 5,
+    examples: Annotated[int, typer.Option("--examples", min=0, help="record ids kept per side")] = 3,
+    id_col: Annotated[str, typer.Option("--id-col", help="the record id column")] = "id",
+) -> None:
+    """Per group and aspect category: mentions, positive/neutral/negative, negative share with a 95% interval,
+    the opinion phrases on each side and example record ids; then what each group's complaints are about."""
+    from emotag.aspects.aggregate import aggregate, format_table
+    from emotag.io import RecordWriter, read_records
+
+    seen: set[str] = set()
+    with_aspects = [0]
+
+    def records():
+        for path in scored:
+            for rec in read_records(path):
+                seen.update(rec)
+                with_aspects[0] += isinstance(rec.get("aspects"), list)
+                yield rec
+
+    rows = aggregate(records(), by=by, top=top, examples=examples, id_col=id_col)
+    if not with_aspects[0]:
+        raise UserError(f"{', '.join(scored)}: no record has an 'aspects' list: score with emotag score --aspects")
+    if by and by not in seen:
+        raise UserError(f"{', '.join(scored)}: no column '{by}' to group by (columns: {', '.join(sorted(seen))}); "
+                        f"keep it when scoring: emotag score ... --keep {by} --aspects")
+    if output:
+        with RecordWriter(output) as writer:
+            for r in rows:
+                writer.write(r)
+    if output != "-":
+        typer.echo(format_table(rows))
+
+
 @app.command("export-onnx")
 @_user_errors
 def export_onnx(

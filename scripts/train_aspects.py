@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emotag.aspects.extract import AspectExtractor  # noqa: E402
-from emotag.aspects.features import LEXICONS, feature_keys, lexicon_dict, normalize_aligned  # noqa: E402
-from emotag.aspects.lexicon import DEGREE, NEGATION, SEED_OPINIONS  # noqa: E402
+from emotag.aspects.features import LEXICONS, feature_keys, lexicon_pattern, normalize_aligned  # noqa: E402
+from emotag.aspects.lexicon import DEGREE, NEGATION, NEGATIVE_WORDS, POSITIVE_WORDS, PRODUCT_TERMS  # noqa: E402
 from emotag.aspects.tagger import N_TAGS, TAGS, SpanTagger, allowed_starts, allowed_transitions, viterbi  # noqa: E402
 
 POL_B = {"positive": 3, "neutral": 5, "negative": 7}
@@ -57,18 +57,26 @@ def gold_tags(d: dict) -> np.ndarray:
 
 
 def build_lexicons(data: list[dict], extra_aspects: list[str], min_count: int = 2) -> dict[str, list[str]]:
+    """Aspect terms and short opinions (by their majority polarity) seen in `data`, plus the seeds."""
     asp = Counter(normalize_aligned(t["aspect"]) for d in data for t in d["triples"] if t["aspect"])
-    op = Counter(normalize_aligned(t["opinion"]) for d in data for t in d["triples"] if len(t["opinion"]) <= 4)
+    op: dict[str, Counter] = {}
+    for d in data:
+        for t in d["triples"]:
+            if len(t["opinion"]) <= 4:
+                op.setdefault(normalize_aligned(t["opinion"]), Counter())[t["polarity"]] += 1
+    pos = {o for o, c in op.items() if sum(c.values()) > min_count and c.most_common(1)[0][0] == "positive"}
+    neg = {o for o, c in op.items() if sum(c.values()) > min_count and c.most_common(1)[0][0] == "negative"}
     return {
         "aspect": sorted({a for a, c in asp.items() if c >= min_count and len(a) >= 2} | set(extra_aspects)),
-        "opinion": sorted({o for o, c in op.items() if c >= min_count + 1} | set(SEED_OPINIONS)),
+        "positive": sorted(pos | {normalize_aligned(w) for w in POSITIVE_WORDS}),
+        "negative": sorted(neg | {normalize_aligned(w) for w in NEGATIVE_WORDS}),
         "negation": sorted(NEGATION),
         "degree": sorted(DEGREE),
     }
 
 
-def lex_list(lex: dict[str, list[str]]) -> list[dict[str, int]]:
-    return [lexicon_dict(lex[name]) for name in LEXICONS]
+def lex_list(lex: dict[str, list[str]]) -> list:
+    return [lexicon_pattern(lex[name]) for name in LEXICONS]
 
 
 def train_tagger(train: list[dict], seeds: list[str], epochs: int, batch: int = 16, min_count: int = 2,
@@ -219,7 +227,7 @@ def main() -> None:
     tune, report = dev[0::2], dev[1::2]
     from emotag.aspects.categories import CategorySet, builtin_terms, train_vectors
 
-    seeds = [normalize_aligned(t) for t in builtin_terms()]
+    seeds = [normalize_aligned(t) for t in [*builtin_terms(), *PRODUCT_TERMS]]
     tagger = train_tagger(train, seeds, a.epochs, batch=a.batch)
     out = Path(a.out)
     if a.vectors or not (out / "vectors.npz").exists():

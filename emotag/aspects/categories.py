@@ -12,14 +12,16 @@ still knows 瓶身 and 封口.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from emotag.aspects.features import normalize_aligned
-from emotag.aspects.lexicon import BUILTIN_CATEGORIES, BUILTIN_DEFAULT
+from emotag.aspects.lexicon import BUILTIN_CATEGORIES, BUILTIN_DEFAULT, SEED_OPINIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,11 +29,28 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
-SIMILARITY_THRESHOLD = 0.55
+SIMILARITY_THRESHOLD = 0.8  # an aspect this close to a listed term takes its category when the opinion says nothing
+STRONG_SIMILARITY = 0.9  # this close, the aspect's category wins over the opinion's
 
 
 class CategoryFileError(ValueError):
     """A user's category file that cannot be used; the message is one line naming the file and problem."""
+
+
+_BARE_UNICODE_KEY = re.compile(r"""^(\s*)([^\s"'#\[=][^="'#]*?)(\s*=)""", re.M)
+
+
+def _loads_toml(text: str) -> dict:
+    """TOML, accepting TOML 1.1's Unicode bare keys (包装 = [...], as SPEC §7 writes them), which
+    Python's TOML 1.0 reader refuses: such keys are quoted and the text parsed again."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        quoted = _BARE_UNICODE_KEY.sub(
+            lambda m: m.group(0) if m.group(2).isascii() else f'{m.group(1)}"{m.group(2)}"{m.group(3)}', text)
+        if quoted == text:
+            raise
+        return tomllib.loads(quoted)
 
 
 def builtin_terms() -> list[str]:
@@ -105,7 +124,8 @@ class CategorySet:
         """A user's category file (SPEC §7); any problem raises CategoryFileError naming file and problem."""
         try:
             with open(file, "rb") as f:
-                doc = tomllib.load(f)
+                raw = f.read()
+            doc = _loads_toml(raw.decode("utf-8-sig"))
         except FileNotFoundError:
             raise CategoryFileError(f"{file}: no such file") from None
         except tomllib.TOMLDecodeError as e:
@@ -155,10 +175,13 @@ class CategorySet:
                 self.terms.setdefault(normalize_aligned(t), name)
 
     def _vector_table(self) -> tuple[np.ndarray | None, list[str]]:
+        """Vectors of the listed aspect-like terms (opinion words such as 漏液 or 好用 are left out: they
+        would pull 精华液 towards 包装 through one shared character)."""
         if self._matrix is None and self.vectors is not None:
             rows, owners = [], []
+            opinion_words = _opinion_words()
             for term, name in self.terms.items():
-                v = self.vectors.vector(term) if len(term) >= 1 else None
+                v = self.vectors.vector(term) if term not in opinion_words else None
                 if v is not None:
                     rows.append(v)
                     owners.append(name)
@@ -192,24 +215,35 @@ class CategorySet:
         key = (aspect, opinion)
         if key in self._cache:
             return self._cache[key]
-        cat = None
-        if aspect:
-            cat = self._match(aspect)
-            if cat is None and len(aspect) <= 6:
-                near, sim = self.nearest(aspect)
-                cat = near if sim >= SIMILARITY_THRESHOLD else None
+        cat = self._match(aspect) if aspect else None
+        near, sim = self.nearest(aspect) if aspect and cat is None and len(aspect) <= 6 else (None, 0.0)
+        if cat is None and sim >= STRONG_SIMILARITY:
+            cat = near
         if cat is None:
             cat = self._match(opinion)
-            if cat is None:
-                for t in self._by_len:  # single-character opinion hints (贵, 香) only as the whole core
-                    if len(t) == 1 and opinion.rstrip("了的啊呀哦呢吧！!~。") .endswith(t) and len(opinion) <= 3:
-                        cat = self.terms[t]
-                        break
+        if cat is None:
+            core = opinion.rstrip("了的啊呀哦呢吧！!~。")
+            for t in self._by_len:  # single-character opinion hints (贵, 香) only as the whole core
+                if len(t) == 1 and len(core) <= 3 and core.endswith(t):
+                    cat = self.terms[t]
+                    break
+        if cat is None and sim >= SIMILARITY_THRESHOLD:
+            cat = near
         if cat is None:
             cat = self.default
         if len(self._cache) < 100_000:
             self._cache[key] = cat
         return cat
+
+
+@lru_cache(maxsize=1)
+def _opinion_words() -> frozenset[str]:
+    words = set(SEED_OPINIONS)
+    f = RESOURCES / "lexicons.json"
+    if f.exists():
+        lex = json.loads(f.read_text(encoding="utf-8"))
+        words.update(lex.get("positive", []), lex.get("negative", []))
+    return frozenset(normalize_aligned(w) for w in words)
 
 
 def _corpus(data: Path) -> Iterable[str]:

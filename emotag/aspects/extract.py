@@ -10,20 +10,25 @@ nearest after it in the same clause, else none (an implicit aspect: 很好用, �
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emotag.aspects.features import normalize_aligned
+from emotag.aspects.features import lexicon_pattern, normalize_aligned
+from emotag.aspects.lexicon import DEGREE, NEGATION, NEGATIVE_WORDS, POSITIVE_WORDS
 from emotag.aspects.tagger import OPINION_POLARITY, SpanTagger, spans
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 SENTENCE_END = re.compile(r"[。！？!?；;\n]|\.(?!\d)|~{2,}|…+")
 CLAUSE_END = re.compile(r"[，,、：:]")
+FINAL = set("。！？!?.…~")
+CLAUSE_OR_SENTENCE = re.compile(SENTENCE_END.pattern + "|" + CLAUSE_END.pattern)
 COORD = set("和、跟与及,，") | {"还有", "以及"}
 
 
@@ -54,11 +59,104 @@ def _boundaries(text: str, pattern: re.Pattern[str]) -> np.ndarray:
     return seg
 
 
+@lru_cache(maxsize=1)
+def _seed_matcher() -> tuple[re.Pattern[str], dict[str, int], re.Pattern[str]]:
+    """One trie regex over the hand-written opinion words (B- tag id by polarity), and the negation /
+    degree words that may precede one (很, 太, 不太, 有点 ...)."""
+    words = {normalize_aligned(w): 3 for w in POSITIVE_WORDS}
+    words.update({normalize_aligned(w): 7 for w in NEGATIVE_WORDS})
+    words = {w: k for w, k in words.items() if len(w) >= 2}  # one character alone (好, 贵) is too loose
+    modifiers = sorted({*NEGATION, *DEGREE, "也", "都", "还", "就", "又", "太", "很"}, key=len, reverse=True)
+    before = re.compile("(?:" + "|".join(map(re.escape, modifiers)) + ")+$")
+    return lexicon_pattern(words), words, before
+
+
+def _add_seed_opinions(text: str, aspects: list[tuple[int, int]], opinions: list[tuple[int, int, int]],
+                       aspect_terms: re.Pattern[str] | None = None,
+                       ) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+    """Opinions the tagger missed but the word lists know (包装破损了 in a restaurant-trained model): each
+    seed word outside every predicted opinion becomes one, widened over the negation/degree words before
+    it and 了/的 after it; a negation before it flips its polarity. An aspect span that swallowed the
+    word's first character is cut back."""
+    pattern, words, before = _seed_matcher()
+    if pattern is None:
+        return aspects, opinions
+    taken = np.zeros(len(text) + 1, dtype=bool)
+    for a, b, _ in opinions:
+        taken[a:b] = True
+    clause = _boundaries(text, CLAUSE_OR_SENTENCE)
+    has_opinion = {int(clause[a]) for a, _, _ in opinions}
+    added = []
+    for m in pattern.finditer(text):
+        a, b = m.span()
+        if taken[a:b].any() or int(clause[a]) in has_opinion:  # the tagger spoke for this clause
+            continue
+        kind = words[m.group()]
+        pre = before.search(text, max(0, a - 4), a)
+        if pre:
+            if any(n in pre.group() for n in NEGATION) and not m.group().startswith(tuple(NEGATION)):
+                kind = 10 - kind  # 3 <-> 7
+            a = pre.start()
+        while b < len(text) and text[b] in "了的啦":
+            b += 1
+        if taken[a:b].any():
+            continue
+        taken[a:b] = True
+        added.append((a, b, kind + 100))
+    if not added:
+        return aspects, opinions
+    if aspect_terms is not None:  # a known aspect term right before the new opinion: 包装破损了
+        for o0, _, _ in added:
+            if any(a1 <= o0 and clause[a0] == clause[o0] for a0, a1 in aspects):
+                continue
+            start = o0
+            while start > 0 and clause[start - 1] == clause[o0]:
+                start -= 1
+            near = [m.span() for m in aspect_terms.finditer(text, start, o0) if m.end() >= o0 - 1]
+            if near and near[-1][1] - near[-1][0] >= 2:
+                aspects = sorted([*aspects, near[-1]])
+    trimmed = []
+    for a0, a1 in aspects:
+        for o0, o1, _ in added:
+            if a0 < o0 < a1 or (a0 <= o0 and o1 <= a1):
+                a1 = o0
+        if a1 > a0:
+            trimmed.append((a0, a1))
+    return trimmed, sorted(opinions + added)
+
+
+_DEGREE_START = re.compile("|".join(sorted(map(re.escape, {*DEGREE, *NEGATION, "也", "都"}), key=len, reverse=True)))
+_CONTRAST = re.compile(r"(?:但是|但|不过|可是|只是|就是|然而|而且|另外|还有)$")
+
+
+def _split_own_subject(text: str, opinions: list[tuple[int, int, int]], pairs: list[list[tuple[int, int] | None]],
+                       known: re.Pattern[str] | None) -> tuple[list[tuple[int, int, int]], list[list[tuple[int, int] | None]]]:
+    """物流很快，但是包装破损了: the tagger reads 包装破损了 as one opinion and pairing gives it 物流. When an
+    opinion right after a contrast word (但是, 不过, 就是 ...) opens with a known aspect term followed by a
+    degree or negation word or the rest of the opinion, and was paired with another clause's aspect, the
+    term becomes its own aspect: (包装, 破损了). Only known terms (the lexicon, a user's category terms):
+    the training data pairs clause-spanning opinions such as 都是肉有点油腻 with an earlier aspect."""
+    if known is None:
+        return opinions, pairs
+    clause = _boundaries(text, CLAUSE_OR_SENTENCE)
+    out_o, out_p = [], []
+    for (o0, o1, kind), targets in zip(opinions, pairs, strict=True):
+        m = known.match(text, o0, o1 - 1)
+        if (m and m.end() - o0 >= 2 and targets and all(t is not None and clause[t[0]] != clause[o0] for t in targets)
+                and _CONTRAST.search(text, max(0, o0 - 2), o0)):
+            out_o.append((m.end(), o1, kind))
+            out_p.append([(o0, m.end())])
+        else:
+            out_o.append((o0, o1, kind))
+            out_p.append(targets)
+    return out_o, out_p
+
+
 def pair(text: str, aspects: Sequence[tuple[int, int]], opinions: Sequence[tuple[int, int]]
          ) -> list[list[tuple[int, int] | None]]:
     """For each opinion span, the aspect spans it is about (an empty list = implicit)."""
     sent = _boundaries(text, SENTENCE_END)
-    clause = _boundaries(text, re.compile(SENTENCE_END.pattern + "|" + CLAUSE_END.pattern))
+    clause = _boundaries(text, CLAUSE_OR_SENTENCE)
     out: list[list[tuple[int, int] | None]] = []
     for o0, o1 in opinions:
         before = [a for a in aspects if a[1] <= o0 and sent[a[0]] == sent[o0]]
@@ -89,9 +187,11 @@ class AspectExtractor:
     """Opinion units for texts. Load once (`AspectExtractor.load()`), call `extract_many` per chunk."""
 
     def __init__(self, tagger: SpanTagger, categories: Any = None, temperature: float = 1.0) -> None:
-        self.tagger = tagger
+        # a user's category terms are aspect candidates too (their 泵头 is an aspect even if no review taught it)
+        self.tagger = tagger.with_aspect_terms(categories.terms) if categories is not None else tagger
         self.categories = categories
         self.temperature = temperature
+        self.seed_opinions = True  # add opinions from the hand-written word lists that the tagger missed
 
     @classmethod
     def load(cls, categories: Any = None, path: str | Path | None = None) -> AspectExtractor:
@@ -114,9 +214,12 @@ class AspectExtractor:
         for s in range(0, len(order), batch):
             sel = order[s:s + batch]
             norm = [normalize_aligned(texts[k]) for k in sel]
-            tags, ems = self.tagger.tag(norm)
+            # every training sentence ends in 。: the tagger reads the end of a text through that, so a
+            # text without final punctuation gets one (tagged, then dropped; spans never reach it)
+            ended = [t if t[-1:] in FINAL else t + "。" for t in norm]
+            tags, ems = self.tagger.tag(ended)
             for k, t, tg, em in zip(sel, norm, tags, ems, strict=True):
-                out[k] = self._units(texts[k], t, tg, em)
+                out[k] = self._units(texts[k], t, tg[:len(t)], em[:len(t)])
         return out
 
     def iter_extract(self, texts: Iterable[str], chunk: int = 1024) -> Iterator[list[Aspect]]:
@@ -133,13 +236,23 @@ class AspectExtractor:
         found = spans(tags)
         aspects = [(a, b) for a, b, kind in found if kind == 1]
         opinions = [(a, b, kind) for a, b, kind in found if kind != 1]
+        if self.seed_opinions:
+            aspects, opinions = _add_seed_opinions(text, aspects, opinions, self.tagger._lex[0])
         if not opinions:
             return []
         pairs = pair(text, aspects, [(a, b) for a, b, _ in opinions])
+        opinions, pairs = _split_own_subject(text, opinions, pairs, self.tagger._lex[0])
+        # per position, the best B-/I- score of each polarity; cumulative, so a span's mean is two lookups
+        cum = np.vstack([np.zeros((1, 3), np.float32),
+                         np.cumsum(np.maximum(em[:, [3, 5, 7]], em[:, [4, 6, 8]]), 0)]).tolist()
         units: list[Aspect] = []
         for (o0, o1, kind), targets in zip(opinions, pairs, strict=True):
-            polarity = OPINION_POLARITY[kind]
-            score = self._strength(em[o0:o1], polarity)
+            polarity = OPINION_POLARITY[kind % 100]
+            mean = [(hi - lo) / (o1 - o0) for lo, hi in zip(cum[o0], cum[o1], strict=True)]
+            if kind >= 100:  # a seed-word opinion the tagger missed: its strength from the word list
+                polarity = OPINION_POLARITY[kind - 100]
+                mean = [2.0, 0.0, -2.0] if polarity == "positive" else [-2.0, 0.0, 2.0]
+            score = self._strength(mean, polarity)
             opinion = original[o0:o1]
             for a in targets or [None]:
                 term = original[a[0]:a[1]] if a else None
@@ -150,12 +263,12 @@ class AspectExtractor:
                    else u.opinion_span[0])
         return units
 
-    def _strength(self, em: np.ndarray, polarity: str) -> float:
-        """P(positive) - P(negative) over the span's opinion tags, its sign kept equal to the polarity."""
-        z = np.array([em[:, 3:5].max(1).mean(), em[:, 5:7].max(1).mean(), em[:, 7:9].max(1).mean()]) / self.temperature
-        z = np.exp(z - z.max())
-        p = z / z.sum()
-        s = float(p[0] - p[2])
+    def _strength(self, mean: list[float], polarity: str) -> float:
+        """P(positive) - P(negative) from the span's mean opinion-tag scores (positive, neutral, negative),
+        its sign kept equal to the polarity."""
+        top = max(mean)
+        z = [math.exp((m - top) / self.temperature) for m in mean]
+        s = (z[0] - z[2]) / sum(z)
         if polarity == "positive":
             s = max(s, 0.05)
         elif polarity == "negative":

@@ -14,6 +14,7 @@ array with `np.searchsorted`, so scoring a chunk is a handful of array operation
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
@@ -30,7 +31,7 @@ NGRAM_TEMPLATES: tuple[tuple[int, tuple[int, ...]], ...] = (
 PAD = 3  # boundary characters on each side of a text
 LEX_TEMPLATE = 40  # lexicon-match features: template 40 + lexicon index
 M = np.uint64(0x110003)  # > largest code point, so (template, c1, c2, c3) keys rarely collide
-LEXICONS = ("aspect", "opinion", "negation", "degree")
+LEXICONS = ("aspect", "positive", "negative", "negation", "degree")
 _BOS, _EOS = 1, 2
 
 _char_cache: dict[str, str] = {}
@@ -58,34 +59,59 @@ def normalize_aligned(text: str) -> str:
     return "".join(map(norm_char, text))
 
 
-def lexicon_marks(text: str, lexicons: Sequence[dict[str, int]], max_len: int = 8) -> list[np.ndarray]:
+def _trie_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex for a word list, as a character trie with longer continuations first, so that
+    `finditer` does forward maximum matching at C speed (a flat alternation of thousands of words would
+    try each word at each position)."""
+    trie: dict = {}
+    for t in terms:
+        if not t:
+            continue
+        node = trie
+        for ch in t:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict) -> str:
+        alts = [re.escape(ch) + build(sub) for ch, sub in sorted(node.items(), key=lambda kv: -_depth(kv[1])) if ch]
+        if "" in node:
+            alts.append("")
+        if not alts:
+            return ""
+        if len(alts) == 1:
+            return alts[0] if "" not in node else f"(?:{alts[0]})?"
+        return "(?:" + "|".join(alts) + ")"
+
+    body = build(trie)
+    return re.compile(body) if body else None
+
+
+def _depth(node: dict) -> int:
+    return 1 + max((_depth(v) for k, v in node.items() if k), default=0)
+
+
+def lexicon_marks(text: str, patterns: Sequence[re.Pattern[str] | None]) -> list[np.ndarray]:
     """Per lexicon, a code per position: 0 none, 1 begins a match, 2 inside, 3 ends, 4 a one-character match.
 
-    Forward maximum matching; each lexicon maps term -> 1 (a dict for O(1) lookups).
+    Forward maximum matching (a term's longest match at the leftmost position, then on after it).
     """
-    n = len(text)
     out = []
-    for lex in lexicons:
-        marks = np.zeros(n, dtype=np.int64)
-        i = 0
-        while i < n:
-            for k in range(min(max_len, n - i), 0, -1):
-                if text[i:i + k] in lex:
-                    if k == 1:
-                        marks[i] = 4
-                    else:
-                        marks[i] = 1
-                        marks[i + 1:i + k - 1] = 2
-                        marks[i + k - 1] = 3
-                    i += k
-                    break
-            else:
-                i += 1
+    for pat in patterns:
+        marks = np.zeros(len(text), dtype=np.int64)
+        if pat is not None:
+            for m in pat.finditer(text):
+                a, b = m.span()
+                if b - a == 1:
+                    marks[a] = 4
+                elif b > a:
+                    marks[a] = 1
+                    marks[a + 1:b - 1] = 2
+                    marks[b - 1] = 3
         out.append(marks)
     return out
 
 
-def feature_keys(texts: Sequence[str], lexicons: Sequence[dict[str, int]] = ()) -> tuple[np.ndarray, np.ndarray]:
+def feature_keys(texts: Sequence[str], lexicons: Sequence[re.Pattern[str] | None] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Keys for every position of every (normalised) text: (keys [n_positions, n_features], text offsets).
 
     offsets[k]:offsets[k+1] are text k's rows.
@@ -113,8 +139,11 @@ def feature_keys(texts: Sequence[str], lexicons: Sequence[dict[str, int]] = ()) 
                 k = k * M + padded[pos + o]
             keys[:, j] = k
         if n_lex:
-            marks = [np.concatenate(m) if m else np.zeros(0, np.int64)
-                     for m in zip(*(lexicon_marks(t, lexicons) for t in texts), strict=True)] if texts else []
+            # one pass over the whole batch: texts joined by a newline (in no term), separators dropped after
+            joined = "\n".join(texts)
+            keep = np.ones(len(joined), dtype=bool)
+            keep[np.cumsum(lens[:-1]) + np.arange(len(lens) - 1)] = False
+            marks = [m[keep] for m in lexicon_marks(joined, lexicons)]
             combo = np.zeros(len(pos), dtype=np.uint64)
             for li, m in enumerate(marks):
                 m = m.astype(np.uint64)
@@ -124,5 +153,6 @@ def feature_keys(texts: Sequence[str], lexicons: Sequence[dict[str, int]] = ()) 
     return keys, offsets
 
 
-def lexicon_dict(terms: Iterable[str]) -> dict[str, int]:
-    return {t: 1 for t in terms if t}
+def lexicon_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
+    """The compiled matcher of a word list (None for an empty list)."""
+    return _trie_pattern(terms)

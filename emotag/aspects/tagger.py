@@ -8,13 +8,15 @@ an I- tag can only follow its own B- or I- tag. Weights are trained by an averag
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from emotag.aspects.features import LEXICONS, feature_keys, lexicon_dict
+from emotag.aspects.features import LEXICONS, feature_keys, lexicon_pattern
 
 TAGS = ("O", "B-A", "I-A", "B-positive", "I-positive", "B-neutral", "I-neutral", "B-negative", "I-negative")
 N_TAGS = len(TAGS)
@@ -77,7 +79,37 @@ class SpanTagger:
     lexicons: dict[str, list[str]]
 
     def __post_init__(self) -> None:
-        self._lex = [lexicon_dict(self.lexicons.get(name, ())) for name in LEXICONS]
+        self._lex = [lexicon_pattern(self.lexicons.get(name, ())) for name in LEXICONS]
+        self._build_table()
+
+    def _build_table(self, probes: int = 3) -> None:
+        """An open-addressing hash table over the feature keys (load <= 1/4): a lookup is a multiply, a
+        shift and up to `probes` gathers, several times faster than a binary search over 10^5 keys."""
+        n = len(self.keys)
+        self._bits = max(8, int(np.ceil(np.log2(max(n, 1) * 4))))
+        size = 1 << self._bits
+        self._slot_key = np.zeros(size + probes, dtype=np.uint64)
+        self._slot_row = np.full(size + probes, n, dtype=np.int64)  # n = the zero row
+        home = self._hash(self.keys)
+        todo = np.arange(n)
+        for p in range(probes):
+            if not len(todo):
+                break
+            slots = home[todo] + p
+            free = self._slot_row[slots] == n
+            slots, todo_free = slots[free], todo[free]
+            _, first = np.unique(slots, return_index=True)
+            self._slot_key[slots[first]] = self.keys[todo_free[first]]
+            self._slot_row[slots[first]] = todo_free[first]
+            placed = np.zeros(n, dtype=bool)
+            placed[todo_free[first]] = True
+            todo = todo[~placed[todo]]
+        self._probes = probes
+        # keys that found no slot (very rare) keep weight zero, as if unseen
+
+    def _hash(self, keys: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return ((keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - self._bits)).astype(np.int64)
 
     @classmethod
     def load(cls, path: str | Path) -> SpanTagger:
@@ -95,11 +127,28 @@ class SpanTagger:
         (path / "lexicons.json").write_text(json.dumps(self.lexicons, ensure_ascii=False, sort_keys=True),
                                             encoding="utf-8")
 
+    def with_aspect_terms(self, terms: Iterable[str]) -> SpanTagger:
+        """A copy (sharing the weights) whose aspect lexicon also holds `terms`, e.g. a user's category
+        terms; opinion words and single characters are left out."""
+        opinion = set(self.lexicons.get("positive", ())) | set(self.lexicons.get("negative", ()))
+        known = set(self.lexicons.get("aspect", ()))
+        extra = {t for t in terms if len(t) >= 2 and t not in opinion and t not in known}
+        if not extra:
+            return self
+        twin = copy.copy(self)
+        twin.lexicons = dict(self.lexicons, aspect=sorted(known | extra))
+        twin._lex = [lexicon_pattern(twin.lexicons.get(name, ())) for name in LEXICONS]
+        return twin
+
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Row index per key; unknown keys point at the zero row."""
-        idx = np.searchsorted(self.keys, keys)
-        idx[idx >= len(self.keys)] = 0
-        return np.where(self.keys[idx] == keys, idx, len(self.keys))
+        home = self._hash(keys)
+        rows = np.full(keys.shape, len(self.keys), dtype=np.int64)
+        for p in range(self._probes):
+            slot = home + p
+            hit = self._slot_key[slot] == keys
+            rows = np.where(hit, self._slot_row[slot], rows)
+        return rows
 
     def emissions(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Emission scores [B, L, T] (padded) and lengths, for normalised texts."""

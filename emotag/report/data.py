@@ -126,6 +126,7 @@ class ReportData:
     models: Counter[str] = field(default_factory=Counter)
     first_time: float | None = None
     last_time: float | None = None
+    aspects: Any = None  # emotag.aspects.aggregate.AspectTable by product, when records carry `aspects`
 
     @property
     def polarity_mean(self) -> float | None:
@@ -218,6 +219,9 @@ class Aggregator:
         self._times: list[tuple[float, float, bool]] = []  # (epoch, polarity_score, negative)
         self._products: dict[str, list[float]] = {}  # name -> [count, sum, negatives]
         self._sample = _Reservoir(max_word_texts)
+        from emotag.aspects.aggregate import AspectTable
+
+        self._aspects = AspectTable(by="product")
 
     def observe(self, rec: Mapping[str, Any]) -> None:
         d = self.data
@@ -273,6 +277,8 @@ class Aggregator:
             p[2] += negative
         else:
             name = None
+        if "aspects" in rec:
+            self._aspects.add(rec)
         text = rec.get(self.text_col)
         if isinstance(text, str) and text.strip():
             d.has_text = True
@@ -315,6 +321,8 @@ class Aggregator:
         self._finish_timeline()
         self._finish_products()
         self._finish_words()
+        if self._aspects.texts:
+            self.data.aspects = self._aspects
         return self.data
 
     def _finish_timeline(self) -> None:

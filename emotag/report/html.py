@@ -69,6 +69,7 @@ SECTIONS = (
     ("emotions", "情绪分布", "Emotion distribution"),
     ("timeline", "极性随时间变化", "Polarity over time"),
     ("products", "最负面的产品", "Most negative products"),
+    ("aspects", "差评集中在哪些方面", "What the complaints are about"),
     ("reasons", "用户的原话：高频词", "Reasons in their words"),
     ("support", "客服满意度", "Support satisfaction"),
     ("tags", "用户画像标签", "Profile tags across users"),
@@ -186,6 +187,42 @@ def _products(d: ReportData) -> str:
     return ('<div class="charts">' + _fig(svg, "各产品平均极性") + '<div class="scroll">'
             + _table(["产品 product", "条数 records", "平均极性分 mean polarity_score", "负面占比 negative"],
                      rows, (1, 3)) + "</div></div>" + note)
+
+
+def _aspects(d: ReportData, per_product: int = 6, trend_categories: int = 3) -> str:
+    """Per product: which aspect categories draw the negative opinions, in the buyers' words, and how each
+    category's negative share moved month by month (issue #18)."""
+    table = d.aspects
+    if table is None:
+        return _notice("记录中没有 <code>aspects</code> 字段 (no aspects: score with "
+                       "<code>emotag score --aspects --keep product,time</code>).")
+    rows = table.rows()
+    out = []
+    for group in dict.fromkeys(r["group"] for r in rows):
+        mine = [r for r in rows if r["group"] == group][:per_product]
+        body = [[r["category"], str(r["mentions"]), str(r["positive"]), str(r["neutral"]), str(r["negative"]),
+                 f"{r['negative_share']:.0%} ({r['negative_share_low']:.0%}–{r['negative_share_high']:.0%})",
+                 "、".join(r["top_negative"][:4]) or "–", "、".join(r["top_positive"][:4]) or "–",
+                 " ".join(str(i) for i in r["negative_examples"]) or "–"] for r in mine]
+        name = group if group != "(all)" else "全部 all records"
+        block = [f"<h3>{_e(name)} <small>{mine[0]['texts'] if mine else 0} 条 texts</small></h3>",
+                 _table(["方面 category", "提及 mentions", "正 +", "中 =", "负 −", "负面占比 (95% CI)",
+                         "差评原话 complaints", "好评原话 praise", "差评例 ids"], body, (1, 2, 3, 4))]
+        worst = [r for r in mine if r["negative"]][:trend_categories]
+        months = sorted({m for r in worst for m, _, _ in table.trend(group, r["category"])})
+        if worst and len(months) > 1:
+            trend_rows = []
+            for r in worst:
+                by_month = {m: (neg, n) for m, neg, n in table.trend(group, r["category"])}
+                trend_rows.append([r["category"]] + [
+                    f"{by_month[m][0]}/{by_month[m][1]} ({by_month[m][0] / by_month[m][1]:.0%})" if m in by_month
+                    else "–" for m in months])
+            block.append('<p class="note">负面提及 / 全部提及，按月 (negative / all mentions per month):</p>'
+                         + _table(["方面 category", *months], trend_rows, tuple(range(1, len(months) + 1))))
+        out.append("".join(block))
+    note = ('<p class="note">每条评论里的每个观点单独计数；负面占比的区间是 95% Wilson 区间。'
+            "明细：<code>emotag aspects SCORED --by product</code>。</p>")
+    return "".join(out) + note
 
 
 def _word_block(t: WordTable) -> str:
@@ -356,6 +393,7 @@ def render(d: ReportData, title: str, generated: datetime | None = None) -> str:
         _section("emotions", _emotions(d)),
         _section("timeline", _timeline(d)),
         _section("products", _products(d)),
+        _section("aspects", _aspects(d)),
         _section("reasons", _reasons(d)),
         _section("support", _support(d)),
         _section("tags", _tags(d)),

@@ -1,0 +1,221 @@
+"""Aspects (SPEC §7, issue #18): hard cases with expected units, spans into the text as given, category
+files and their errors, unlisted terms finding their category, aggregation, and `score --aspects`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from emotag.aspects import AspectExtractor, CategoryFileError, CategorySet
+from emotag.aspects.aggregate import aggregate, top_complaints, wilson
+from emotag.cli import app
+from tests.conftest import ROOT, SAMPLES
+
+DATA = ROOT / "tests" / "data" / "aspects"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ex() -> AspectExtractor:
+    return AspectExtractor.load()
+
+
+def triples(units):
+    return [(u.aspect, u.opinion, u.polarity) for u in units]
+
+
+# (text, expected (aspect, opinion, polarity) units in order): one hard case each
+HARD = [
+    # several aspects with different polarities, contrast (但是)
+    ("物流很快，但是包装破损了", [("物流", "很快", "positive"), ("包装", "破损了", "negative")]),
+    ("面膜很保湿，但是味道太刺鼻了", [("面膜", "很保湿", "positive"), ("味道", "太刺鼻了", "negative")]),
+    ("菜品很新鲜，服务员也很热情", [("菜品", "很新鲜", "positive"), ("服务员", "也很热情", "positive")]),
+    # implicit aspect: no aspect term, the opinion still counts
+    ("很好用", [(None, "很好用", "positive")]),
+    ("超值！", [(None, "超值", "positive")]),
+    # negation inside the opinion flips it
+    ("海鲜不太新鲜", [("海鲜", "不太新鲜", "negative")]),
+    ("服务员态度不太好", [("服务员", "态度不太好", "negative")]),
+    # traditional characters and emoji: strings are the text as given
+    ("這個面膜很保濕👍", [("面膜", "很保濕👍", "positive")]),
+    # coordination: one opinion, two aspects
+    ("环境和服务都很好", [("环境", "很好", "positive"), ("服务", "很好", "positive")]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), HARD)
+def test_hard_cases(ex, text, expected):
+    assert triples(ex.extract(text)) == expected
+
+
+def test_minimal_pair_negation_flips_polarity(ex):
+    pos = ex.extract("菜很新鲜")
+    neg = ex.extract("菜不新鲜")
+    assert [u.polarity for u in pos] == ["positive"] and [u.polarity for u in neg] == ["negative"]
+    assert pos[0].score > 0 > neg[0].score
+
+
+def test_spans_point_into_the_text_as_given(ex):
+    texts = ["這家店的服務態度不太好😡，菜倒是挺好吃的", "ＡＢＣ面膜很保湿👍，但是包装太简陋了！！", "物流很快，但是包装破损了"]
+    n = 0
+    for text, units in zip(texts, ex.extract_many(texts), strict=True):
+        for u in units:
+            n += 1
+            assert text[slice(*u.opinion_span)] == u.opinion
+            if u.aspect is not None:
+                assert text[slice(*u.aspect_span)] == u.aspect
+            else:
+                assert u.aspect_span is None
+            d = u.to_dict()
+            assert set(d) == {"aspect", "opinion", "polarity", "score", "category", "aspect_span", "opinion_span"}
+            assert -1 <= d["score"] <= 1 and json.dumps(d, ensure_ascii=False)
+    assert n >= 5
+
+
+def test_empty_and_opinionless_texts_give_no_units(ex):
+    assert ex.extract_many(["", "今天去了一趟超市。", "   "]) == [[], [], []]
+
+
+def test_builtin_categories_and_unlisted_terms(ex):
+    cats = CategorySet.builtin()
+    assert "外盒" not in cats.terms and "外箱" not in cats.terms
+    assert cats.assign("外盒", "压扁了") == "包装"  # by learned similarity, not a listed string
+    assert cats.assign("外箱", "破了") == "包装"
+    assert cats.assign("快递小哥", "很负责") == "物流"
+    assert cats.assign(None, "超值") == "价格"  # implicit aspect: the opinion says which
+    assert cats.assign(None, "很好用") == "效果"
+    assert cats.assign("包装盒", "很精致") == "包装"  # synonyms fold into one display name
+    assert cats.assign("东西", "还行") == "整体"
+
+
+def test_user_category_file(tmp_path):
+    f = tmp_path / "cats.toml"
+    # SPEC §7 writes Chinese bare keys (TOML 1.1); Python's TOML 1.0 reader needs them quoted: both work
+    f.write_text('default = "其他"\n[categories]\n包装 = ["包装", "盒子"]\n"物流" = ["快递"]\n', encoding="utf-8")
+    cats = CategorySet.from_toml(f)
+    assert cats.names == ["包装", "物流"] and cats.default == "其他"
+    assert cats.assign("外盒", "压扁了") == "包装"  # not listed in the file
+    assert cats.assign("快递员", "态度差") == "物流"
+    assert cats.assign("颜色", "很正") == "其他"  # fits no category: the file's default
+    no_default = tmp_path / "nd.toml"
+    no_default.write_text('[categories]\n包装 = ["包装"]\n', encoding="utf-8")
+    assert CategorySet.from_toml(no_default).assign("颜色", "很正") is None
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("[categories\n", "not valid TOML"),
+    ('default = "x"\n', "[categories]"),
+    ('[categories]\n包装 = 3\n', "must be a list of strings"),
+    ('colour = "red"\n[categories]\n包装 = ["包装"]\n', "unknown key"),
+    ('default = 1\n[categories]\n包装 = ["包装"]\n', "'default'"),
+])
+def test_bad_category_files_are_one_line_errors(tmp_path, content, problem):
+    f = tmp_path / "bad.toml"
+    f.write_text(content, encoding="utf-8")
+    with pytest.raises(CategoryFileError) as e:
+        CategorySet.from_toml(f)
+    assert str(f) in str(e.value) and problem in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_category_file_through_the_cli(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[categories\n", encoding="utf-8")
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"text": "很好"}\n', encoding="utf-8")
+    res = runner.invoke(app, ["score", str(inp), "-o", str(tmp_path / "o.jsonl"), "--aspect-categories", str(f)])
+    assert res.exit_code == 1
+    assert f"{f}: not valid TOML" in res.output and len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(app, ["score", str(inp), "-o", str(tmp_path / "o.jsonl"), "--aspect-categories",
+                              str(tmp_path / "missing.toml")])
+    assert res.exit_code == 1 and "missing.toml: no such file" in res.output
+
+
+def test_wilson_interval():
+    lo, hi = wilson(0, 0)
+    assert (lo, hi) == (0.0, 1.0)
+    lo, hi = wilson(8, 10)
+    assert lo < 0.8 < hi and 0.4 < lo < 0.5 and 0.94 < hi < 0.97
+    assert wilson(50, 100)[1] - wilson(50, 100)[0] < wilson(5, 10)[1] - wilson(5, 10)[0]
+
+
+def _sample_records(ex):
+    import csv
+
+    with open(SAMPLES / "aspect_reviews.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    units = ex.extract_many([r["text"] for r in rows])
+    return [{"id": r["review_id"], "product": r["product"], "time": r["time"],
+             "aspects": [u.to_dict() for u in us]} for r, us in zip(rows, units, strict=True)]
+
+
+def test_aggregation_surfaces_the_packaging_story(ex):
+    rows = aggregate(_sample_records(ex) + [{"id": "bad", "product": "补水面膜", "aspects": None}], by="product")
+    worst = {r["group"]: r for r in top_complaints(rows)}
+    mask = worst["补水面膜"]
+    assert mask["category"] == "包装"
+    assert mask["negative"] >= 10 and mask["negative_share_low"] > 0.3
+    assert mask["negative_examples"] and mask["top_negative"]
+    assert worst["氨基酸洁面"]["category"] == "物流"
+    # texts counts only records that carry aspects
+    assert {r["texts"] for r in rows if r["group"] == "补水面膜"} == {40}
+
+
+def test_aspects_command(ex, tmp_path):
+    scored = tmp_path / "scored.jsonl"
+    with open(scored, "w", encoding="utf-8") as f:
+        for r in _sample_records(ex):
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    out = tmp_path / "table.csv"
+    res = runner.invoke(app, ["aspects", str(scored), "--by", "product", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "补水面膜: most complaints are about 包装" in res.output
+    from emotag.io import read_records
+
+    table = list(read_records(str(out)))
+    assert {"group", "category", "mentions", "negative_share_low", "top_negative"} <= set(table[0])
+    res = runner.invoke(app, ["aspects", str(scored), "--by", "shop"])
+    assert res.exit_code == 1 and "no column 'shop'" in res.output
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv"])
+def test_score_with_aspects(tiny_model_dir, tmp_path, ext):
+    inp = tmp_path / "in.jsonl"
+    rows = [{"id": 1, "text": "物流很快，但是包装破损了"}, {"id": 2, "text": ""}, {"id": 3}, {"id": 4, "text": "很好用"}]
+    inp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / f"out.{ext}"
+    res = runner.invoke(app, ["score", str(inp), "-o", str(out), "--model", str(tiny_model_dir), "--aspects", "-q"])
+    assert res.exit_code == 0, res.output
+    from emotag.io import read_records
+
+    got = {r["id"]: r for r in read_records(str(out))}
+    assert len(got) == 4
+    assert got[2]["error"] and got[2]["aspects"] is None
+    assert got[3]["error"] and got[3]["aspects"] is None
+    assert [(u["aspect"], u["polarity"], u["category"]) for u in got[1]["aspects"]] == [
+        ("物流", "positive", "物流"), ("包装", "negative", "包装")]
+    assert got[4]["aspects"][0]["aspect"] is None
+
+
+def test_plain_score_has_no_aspects_field(tiny_model_dir, tmp_path):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": 1, "text": "很好"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["score", str(inp), "-o", str(out), "--model", str(tiny_model_dir), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "aspects" not in json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_tagger_library_api(tiny_model_dir):
+    from emotag.tagger import Tagger
+
+    tagger = Tagger.load(tiny_model_dir)
+    r = tagger.tag("物流很快，但是包装破损了", aspects=True)
+    assert [u.category for u in r.aspects] == ["物流", "包装"]
+    assert r.to_dict()["aspects"][1]["opinion_span"] == [9, 12]
+    plain = tagger.tag("物流很快")
+    assert plain.aspects is None and "aspects" not in plain.to_dict()
+    custom = AspectExtractor.load(CategorySet.from_toml(DATA / "cosmetics_categories.toml"))
+    rs = list(tagger.tag_many(["包装破损了", 5], aspects=custom))
+    assert rs[0].aspects[0].category == "包装" and rs[1].error and rs[1].aspects is None
