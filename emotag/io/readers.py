@@ -239,7 +239,8 @@ def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str, stats: Re
                 raise InputError(path, f"malformed {kind}: {e}", row) from None
             except UnicodeDecodeError as e:
                 raise InputError(path, f"not valid {encoding} text ({e.reason})", row) from None
-            if rec is not None and (width or delimiter == "\t") and _runaway_quote(rec, tap.taken, delimiter, width):
+            if (rec is not None and len(tap.taken) > 1 and (width or delimiter == "\t")
+                    and _runaway_quote(rec, tap.taken, delimiter, width)):
                 split = _split_tsv_line if delimiter == "\t" else lambda line: _split_csv_line(line, width)
                 pending.extend(split(line) for line in tap.taken if line.strip("\r\n"))
                 return pending.popleft() if pending else rec
