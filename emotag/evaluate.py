@@ -101,86 +101,135 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
     cols, rows = _rows(path)
     if not rows:
         raise ValueError(f"{path}: no labelled rows")
-    c = set(cols)
-    res: dict[str, Any] = {"file": str(path), "n": len(rows)}
-    values = {r["label"] for r in rows if r.get("label")} if "label" in c else set()
-    own = set(tagger.config.emotion_labels)
-    default_taxonomy = own == set(L.EMOTIONS)
-    if ({"text", "label"} <= c and values <= set(L.SMP2020) and values & {"happy", "angry", "sad"}
-            and default_taxonomy):
-        rows = [r for r in rows if r.get("text") and r.get("label")]
-        out = _score(tagger, [r["text"] for r in rows], batch_size)
-        merge = L.SMP2020
-        pred = [max(merge, key=lambda k, r=r: sum(_p(r, e) for e in merge[k])) for r in out]
-        res.update(kind="smp2020", n=len(rows), macroF1=macro_f1([r["label"] for r in rows], pred, list(merge)),
-                   accuracy=float(np.mean([a == r["label"] for a, r in zip(pred, rows, strict=True)])))
-    elif {"content", "label"} <= c and default_taxonomy:
-        rows = [r for r in rows if r.get("content") and r.get("label")]
-        out = _score(tagger, [r["content"] for r in rows], batch_size)
-        pred = [max(L.EMOTIONS[1:], key=lambda k, r=r: _p(r, k)) for r in out]
-        gold = [r["label"] for r in rows]
-        res.update(kind="clue", accuracy=float(np.mean([a == b for a, b in zip(pred, gold, strict=True)])),
-                   macroF1=macro_f1(gold, pred, L.EMOTIONS[1:]))
-    elif {"review", "label"} <= c or ({"text", "label"} <= c and tagger.config.polarity_labels
-                                      and _reads_as_polarity(values) and not values <= own):
-        col = "review" if "review" in c else "text"
-        rows = [r for r in rows if r.get(col) and r.get("label")]
-        out = _score(tagger, [r[col] for r in rows], batch_size)
-        gold = _polarity_gold(path, rows)
-        binary = [(o, g) for o, g in zip(out, gold, strict=True) if g != "neutral"]
-        res.update(kind="polarity", n=len(rows),
-                   accuracy=float(np.mean([(_ps(o) > 0) == (g == "positive") for o, g in binary])))
-        if len(binary) < len(rows):  # three-way gold: the polarity label itself is judged too
-            pred = [o.polarity or "" for o in out]
-            res.update(accuracy3=float(np.mean([a == b for a, b in zip(gold, pred, strict=True)])),
-                       macroF1=macro_f1(gold, pred, [p for p in L.POLARITY if p in set(gold)]))
-    elif {"text", "stars"} <= c:
-        out = _score(tagger, [r["text"] for r in rows], batch_size)
-        pairs = [(_ps(o), int(r["stars"])) for o, r in zip(out, rows, strict=True)]
-        binary = [(s, st) for s, st in pairs if st != 3]
-        res.update(kind="stars", accuracy=float(np.mean([(s > 0) == (st > 3) for s, st in binary])),
-                   stars_r=pearson([s for s, _ in pairs], [st for _, st in pairs]))
-    elif {"Text", "Valence_Mean", "Arousal_Mean"} <= c:
-        out = _score(tagger, [r["Text"] for r in rows], batch_size)
-        res.update(kind="cvat",
-                   valence_r=pearson([_ps(o) for o in out], [float(r["Valence_Mean"]) for r in rows]),
-                   arousal_r=pearson([o.intensity or 0.0 for o in out], [float(r["Arousal_Mean"]) for r in rows]))
-    elif default_taxonomy and ({"text", "emotion1"} <= c or ({"text", "label"} <= c and values <= set(L.NLPCC)
-                                                              and "none" in values)):
-        key = "emotion1" if "emotion1" in c else "label"
-        rows = [r for r in rows if r.get("text") and r.get(key) in L.NLPCC]
-        out = _score(tagger, [r["text"] for r in rows], batch_size)
-        gold = [L.NLPCC[r[key]][0] for r in rows]
-        pred = [o.emotion for o in out]
-        res.update(kind="nlpcc", n=len(rows), accuracy=float(np.mean([a == b for a, b in zip(gold, pred, strict=True)])),
-                   macroF1=macro_f1(gold, pred, L.EMOTIONS))
-    elif {"text_segmented"} <= c and set(L.CODESWITCH_FLAGS) <= c:
-        out = _score(tagger, [r["text_segmented"] for r in rows], batch_size)
-        gold = [{e for e in L.CODESWITCH_FLAGS if r[e] == "T"} or {"neutral"} for r in rows]
-        res.update(kind="codeswitch", accuracy=float(np.mean([o.emotion in g for o, g in zip(out, gold, strict=True)])))
-    elif {"Utterance", "Emotion", "Sentiment"} <= c:
-        out = _score(tagger, [r["Utterance"] for r in rows], batch_size)
-        emo = [(o, L.CPED_EMOTION[r["Emotion"]][0]) for o, r in zip(out, rows, strict=True) if r["Emotion"] in L.CPED_EMOTION]
-        res.update(kind="cped", emotion_accuracy=float(np.mean([o.emotion == g for o, g in emo])),
-                   polarity_accuracy=float(np.mean([o.polarity == r["Sentiment"] for o, r in zip(out, rows, strict=True)])))
-    elif {"text", "label"} <= c:
-        # the model's own label set (a fine-tuned model), or the taxonomy by its Chinese names
-        names = {lab: lab for lab in own} | ({zh: e for e, zh in L.EMOTION_ZH.items()} if default_taxonomy else {})
-        names |= {k.lower(): v for k, v in names.items()}
-        rows = [r for r in rows if r.get("text") and r.get("label")]
-        bad = sorted({r["label"] for r in rows if r["label"] not in names and r["label"].lower() not in names})
-        if bad:
-            raise ValueError(f"{path}: labels {bad[:5]} are not in the model's label set {sorted(own)}")
-        out = _score(tagger, [r["text"] for r in rows], batch_size)
-        gold = [names.get(r["label"], names.get(r["label"].lower(), "")) for r in rows]
-        pred = [o.emotion or "" for o in out]
-        present = [lab for lab in tagger.config.emotion_labels if lab in set(gold)]  # as the training report
-        res.update(kind="labels", n=len(rows), accuracy=float(np.mean([a == b for a, b in zip(gold, pred, strict=True)])),
-                   macroF1=macro_f1(gold, pred, present))
-    else:
+    f = _File(path, cols, rows, tagger)
+    kind = _kind(f)
+    if kind is None:
         raise ValueError(f"{path}: columns {cols[:8]} match no known labelled format (see `emotag eval --help`)")
-    res["errors"] = 0 if "out" not in locals() else sum(1 for o in out if o.error)
-    return res
+    metrics, out = _SCORERS[kind](f, batch_size)
+    return {"file": str(path), "n": len(rows), "kind": kind, **metrics, "errors": sum(1 for o in out if o.error)}
+
+
+class _File:
+    """A labelled file as the kind dispatch sees it: its columns, rows, label values and the model."""
+
+    def __init__(self, path: Path, cols: list[str], rows: list[dict[str, str]], tagger: Tagger) -> None:
+        self.path, self.cols, self.rows, self.tagger = path, set(cols), rows, tagger
+        self.values = {r["label"] for r in rows if r.get("label")} if "label" in self.cols else set()
+        self.own = set(tagger.config.emotion_labels)
+        self.taxonomy = self.own == set(L.EMOTIONS)
+
+    def scored(self, col: str, key: str | None = None, batch_size: int = 64) -> tuple[list[dict[str, str]], list[Result]]:
+        """The rows with text in `col` (and a value in `key`), with their results."""
+        rows = [r for r in self.rows if r.get(col) and (key is None or r.get(key))]
+        return rows, _score(self.tagger, [r[col] for r in rows], batch_size)
+
+
+def _kind(f: _File) -> str | None:
+    """Which labelled format a file is, from its columns and label values (first match wins)."""
+    c, values = f.cols, f.values
+    text_label = {"text", "label"} <= c
+    checks = (
+        ("smp2020", text_label and values <= set(L.SMP2020) and bool(values & {"happy", "angry", "sad"})
+         and f.taxonomy),
+        ("clue", {"content", "label"} <= c and f.taxonomy),
+        ("polarity", {"review", "label"} <= c or (text_label and bool(f.tagger.config.polarity_labels)
+                                                  and _reads_as_polarity(values) and not values <= f.own)),
+        ("stars", {"text", "stars"} <= c),
+        ("cvat", {"Text", "Valence_Mean", "Arousal_Mean"} <= c),
+        ("nlpcc", f.taxonomy and ({"text", "emotion1"} <= c or (text_label and values <= set(L.NLPCC)
+                                                                   and "none" in values))),
+        ("codeswitch", "text_segmented" in c and set(L.CODESWITCH_FLAGS) <= c),
+        ("cped", {"Utterance", "Emotion", "Sentiment"} <= c),
+        ("labels", text_label),
+    )
+    return next((kind for kind, ok in checks if ok), None)
+
+
+def _acc(a: list[Any], b: list[Any]) -> float:
+    return float(np.mean([x == y for x, y in zip(a, b, strict=True)]))
+
+
+def _smp2020(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    rows, out = f.scored("text", "label", bs)
+    merge = L.SMP2020
+    pred = [max(merge, key=lambda k, r=r: sum(_p(r, e) for e in merge[k])) for r in out]
+    gold = [r["label"] for r in rows]
+    return {"n": len(rows), "macroF1": macro_f1(gold, pred, list(merge)), "accuracy": _acc(pred, gold)}, out
+
+
+def _clue(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    rows, out = f.scored("content", "label", bs)
+    pred = [max(L.EMOTIONS[1:], key=lambda k, r=r: _p(r, k)) for r in out]
+    gold = [r["label"] for r in rows]
+    return {"accuracy": _acc(pred, gold), "macroF1": macro_f1(gold, pred, L.EMOTIONS[1:])}, out
+
+
+def _polarity(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    rows, out = f.scored("review" if "review" in f.cols else "text", "label", bs)
+    gold = _polarity_gold(f.path, rows)
+    binary = [(o, g) for o, g in zip(out, gold, strict=True) if g != "neutral"]
+    res: dict[str, Any] = {"n": len(rows),
+                           "accuracy": float(np.mean([(_ps(o) > 0) == (g == "positive") for o, g in binary]))}
+    if len(binary) < len(rows):  # three-way gold: the polarity label itself is judged too
+        pred = [o.polarity or "" for o in out]
+        res.update(accuracy3=_acc(gold, pred), macroF1=macro_f1(gold, pred, [p for p in L.POLARITY if p in set(gold)]))
+    return res, out
+
+
+def _stars(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    out = _score(f.tagger, [r["text"] for r in f.rows], bs)
+    pairs = [(_ps(o), int(r["stars"])) for o, r in zip(out, f.rows, strict=True)]
+    binary = [(s, st) for s, st in pairs if st != 3]
+    return {"accuracy": float(np.mean([(s > 0) == (st > 3) for s, st in binary])),
+            "stars_r": pearson([s for s, _ in pairs], [st for _, st in pairs])}, out
+
+
+def _cvat(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    out = _score(f.tagger, [r["Text"] for r in f.rows], bs)
+    return {"valence_r": pearson([_ps(o) for o in out], [float(r["Valence_Mean"]) for r in f.rows]),
+            "arousal_r": pearson([o.intensity or 0.0 for o in out], [float(r["Arousal_Mean"]) for r in f.rows])}, out
+
+
+def _nlpcc(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    key = "emotion1" if "emotion1" in f.cols else "label"
+    rows = [r for r in f.rows if r.get("text") and r.get(key) in L.NLPCC]
+    out = _score(f.tagger, [r["text"] for r in rows], bs)
+    gold = [L.NLPCC[r[key]][0] for r in rows]
+    pred = [o.emotion for o in out]
+    return {"n": len(rows), "accuracy": _acc(gold, pred), "macroF1": macro_f1(gold, pred, L.EMOTIONS)}, out
+
+
+def _codeswitch(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    out = _score(f.tagger, [r["text_segmented"] for r in f.rows], bs)
+    gold = [{e for e in L.CODESWITCH_FLAGS if r[e] == "T"} or {"neutral"} for r in f.rows]
+    return {"accuracy": float(np.mean([o.emotion in g for o, g in zip(out, gold, strict=True)]))}, out
+
+
+def _cped(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    out = _score(f.tagger, [r["Utterance"] for r in f.rows], bs)
+    emo = [(o, L.CPED_EMOTION[r["Emotion"]][0]) for o, r in zip(out, f.rows, strict=True)
+           if r["Emotion"] in L.CPED_EMOTION]
+    return {"emotion_accuracy": float(np.mean([o.emotion == g for o, g in emo])),
+            "polarity_accuracy": _acc([o.polarity for o in out], [r["Sentiment"] for r in f.rows])}, out
+
+
+def _labels(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    """The model's own label set (a fine-tuned model), or the taxonomy by its Chinese names."""
+    names = {lab: lab for lab in f.own} | ({zh: e for e, zh in L.EMOTION_ZH.items()} if f.taxonomy else {})
+    names |= {k.lower(): v for k, v in names.items()}
+    rows = [r for r in f.rows if r.get("text") and r.get("label")]
+    bad = sorted({r["label"] for r in rows if r["label"] not in names and r["label"].lower() not in names})
+    if bad:
+        raise ValueError(f"{f.path}: labels {bad[:5]} are not in the model's label set {sorted(f.own)}")
+    out = _score(f.tagger, [r["text"] for r in rows], bs)
+    gold = [names.get(r["label"], names.get(r["label"].lower(), "")) for r in rows]
+    pred = [o.emotion or "" for o in out]
+    present = [lab for lab in f.tagger.config.emotion_labels if lab in set(gold)]  # as the training report
+    return {"n": len(rows), "accuracy": _acc(gold, pred), "macroF1": macro_f1(gold, pred, present)}, out
+
+
+_SCORERS = {"smp2020": _smp2020, "clue": _clue, "polarity": _polarity, "stars": _stars, "cvat": _cvat,
+            "nlpcc": _nlpcc, "codeswitch": _codeswitch, "cped": _cped, "labels": _labels}
 
 
 def _stc3(tagger: Tagger, path: Path, batch_size: int, span: slice | None = None) -> dict[str, Any]:
