@@ -236,10 +236,12 @@ class Featurizer:
             raise FileNotFoundError(f"{directory}: no {TOKENIZER_NAME}")
         return cls(Tokenizer.from_file(str(path)), config)
 
-    def prepare(self, text: str) -> Prepared:
-        """Normalise and window one text. An empty result has no windows (the caller reports an error)."""
-        norm = normalize(text, self.config.normalization)
-        return Prepared(normalized=norm.text, windows=self.windows(norm.text), signals=norm.signals,
+    def prepare(self, text: str, normalized: bool = False) -> Prepared:
+        """Normalise (unless `normalized`) and window one text. An empty result has no windows (the caller
+        reports an error)."""
+        norm = None if normalized else normalize(text, self.config.normalization)
+        clean = text if norm is None else norm.text
+        return Prepared(normalized=clean, windows=self.windows(clean), signals={} if norm is None else norm.signals,
                         contrast_weight=self.config.contrast_weight)
 
     def windows(self, normalized: str) -> list[str]:

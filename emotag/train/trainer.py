@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from emotag.metrics import combine_windows, expected_calibration_error, fit_temperature, sigmoid, softmax
-from emotag.model.features import Featurizer, Prepared, hash_ngrams
+from emotag.model.features import Featurizer, hash_ngrams
 from emotag.model.modeling import EmotagModel
 from emotag.train.corpora import Example
 
@@ -73,7 +73,7 @@ class EncodedSet:
         weights: list[float] = []
         first: list[int] = []
         for ex in examples:
-            p = Prepared(ex.text, featurizer.windows(ex.text)) if normalized else featurizer.prepare(ex.text)
+            p = featurizer.prepare(ex.text, normalized=normalized)
             if not p.windows:
                 continue
             first.append(len(windows))
