@@ -17,6 +17,7 @@ Everything is numpy; a run takes a few minutes on one core.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -164,7 +165,7 @@ def train_tagger(train: list[dict], seeds: list[str], epochs: int, batch: int = 
     mag = np.abs(Wa[:V]).max(1)
     keep = mag >= max(0.01 * mag.max(), np.sort(mag)[-min(V, max_features)])
     print(f"kept {keep.sum():,} of {V:,} features after pruning", flush=True)
-    lex = build_lexicons(train, seeds)
+    lex: dict = build_lexicons(train, seeds)
     scale = float(np.abs(Wa[:V][keep]).max() / 4.0)  # fits float16 comfortably; decoding is scale-free
     tagger = SpanTagger(vocab[keep], np.vstack([Wa[:V][keep] / scale, np.zeros((1, N_TAGS))]).astype(np.float32),
                         (Tra / scale).astype(np.float32), (Sta / scale).astype(np.float32), lex)
@@ -209,12 +210,55 @@ def evaluate(ex: AspectExtractor, data: list[dict], name: str) -> dict:
     return res
 
 
+def soft(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    a, b = "".join(a.split()), "".join(b.split())
+    return a in b or b in a
+
+
+def evaluate_ood(ex: AspectExtractor, data: Path, limit: int = 2000) -> dict:
+    """Out-of-domain checks on sets with partial labels (the first `limit` usable rows of each):
+    sentic_reviews (product sentences with an opinion target and 0/1 label): share of targets found as an
+    aspect (soft match), and the polarity of those units; bdci2018_car_aspect (car forum posts with the
+    sentiment word and its -1/0/1 value): share of sentiment words inside a found opinion, and its polarity."""
+    res: dict = {}
+    p = data / "sentic_reviews" / "sentic_reviews.tsv"
+    if p.exists():
+        with open(p, encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f, delimiter="\t") if r.get("target")][:limit]
+        units = ex.extract_many([r["text"] for r in rows])
+        found = ok = 0
+        for r, us in zip(rows, units, strict=True):
+            hit = [u for u in us if soft(u.aspect, r["target"])]
+            found += bool(hit)
+            ok += bool(hit) and hit[0].polarity == ("positive" if r["label"] == "1" else "negative")
+        res["sentic_target_recall"] = round(found / len(rows), 4)
+        res["sentic_polarity_acc_found"] = round(ok / max(found, 1), 4)
+    p = data / "bdci2018_car_aspect" / "train.csv"
+    if p.exists():
+        with open(p, encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("sentiment_word")][:limit]
+        units = ex.extract_many([r["content"] for r in rows])
+        pol = {"1": "positive", "0": "neutral", "-1": "negative"}
+        found = ok = 0
+        for r, us in zip(rows, units, strict=True):
+            hit = [u for u in us if soft(u.opinion, r["sentiment_word"])]
+            found += bool(hit)
+            ok += bool(hit) and hit[0].polarity == pol[r["sentiment_value"].strip()]
+        res["bdci_opinion_recall"] = round(found / len(rows), 4)
+        res["bdci_polarity_acc_found"] = round(ok / max(found, 1), 4)
+    print("out-of-domain", json.dumps(res), flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(ROOT / "emotag" / "aspects" / "resources"))
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--report", action="store_true", help="also score the report half of dev (do this once)")
+    ap.add_argument("--eval-only", action="store_true", help="evaluate the resources in --out, train nothing")
     ap.add_argument("--vectors", action="store_true", help="rebuild the category vectors too")
     ap.add_argument("--batch", type=int, default=2, help="sentences per perceptron step")
     ap.add_argument("--limit", type=int, default=0, help="train on the first N sentences only (quick checks)")
@@ -228,8 +272,15 @@ def main() -> None:
     from emotag.aspects.categories import CategorySet, builtin_terms, train_vectors
 
     seeds = [normalize_aligned(t) for t in [*builtin_terms(), *PRODUCT_TERMS]]
-    tagger = train_tagger(train, seeds, a.epochs, batch=a.batch)
     out = Path(a.out)
+    if a.eval_only:
+        ex = AspectExtractor.load(path=out)
+        evaluate(ex, tune, "dev-tune")
+        if a.report:
+            evaluate(ex, report, "dev-report")
+            evaluate_ood(ex, data)
+        return
+    tagger = train_tagger(train, seeds, a.epochs, batch=a.batch)
     if a.vectors or not (out / "vectors.npz").exists():
         train_vectors(data, out)
     tagger.lexicons["temperature"] = [1.0]
@@ -238,6 +289,7 @@ def main() -> None:
     evaluate(ex, tune, "dev-tune")
     if a.report:
         evaluate(ex, report, "dev-report")
+        evaluate_ood(ex, data)
     sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
     print("resources:", json.dumps(sizes))
 

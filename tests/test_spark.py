@@ -413,3 +413,24 @@ def test_spark_store_runs_the_cli_checks(
         assert store.batches() == []
     fixed = write_profiles_store(spark_scored, db, batch_id="day-1")  # the corrected re-run counts
     assert fixed.stats.folded == 98 and not fixed.already_applied
+
+
+def test_aspects_pass_through(reviews_df: Any, tiny_model_dir: Path) -> None:
+    """score_dataframe(..., aspects=True) carries SPEC §7's aspects like `emotag score --aspects`."""
+    from emotag.aspects import AspectExtractor
+    from emotag.integrations.spark import score_dataframe
+
+    out = score_dataframe(reviews_df.limit(20), "text", id_col="review_id", model=str(tiny_model_dir),
+                          backend=BACKEND, batch_size=16, aspects=True)
+    assert out.columns[-1] == "aspects"
+    rows = [r.asDict(recursive=True) for r in out.collect()]
+    texts = {r["review_id"]: r["text"] for r in reviews_df.limit(20).collect()}
+    ex = AspectExtractor.load()
+    for r in rows:
+        if r["error"]:
+            assert r["aspects"] is None
+            continue
+        want = [u.to_dict() for u in ex.extract(texts[r["id"]])]
+        assert [{**u, "score": round(u["score"], 6)} for u in r["aspects"]] == \
+            [{**u, "score": round(u["score"], 6)} for u in want]
+    assert any(r["aspects"] for r in rows)

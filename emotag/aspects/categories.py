@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotag.aspects.features import normalize_aligned
+from emotag.aspects.features import lexicon_pattern, normalize_aligned
 from emotag.aspects.lexicon import BUILTIN_CATEGORIES, BUILTIN_DEFAULT, SEED_OPINIONS
 
 if sys.version_info >= (3, 11):
@@ -111,6 +111,7 @@ class CategorySet:
         if inherit:
             self._inherit_builtin()
         self._by_len = sorted(self.terms, key=len, reverse=True)
+        self._multi = lexicon_pattern(t for t in self.terms if len(t) >= 2)
         self._matrix: np.ndarray | None = None
         self._owners: list[str] = []
         self._cache: dict[tuple[str | None, str], str | None] = {}
@@ -202,13 +203,15 @@ class CategorySet:
         return owners[k], float(sims[k])
 
     def _match(self, text: str) -> str | None:
+        """The category of the text itself as a term, else of the longest term (2+ characters) in it."""
         hit = self.terms.get(text)
-        if hit:
+        if hit or self._multi is None:
             return hit
-        for t in self._by_len:
-            if len(t) >= 2 and t in text:
-                return self.terms[t]
-        return None
+        best = ""
+        for m in self._multi.finditer(text):
+            if len(m.group()) > len(best):
+                best = m.group()
+        return self.terms[best] if best else None
 
     def assign(self, aspect: str | None, opinion: str) -> str | None:
         """The category of a unit, from its (normalised) aspect term and opinion."""

@@ -51,11 +51,18 @@ class Aspect:
         return d
 
 
-def _boundaries(text: str, pattern: re.Pattern[str]) -> np.ndarray:
-    """Segment index per character (a new segment after each boundary character)."""
-    seg = np.zeros(len(text) + 1, dtype=np.int32)
+@lru_cache(maxsize=64)
+def _boundaries(text: str, pattern: re.Pattern[str]) -> list[int]:
+    """Segment index per character (a new segment after each boundary character); cached, since pairing
+    and its helpers ask for the same text's segments several times."""
+    seg = [0] * (len(text) + 1)
+    k = start = 0
     for m in pattern.finditer(text):
-        seg[m.end():] += 1
+        end = m.end()
+        seg[start:end] = [k] * (end - start)
+        k += 1
+        start = end
+    seg[start:] = [k] * (len(text) + 1 - start)
     return seg
 
 
@@ -126,16 +133,19 @@ def _add_seed_opinions(text: str, aspects: list[tuple[int, int]], opinions: list
 
 
 _DEGREE_START = re.compile("|".join(sorted(map(re.escape, {*DEGREE, *NEGATION, "也", "都"}), key=len, reverse=True)))
+_DEGREE_START = re.compile("|".join(sorted(map(re.escape, {*DEGREE, *NEGATION, "也", "都"}), key=len, reverse=True)))
 _CONTRAST = re.compile(r"(?:但是|但|不过|可是|只是|就是|然而|而且|另外|还有)$")
 
 
 def _split_own_subject(text: str, opinions: list[tuple[int, int, int]], pairs: list[list[tuple[int, int] | None]],
                        known: re.Pattern[str] | None) -> tuple[list[tuple[int, int, int]], list[list[tuple[int, int] | None]]]:
     """物流很快，但是包装破损了: the tagger reads 包装破损了 as one opinion and pairing gives it 物流. When an
-    opinion right after a contrast word (但是, 不过, 就是 ...) opens with a known aspect term followed by a
-    degree or negation word or the rest of the opinion, and was paired with another clause's aspect, the
-    term becomes its own aspect: (包装, 破损了). Only known terms (the lexicon, a user's category terms):
-    the training data pairs clause-spanning opinions such as 都是肉有点油腻 with an earlier aspect."""
+    opinion paired with another clause's aspect opens with a known aspect term (the lexicon, a user's
+    category terms), and that term follows a contrast word (但是, 不过, 就是 ...) or is followed by a degree
+    or negation word (包装挺好的，泡沫很丰富), the term becomes its own aspect: (包装, 破损了), (泡沫, 很丰富).
+    The training data pairs such clauses with the earlier aspect (五福拼盘不喜欢，都是肉有点油腻), so this costs
+    about 1.3 points of soft triple F1 there (tuning half); a brand analyst needs 泡沫 filed under its own
+    category, not under 包装."""
     if known is None:
         return opinions, pairs
     clause = _boundaries(text, CLAUSE_OR_SENTENCE)
@@ -143,7 +153,7 @@ def _split_own_subject(text: str, opinions: list[tuple[int, int, int]], pairs: l
     for (o0, o1, kind), targets in zip(opinions, pairs, strict=True):
         m = known.match(text, o0, o1 - 1)
         if (m and m.end() - o0 >= 2 and targets and all(t is not None and clause[t[0]] != clause[o0] for t in targets)
-                and _CONTRAST.search(text, max(0, o0 - 2), o0)):
+                and (_CONTRAST.search(text, max(0, o0 - 2), o0) or _DEGREE_START.match(text, m.end()))):
             out_o.append((m.end(), o1, kind))
             out_p.append([(o0, m.end())])
         else:

@@ -149,7 +149,7 @@ def feature_keys(texts: Sequence[str], lexicons: Sequence[re.Pattern[str] | None
                 m = m.astype(np.uint64)
                 keys[:, len(NGRAM_TEMPLATES) + li] = (np.uint64(LEX_TEMPLATE + li + 1) * M + m) * M
                 combo = combo * np.uint64(5) + m
-            keys[:, -1] = (np.uint64(LEX_TEMPLATE + 20) * M + combo) * M
+            keys[:, len(NGRAM_TEMPLATES) + n_lex] = (np.uint64(LEX_TEMPLATE + 20) * M + combo) * M
     return keys, offsets
 
 

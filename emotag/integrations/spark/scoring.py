@@ -30,7 +30,8 @@ _TEXT = "__emotag_text"
 _ID = "__emotag_id"
 
 
-def scored_schema(id_type: T.DataType = T.LongType(), keep: Sequence[T.StructField] = ()) -> T.StructType:
+def scored_schema(id_type: T.DataType = T.LongType(), keep: Sequence[T.StructField] = (),
+                  aspects: bool = False) -> T.StructType:
     """The SPEC §2 output schema of `score_dataframe` (before flattening), then the kept columns.
 
     `emotions` is ``map<string,double>``: a model may carry its own label set, the map needs no label list
@@ -46,6 +47,15 @@ def scored_schema(id_type: T.DataType = T.LongType(), keep: Sequence[T.StructFie
         T.StructField("intensity", T.DoubleType()),
         T.StructField("error", T.StringType()),
     ]
+    if aspects:  # SPEC §7 opinion units (score_dataframe(..., aspects=True)); null on error rows
+        unit = T.StructType([
+            T.StructField("aspect", T.StringType()), T.StructField("opinion", T.StringType()),
+            T.StructField("polarity", T.StringType()), T.StructField("score", T.DoubleType()),
+            T.StructField("category", T.StringType()),
+            T.StructField("aspect_span", T.ArrayType(T.IntegerType())),
+            T.StructField("opinion_span", T.ArrayType(T.IntegerType())),
+        ])
+        fields.append(T.StructField("aspects", T.ArrayType(unit)))
     return T.StructType(fields + list(keep))
 
 
@@ -78,6 +88,7 @@ class _Scorer:
         id_kind: str | None,
         keep: tuple[str, ...],
         row_offsets: dict[int, int] | None,
+        aspects: bool = False,
     ) -> None:
         self.model = model
         self.backend = backend
@@ -86,6 +97,7 @@ class _Scorer:
         self.id_kind = id_kind  # None (row numbers), "int" or "str"
         self.keep = keep
         self.row_offsets = row_offsets
+        self.aspects = aspects
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd
@@ -110,10 +122,10 @@ class _Scorer:
             rows: list[dict[str, Any]] = [Result.failed(ids[i], p).to_dict() if p is not None else {}
                                           for i, p in enumerate(problems)]
             results = tagger.tag_many([texts[i] for i in ok], batch_size=self.batch_size,
-                                      ids=[ids[i] for i in ok], chunk_size=chunk)
+                                      ids=[ids[i] for i in ok], chunk_size=chunk, aspects=self.aspects)
             for i, res in zip(ok, results, strict=True):
                 rows[i] = res.to_dict()
-            out = pd.DataFrame.from_records(rows, columns=list(OUTPUT_FIELDS))
+            out = pd.DataFrame.from_records(rows, columns=[*OUTPUT_FIELDS, *(["aspects"] if self.aspects else [])])
             if self.keep:
                 out = pd.concat([out, pdf[list(self.keep)].reset_index(drop=True)], axis=1)
             yield out
@@ -168,6 +180,7 @@ def score_dataframe(
     batch_size: int = 64,
     backend: str = "onnx",
     flatten_emotions: bool = False,
+    aspects: bool = False,
 ) -> DataFrame:
     """Score `text_col` of `df`: one output row per input row with the SPEC §2 columns, then `keep`.
 
@@ -181,6 +194,8 @@ def score_dataframe(
       match it with ``spark.task.cpus`` to avoid oversubscribing cores (docs/scale.md).
     * `flatten_emotions`: replace the `emotions` map with one ``emotions.<label>`` column per label (the
       CLI's tabular layout); labels come from the model config when the driver can read it.
+    * `aspects`: add SPEC §7's `aspects` column (array of opinion-unit structs, null on error rows), as
+      ``emotag score --aspects`` does.
 
     Rows whose text is null, blank or not a string get `error` set and null scores, never an exception.
     The result is lazy, like any DataFrame transformation.
@@ -192,7 +207,7 @@ def score_dataframe(
     for c in (text_col, *([id_col] if id_col else []), *keep_t):
         if c not in names:
             raise ValueError(f"column {c!r} not in the DataFrame (columns: {', '.join(df.columns)})")
-    clash = [k for k in keep_t if k in OUTPUT_FIELDS]
+    clash = [k for k in keep_t if k in OUTPUT_FIELDS or (aspects and k == "aspects")]
     if clash:
         raise ValueError(f"kept column(s) {clash} would collide with output fields {list(OUTPUT_FIELDS)}")
     if threads_per_worker < 1 or batch_size < 1:
@@ -209,10 +224,10 @@ def score_dataframe(
             id_type = T.StringType()
         cols.append(col(id_col).cast("string").alias(_ID))
     cols += [col(k) for k in keep_t]
-    schema = scored_schema(id_type, [df.schema[k] for k in keep_t])
+    schema = scored_schema(id_type, [df.schema[k] for k in keep_t], aspects=aspects)
     source = df.select(*cols)
     offsets = _row_offsets(source) if id_col is None else None
-    scorer = _Scorer(model_ref, backend, threads_per_worker, batch_size, id_kind, keep_t, offsets)
+    scorer = _Scorer(model_ref, backend, threads_per_worker, batch_size, id_kind, keep_t, offsets, aspects)
     out = source.mapInPandas(scorer, schema)
     if flatten_emotions:
         labels = _driver_labels(model_ref)
