@@ -721,3 +721,122 @@ def test_cli_profile_fails_when_every_row_is_bad(tmp_path: Path) -> None:
     assert f"no row could be folded; first problem: {src}, row 1: field 'time'" in res.output
     with ProfileStore(db) as store:
         assert store.batches() == []  # nothing recorded: the corrected file will still be applied
+
+
+# -- custom-label models (emotag train --labels 好评,差评): the label set travels with the records -------------
+
+
+def review_rec(user: str, day: float, praise: float, **extra: Any) -> dict[str, Any]:
+    """A record as a custom-label model scores it: `emotions` over its own labels, not the taxonomy."""
+    score = round(2 * praise - 1, 6)
+    r = {"id": f"{user}-{day}", "user_id": user, "time": BASE + day * DAY,
+         "emotion": "好评" if praise >= 0.5 else "差评", "emotions": {"好评": praise, "差评": 1.0 - praise},
+         "polarity": "positive" if score > 0.1 else ("negative" if score < -0.1 else "neutral"),
+         "polarity_score": score, "intensity": 0.5, "error": None}
+    return r | extra
+
+
+CUSTOM_RULES = """
+version = 1
+labels = ["好评", "差评"]
+[[rule]]
+tag = "praiser"
+display = "好评达人"
+conditions = [{ metric = "top.好评", op = ">=", value = 0.6 }]
+score = "emotion.好评"
+[[rule]]
+tag = "happy"
+display = "满意"
+conditions = [{ metric = "polarity.mean", op = ">=", value = 0.3 }]
+score = "polarity.mean"
+"""
+
+
+def test_cli_profiles_a_custom_label_model_and_its_rules(tmp_path: Path) -> None:
+    records = [review_rec("fan", d, 0.9) for d in range(4)] + [review_rec("critic", d, 0.1) for d in range(4)]
+    src = _write_jsonl(tmp_path / "scored.jsonl", records)
+    rules = tmp_path / "reviews.toml"
+    rules.write_text(CUSTOM_RULES, encoding="utf-8")
+    out = tmp_path / "profiles.jsonl"
+    res = _profile_cli(str(src), "-o", str(out), "--rules", str(rules))
+    assert res.exit_code == 0, res.output
+    assert "8 records folded into 2 users" in res.output and "rules skipped" not in res.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [list(r["emotions"]) for r in rows] == [["好评", "差评"]] * 2
+    by_top = {r["top_emotion"]: r for r in rows}
+    assert by_top["好评"]["emotions"]["好评"] == pytest.approx(0.9)
+    assert {t["tag"] for t in by_top["好评"]["tags"]} == {"praiser", "happy"}
+    assert by_top["差评"]["tags"] == []
+
+    # the shipped rules: those on the taxonomy's emotions cannot be judged, are skipped and named
+    res = _profile_cli(str(src), "-o", str(tmp_path / "default.jsonl"))
+    assert res.exit_code == 0, res.output
+    assert "rules skipped, their emotion labels are not this model's: " in res.output
+    assert "irritable (anger)" in res.output and "high_satisfaction" not in res.output.split("rules skipped")[1]
+    rows = [json.loads(line) for line in (tmp_path / "default.jsonl").read_text(encoding="utf-8").splitlines()]
+    fan = next(r for r in rows if r["top_emotion"] == "好评")
+    assert [t["tag"] for t in fan["tags"]] == ["high_satisfaction"]  # polarity rules still apply
+
+
+def test_a_store_keeps_one_label_set(tmp_path: Path) -> None:
+    default = _write_jsonl(tmp_path / "default.jsonl", [rec("u1", d, 0.5) for d in range(3)])
+    custom = _write_jsonl(tmp_path / "custom.jsonl", [review_rec("u2", d, 0.8) for d in range(3)])
+    db = tmp_path / "p.db"
+    assert _profile_cli(str(default), "--store", str(db)).exit_code == 0
+    res = _profile_cli(str(custom), "--store", str(db))  # not --strict: still refused, it is no bad row
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"emotag: {custom}, row 1: field 'emotions' has labels 好评, 差评")
+    assert f"the store {db}" in lines[0]
+    with ProfileStore(db) as store:
+        assert len(store) == 1 and store.labels == EMOTIONS and len(store.batches()) == 1
+    # and the other way round: a store built from a custom model refuses the taxonomy's records
+    db2 = tmp_path / "q.db"
+    assert _profile_cli(str(custom), "--store", str(db2)).exit_code == 0
+    with ProfileStore(db2) as store:
+        assert store.labels == ("好评", "差评")
+        (uid, st), = store.iter_states()
+        assert st.labels == ("好评", "差评") and st.metrics()["emotion.好评"] == pytest.approx(0.8)
+    res = _profile_cli(str(default), "--store", str(db2))
+    assert res.exit_code == 1 and f"{default}, row 1: field 'emotions' has labels neutral, like" in res.output
+
+
+def test_two_models_in_one_run_stop_at_the_first_foreign_row(tmp_path: Path) -> None:
+    a = _write_jsonl(tmp_path / "a.jsonl", [review_rec("u", d, 0.8) for d in range(3)])
+    b = _write_jsonl(tmp_path / "b.jsonl", [rec("u", d, 0.5) for d in range(3)])
+    res = _profile_cli(str(a), str(b), "-o", str(tmp_path / "p.jsonl"))
+    assert res.exit_code == 1
+    assert f"{b}, row 1: field 'emotions' has labels neutral" in res.output and "the records before it" in res.output
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_custom_label_states_round_trip_and_refuse_to_merge() -> None:
+    (custom,) = build_profiles([review_rec("u", d, 0.7) for d in range(3)]).values()
+    again = ProfileState.from_json(custom.to_json())
+    assert again.labels == ("好评", "差评") and again.to_dict() == custom.to_dict()
+    (default,) = build_profiles([rec("u", 0, 0.5)]).values()
+    with pytest.raises(ValueError, match="different emotion labels"):
+        default.copy().merge(custom)
+    old = default.to_dict()
+    del old["labels"]  # a state stored before label sets were recorded
+    assert ProfileState.from_dict(old).labels == EMOTIONS
+    # flat columns from a spreadsheet carry the labels as well
+    flat = {k: v for k, v in review_rec("u", 0, 0.7).items() if k != "emotions"} | {"emotions.好评": 0.7,
+                                                                                     "emotions.差评": 0.3}
+    (st,) = build_profiles([flat]).values()
+    assert st.labels == ("好评", "差评") and st.metrics()["emotion.好评"] == pytest.approx(0.7)
+
+
+def test_rules_name_their_labels() -> None:
+    from emotag.profiles import parse_rules
+
+    rule = {"tag": "t", "display": "T", "conditions": [{"metric": "emotion.好评", "op": ">=", "value": 0.5}],
+            "score": "emotion.好评"}
+    with pytest.raises(RulesError, match=r"unknown metric 'emotion.好评'"):
+        parse_rules({"rule": [rule]})  # the taxonomy has no 好评 unless the file declares it
+    rs = parse_rules({"labels": ["好评", "差评"], "rule": [rule]})
+    assert rs.unusable(("好评", "差评")) == [] and rs.unusable(EMOTIONS) == [("t", ("好评",))]
+    with pytest.raises(RulesError, match=r"did you mean 'emotion.好评'"):
+        parse_rules({"labels": ["好评", "差评"], "rule": [rule | {"score": "emotion.好平"}]})
+    with pytest.raises(RulesError, match="labels must be a list"):
+        parse_rules({"labels": "好评", "rule": [rule]})

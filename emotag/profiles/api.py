@@ -14,7 +14,7 @@ Spark's `write_profiles_store`, `emotag serve`) runs the same three, so a check 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from emotag.profiles.conversations import conversation_to_record
 from emotag.profiles.export import format_for, write_rows
 from emotag.profiles.privacy import Pseudonymizer, normalize_user_id, resolve_pseudonymizer
-from emotag.profiles.records import RecordError, extract
+from emotag.profiles.records import EmotionLabels, LabelSetError, RecordError, extract
 from emotag.profiles.rules import RuleSet, load_rules
 from emotag.profiles.state import DEFAULT_HALF_LIFE_DAYS, DEFAULT_RECENT_HALF_LIFE_DAYS, ProfileState
 from emotag.profiles.store import ProfileStore, StoreError
@@ -72,6 +72,7 @@ def build_profiles(
     strict: bool = True,
     stats: FoldStats | None = None,
     on_invalid: Callable[[int, str], None] | None = None,
+    labels: EmotionLabels | Sequence[str] | None = None,
 ) -> dict[str, ProfileState]:
     """Fold an iterable of scored records (SPEC §2) or conversation results (SPEC §3) into user states.
 
@@ -83,6 +84,9 @@ def build_profiles(
     * A malformed record raises ProfileInputError (row, problem) when `strict`, else is counted as
       `skipped_invalid` and reported to `on_invalid(row, problem)` (0-based row), so a caller can name it.
       Any `text` field is ignored: raw text never reaches a profile.
+    * Emotion labels are the default taxonomy or a custom-label model's, fixed by the first record (or
+      given as `labels`, e.g. a store's); a record over other labels stops the fold even when not
+      `strict` (ProfileInputError): that is a mix of two models' output, not one bad row.
 
     Longer than most functions on purpose: it is the fold's hot path (scripts/bench_profiles.py), one loop
     with local counters and no per-record call beyond `extract` and `ProfileState.add`.
@@ -93,6 +97,7 @@ def build_profiles(
     get = states.get
     hl, rhl = float(half_life_days), float(recent_half_life_days)
     ProfileState(hl, rhl)  # validate half-lives before reading any input
+    labs = labels if isinstance(labels, EmotionLabels) else EmotionLabels(labels)
     read = folded = err = nouser = invalid = future = convs = 0
     row = -1
     for row, rec in enumerate(records):  # noqa: B007 - row is reported on error
@@ -118,9 +123,9 @@ def build_profiles(
                 nouser += 1
                 continue
         try:
-            vals = extract(rec, time_col)
+            vals = extract(rec, time_col, labs)
         except RecordError as exc:
-            if strict:
+            if strict or isinstance(exc, LabelSetError):
                 st_.read += row + 1
                 raise ProfileInputError(row, str(exc)) from None
             invalid += 1
@@ -132,7 +137,7 @@ def build_profiles(
             continue
         st = get(uid)
         if st is None:
-            st = states[uid] = ProfileState(hl, rhl)
+            st = states[uid] = ProfileState(hl, rhl, labs.names)  # type: ignore[arg-type]
         st.add(*vals)
         folded += 1
     read = row + 1
@@ -190,6 +195,10 @@ class ProfileRunResult:
     pseudonymous: bool = True
     now: float | None = None
     elapsed_s: float = 0.0
+    #: Emotion labels of the profiles (the default taxonomy or a custom-label model's); None: none folded.
+    labels: tuple[str, ...] | None = None
+    #: (tag, missing labels) of the rules these labels cannot fire, named in `message()`.
+    rules_skipped: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     states: dict[str, ProfileState] = field(default_factory=dict, repr=False)
 
     def message(self) -> str:
@@ -209,6 +218,9 @@ class ProfileRunResult:
             parts.append(f"{self.users_total} users total")
         if self.out:
             parts.append(f"{self.profiles_written} profiles written to {self.out}")
+        if self.rules_skipped:
+            skipped = ", ".join(f"{tag} ({', '.join(need)})" for tag, need in self.rules_skipped)
+            parts.append(f"rules skipped, their emotion labels are not this model's: {skipped}")
         if not self.pseudonymous:
             parts.append("WARNING: raw user ids kept (allow_raw_ids)")
         parts.append(f"{self.elapsed_s:.1f}s")
@@ -241,6 +253,8 @@ class ProfilePlan:
     store_path: str | None = None
     batch_id: str | None = None
     already_applied: bool = False
+    #: The store's emotion labels (None: no store, or an empty one): the fold must match them.
+    labels: tuple[str, ...] | None = None
     t0: float = field(default_factory=time.perf_counter)
 
     @property
@@ -302,6 +316,7 @@ def plan_profile(
         try:
             plan.store.check_compatible(half_life_days, recent_half_life_days, plan.fingerprint)
             plan.already_applied = batch_id is not None and plan.store.has_batch(batch_id)
+            plan.labels = plan.store.labels
         except BaseException:
             plan.close()
             raise
@@ -330,6 +345,7 @@ def fold_records(
         strict=strict,
         stats=stats,
         on_invalid=on_invalid,
+        labels=None if plan.labels is None else EmotionLabels(plan.labels, f"the store {plan.store_path}"),
     )
 
 
@@ -378,8 +394,11 @@ def commit_profiles(
         batch_id=plan.batch_id,
         already_applied=already,
         pseudonymous=plan.pseudonymizer is not None,
+        labels=next((st.labels for st in states.values()), plan.labels),
         states=dict(states),
     )
+    if result.labels is not None:
+        result.rules_skipped = plan.rules.unusable(result.labels)
     as_of = plan.cutoff
     if as_of is None:
         if store is not None:

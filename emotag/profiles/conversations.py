@@ -62,7 +62,9 @@ def conversation_to_record(
         rec["error"] = rec["error"] or "conversation has no scored customer turns"
         return rec
     n = len(customer)
-    emotions = {e: sum(float(turn["emotions"].get(e, 0.0) or 0.0) for turn in customer) / n for e in EMOTIONS}
+    # the model's own labels (a custom-label model's too), in its order; the fold checks they agree
+    labels = list(dict.fromkeys(k for turn in customer for k in turn["emotions"])) or list(EMOTIONS)
+    emotions = {e: sum(float(turn["emotions"].get(e, 0.0) or 0.0) for turn in customer) / n for e in labels}
     sat = conv.get("satisfaction")
     if isinstance(sat, float) and sat != sat:  # NaN: a missing cell, not a satisfied customer
         sat = None
@@ -76,7 +78,7 @@ def conversation_to_record(
     intens = [float(turn["intensity"]) for turn in customer if turn.get("intensity") is not None]
     rec.update(
         {
-            "emotion": max(EMOTIONS, key=emotions.__getitem__),
+            "emotion": max(labels, key=emotions.__getitem__),
             "emotions": emotions,
             "polarity_score": score,
             "polarity": "negative"

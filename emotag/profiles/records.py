@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from emotag.labels import EMOTION_POLARITY, EMOTIONS, POLARITY
@@ -23,9 +23,7 @@ NEUTRAL_BAND = 0.1
 
 CHANNELS: tuple[str, ...] = ("review", "social", "support", "other")
 _CHANNEL_INDEX = {c: i for i, c in enumerate(CHANNELS)}
-_EMOTION_INDEX = {e: i for i, e in enumerate(EMOTIONS)}
 _POLARITY_INDEX = {p: i for i, p in enumerate(POLARITY)}
-_NE = len(EMOTIONS)
 _NEG_EMOTIONS = frozenset(e for e, p in EMOTION_POLARITY.items() if p == "negative")
 SUPPORT = _CHANNEL_INDEX["support"]
 _FALSE_STRINGS = frozenset({"false", "0", "no", "n", "f"})
@@ -63,37 +61,107 @@ def _as_bool(value: object) -> bool | None:
     return None
 
 
-def _emotion_vector(record: Mapping[str, Any]) -> list[float]:
-    em = record.get("emotions")
-    if isinstance(em, str):
-        try:
-            em = json.loads(em)
-        except ValueError:
-            raise RecordError(f"field 'emotions' is not a JSON object: {em[:60]!r}") from None
-    if isinstance(em, Mapping):
-        get = em.get
-        try:
-            vec = [float(get(lab, 0.0) or 0.0) for lab in EMOTIONS]
-        except (TypeError, ValueError):
-            raise RecordError(f"field 'emotions' holds a non-number: {dict(em)!r}") from None
-    elif em is None:
-        # Flat columns ("emotions.anger") as written by table exporters, else a one-hot of `emotion`.
-        if "emotions.neutral" in record:
-            vec = [
-                _as_float(record.get("emotions." + lab, 0.0) or 0.0, "emotions." + lab) for lab in EMOTIONS
-            ]
+class LabelSetError(RecordError):
+    """Records scored by models with different emotion label sets met in one run or store.
+
+    Not a bad row but a bad mix: folding on would average 好评 with anger, so the run stops here even
+    when bad rows are otherwise skipped."""
+
+
+class EmotionLabels:
+    """The emotion label set of one run or store: fixed by the first record that shows one, then enforced.
+
+    Why it exists: a model trained with `emotag train --labels 好评,差评` scores `emotions` over its own
+    labels, so the profile fold cannot assume the eight default emotions. A record whose `emotions` keys
+    all belong to the default taxonomy keeps today's meaning (missing labels count 0); any other set of
+    keys becomes the run's label set, in the record's key order. Once fixed (or given, by a store that
+    already holds profiles), a record carrying a label outside the set raises `LabelSetError`.
+    """
+
+    __slots__ = ("names", "index", "_keys", "origin")
+
+    def __init__(self, names: Sequence[str] | None = None, origin: str = "the records before it") -> None:
+        self.names: tuple[str, ...] | None = None
+        self.index: dict[str, int] = {}
+        self._keys: frozenset[str] = frozenset()
+        #: Where the set came from, for the mismatch message ("the store p.db").
+        self.origin = origin
+        if names is not None:
+            self._fix(tuple(names))
+
+    def _fix(self, names: tuple[str, ...]) -> None:
+        if not names or len(set(names)) != len(names):
+            raise RecordError(f"emotion labels must be distinct and non-empty, got {list(names)!r}")
+        self.names = names
+        self.index = {e: i for i, e in enumerate(names)}
+        self._keys = frozenset(names)
+
+    def resolve(self, keys: Iterable[str]) -> tuple[str, ...]:
+        """The label set for a record with these `emotions` keys; fixes the set on first use."""
+        if self.names is not None:
+            return self.names
+        keys = tuple(keys)
+        self._fix(EMOTIONS if set(keys) <= _DEFAULT_KEYS else keys)
+        return self.names  # type: ignore[return-value]
+
+    def check(self, keys: Iterable[str]) -> None:
+        """Refuse `emotions` keys outside the fixed set (a record from another model)."""
+        extra = [k for k in keys if k not in self._keys]
+        if extra:
+            raise LabelSetError(
+                f"field 'emotions' has labels {', '.join(map(str, extra))} that are not among the emotion labels "
+                f"of {self.origin} ({', '.join(self.names or ())}): records scored by different models "
+                "cannot share a profile; profile each model's output separately (its own --store)"
+            )
+
+    def vector(self, record: Mapping[str, Any]) -> list[float]:
+        """The record's emotion probabilities over the label set, validated and summing to 1."""
+        em = record.get("emotions")
+        if isinstance(em, str):
+            try:
+                em = json.loads(em)
+            except ValueError:
+                raise RecordError(f"field 'emotions' is not a JSON object: {em[:60]!r}") from None
+        if isinstance(em, Mapping):
+            if not (em.keys() <= self._keys):
+                self.resolve(em)
+                self.check(em)
+            get = em.get
+            try:
+                vec = [float(get(lab, 0.0) or 0.0) for lab in self.names]  # type: ignore[union-attr]
+            except (TypeError, ValueError):
+                raise RecordError(f"field 'emotions' holds a non-number: {dict(em)!r}") from None
+        elif em is None:
+            return self._flat_or_top(record)
         else:
-            top = record.get("emotion")
-            if top not in _EMOTION_INDEX:
-                raise RecordError("record has neither 'emotions' probabilities nor a known 'emotion'")
-            vec = [0.0] * _NE
-            vec[_EMOTION_INDEX[top]] = 1.0  # type: ignore[index]
-            return vec
-    else:
-        raise RecordError(f"field 'emotions' must be an object of probabilities, got {type(em).__name__}")
+            raise RecordError(f"field 'emotions' must be an object of probabilities, got {type(em).__name__}")
+        return _normalised(vec)
+
+    def _flat_or_top(self, record: Mapping[str, Any]) -> list[float]:
+        """Flat columns (`emotions.anger`, as table exporters write them), else a one-hot of `emotion`."""
+        flat = {k[9:]: v for k, v in record.items() if isinstance(k, str) and k.startswith("emotions.")}
+        if flat:
+            self.resolve(flat)
+            self.check(flat)
+            names = self.names or ()
+            return _normalised([_as_float(flat.get(lab, 0.0) or 0.0, "emotions." + lab) for lab in names])
+        top = record.get("emotion")
+        if self.names is None and top in _DEFAULT_KEYS:
+            self.resolve((top,))
+        if top not in self.index:
+            raise RecordError("record has neither 'emotions' probabilities nor a known 'emotion'")
+        vec = [0.0] * len(self.index)
+        vec[self.index[top]] = 1.0  # type: ignore[index]
+        return vec
+
+
+_DEFAULT_KEYS = frozenset(EMOTIONS)
+
+
+def _normalised(vec: list[float]) -> list[float]:
     if min(vec) < -1e-6:  # inf and NaN are caught by the sum check below
         raise RecordError(f"'emotions' probabilities must be finite and >= 0, got {vec!r}")
-    s = vec[0] + vec[1] + vec[2] + vec[3] + vec[4] + vec[5] + vec[6] + vec[7]
+    s = sum(vec)
     if not (s > 0.0) or s == math.inf:
         raise RecordError(f"'emotions' probabilities must be finite and sum to 1, got sum {s!r}")
     if abs(s - 1.0) > 1e-6:
@@ -108,8 +176,11 @@ def _emotion_vector(record: Mapping[str, Any]) -> list[float]:
 Extracted = tuple[float, float, list[float], int, int, float | None, int, bool, str | None]
 
 
-def extract(record: Mapping[str, Any], time_col: str = "time") -> Extracted:
+def extract(record: Mapping[str, Any], time_col: str = "time", labels: EmotionLabels | None = None) -> Extracted:
     """Pull the values the fold needs out of one record, validating them.
+
+    `labels` is the run's emotion label set (see `EmotionLabels`); a fold passes one object for all its
+    records, so they must agree. Without it, the record's own labels are taken as they come.
 
     Returns ``(t, y, emotions, top_idx, pol_idx, intensity_or_None, channel_idx, unresolved_neg, product)``.
     Any raw ``text`` field is ignored by construction: nothing but these values reaches the state.
@@ -122,13 +193,18 @@ def extract(record: Mapping[str, Any], time_col: str = "time") -> Extracted:
         raise RecordError(f"field {time_col!r}: {format_time(t) if -1e11 < t < 2.5e11 else t!r} is not a "
                           "plausible record time (1970-2199)")
     ys = record.get("polarity_score")
+    if ys is None:
+        raise RecordError("field 'polarity_score' is empty: profiles need a polarity, and a model trained "
+                          "without a polarity head (custom labels on a plain encoder) gives none")
     y = ys if type(ys) is float else _as_float(ys, "polarity_score")
     if y != y or not (-1.000001 <= y <= 1.000001):
         raise RecordError(f"field 'polarity_score' must be in [-1, 1], got {ys!r}")
-    vec = _emotion_vector(record)
-    top = _EMOTION_INDEX.get(record.get("emotion"))  # type: ignore[arg-type]
+    if labels is None:
+        labels = EmotionLabels()
+    vec = labels.vector(record)
+    top = labels.index.get(record.get("emotion"))  # type: ignore[arg-type]
     if top is None:
-        top = max(range(_NE), key=vec.__getitem__)
+        top = max(range(len(vec)), key=vec.__getitem__)
     pol = _POLARITY_INDEX.get(record.get("polarity"))  # type: ignore[arg-type]
     if pol is None:
         pol = 0 if y < -NEUTRAL_BAND else (2 if y > NEUTRAL_BAND else 1)

@@ -22,6 +22,10 @@ File format (see docs/profiles.md and default_rules.toml)::
       { any = [ { metric = "emotion.anger", op = ">=", value = 0.25 }, ... ] },   # nested group
     ]
     score = { metric = "emotion.anger", scale = 2.0 }   # or just score = "emotion.anger"
+
+Emotion metrics (`emotion.<label>`, `top.<label>`) name the default taxonomy's labels unless the file
+declares its own (``labels = ["好评", "差评"]``, for a custom-label model). A rule whose labels the scored
+records do not carry cannot be judged: it is skipped, never fired, and the run's summary names it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
-from emotag.profiles.state import METRIC_NAMES, ProfileState
+from emotag.labels import EMOTIONS
+from emotag.profiles.state import ProfileState, metric_names
 
 if sys.version_info >= (3, 11):
     import tomllib as _toml
@@ -49,9 +54,9 @@ RULES_VERSION = 1
 DEFAULT_MIN_EVIDENCE = 3
 DEFAULT_RULES_NAME = "default_rules.toml"
 OPS = (">", ">=", "<", "<=", "==", "!=", "between")
-_METRICS = frozenset(METRIC_NAMES)
+_LABEL_METRICS = ("emotion.", "top.")
 
-_FILE_KEYS = {"version", "min_evidence", "rule", "description"}
+_FILE_KEYS = {"version", "min_evidence", "rule", "description", "labels"}
 _RULE_KEYS = {"tag", "display", "description", "min_evidence", "match", "conditions", "score"}
 _COND_KEYS = {"metric", "op", "value"}
 _SCORE_KEYS = {"metric", "scale", "offset", "clamp"}
@@ -139,6 +144,8 @@ class Rule:
     score: Score
     min_evidence: int = DEFAULT_MIN_EVIDENCE
     description: str = ""
+    #: Emotion labels its metrics name (`emotion.anger` -> anger): records without them cannot fire it.
+    labels_used: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,11 @@ class RuleSet:
     def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)
 
+    def unusable(self, labels: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
+        """(tag, the labels it needs that `labels` lacks) for every rule records over `labels` cannot fire."""
+        have = set(labels)
+        return [(r.tag, tuple(sorted(r.labels_used - have))) for r in self.rules if not r.labels_used <= have]
+
 
 # -- parsing / validation ------------------------------------------------------------------------------
 
@@ -167,17 +179,18 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _metric_problem(name: object) -> str | None:
+def _metric_problem(name: object, labels: tuple[str, ...]) -> str | None:
     if not isinstance(name, str):
         return f"metric must be a string, got {name!r}"
-    if name in _METRICS:
+    names = metric_names(labels)
+    if name in names:
         return None
-    close = difflib.get_close_matches(name, METRIC_NAMES, n=1)
+    close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else " (see docs/profiles.md for the metric list)"
     return f"unknown metric {name!r}{hint}"
 
 
-def _parse_item(item: object, where: str, problems: list[str]) -> Condition | Group | None:
+def _parse_item(item: object, where: str, problems: list[str], labels: tuple[str, ...]) -> Condition | Group | None:
     if not isinstance(item, Mapping):
         problems.append(f"{where}: a condition must be a table like {{metric=..., op=..., value=...}}")
         return None
@@ -186,7 +199,7 @@ def _parse_item(item: object, where: str, problems: list[str]) -> Condition | Gr
             problems.append(f"{where}: a group must have exactly one key, 'all' or 'any', got {sorted(item)}")
             return None
         mode = "all" if "all" in item else "any"
-        return _parse_group(item[mode], mode, f"{where}.{mode}", problems)
+        return _parse_group(item[mode], mode, f"{where}.{mode}", problems, labels)
     unknown = set(item) - _COND_KEYS
     if unknown:
         problems.append(f"{where}: unknown key(s) {sorted(unknown)}; a condition has {sorted(_COND_KEYS)}")
@@ -196,7 +209,7 @@ def _parse_item(item: object, where: str, problems: list[str]) -> Condition | Gr
         problems.append(f"{where}: missing {sorted(missing)}")
         return None
     ok = True
-    p = _metric_problem(item["metric"])
+    p = _metric_problem(item["metric"], labels)
     if p:
         problems.append(f"{where}: {p}")
         ok = False
@@ -223,17 +236,17 @@ def _parse_item(item: object, where: str, problems: list[str]) -> Condition | Gr
     return Condition(item["metric"], op, value) if ok else None
 
 
-def _parse_group(items: object, mode: str, where: str, problems: list[str]) -> Group | None:
+def _parse_group(items: object, mode: str, where: str, problems: list[str], labels: tuple[str, ...]) -> Group | None:
     if not isinstance(items, list) or not items:
         problems.append(f"{where}: must be a non-empty list of conditions")
         return None
-    parsed = [_parse_item(it, f"{where}[{i}]", problems) for i, it in enumerate(items)]
+    parsed = [_parse_item(it, f"{where}[{i}]", problems, labels) for i, it in enumerate(items)]
     if any(p is None for p in parsed):
         return None
     return Group(mode, tuple(parsed))  # type: ignore[arg-type]
 
 
-def _parse_score(raw: object, where: str, problems: list[str]) -> Score | None:
+def _parse_score(raw: object, where: str, problems: list[str], labels: tuple[str, ...]) -> Score | None:
     if isinstance(raw, str):
         raw = {"metric": raw}
     if not isinstance(raw, Mapping):
@@ -246,7 +259,7 @@ def _parse_score(raw: object, where: str, problems: list[str]) -> Score | None:
     if "metric" not in raw:
         problems.append(f"{where}: score needs a metric")
         return None
-    p = _metric_problem(raw["metric"])
+    p = _metric_problem(raw["metric"], labels)
     if p:
         problems.append(f"{where}: score {p}")
         return None
@@ -286,6 +299,7 @@ def parse_rules(data: Mapping[str, Any], source: str = "<memory>") -> RuleSet:
     if not (isinstance(default_min, int) and not isinstance(default_min, bool) and default_min >= 0):
         problems.append(f"{source}: min_evidence must be a non-negative integer, got {default_min!r}")
         default_min = DEFAULT_MIN_EVIDENCE
+    labels = _declared_labels(data.get("labels"), source, problems)
     raw_rules = data.get("rule")
     if not isinstance(raw_rules, list) or not raw_rules:
         problems.append(f"{source}: no rules; define at least one [[rule]] table")
@@ -325,17 +339,42 @@ def parse_rules(data: Mapping[str, Any], source: str = "<memory>") -> RuleSet:
             problems.append(f"{where}: missing 'conditions'")
             group = None
         else:
-            group = _parse_group(raw["conditions"], match, f"{where}: conditions", problems)
+            group = _parse_group(raw["conditions"], match, f"{where}: conditions", problems, labels)
         if "score" not in raw:
             problems.append(f"{where}: missing 'score' (a metric name or {{metric, scale}})")
             score = None
         else:
-            score = _parse_score(raw["score"], where, problems)
+            score = _parse_score(raw["score"], where, problems, labels)
         if len(problems) == n_before and group is not None and score is not None:
-            rules.append(Rule(name, display, group, score, min_ev, desc))  # type: ignore[arg-type]
+            used = _labels_used(group, score)
+            rules.append(Rule(name, display, group, score, min_ev, desc, used))  # type: ignore[arg-type]
     if problems:
         raise RulesError(problems)
     return RuleSet(tuple(rules), source, str(data.get("description", "")))
+
+
+def _declared_labels(raw: object, source: str, problems: list[str]) -> tuple[str, ...]:
+    """The file's `labels` (a custom-label model's), or the default taxonomy when it declares none."""
+    if raw is None:
+        return EMOTIONS
+    if not (isinstance(raw, list) and raw and all(isinstance(x, str) and x.strip() for x in raw)
+            and len(set(raw)) == len(raw)):
+        problems.append(f"{source}: labels must be a list of distinct, non-empty label names, got {raw!r}")
+        return EMOTIONS
+    return tuple(raw)
+
+
+def _labels_used(group: Group, score: Score) -> frozenset[str]:
+    """The emotion labels named by a rule's metrics (`emotion.anger`, `top.anger` -> anger)."""
+    metrics = [score.metric]
+    todo: list[Condition | Group] = [group]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, Group):
+            todo.extend(item.items)
+        else:
+            metrics.append(item.metric)
+    return frozenset(m.split(".", 1)[1] for m in metrics if m.startswith(_LABEL_METRICS))
 
 
 def default_rules_path() -> Path:
@@ -384,16 +423,20 @@ def apply_rules(
     """Tags that `state` earns under `rules` (defaults if None), as `{tag, display, score, evidence}`.
 
     A rule never fires below its `min_evidence` (records actually seen), however extreme the metrics:
-    two angry messages do not make someone "irritable".
+    two angry messages do not make someone "irritable"; nor when it names emotion labels the state does not
+    carry (a custom-label model's profile has no `emotion.anger`).
     """
     if rules is None:
         rules = load_rules()
     m = metrics if metrics is not None else state.metrics(now)
     out: list[dict[str, Any]] = []
     n = state.n
+    have = state.labels
     for rule in rules.rules:
         if n < rule.min_evidence or n == 0:
             continue
+        if rule.labels_used and not rule.labels_used.issubset(have):
+            continue  # labels this model does not score: never judged (RuleSet.unusable names them)
         if rule.when.test(m):
             out.append(
                 {"tag": rule.tag, "display": rule.display, "score": rule.score.value(m), "evidence": n}

@@ -21,23 +21,28 @@ rebase to the newest record time, so two states built from the same records seri
 
 Counts (evidence, per-channel counts) are exact integers and are never decayed: minimum-evidence rules
 need "how many records did we actually see".
+
+Emotion labels: a state sums probabilities over one label set, the default taxonomy or the labels of a
+custom-label model (`emotag train --labels 好评,差评`), and carries it (`labels`, serialised too). States
+over different sets never merge: an average of 好评 and anger means nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from emotag.labels import EMOTIONS, POLARITY
-from emotag.profiles.records import CHANNELS, NEUTRAL_BAND, SUPPORT, RecordError, extract
+from emotag.profiles.records import CHANNELS, NEUTRAL_BAND, SUPPORT, EmotionLabels, RecordError, extract
 from emotag.profiles.timeutil import format_time
 
-__all__ = ["CHANNELS", "METRIC_NAMES", "NEUTRAL_BAND", "ProfileState", "RecordError", "extract", "merge_profiles"]
+__all__ = ["CHANNELS", "METRIC_NAMES", "NEUTRAL_BAND", "ProfileState", "RecordError", "extract", "merge_profiles",
+           "metric_names"]
 
 DAY = 86400.0
-_NE = len(EMOTIONS)
 LN2 = math.log(2.0)
 STATE_VERSION = 1
 DEFAULT_HALF_LIFE_DAYS = 30.0
@@ -63,6 +68,7 @@ class ProfileState:
     __slots__ = (
         "half_life_days",
         "recent_half_life_days",
+        "labels",
         "_k",
         "_kr",
         "_rebase",
@@ -84,9 +90,12 @@ class ProfileState:
         self,
         half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
         recent_half_life_days: float = DEFAULT_RECENT_HALF_LIFE_DAYS,
+        labels: Sequence[str] = EMOTIONS,
     ) -> None:
         if not (half_life_days > 0 and recent_half_life_days > 0):
             raise ValueError("half-lives must be positive")
+        #: The emotion labels `emo` and `top` are indexed by (the default taxonomy or a custom model's).
+        self.labels: tuple[str, ...] = tuple(labels)
         self.half_life_days = float(half_life_days)
         self.recent_half_life_days = float(recent_half_life_days)
         self._k = LN2 / (self.half_life_days * DAY)
@@ -100,8 +109,8 @@ class ProfileState:
         self.last_polarity = 0.0
         # w, w*x, w*x^2, w*y, w*x*y, w*y^2, w (records with intensity), w*intensity, wr, wr*y
         self.s = [0.0] * len(_SUMS)
-        self.emo = [0.0] * _NE  # decayed sum of emotion probabilities
-        self.top = [0.0] * _NE  # decayed weight of records whose top emotion is each label
+        self.emo = [0.0] * len(self.labels)  # decayed sum of emotion probabilities
+        self.top = [0.0] * len(self.labels)  # decayed weight of records whose top emotion is each label
         self.pol = [0.0] * 3  # decayed weight per polarity label
         self.ch = [0.0] * (3 * len(CHANNELS))  # per channel: count, w, w*y
         self.unres = [0.0, 0.0]  # unresolved negative support contacts: count, w
@@ -113,7 +122,7 @@ class ProfileState:
         """Fold one scored record; False (state untouched) when the record carries an `error`."""
         if record.get("error"):
             return False
-        self.add(*extract(record, time_col))
+        self.add(*extract(record, time_col, EmotionLabels(self.labels, "this profile")))
         return True
 
     def add(
@@ -153,15 +162,19 @@ class ProfileState:
         s[8] += wr
         s[9] += wr * y
         e = self.emo
-        e0, e1, e2, e3, e4, e5, e6, e7 = emotions
-        e[0] += w * e0
-        e[1] += w * e1
-        e[2] += w * e2
-        e[3] += w * e3
-        e[4] += w * e4
-        e[5] += w * e5
-        e[6] += w * e6
-        e[7] += w * e7
+        if len(e) == 8:  # the default taxonomy, unrolled: this is the fold's hot path
+            e0, e1, e2, e3, e4, e5, e6, e7 = emotions
+            e[0] += w * e0
+            e[1] += w * e1
+            e[2] += w * e2
+            e[3] += w * e3
+            e[4] += w * e4
+            e[5] += w * e5
+            e[6] += w * e6
+            e[7] += w * e7
+        else:
+            for i, v in enumerate(emotions):
+                e[i] += w * v
         self.top[top] += w
         self.pol[pol] += w
         c = self.ch
@@ -234,10 +247,15 @@ class ProfileState:
                 f"({self.half_life_days}/{self.recent_half_life_days} vs "
                 f"{other.half_life_days}/{other.recent_half_life_days} days)"
             )
+        if self.labels != other.labels:
+            raise ValueError(
+                f"cannot merge profile states over different emotion labels ({', '.join(self.labels)} vs "
+                f"{', '.join(other.labels)}): records scored by different models"
+            )
 
     def copy(self) -> ProfileState:
         """An independent copy (merge mutates its receiver)."""
-        new = ProfileState(self.half_life_days, self.recent_half_life_days)
+        new = ProfileState(self.half_life_days, self.recent_half_life_days, self.labels)
         new.ref, new.n, new.first, new.last, new.last_polarity = (
             self.ref,
             self.n,
@@ -310,14 +328,15 @@ class ProfileState:
             "v": STATE_VERSION,
             "half_life_days": st.half_life_days,
             "recent_half_life_days": st.recent_half_life_days,
+            "labels": list(st.labels),
             "n": st.n,
             "ref": st.ref if st.n else None,
             "first": st.first if st.n else None,
             "last": st.last if st.n else None,
             "last_polarity": st.last_polarity,
             "sums": dict(zip(_SUMS, st.s, strict=True)),
-            "emotions": dict(zip(EMOTIONS, st.emo, strict=True)),
-            "top": dict(zip(EMOTIONS, st.top, strict=True)),
+            "emotions": dict(zip(st.labels, st.emo, strict=True)),
+            "top": dict(zip(st.labels, st.top, strict=True)),
             "polarity": dict(zip(POLARITY, st.pol, strict=True)),
             "channels": {c: st.ch[3 * i : 3 * i + 3] for i, c in enumerate(CHANNELS)},
             "unresolved_negative": list(st.unres),
@@ -326,12 +345,15 @@ class ProfileState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProfileState:
-        """Inverse of `to_dict`; tolerates labels added to or removed from the taxonomy (missing = 0)."""
+        """Inverse of `to_dict`; tolerates labels added to or removed from the taxonomy (missing = 0).
+
+        A state without `labels` (written before custom label sets) is over the default taxonomy.
+        """
         if data.get("v") != STATE_VERSION:
             raise ValueError(
                 f"unsupported profile state version {data.get('v')!r} (expected {STATE_VERSION})"
             )
-        st = cls(data["half_life_days"], data["recent_half_life_days"])
+        st = cls(data["half_life_days"], data["recent_half_life_days"], data.get("labels") or EMOTIONS)
         st.n = int(data["n"])
         if st.n:
             st.ref = float(data["ref"])
@@ -340,8 +362,8 @@ class ProfileState:
         st.last_polarity = float(data["last_polarity"])
         sums = data["sums"]
         st.s = [float(sums.get(k, 0.0)) for k in _SUMS]
-        st.emo = [float(data["emotions"].get(e, 0.0)) for e in EMOTIONS]
-        st.top = [float(data["top"].get(e, 0.0)) for e in EMOTIONS]
+        st.emo = [float(data["emotions"].get(e, 0.0)) for e in st.labels]
+        st.top = [float(data["top"].get(e, 0.0)) for e in st.labels]
         st.pol = [float(data["polarity"].get(p, 0.0)) for p in POLARITY]
         ch = data["channels"]
         st.ch = [float(v) for c in CHANNELS for v in ch.get(c, (0.0, 0.0, 0.0))]
@@ -366,7 +388,7 @@ class ProfileState:
         last-seen time so that results are reproducible. A `now` before the last record counts as the
         last record's time: evidence cannot be younger than zero days.
         """
-        m: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
+        m: dict[str, float | None] = dict.fromkeys(metric_names(self.labels))
         m["evidence"] = float(self.n)
         if self.n == 0:
             m["evidence.decayed"] = 0.0
@@ -382,7 +404,7 @@ class ProfileState:
             # Everything decayed below float range: only counts remain meaningful.
             return m
         inv = 1.0 / w
-        for i, e in enumerate(EMOTIONS):
+        for i, e in enumerate(self.labels):
             m["emotion." + e] = self.emo[i] * inv
             m["top." + e] = self.top[i] * inv
         for i, p in enumerate(POLARITY):
@@ -432,10 +454,11 @@ class ProfileState:
         if rules is None:
             rules = load_rules()
         tags = apply_rules(self, rules, now, metrics=m) if rules is not False else []
-        emotions = {e: m["emotion." + e] for e in EMOTIONS}
+        labels = self.labels
+        emotions = {e: m["emotion." + e] for e in labels}
         top_emotion = None
-        if m["emotion.neutral"] is not None:
-            top_emotion = max(EMOTIONS, key=lambda e: emotions[e])  # type: ignore[arg-type, return-value]
+        if m["emotion." + labels[0]] is not None:
+            top_emotion = max(labels, key=lambda e: emotions[e])  # type: ignore[arg-type, return-value]
         out: dict[str, Any] = {}
         if user_id is not None:
             out["user_id"] = user_id
@@ -448,7 +471,7 @@ class ProfileState:
                 "days_since_last": m["days_since_last"],
                 "top_emotion": top_emotion,
                 "emotions": emotions,
-                "top_emotion_share": {e: m["top." + e] for e in EMOTIONS},
+                "top_emotion_share": {e: m["top." + e] for e in labels},
                 "polarity": {
                     "mean": m["polarity.mean"],
                     "recent": m["polarity.recent"],
@@ -476,13 +499,15 @@ class ProfileState:
         return out
 
     def __repr__(self) -> str:
-        return f"ProfileState(n={self.n}, half_life_days={self.half_life_days})"
+        return f"ProfileState(n={self.n}, half_life_days={self.half_life_days}, labels={len(self.labels)})"
 
 
-def _metric_names() -> tuple[str, ...]:
+@lru_cache(maxsize=64)
+def metric_names(labels: tuple[str, ...] = EMOTIONS) -> tuple[str, ...]:
+    """Every metric of a state over these emotion labels (`emotion.<label>`, `top.<label>`, the rest fixed)."""
     names = ["evidence", "evidence.decayed", "days_since_last", "days_active"]
-    names += ["emotion." + e for e in EMOTIONS]
-    names += ["top." + e for e in EMOTIONS]
+    names += ["emotion." + e for e in labels]
+    names += ["top." + e for e in labels]
     names += ["polarity." + p for p in POLARITY]
     names += [
         "polarity.mean",
@@ -498,8 +523,8 @@ def _metric_names() -> tuple[str, ...]:
     return tuple(names)
 
 
-#: Every metric a rule may reference, with its meaning documented in docs/profiles.md.
-METRIC_NAMES: tuple[str, ...] = _metric_names()
+#: Every metric a rule may reference over the default taxonomy, with its meaning documented in docs/profiles.md.
+METRIC_NAMES: tuple[str, ...] = metric_names()
 
 
 def merge_profiles(*parts: Mapping[str, ProfileState]) -> dict[str, ProfileState]:

@@ -10,19 +10,22 @@ double-counting it.
 Stored: pseudonymous user id, evidence count, first/last seen, and the state as JSON (no pickle, so the
 file is inspectable and cannot execute code when read). Never stored: raw text (the fold never reads it)
 and, unless the store was explicitly created for raw ids, raw user ids. The `meta` table records the
-schema version, the decay half-lives and a fingerprint of the pseudonymisation key, so mixing data
-produced with a different key or half-life is refused instead of silently splitting or skewing profiles.
+schema version, the decay half-lives, the emotion labels (the default taxonomy or a custom-label model's)
+and a fingerprint of the pseudonymisation key, so mixing data produced with a different key, half-life or
+model label set is refused instead of silently splitting or skewing profiles.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from emotag.labels import EMOTIONS
 from emotag.profiles.state import ProfileState
 
 SCHEMA_VERSION = 1
@@ -188,11 +191,33 @@ class ProfileStore:
         v = self._meta_get("max_time")
         return None if v is None else float(v)
 
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """The emotion labels of the stored profiles; None while the store holds none.
+
+        Stores written before label sets were recorded hold the default taxonomy.
+        """
+        v = self._meta_get("emotion_labels")
+        if v is not None:
+            return tuple(json.loads(v))
+        held = self._conn.execute("SELECT 1 FROM profiles LIMIT 1").fetchone()
+        return EMOTIONS if held is not None else None
+
     def check_compatible(
-        self, half_life_days: float, recent_half_life_days: float, key_fingerprint: str | None
+        self,
+        half_life_days: float,
+        recent_half_life_days: float,
+        key_fingerprint: str | None,
+        labels: tuple[str, ...] | None = None,
     ) -> None:
-        """Refuse to mix states built with other half-lives or another pseudonymisation key."""
+        """Refuse to mix states built with other half-lives, another pseudonymisation key or other labels."""
         m = self.meta
+        stored = self.labels
+        if labels is not None and stored is not None and tuple(labels) != stored:
+            raise StoreError(
+                f"{self.path}: store holds profiles over the emotion labels {', '.join(stored)}, not "
+                f"{', '.join(labels)}: records scored by different models cannot share a store; use a new store"
+            )
         if "half_life_days" in m and (
             float(m["half_life_days"]) != float(half_life_days)
             or float(m["recent_half_life_days"]) != float(recent_half_life_days)
@@ -272,10 +297,13 @@ class ProfileStore:
                 return False
             first = next(iter(states.values()), None)
             if first is not None:
-                self.check_compatible(first.half_life_days, first.recent_half_life_days, key_fingerprint)
+                self.check_compatible(first.half_life_days, first.recent_half_life_days, key_fingerprint,
+                                      first.labels)
                 if self._meta_get("half_life_days") is None:
                     self._meta_set("half_life_days", repr(first.half_life_days))
                     self._meta_set("recent_half_life_days", repr(first.recent_half_life_days))
+                if self._meta_get("emotion_labels") is None:
+                    self._meta_set("emotion_labels", json.dumps(list(first.labels), ensure_ascii=False))
             if self._meta_get("id_mode") is None and states:
                 self._meta_set("id_mode", HMAC_IDS if key_fingerprint else RAW_IDS)
                 if key_fingerprint:
