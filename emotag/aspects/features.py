@@ -95,18 +95,24 @@ def lexicon_marks(text: str, patterns: Sequence[re.Pattern[str] | None]) -> list
 
     Forward maximum matching (a term's longest match at the leftmost position, then on after it).
     """
+    n = len(text)
     out = []
     for pat in patterns:
-        marks = np.zeros(len(text), dtype=np.int64)
-        if pat is not None:
-            for m in pat.finditer(text):
-                a, b = m.span()
-                if b - a == 1:
-                    marks[a] = 4
-                elif b > a:
-                    marks[a] = 1
-                    marks[a + 1:b - 1] = 2
-                    marks[b - 1] = 3
+        marks = np.zeros(n, dtype=np.int64)
+        spans = [m.span() for m in pat.finditer(text)] if pat is not None else []
+        if spans:
+            se = np.array(spans, dtype=np.int64).reshape(-1, 2)
+            se = se[se[:, 1] > se[:, 0]]
+            a, b = se[:, 0], se[:, 1]
+            one = b - a == 1
+            # inside positions (a, b-1) of the longer matches, by a running sum over +1/-1 boundaries
+            inner = np.zeros(n + 1, dtype=np.int64)
+            np.add.at(inner, a[~one] + 1, 1)
+            np.add.at(inner, b[~one] - 1, -1)
+            marks[np.cumsum(inner[:n]) > 0] = 2
+            marks[b[~one] - 1] = 3
+            marks[a[~one]] = 1
+            marks[a[one]] = 4
         out.append(marks)
     return out
 
