@@ -205,7 +205,7 @@ def score_dialogues(
 @_user_errors
 def profile(
     scored: Annotated[list[str], typer.Argument(help="scored records (emotag score / score-dialogues output)")],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="per-user profiles (jsonl/csv/parquet; '-' = stdout, the default without --store)")] = None,  # noqa: UP045
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="per-user profiles, format by extension as for score (.jsonl, .json array, .csv, .tsv, .parquet, .xlsx; '-' = stdout, the default without --store)")] = None,  # noqa: UP045
     user_col: Annotated[str, typer.Option("--user-col")] = "user_id",
     time_col: Annotated[str, typer.Option("--time-col")] = "time",
     rules: Annotated[Optional[str], typer.Option("--rules", help="tag rules TOML (default: shipped rules)")] = None,  # noqa: UP045
@@ -252,7 +252,7 @@ def profile(
 
     settings = {"user_col": user_col, "time_col": time_col, "rules_path": rules, "store_path": store,
                 "key_file": key_file, "allow_raw_ids": allow_raw_ids, "half_life_days": half_life, "now": now,
-                "strict": strict, "on_invalid": on_invalid}
+                "strict": strict, "on_invalid": on_invalid, "inputs": scored}
     folded = 0
     try:
         if store is None:  # one fold over every file

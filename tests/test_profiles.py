@@ -840,3 +840,54 @@ def test_rules_name_their_labels() -> None:
         parse_rules({"labels": ["好评", "差评"], "rule": [rule | {"score": "emotion.好平"}]})
     with pytest.raises(RulesError, match="labels must be a list"):
         parse_rules({"labels": "好评", "rule": [rule]})
+
+
+# -- exports go through emotag.io's writer: `.json` is a JSON array there as everywhere ---------------------
+
+
+@pytest.mark.parametrize("ext", ["json", "ndjson", "csv", "tsv", "parquet", "xlsx"])
+def test_profile_exports_round_trip_through_emotag_io(tmp_path: Path, ext: str) -> None:
+    from emotag.io import read_records
+    from emotag.profiles.export import flatten
+
+    data = synthetic(200, 9, seed=4) + [rec("angry", d, -0.7, "anger", 0.8) for d in range(5)]
+    ref_path = tmp_path / "ref.jsonl"
+    run_profile(data, out=str(ref_path))
+    ref = [json.loads(line) for line in ref_path.read_text(encoding="utf-8").splitlines()]
+    assert len(ref) == 10 and any(r["tags"] for r in ref) and any(r["products"] for r in ref)
+    out = tmp_path / f"profiles.{ext}"
+    assert run_profile(data, out=str(out)).profiles_written == len(ref)
+    back = list(read_records(str(out)))
+    if ext in ("json", "ndjson"):
+        assert back == ref  # the nested rows themselves
+    else:  # flat: the same columns and values, whichever depth they were nested at
+        flat_back, flat_ref = [flatten(r, keep_lists=True) for r in back], [flatten(r, keep_lists=True) for r in ref]
+        assert [list(r) for r in flat_back] == [list(r) for r in flat_ref]
+        for got, want in zip(flat_back, flat_ref, strict=True):
+            for k, v in want.items():  # xlsx keeps 15-16 significant digits, the text formats all 17
+                assert got[k] == (pytest.approx(v, rel=1e-14) if type(v) is float else v), k
+    if ext == "json":
+        assert isinstance(json.loads(out.read_text(encoding="utf-8")), list)  # one array, as `score` writes
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_profile_output_never_replaces_an_input(tmp_path: Path) -> None:
+    src = _write_jsonl(tmp_path / "scored.jsonl", [rec("u1", d, 0.5) for d in range(3)])
+    before = src.read_bytes()
+    res = _profile_cli(str(src), "-o", str(tmp_path / "." / "scored.jsonl"))
+    assert res.exit_code == 1 and "is the input file" in res.output
+    assert src.read_bytes() == before
+    res = _profile_cli(str(src), "-o", str(tmp_path / "profiles.txt"))
+    assert res.exit_code == 1 and "profiles cannot be written as txt" in res.output
+
+
+def test_cohorts_by_top_emotion_use_the_profiles_labels() -> None:
+    from emotag.profiles.api import profile_rows
+
+    data = [review_rec(f"fan{i}", d, 0.9) for i in range(3) for d in range(3)] + [review_rec("critic", 0, 0.2)]
+    rows = list(profile_rows(build_profiles(data)))
+    cells = {c["cell"]: c["count"] for c in cohort_counts(rows, "top_emotion", k=1)}
+    assert cells == {"好评": 3, "差评": 1}  # not the taxonomy's eight empty cells
+    default = list(profile_rows(build_profiles([rec("u", 0, 0.5, "anger", 0.9)])))
+    cells = {c["cell"]: c["count"] for c in cohort_counts(default, "top_emotion", k=0)}
+    assert set(cells) == set(EMOTIONS) and cells["anger"] == 1 and cells["like"] == 0

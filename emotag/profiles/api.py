@@ -255,6 +255,8 @@ class ProfilePlan:
     already_applied: bool = False
     #: The store's emotion labels (None: no store, or an empty one): the fold must match them.
     labels: tuple[str, ...] | None = None
+    #: The files the records come from: `out` must not be one of them.
+    inputs: tuple[str, ...] = ()
     t0: float = field(default_factory=time.perf_counter)
 
     @property
@@ -287,17 +289,19 @@ def plan_profile(
     batch_id: str | None = None,
     pseudonymizer: Pseudonymizer | None = None,
     wal: bool = False,
+    inputs: Sequence[str] = (),
 ) -> ProfilePlan:
     """Check everything that can fail cheaply -- rules, key, output extension, half-lives, store
     compatibility, whether `batch_id` was applied -- before any record is read or any job runs.
 
     `rules_path` may be an already loaded RuleSet (a long-running service loads it once); `pseudonymizer`
     overrides the key lookup. `wal` opens the store in SQLite WAL mode (the service's durability setting).
+    `inputs` (the scored files) are never written over: an `out` that is one of them is refused here.
     """
     rules = rules_path if isinstance(rules_path, RuleSet) else load_rules(rules_path)
     pseudo = pseudonymizer if pseudonymizer is not None else resolve_pseudonymizer(key_file, allow_raw_ids)
     if out is not None:
-        format_for(out)
+        format_for(out, inputs)
     ProfileState(half_life_days, recent_half_life_days)  # validate half-lives before reading any input
     plan = ProfilePlan(
         rules=rules,
@@ -310,6 +314,7 @@ def plan_profile(
         out=out,
         store_path=None if store_path is None else str(store_path),
         batch_id=batch_id,
+        inputs=tuple(inputs),
     )
     if store_path is not None:
         plan.store = ProfileStore(store_path, wal=wal)
@@ -409,7 +414,8 @@ def commit_profiles(
     if plan.out is not None:
         items: Iterable[tuple[str, ProfileState]]
         items = store.iter_states() if store is not None else sorted(states.items())
-        result.profiles_written = write_rows(profile_rows(items, plan.rules, as_of), plan.out)
+        result.profiles_written = write_rows(profile_rows(items, plan.rules, as_of), plan.out,
+                                             inputs=plan.inputs)
     result.elapsed_s = time.perf_counter() - plan.t0
     return result
 
@@ -430,17 +436,19 @@ def run_profile(
     batch_id: str | None = None,
     strict: bool = True,
     on_invalid: Callable[[int, str], None] | None = None,
+    inputs: Sequence[str] = (),
 ) -> ProfileRunResult:
     """Fold `records`, merge them into the store (if `store_path`), write profiles to `out` (if given).
 
     `plan_profile` -> `fold_records` -> `commit_profiles`; see each for what it checks. `batch_id`
     (e.g. `file_batch_id(path)`) makes re-applying the same input a no-op. With `strict=False` a malformed
     record is skipped, counted in `stats.skipped_invalid` and passed to `on_invalid(row, problem)`.
+    `inputs` names the files `records` come from, so that `out` never replaces one of them.
     Raises ProfileInputError, RulesError, PseudonymKeyError, StoreError, ExportError for user errors.
     """
     with plan_profile(out, user_col, time_col, rules_path, store_path, key_file, allow_raw_ids,
                       half_life_days=half_life_days, recent_half_life_days=recent_half_life_days, now=now,
-                      batch_id=batch_id) as plan:
+                      batch_id=batch_id, inputs=inputs) as plan:
         stats = FoldStats()
         states = fold_records(plan, records, stats, strict=strict, on_invalid=on_invalid)
         return commit_profiles(plan, states, stats)

@@ -1,46 +1,62 @@
-"""Write profile rows to JSONL / CSV / TSV / Parquet / XLSX, chosen by file extension.
+"""Profile rows out through emotag's one writer (`emotag.io.RecordWriter`), format by extension.
 
-Self-contained on purpose: emotag.io is developed separately and profiles must not break when it changes.
-Tabular formats get flat columns (``emotions.anger``, ``polarity.trend``, ...) because analysts open these
-in spreadsheets and BI tools; values that are lists or open-ended maps (``tags``, ``products``) become JSON
-text in CSV/XLSX, while Parquet keeps ``tags`` as a native list of structs.
+Profiles use the writer `emotag score` uses, so an extension means the same thing everywhere: `.jsonl`
+(`.ndjson`, `-`) is JSON Lines, `.json` one JSON array, `.csv`/`.tsv`/`.parquet`/`.xlsx` flat tables,
+all written through OUT.partial and renamed into place, never over an input file.
+
+What profiles add is only the shape of their rows in the flat formats: analysts open these in
+spreadsheets and BI tools, so nested summaries become dotted columns at every depth
+(``emotions.anger``, ``polarity.trend``, ``channels.support.count``), while the open-ended `products`
+map stays one JSON column (a column per product would change with the data). `tags` is a list: JSON in a
+csv/xlsx cell, a JSON-encoded column in Parquet (emotag.io reads both back as the list).
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import importlib.util
 import json
-import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
-FORMATS.update({".parquet": "parquet", ".xlsx": "xlsx"})
+from emotag.io import FORMATS, InputError, RecordWriter, detect_format, same_file
+
 # Keys whose values are open-ended maps: kept as one JSON column instead of one column per key.
 _OPAQUE = frozenset({"products"})
+# Formats whose rows are flat columns; the JSON formats keep the nested rows as they are.
+_FLAT = frozenset({"csv", "tsv", "parquet", "xlsx"})
+_NEEDS = {"parquet": "pyarrow", "xlsx": "openpyxl"}  # optional packages, checked before the fold
 
 
 class ExportError(ValueError):
-    """Unsupported output path/format or a missing optional dependency."""
+    """Unsupported output path/format, an output that is an input, or a missing optional dependency."""
 
 
-def format_for(path: str | Path) -> str:
-    """The output format implied by `path` ('-' means JSONL on stdout)."""
-    if str(path) == "-":
-        return "jsonl"
-    suffix = Path(path).suffix.lower()
-    fmt = FORMATS.get(suffix)
-    if fmt is None:
-        raise ExportError(
-            f"{path}: unsupported output extension {suffix or '(none)'!r}; use one of {sorted(FORMATS)}"
-        )
+def format_for(path: str | Path, inputs: Sequence[str] = ()) -> str:
+    """The output format `path` names (as emotag.io reads extensions; '-' is JSONL on stdout).
+
+    Checked before any record is folded: a wrong extension, or an output that is one of `inputs`, fails
+    while nothing has been read.
+    """
+    out = str(path)
+    try:
+        fmt = detect_format(out)
+    except InputError as e:
+        raise ExportError(str(e)) from None
+    if fmt not in FORMATS:
+        raise ExportError(f"{out}: profiles cannot be written as {fmt}; use one of {', '.join(FORMATS)}")
+    need = _NEEDS.get(fmt)
+    if need is not None and importlib.util.find_spec(need) is None:
+        raise ExportError(f"{out}: writing {fmt} needs {need} (pip install 'emotag[formats]')")
+    for src in inputs:
+        if src != "-" and same_file(src, out):
+            raise ExportError(f"{out}: is the input file {src}; writing the profiles there would replace it: "
+                              "choose another output file")
     return fmt
 
 
 def flatten(row: Mapping[str, Any], *, keep_lists: bool = False, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> dotted columns; lists and opaque maps -> JSON text (or kept when `keep_lists`)."""
+    """Nested dicts -> dotted columns; opaque maps -> JSON text; lists -> JSON text unless `keep_lists`."""
     out: dict[str, Any] = {}
     for k, v in row.items():
         key = f"{prefix}{k}"
@@ -55,82 +71,23 @@ def flatten(row: Mapping[str, Any], *, keep_lists: bool = False, prefix: str = "
     return out
 
 
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    cols: dict[str, None] = {}
-    for r in rows:
-        for k in r:
-            cols.setdefault(k, None)
-    return list(cols)
+def write_rows(
+    rows: Iterable[Mapping[str, Any]], path: str | Path, fmt: str | None = None, inputs: Sequence[str] = ()
+) -> int:
+    """Write rows to `path` in the format of its extension (or `fmt`); returns the number written.
 
-
-def write_rows(rows: Iterable[Mapping[str, Any]], path: str | Path, fmt: str | None = None) -> int:
-    """Write rows to `path` in the format of its extension; returns the number of rows written.
-
-    Files are written to a temporary sibling and renamed into place, so an interrupted export never
-    leaves a truncated file where a complete one was expected.
+    `inputs` are the files the rows came from: the writer refuses to write over any of them.
     """
-    fmt = fmt or format_for(path)
-    if str(path) == "-":
-        n = 0
-        for r in rows:
-            sys.stdout.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
-            n += 1
-        sys.stdout.flush()
-        return n
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
+    out = str(path)
+    fmt = fmt or format_for(out, inputs)
+    flat = fmt in _FLAT
+    n = 0
     try:
-        if fmt == "jsonl":
-            n = 0
-            with tmp.open("w", encoding="utf-8") as f:
-                for r in rows:
-                    f.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
-                    n += 1
-        elif fmt in ("csv", "tsv"):
-            flat = [flatten(r) for r in rows]
-            n = len(flat)
-            # utf-8-sig so Excel on Chinese Windows shows 易怒 rather than mojibake.
-            with tmp.open("w", encoding="utf-8-sig", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=_columns(flat), delimiter="\t" if fmt == "tsv" else ",")
-                w.writeheader()
-                w.writerows(flat)
-        elif fmt == "parquet":
-            n = _write_parquet([flatten(r, keep_lists=True) for r in rows], tmp)
-        elif fmt == "xlsx":
-            n = _write_xlsx([flatten(r) for r in rows], tmp)
-        else:
-            raise ExportError(f"{path}: unknown format {fmt!r}")
-        tmp.replace(target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        with RecordWriter(out, fmt=fmt, inputs=[p for p in inputs if p != "-"]) as writer:
+            for row in rows:
+                # lists stay lists: the writer encodes them (JSON text plus a marker in Parquet)
+                writer.write(flatten(row, keep_lists=True) if flat else row)
+                n += 1
+    except InputError as e:
+        raise ExportError(str(e)) from None
     return n
-
-
-def _write_parquet(flat: list[dict[str, Any]], path: Path) -> int:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ExportError(f"{path}: writing Parquet needs pyarrow (pip install 'emotag[formats]')") from None
-    cols = _columns(flat)
-    table = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in flat]) if flat else pa.table({})
-    pq.write_table(table, str(path))
-    return len(flat)
-
-
-def _write_xlsx(flat: list[dict[str, Any]], path: Path) -> int:
-    try:
-        import openpyxl
-    except ImportError:
-        raise ExportError(f"{path}: writing .xlsx needs openpyxl (pip install 'emotag[formats]')") from None
-    wb = openpyxl.Workbook(write_only=True)
-    ws = wb.create_sheet("profiles")
-    cols = _columns(flat)
-    ws.append(cols)
-    for r in flat:
-        ws.append([r.get(c) for c in cols])
-    buf = io.BytesIO()
-    wb.save(buf)
-    path.write_bytes(buf.getvalue())
-    return len(flat)

@@ -19,6 +19,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,62 @@ def _dominant_channel(summary: Mapping[str, Any]) -> str | None:
     return best[0] if best and best[1].get("count", 0) > 0 else None
 
 
+@dataclass
+class _Segment:
+    """How users fall into cells for one `by`: the cell function, the cell domain, display names."""
+
+    name: str
+    cell_of: Callable[[Mapping[str, Any]], str | Iterable[str] | None]
+    domain: list[str] | None
+    displays: dict[str, str]
+    multi: bool = False  # a user may fall in several cells (tags)
+    tags: bool = False  # cells are tags: their display names are learnt from the summaries
+
+
+def _segment(by: str | Callable[[Mapping[str, Any]], Any], rules: Any) -> _Segment:
+    """The built-in segments (tag, top emotion, polarity band, dominant channel) or a custom function."""
+    if callable(by):
+        return _Segment(getattr(by, "__name__", "custom"), by, None, {})
+    if by == "tag":
+        domain, disp = None, {}
+        if rules is not None:
+            domain = list(rules.tags)
+            disp = {r.tag: r.display for r in rules.rules}
+        return _Segment(by, lambda s: [t["tag"] for t in s.get("tags") or ()], domain, disp, multi=True, tags=True)
+    if by == "top_emotion":
+        # the domain is the profiles' own labels (a custom-label model's too), read off the first summary
+        return _Segment(by, lambda s: s.get("top_emotion"), None, dict(EMOTION_ZH))
+    if by == "polarity":
+        return _Segment(by, _polarity_band, list(POLARITY), dict(POLARITY_ZH))
+    if by == "channel":
+        from emotag.profiles.records import CHANNELS
+
+        return _Segment(by, _dominant_channel, list(CHANNELS), {})
+    raise ValueError(f"unknown segment {by!r}; use one of {SEGMENTS} or a function")
+
+
+def _count(summaries: Iterable[Mapping[str, Any]], seg: _Segment) -> tuple[Counter[str], list[str]]:
+    """Users per cell, and the emotion labels of the profiles (empty when there were none)."""
+    counts: Counter[str] = Counter()
+    labels: list[str] = []
+    for s in summaries:
+        if not labels and isinstance(s.get("emotions"), Mapping):
+            labels = list(s["emotions"])
+        if seg.tags:
+            for t in s.get("tags") or ():
+                seg.displays.setdefault(t["tag"], t.get("display", t["tag"]))
+        cell = seg.cell_of(s)
+        if cell is None:
+            continue
+        if isinstance(cell, str):
+            counts[cell] += 1
+        else:
+            uniq = set(cell)
+            seg.multi = seg.multi or len(uniq) > 1
+            counts.update(uniq)
+    return counts, labels
+
+
 def cohort_counts(
     summaries: Iterable[Mapping[str, Any]],
     by: str | Callable[[Mapping[str, Any]], str | Iterable[str] | None] = "tag",
@@ -149,89 +206,36 @@ def cohort_counts(
       the true count.
     * `cells`: the full list of cells to report. Reporting a fixed domain (e.g. all rule tags) instead of
       only the observed ones avoids leaking which cells are non-empty; defaults to the known domain for
-      the built-in segments (all tags of `rules` for ``by="tag"``, when given) and to the observed cells.
+      the built-in segments (all tags of `rules` for ``by="tag"``, when given; the profiles' emotion labels
+      for ``by="top_emotion"``) and to the observed cells.
     * `rules`: a RuleSet, for ``by="tag"``: supplies the cell domain and the Chinese display names.
     """
-    counts: Counter[str] = Counter()
-    domain: list[str] | None = list(cells) if cells is not None else None
-    disp: dict[str, str] = dict(displays or {})
-    multi = False
-    if callable(by):
-        seg_fn = by
-        name = getattr(by, "__name__", "custom")
-    elif by == "tag":
-        multi = True
-        name = by
-        if rules is not None:
-            domain = domain or list(rules.tags)
-            disp = {**{r.tag: r.display for r in rules.rules}, **disp}
-
-        def seg_fn(s: Mapping[str, Any]) -> list[str]:
-            return [t["tag"] for t in s.get("tags") or ()]
-
-    elif by == "top_emotion":
-        name = by
-
-        def seg_fn(s: Mapping[str, Any]) -> str | None:
-            return s.get("top_emotion")
-
-        domain = domain or list(EMOTIONS)
-        disp = {**EMOTION_ZH, **disp}
-    elif by == "polarity":
-        name = by
-        seg_fn = _polarity_band
-        domain = domain or list(POLARITY)
-        disp = {**POLARITY_ZH, **disp}
-    elif by == "channel":
-        name = by
-        seg_fn = _dominant_channel
-        from emotag.profiles.records import CHANNELS
-
-        domain = domain or list(CHANNELS)
-    else:
-        raise ValueError(f"unknown segment {by!r}; use one of {SEGMENTS} or a function")
-
-    for s in summaries:
-        if by == "tag":
-            for t in s.get("tags") or ():
-                disp.setdefault(t["tag"], t.get("display", t["tag"]))
-        cell = seg_fn(s)
-        if cell is None:
-            continue
-        if isinstance(cell, str):
-            counts[cell] += 1
-        else:
-            uniq = set(cell)
-            multi = multi or len(uniq) > 1
-            counts.update(uniq)
-    if domain is None:
+    seg = _segment(by, rules)
+    seg.displays.update(displays or {})
+    counts, labels = _count(summaries, seg)
+    if seg.name == "top_emotion" and not callable(by):
+        seg.domain = labels or list(EMOTIONS)
+    if cells is not None:
+        domain = sorted(set(cells))
+    elif seg.domain is None:
         domain = sorted(counts)
     else:
-        domain = sorted(set(domain) | set(counts)) if cells is None else sorted(set(domain))
+        domain = sorted(set(seg.domain) | set(counts))
     noise = None
     if epsilon is not None:
         if not (epsilon > 0 and math.isfinite(epsilon)):
             raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
         if sensitivity is None:
-            sensitivity = float(max(1, len(domain))) if multi or by == "tag" else 1.0
+            sensitivity = float(max(1, len(domain))) if seg.multi else 1.0
         import numpy as np
 
-        rng = np.random.default_rng(seed)
-        noise = rng.laplace(0.0, sensitivity / epsilon, size=len(domain))
+        noise = np.random.default_rng(seed).laplace(0.0, sensitivity / epsilon, size=len(domain))
     out = []
     for i, cell in enumerate(domain):
         c = counts.get(cell, 0)
         if noise is not None:
             c = max(0, int(round(c + float(noise[i]))))
         suppressed = c < k
-        out.append(
-            {
-                "segment": name,
-                "cell": cell,
-                "display": disp.get(cell, cell),
-                "count": None if suppressed else c,
-                "suppressed": suppressed,
-                "noised": noise is not None,
-            }
-        )
+        out.append({"segment": seg.name, "cell": cell, "display": seg.displays.get(cell, cell),
+                    "count": None if suppressed else c, "suppressed": suppressed, "noised": noise is not None})
     return out
