@@ -219,3 +219,25 @@ def test_tagger_library_api(tiny_model_dir):
     custom = AspectExtractor.load(CategorySet.from_toml(DATA / "cosmetics_categories.toml"))
     rs = list(tagger.tag_many(["包装破损了", 5], aspects=custom))
     assert rs[0].aspects[0].category == "包装" and rs[1].error and rs[1].aspects is None
+
+
+def test_report_aspect_section(ex, tmp_path):
+    """The HTML report's aspect section: per product, the complaint categories and their monthly share."""
+    pytest.importorskip("matplotlib")
+    from emotag.report import build_report
+
+    scored = tmp_path / "scored.jsonl"
+    with open(scored, "w", encoding="utf-8") as f:
+        for r in _sample_records(ex):
+            r |= {"emotion": "neutral", "emotions": {"neutral": 1.0}, "polarity": "neutral", "polarity_score": 0.0,
+                  "intensity": 0.1, "error": None}
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    page = build_report([str(scored)], str(tmp_path / "r.html")).read_text(encoding="utf-8")
+    section = page[page.index('<section id="aspects">'):]
+    section = section[:section.index("</section>")]
+    assert "补水面膜" in section and "包装" in section and "2026-01" in section and "2026-05" in section
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": 1, "emotion": "neutral", "polarity": "neutral", "polarity_score": 0.0,
+                                 "error": None}) + "\n", encoding="utf-8")
+    page = build_report([str(plain)], str(tmp_path / "p.html")).read_text(encoding="utf-8")
+    assert "score with <code>emotag score --aspects" in page
