@@ -43,7 +43,7 @@ demo: $(VENV)/.installed-demo
 		--channels review,social,support -o $(OUT)/profiles.jsonl --key-file $(OUT)/pseudonym.key
 	@bash scripts/setup_report_deps.sh --font-only || echo "demo: no CJK font installed; the report's charts use English labels"
 	$(BIN)/emotag report $(OUT)/reviews.scored.jsonl $(OUT)/posts.scored.jsonl $(OUT)/conversations.scored.jsonl \
-		-o $(OUT)/report.html
+		$(OUT)/aspect_reviews.scored.jsonl -o $(OUT)/report.html
 	@echo "results in $(OUT)/; open $(OUT)/report.html in a browser"
 
 test: $(VENV)/.installed-full
