@@ -799,6 +799,13 @@ def test_a_store_keeps_one_label_set(tmp_path: Path) -> None:
         assert st.labels == ("好评", "差评") and st.metrics()["emotion.好评"] == pytest.approx(0.8)
     res = _profile_cli(str(default), "--store", str(db2))
     assert res.exit_code == 1 and f"{default}, row 1: field 'emotions' has labels neutral, like" in res.output
+    # partial states folded elsewhere (Spark's partitions) meet the same check when they are stored
+    mixed = build_profiles([rec("a", 0, 0.5)], pseudonymizer=Pseudonymizer(KEY))
+    mixed |= build_profiles([review_rec("b", 0, 0.8)], pseudonymizer=Pseudonymizer(KEY))
+    with ProfileStore(tmp_path / "r.db") as store:
+        with pytest.raises(StoreError, match="different emotion labels"):
+            store.upsert(mixed, key_fingerprint=Pseudonymizer(KEY).fingerprint)
+        assert len(store) == 0
 
 
 def test_two_models_in_one_run_stop_at_the_first_foreign_row(tmp_path: Path) -> None:

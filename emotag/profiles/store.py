@@ -296,6 +296,10 @@ class ProfileStore:
                 conn.execute("ROLLBACK")
                 return False
             first = next(iter(states.values()), None)
+            mixed = sorted({st.labels for st in states.values()} - {first.labels}) if first is not None else []
+            if mixed:  # one fold refuses this; partial states from elsewhere (Spark partitions) are checked here
+                raise StoreError(f"{self.path}: this batch holds profiles over different emotion labels "
+                                 f"({', '.join(first.labels)} and {', '.join(mixed[0])}); refusing to store it")
             if first is not None:
                 self.check_compatible(first.half_life_days, first.recent_half_life_days, key_fingerprint,
                                       first.labels)
