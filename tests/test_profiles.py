@@ -898,3 +898,53 @@ def test_cohorts_by_top_emotion_use_the_profiles_labels() -> None:
     default = list(profile_rows(build_profiles([rec("u", 0, 0.5, "anger", 0.9)])))
     cells = {c["cell"]: c["count"] for c in cohort_counts(default, "top_emotion", k=0)}
     assert set(cells) == set(EMOTIONS) and cells["anger"] == 1 and cells["like"] == 0
+
+
+@pytest.fixture(scope="module")
+def review_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A custom-label model as `emotag train --labels 好评,差评` on an emotag base leaves it: the emotion
+    head rebuilt over 好评/差评 (started from the base's positive/negative rows), polarity kept."""
+    import shutil
+
+    from emotag.labels import POLARITY
+    from emotag.model.export import export_onnx
+    from emotag.model.modeling import EmotagModel
+
+    out = tmp_path_factory.mktemp("reviews") / "model"
+    shutil.copytree(tiny_model_dir, out)
+    model = EmotagModel.load(out)
+    model.remap_emotion_head(("好评", "差评"), [("polarity", POLARITY.index("positive")),
+                                                ("polarity", POLARITY.index("negative"))], multi_label=False)
+    model.save(out)
+    for stale in out.glob("*.onnx"):
+        stale.unlink()
+    export_onnx(out)
+    return out
+
+
+def test_cli_profiles_what_a_custom_label_model_scored(review_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from emotag.cli import app
+
+    texts = ["很好吃，下次还来", "太难吃了，再也不买", "味道不错，好评", "送得太慢了，差评"] * 3
+    src = tmp_path / "reviews.csv"
+    src.write_text("user_id,time,text\n" + "".join(f"u{i % 3},2024-05-{i + 1:02d} 10:00,{t}\n"
+                                                   for i, t in enumerate(texts)), encoding="utf-8")
+    scored = tmp_path / "scored.jsonl"
+    res = CliRunner().invoke(app, ["score", str(src), "-o", str(scored), "--model", str(review_model_dir),
+                                   "--backend", "onnx", "--keep", "user_id,time", "-q"])
+    assert res.exit_code == 0, res.output
+    first = json.loads(scored.read_text(encoding="utf-8").splitlines()[0])
+    assert set(first["emotions"]) == {"好评", "差评"} and first["error"] is None
+    out = tmp_path / "profiles.csv"
+    res = _profile_cli(str(scored), "-o", str(out))
+    assert res.exit_code == 0, res.output  # it failed every row with "sum 0" when profiles knew 8 emotions only
+    assert "12 records folded into 3 users" in res.output and "irritable (anger)" in res.output
+    from emotag.io import read_records
+
+    rows = list(read_records(str(out)))
+    assert len(rows) == 3
+    for row in rows:
+        assert set(row["emotions"]) == {"好评", "差评"} and math.isclose(sum(row["emotions"].values()), 1.0)
+        assert row["top_emotion"] in ("好评", "差评")
