@@ -74,6 +74,21 @@ def test_spans_point_into_the_text_as_given(ex):
     assert n >= 5
 
 
+def test_sentences_are_tagged_one_by_one(ex):
+    # the tagger learned from single sentences: an opinion never runs across 。 into the next one
+    assert triples(ex.extract("物流很快。包装破损了。面膜还不错。")) == [
+        ("物流", "很快", "positive"), ("包装", "破损了", "negative"), ("面膜", "还不错", "positive")]
+    units = ex.extract("包装很好。" * 2000)
+    assert len(units) == 2000 and all(u.opinion == "很好" for u in units)
+
+
+def test_odd_characters_do_not_break_a_chunk(ex):
+    texts = ["\ud83d包装破损了", "\x00物流很快", "包装很好\u200b", "😀😀😀", "物流很快，但是包装破损了"]
+    out = ex.extract_many(texts)
+    assert len(out) == 5 and out[3] == []
+    assert triples(out[4]) == [("物流", "很快", "positive"), ("包装", "破损了", "negative")]
+
+
 def test_empty_and_opinionless_texts_give_no_units(ex):
     assert ex.extract_many(["", "今天去了一趟超市。", "   "]) == [[], [], []]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -28,6 +29,7 @@ RESOURCES = Path(__file__).resolve().parent / "resources"
 SENTENCE_END = re.compile(r"[。！？!?；;\n]|\.(?!\d)|~{2,}|…+")
 CLAUSE_END = re.compile(r"[，,、：:]")
 FINAL = set("。！？!?.…~")
+SENTENCE_CUT = re.compile(r"[。！？!?；;\n]+|…+|\.{2,}|~{2,}")
 CLAUSE_OR_SENTENCE = re.compile(SENTENCE_END.pattern + "|" + CLAUSE_END.pattern)
 COORD = set("和、跟与及,，") | {"还有", "以及"}
 
@@ -123,10 +125,12 @@ def _add_seed_opinions(text: str, aspects: list[tuple[int, int]], opinions: list
             if near and near[-1][1] - near[-1][0] >= 2:
                 aspects = sorted([*aspects, near[-1]])
     trimmed = []
+    added_starts = [o0 for o0, _, _ in added]
     for a0, a1 in aspects:
-        for o0, o1, _ in added:
-            if a0 < o0 < a1 or (a0 <= o0 and o1 <= a1):
-                a1 = o0
+        i = bisect_left(added_starts, a0)
+        while i < len(added) and added[i][0] < a1:  # a new opinion starting inside the aspect cuts it
+            a1 = added[i][0]
+            i += 1
         if a1 > a0:
             trimmed.append((a0, a1))
     return trimmed, sorted(opinions + added)
@@ -145,15 +149,19 @@ def _split_own_subject(text: str, opinions: list[tuple[int, int, int]], pairs: l
     or negation word (包装挺好的，泡沫很丰富), the term becomes its own aspect: (包装, 破损了), (泡沫, 很丰富).
     The training data pairs such clauses with the earlier aspect (五福拼盘不喜欢，都是肉有点油腻), so this costs
     about 1.3 points of soft triple F1 there (tuning half); a brand analyst needs 泡沫 filed under its own
-    category, not under 包装."""
+    category, not under 包装. An implicit opinion that opens with a known term followed by a listed opinion
+    word (包装破损了。 on its own) is split the same way."""
     if known is None:
         return opinions, pairs
     clause = _boundaries(text, CLAUSE_OR_SENTENCE)
+    seeds = _seed_matcher()[0]
     out_o, out_p = [], []
     for (o0, o1, kind), targets in zip(opinions, pairs, strict=True):
         m = known.match(text, o0, o1 - 1)
-        if (m and m.end() - o0 >= 2 and targets and all(t is not None and clause[t[0]] != clause[o0] for t in targets)
-                and (_CONTRAST.search(text, max(0, o0 - 2), o0) or _DEGREE_START.match(text, m.end()))):
+        cross = bool(targets) and all(t is not None and clause[t[0]] != clause[o0] for t in targets)
+        if m and m.end() - o0 >= 2 and (
+                (cross and (_CONTRAST.search(text, max(0, o0 - 2), o0) or _DEGREE_START.match(text, m.end())))
+                or (not targets and seeds.match(text, m.end()))):
             out_o.append((m.end(), o1, kind))
             out_p.append([(o0, m.end())])
         else:
@@ -164,31 +172,30 @@ def _split_own_subject(text: str, opinions: list[tuple[int, int, int]], pairs: l
 
 def pair(text: str, aspects: Sequence[tuple[int, int]], opinions: Sequence[tuple[int, int]]
          ) -> list[list[tuple[int, int] | None]]:
-    """For each opinion span, the aspect spans it is about (an empty list = implicit)."""
+    """For each opinion span, the aspect spans it is about (an empty list = implicit). `aspects` are
+    sorted and do not overlap; candidates are found by bisection, so a long text stays linear."""
     sent = _boundaries(text, SENTENCE_END)
     clause = _boundaries(text, CLAUSE_OR_SENTENCE)
+    starts = [a[0] for a in aspects]
+    ends = [a[1] for a in aspects]
     out: list[list[tuple[int, int] | None]] = []
     for o0, o1 in opinions:
-        before = [a for a in aspects if a[1] <= o0 and sent[a[0]] == sent[o0]]
-        after = [a for a in aspects if a[0] >= o1 and clause[a[0]] == clause[o1 - 1]]
-        inside = [a for a in aspects if a[0] >= o0 and a[1] <= o1]
-        if before:
-            chosen = [before[-1]]
+        chosen: list[tuple[int, int] | None] = []
+        k = bisect_right(ends, o0) - 1  # the nearest aspect ending before the opinion
+        if k >= 0 and sent[starts[k]] == sent[o0]:
+            chosen = [aspects[k]]
             # coordination: 服务和环境都很好 -> both
-            k = len(before) - 1
-            while k > 0:
-                gap = text[before[k - 1][1]:before[k][0]]
-                if gap in COORD:
-                    chosen.insert(0, before[k - 1])
-                    k -= 1
-                else:
-                    break
-        elif after:
-            chosen = [after[0]]
-        elif inside:
-            chosen = [inside[0]]
+            while k > 0 and text[ends[k - 1]:starts[k]] in COORD:
+                chosen.insert(0, aspects[k - 1])
+                k -= 1
         else:
-            chosen = []
+            i = bisect_left(starts, o1)  # the nearest after it, in its clause
+            if i < len(aspects) and clause[starts[i]] == clause[o1 - 1]:
+                chosen = [aspects[i]]
+            else:
+                i = bisect_left(starts, o0)  # one inside it
+                if i < len(aspects) and ends[i] <= o1:
+                    chosen = [aspects[i]]
         out.append(chosen)
     return out
 
@@ -217,19 +224,44 @@ class AspectExtractor:
     def extract(self, text: str) -> list[Aspect]:
         return self.extract_many([text])[0]
 
-    def extract_many(self, texts: Sequence[str], batch: int = 256) -> list[list[Aspect]]:
-        """Units per text, in text order. Texts are tagged in length-sorted batches (little padding)."""
-        out: list[list[Aspect]] = [[] for _ in texts]
-        order = sorted(range(len(texts)), key=lambda k: len(texts[k]))
+    def extract_many(self, texts: Sequence[str], batch: int = 512) -> list[list[Aspect]]:
+        """Units per text, in text order.
+
+        The tagger learned from single sentences that each end in 。, so every text is cut into sentences
+        (after 。！？；… or a line break) that are tagged on their own, a sentence without final
+        punctuation getting a 。 (tagged, then dropped; no span reaches it). Sentences of a chunk are
+        tagged in length-sorted batches; their tags are joined back into one row per text.
+        """
+        norm = [normalize_aligned(t) for t in texts]
+        pieces: list[tuple[int, int, int]] = []  # (text index, start, end)
+        for k, t in enumerate(norm):
+            start = 0
+            for m in SENTENCE_CUT.finditer(t):
+                if m.end() > start:
+                    pieces.append((k, start, m.end()))
+                    start = m.end()
+            if start < len(t):
+                pieces.append((k, start, len(t)))
+        tags_of: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        order = sorted(range(len(pieces)), key=lambda i: pieces[i][2] - pieces[i][1])
         for s in range(0, len(order), batch):
-            sel = order[s:s + batch]
-            norm = [normalize_aligned(texts[k]) for k in sel]
-            # every training sentence ends in 。: the tagger reads the end of a text through that, so a
-            # text without final punctuation gets one (tagged, then dropped; spans never reach it)
-            ended = [t if t[-1:] in FINAL else t + "。" for t in norm]
-            tags, ems = self.tagger.tag(ended)
-            for k, t, tg, em in zip(sel, norm, tags, ems, strict=True):
-                out[k] = self._units(texts[k], t, tg[:len(t)], em[:len(t)])
+            sel = [pieces[i] for i in order[s:s + batch]]
+            sents = [norm[k][a:b] for k, a, b in sel]
+            tags, ems = self.tagger.tag([t if t[-1:] in FINAL else t + "。" for t in sents])
+            for (k, a, b), tg, em in zip(sel, tags, ems, strict=True):
+                tags_of[(k, a)] = (tg[:b - a], em[:b - a])
+        out: list[list[Aspect]] = []
+        by_text: dict[int, list[tuple[int, int, int]]] = {}
+        for p in pieces:
+            by_text.setdefault(p[0], []).append(p)
+        for k, t in enumerate(norm):
+            parts = [tags_of[(k, a)] for _, a, _ in by_text.get(k, [])]
+            if not parts:
+                out.append([])
+                continue
+            tg = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+            em = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+            out.append(self._units(texts[k], t, tg, em))
         return out
 
     def iter_extract(self, texts: Iterable[str], chunk: int = 1024) -> Iterator[list[Aspect]]:

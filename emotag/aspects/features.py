@@ -130,7 +130,7 @@ def feature_keys(texts: Sequence[str], lexicons: Sequence[re.Pattern[str] | None
     cursor = 0
     for k, t in enumerate(texts):
         padded[cursor:cursor + PAD] = _BOS
-        body = np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64) if t else np.zeros(0, np.uint64)
+        body = np.frombuffer(t.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64) if t else np.zeros(0, np.uint64)
         padded[cursor + PAD:cursor + PAD + len(t)] = body
         pos[offsets[k]:offsets[k + 1]] = np.arange(cursor + PAD, cursor + PAD + len(t))
         cursor += PAD + len(t)
