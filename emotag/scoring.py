@@ -104,6 +104,7 @@ def score_file(
     if aspects is not None:
         template["aspects"] = ""
         settings["--aspects"] = True
+        settings["--aspect-categories"] = getattr(getattr(aspects, "categories", None), "source", None)
     with RecordWriter(output_path, resume=resume, template=template, inputs=[input_path],
                       settings=settings) as writer:
         summary.skipped = skipped = writer.rows_done

@@ -102,6 +102,7 @@ class CategorySet:
                  inherit: bool = False) -> None:
         self.names = list(categories)
         self.default = default
+        self.source: str = "builtin"  # or the TOML file's path: a resumed run must use the same categories
         self.vectors = vectors
         self.terms: dict[str, str] = {}
         for name, terms in categories.items():
@@ -153,7 +154,9 @@ class CategorySet:
         default = doc.get("default")
         if default is not None and (not isinstance(default, str) or not default.strip()):
             raise CategoryFileError(f"{file}: 'default' must be a category name (a non-empty string)")
-        return cls(clean, default, TermVectors.load(path), inherit=True)
+        cats = cls(clean, default, TermVectors.load(path), inherit=True)
+        cats.source = str(Path(file).resolve())
+        return cats
 
     def _inherit_builtin(self) -> None:
         """Each user category takes the built-in terms of the built-in category most of its own terms are
