@@ -3,7 +3,8 @@
 The file kind is recognised from its columns, and each kind is scored the way the project is judged
 (`../shared/tools/cli_eval.py`): SMP2020 6-way macro-F1 with happy = like+happiness and
 angry = anger+disgust, CLUE 7-way accuracy over the non-neutral emotions, polarity accuracy of
-sign(polarity_score), Pearson r for CVAT valence/arousal and STC-3 satisfaction. A file with a `text`
+sign(polarity_score), Pearson r for CVAT valence/arousal and STC-3 satisfaction, triple F1 (exact and
+soft) of `--aspects` for aspect files ({"text", "triples"} JSONL, SPEC §7). A file with a `text`
 and a `label` column in the model's own label set (a fine-tuned model) gets accuracy and macro-F1.
 """
 
@@ -129,6 +130,7 @@ def _kind(f: _File) -> str | None:
     c, values = f.cols, f.values
     text_label = {"text", "label"} <= c
     checks = (
+        ("aste", "text" in c and bool({"triples", "quads"} & c)),  # SPEC §7 aspect triples (chinese_aste)
         ("smp2020", text_label and values <= set(L.SMP2020) and bool(values & {"happy", "angry", "sad"})
          and f.taxonomy),
         ("clue", {"content", "label"} <= c and f.taxonomy),
@@ -228,7 +230,20 @@ def _labels(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     return {"n": len(rows), "accuracy": _acc(gold, pred), "macroF1": macro_f1(gold, pred, present)}, out
 
 
-_SCORERS = {"smp2020": _smp2020, "clue": _clue, "polarity": _polarity, "stars": _stars, "cvat": _cvat,
+def _aste(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    """Triple F1 (exact and soft) of `score --aspects` against {"text", "triples" | "quads"} records."""
+    from emotag.aspects.metrics import triple_scores
+    from emotag.io import read_text_records
+
+    key = "triples" if "triples" in f.cols else "quads"
+    recs = [r for r in read_text_records(str(f.path)) if isinstance(r.get("text"), str) and r["text"].strip()]
+    out = list(f.tagger.tag_many([r["text"] for r in recs], batch_size=bs, aspects=True))
+    gold = [[t for t in r.get(key) or [] if isinstance(t, dict)] for r in recs]
+    pred = [[u.to_dict() for u in o.aspects or []] for o in out]
+    return triple_scores(gold, pred), out
+
+
+_SCORERS = {"aste": _aste, "smp2020": _smp2020, "clue": _clue, "polarity": _polarity, "stars": _stars, "cvat": _cvat,
             "nlpcc": _nlpcc, "codeswitch": _codeswitch, "cped": _cped, "labels": _labels}
 
 

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from emotag.aspects.extract import AspectExtractor  # noqa: E402
 from emotag.aspects.features import LEXICONS, feature_keys, lexicon_pattern, normalize_aligned  # noqa: E402
 from emotag.aspects.lexicon import DEGREE, NEGATION, NEGATIVE_WORDS, POSITIVE_WORDS, PRODUCT_TERMS  # noqa: E402
+from emotag.aspects.metrics import same_text, triple_f1  # noqa: E402
 from emotag.aspects.tagger import N_TAGS, TAGS, SpanTagger, allowed_starts, allowed_transitions, viterbi  # noqa: E402
 
 POL_B = {"positive": 3, "neutral": 5, "negative": 7}
@@ -173,30 +174,6 @@ def train_tagger(train: list[dict], seeds: list[str], epochs: int, batch: int = 
     return tagger
 
 
-def triple_f1(gold: list[list[dict]], pred: list[list[dict]], soft: bool) -> tuple[float, float, float]:
-    def same(a, b):
-        if a is None or b is None:
-            return a is None and b is None
-        a, b = "".join(a.split()), "".join(b.split())
-        return a == b or (soft and bool(a) and bool(b) and (a in b or b in a))
-
-    tp = ng = npred = 0
-    for g, q in zip(gold, pred, strict=True):
-        ng += len(g)
-        npred += len(q)
-        used = set()
-        for a in g:
-            for j, b in enumerate(q):
-                if j not in used and a["polarity"] == b["polarity"] and same(a["aspect"], b["aspect"]) \
-                        and same(a["opinion"], b["opinion"]):
-                    used.add(j)
-                    tp += 1
-                    break
-    p = tp / npred if npred else 0.0
-    r = tp / ng if ng else 0.0
-    return (2 * p * r / (p + r) if tp else 0.0), p, r
-
-
 def evaluate(ex: AspectExtractor, data: list[dict], name: str) -> dict:
     t0 = time.time()
     pred = [[u.to_dict() for u in us] for us in ex.extract_many([d["text"] for d in data])]
@@ -208,13 +185,6 @@ def evaluate(ex: AspectExtractor, data: list[dict], name: str) -> dict:
         res["soft" if soft else "exact"] = {"f1": round(f, 4), "p": round(p, 4), "r": round(r, 4)}
     print(name, json.dumps(res), flush=True)
     return res
-
-
-def soft(a: str | None, b: str | None) -> bool:
-    if not a or not b:
-        return False
-    a, b = "".join(a.split()), "".join(b.split())
-    return a in b or b in a
 
 
 def evaluate_ood(ex: AspectExtractor, data: Path, limit: int = 2000) -> dict:
@@ -230,7 +200,7 @@ def evaluate_ood(ex: AspectExtractor, data: Path, limit: int = 2000) -> dict:
         units = ex.extract_many([r["text"] for r in rows])
         found = ok = 0
         for r, us in zip(rows, units, strict=True):
-            hit = [u for u in us if soft(u.aspect, r["target"])]
+            hit = [u for u in us if u.aspect and same_text(u.aspect, r["target"], soft=True)]
             found += bool(hit)
             ok += bool(hit) and hit[0].polarity == ("positive" if r["label"] == "1" else "negative")
         res["sentic_target_recall"] = round(found / len(rows), 4)
@@ -243,7 +213,7 @@ def evaluate_ood(ex: AspectExtractor, data: Path, limit: int = 2000) -> dict:
         pol = {"1": "positive", "0": "neutral", "-1": "negative"}
         found = ok = 0
         for r, us in zip(rows, units, strict=True):
-            hit = [u for u in us if soft(u.opinion, r["sentiment_word"])]
+            hit = [u for u in us if same_text(u.opinion, r["sentiment_word"], soft=True)]
             found += bool(hit)
             ok += bool(hit) and hit[0].polarity == pol[r["sentiment_value"].strip()]
         res["bdci_opinion_recall"] = round(found / len(rows), 4)

@@ -256,3 +256,21 @@ def test_report_aspect_section(ex, tmp_path):
                                  "error": None}) + "\n", encoding="utf-8")
     page = build_report([str(plain)], str(tmp_path / "p.html")).read_text(encoding="utf-8")
     assert "score with <code>emotag score --aspects" in page
+
+
+def test_eval_scores_aspect_triples(tiny_model_dir, tmp_path):
+    from emotag.evaluate import evaluate_file
+    from emotag.tagger import Tagger
+
+    f = tmp_path / "aste.jsonl"
+    gold = [("物流很快，但是包装破损了", [("物流", "很快", "positive"), ("包装", "破损了", "negative")]),
+            ("很好用", [(None, "很好用", "positive")])]
+    f.write_text("".join(json.dumps({"text": t, "triples": [{"aspect": a, "opinion": o, "polarity": p}
+                                                            for a, o, p in ts]}, ensure_ascii=False) + "\n"
+                         for t, ts in gold), encoding="utf-8")
+    res = evaluate_file(Tagger.load(tiny_model_dir), f)
+    assert res["kind"] == "aste" and res["n"] == 2
+    assert res["triple_f1_exact"] == res["triple_f1_soft"] == 1.0
+    f.write_text(json.dumps({"text": "很好用", "triples": [{"aspect": None, "opinion": "很好用", "polarity": "negative"}]},
+                            ensure_ascii=False) + "\n", encoding="utf-8")
+    assert evaluate_file(Tagger.load(tiny_model_dir), f)["triple_f1_soft"] == 0.0  # polarity must match
