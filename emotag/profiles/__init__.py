@@ -28,7 +28,7 @@ from emotag.profiles.privacy import (
     cohort_counts,
     resolve_pseudonymizer,
 )
-from emotag.profiles.records import CHANNELS, RecordError
+from emotag.profiles.records import CHANNELS, EmotionLabels, LabelSetError, RecordError
 from emotag.profiles.rules import (
     RulesError,
     RuleSet,
@@ -37,7 +37,7 @@ from emotag.profiles.rules import (
     load_rules,
     parse_rules,
 )
-from emotag.profiles.state import METRIC_NAMES, ProfileState, merge_profiles
+from emotag.profiles.state import METRIC_NAMES, ProfileState, merge_profiles, metric_names
 from emotag.profiles.store import SCHEMA_VERSION, ProfileStore, StoreError, StoreVersionError, file_batch_id
 from emotag.profiles.timeutil import TimeParseError, parse_time
 
@@ -58,8 +58,10 @@ __all__ = [
     "KEY_ENV",
     "METRIC_NAMES",
     "SCHEMA_VERSION",
+    "EmotionLabels",
     "ExportError",
     "FoldStats",
+    "LabelSetError",
     "ProfileColumnError",
     "ProfileInputError",
     "ProfilePlan",
@@ -86,6 +88,7 @@ __all__ = [
     "is_conversation",
     "load_rules",
     "merge_profiles",
+    "metric_names",
     "parse_rules",
     "parse_time",
     "plan_profile",

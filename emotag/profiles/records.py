@@ -4,7 +4,8 @@ record is refused.
 Kept apart from `state` (the decayed sums and their maths) because it changes for other reasons: a new
 input layout (flat `emotions.<label>` columns from a spreadsheet, a CSV's "yes"/"no" `resolved`) touches
 only this module, and a state change never has to re-read input rules. `extract` is the one gate: nothing
-but the values it returns reaches a ProfileState, which is why raw text never can.
+but the values it returns reaches a ProfileState, which is why raw text never can. `EmotionLabels` is the
+label set a run folds over: the taxonomy's, or the one a custom-label model scored with.
 """
 
 from __future__ import annotations
