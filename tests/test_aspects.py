@@ -194,7 +194,7 @@ def test_aspects_command(ex, tmp_path):
     assert res.exit_code == 1 and "no column 'shop'" in res.output
 
 
-@pytest.mark.parametrize("ext", ["jsonl", "csv"])
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "tsv", "parquet", "xlsx"])
 def test_score_with_aspects(tiny_model_dir, tmp_path, ext):
     inp = tmp_path / "in.jsonl"
     rows = [{"id": 1, "text": "物流很快，但是包装破损了"}, {"id": 2, "text": ""}, {"id": 3}, {"id": 4, "text": "很好用"}]
