@@ -89,6 +89,11 @@ def test_odd_characters_do_not_break_a_chunk(ex):
     assert triples(out[4]) == [("物流", "很快", "positive"), ("包装", "破损了", "negative")]
 
 
+def test_spans_keep_latin_words_whole(ex):
+    units = ex.extract("这个mask很好用")
+    assert [(u.aspect, u.opinion) for u in units] == [("mask", "很好用")]
+
+
 def test_empty_and_opinionless_texts_give_no_units(ex):
     assert ex.extract_many(["", "今天去了一趟超市。", "   "]) == [[], [], []]
 
