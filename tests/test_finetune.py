@@ -492,3 +492,26 @@ def test_choose_keeps_the_simpler_model_unless_the_network_wins_by_more_than_noi
     assert choose(c, 10_000, moved) == "fine-tuned"
     assert choose(c, 10_000, {**moved, "cv_macro_f1": {"start": 0.7, "0.01": 0.83}}) == "linear head"
     assert choose({k: v for k, v in c.items() if k != "fine-tuned"}, 10_000, moved) == "linear head"
+
+
+def test_a_base_with_a_lexical_expert_fits_its_columns_for_new_labels(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """New labels the network has no feature for: the lexical expert's columns are fitted with the head
+    (the char TF-IDF + logistic-regression baseline, inside the model), and the written model uses them."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from emotag.tagger import Tagger
+    from emotag.train.finetune import finetune
+
+    rng = random.Random(9)
+    rows = []
+    for _ in range(150):
+        lab = rng.choice(sorted(ASPECTS))
+        rows.append({"text": rng.choice(FILL) + rng.choice(ASPECTS[lab]) + rng.choice(FILL), "label": lab})
+    r = finetune(_write_csv(tmp_path / "a.csv", rows, ["text", "label"]), tmp_path / "m", base_model=tiny_model_dir,
+                 epochs=0, progress=False)
+    report = json.loads((tmp_path / "m" / "eval_report.json").read_text(encoding="utf-8"))
+    assert report["linear_head"]["lexical_expert"] and r.chosen == "linear head" and r.dev_after["accuracy"] > 0.8
+    lex = load_file(str(tmp_path / "m" / "model.safetensors"))["lex_weight"].astype(np.float32)
+    assert np.abs(lex[:, :3]).sum() > 0  # the new labels' columns started at zero and were fitted
+    assert Tagger.load(tmp_path / "m").tag("这个划算真的").emotion == "price"
