@@ -204,6 +204,9 @@ def main() -> None:
     ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                     help="network time by kind of operator, int8 vs torch (section 4)")
     ap.add_argument("--skip", default="", help="comma-separated kinds to skip (e.g. torch,snownlp)")
+    ap.add_argument("--baseline-model", default=None,
+                    help="another model directory (e.g. the previous release) scored with the default int8 scorer "
+                         "in the same run, library and CLI, for the side-by-side ratio")
     ap.add_argument("--out", default=None, help="also write the markdown tables here")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--texts-file", default=None, help=argparse.SUPPRESS)
@@ -252,6 +255,9 @@ def main() -> None:
             else:
                 rows.append(spawn(kind, a.model, tf, a.repeats) | {"n": n_texts})
             print(rows[-1], file=sys.stderr)
+        if a.baseline_model:
+            rows.append(spawn("onnx-int8", a.baseline_model, tf, a.repeats) | {"n": a.n, "kind": "onnx-int8, baseline model"})
+            print(rows[-1], file=sys.stderr)
         base = {r["kind"]: r.get("median") for r in rows}
         lines.append("## 1. Library scoring, same texts\n")
         lines.append("| scorer | texts | texts/s (median) | x torch fp32 | x SnowNLP | peak RSS MB |")
@@ -265,8 +271,9 @@ def main() -> None:
             lines.append(f"| {r['kind']} | {r['n']} | {r['median']:.0f} | {xt:.2f} | {xs:.1f} | {r['peak_rss_mb']:.0f} |")
 
         lines.append("\n## 2. End to end through the CLI (CSV in, JSONL out, onnx int8)\n")
-        lines.append("| rows | seconds (median) | rows/s | peak RSS MB | with --aspects: rows/s | aspects / plain |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("| rows | seconds (median) | rows/s | peak RSS MB | with --aspects: rows/s | aspects / plain "
+                     "| baseline model: rows/s | this / baseline |")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for size in (int(s) for s in a.cli_sizes.split(",")):
             inp = os.path.join(tmp, f"in_{size}.csv")
             with open(inp, "w", encoding="utf-8", newline="") as f:
@@ -281,8 +288,12 @@ def main() -> None:
             asp = [cli_run(a.model, inp, os.path.join(tmp, f"out_{size}_aspects.jsonl"), extra=("--aspects",))
                    for _ in range(a.cli_repeats)]
             asecs = statistics.median(r["seconds"] for r in asp)
+            bsecs = float("nan")
+            if a.baseline_model:
+                bsecs = statistics.median(cli_run(a.baseline_model, inp, os.path.join(tmp, f"out_{size}_base.jsonl"))
+                                          ["seconds"] for _ in range(a.cli_repeats))
             lines.append(f"| {size} | {secs:.1f} | {size / secs:.0f} | {rss:.0f} | {size / asecs:.0f} | "
-                         f"{secs / asecs:.2f} |")
+                         f"{secs / asecs:.2f} | {size / bsecs:.0f} | {bsecs / secs:.2f} |")
             print(lines[-1], file=sys.stderr)
 
         if a.sweep:

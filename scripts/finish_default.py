@@ -204,7 +204,7 @@ def int8_agreement(model: Path, examples: list[Example], log: dict) -> None:
 def shipped_calibration(model: Path, examples: list[Example], log: dict) -> None:
     """ECE of the emotion probabilities users get (int8 file) on dev rows with one gold emotion, at
     temperature 1 and at the fitted temperature."""
-    from emotag.train.trainer import expected_calibration_error
+    from emotag.metrics import expected_calibration_error
 
     dev = [e for e in examples if e.split == "dev" and e.emotions and len(e.emotions) == 1]
     tagger = Tagger.load(model, backend="onnx-int8")

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emotag import labels as L  # noqa: E402
-from emotag.evaluate import macro_f1  # noqa: E402
+from emotag.metrics import macro_f1, softmax  # noqa: E402
 from emotag.model.config import EmotagConfig, NgramConfig  # noqa: E402
 from emotag.model.features import Featurizer  # noqa: E402
 from emotag.model.modeling import EmotagModel  # noqa: E402
@@ -37,7 +37,6 @@ from emotag.train.pretrain import load_pretrained_encoder, pretrained_architectu
 from emotag.train.trainer import (  # noqa: E402
     EncodedSet,
     TrainSettings,
-    _softmax,
     calibrate,
     fit,
     partial_accuracy,
@@ -51,8 +50,8 @@ SMP_MERGE = list(L.SMP2020.items())
 def dev_metrics(pred: dict[str, np.ndarray], dev: EncodedSet, cfg: EmotagConfig) -> dict[str, float]:
     """Per-source dev metrics mirroring the judged ones (SMP 6-way macro-F1, CLUE 7-way acc, polarity acc)."""
     T = cfg.temperature
-    pe = _softmax(pred["emotion"], T.get("emotion", 1.0))
-    pp = _softmax(pred["polarity"], T.get("polarity", 1.0))
+    pe = softmax(pred["emotion"], T.get("emotion", 1.0))
+    pp = softmax(pred["polarity"], T.get("polarity", 1.0))
     eidx = {e: i for i, e in enumerate(cfg.emotion_labels)}
     src = np.array(dev.sources)
     res: dict[str, float] = {}

@@ -31,7 +31,7 @@ from emotag.labels import SMP2020_EVAL_MERGE  # noqa: E402
 from emotag.metrics import macro_f1  # noqa: E402
 from emotag.train import corpora  # noqa: E402
 
-CONTRAST_WEIGHTS = (1.0, 2.0, 3.0, 5.0)
+CONTRAST_WEIGHTS = (1.0, 2.0, 3.0)
 NEUTRAL_MARGINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 BINARY = ("shopping", "hotel", "chat", "sentic", "aste")
 THREE_WAY = ("aste", "car", "cped")
