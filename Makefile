@@ -71,7 +71,7 @@ DATA    ?= ../shared/data
 rebuild-model: $(VENV)/.installed-full
 	$(BIN)/python scripts/train_default.py --data $(DATA) --out $(REBUILD)/network --epochs 2 --minutes 55
 	$(BIN)/python scripts/train_lexical.py --data $(DATA) --model $(REBUILD)/network --out $(REBUILD)/model \
-		--l2 5e-6 --fits-cache $(REBUILD)/lexcache
+		--l2 5e-6 --buckets 262144 --iterations 400 --fits-cache $(REBUILD)/lexcache
 	$(BIN)/python scripts/finish_default.py --data $(DATA) --model $(REBUILD)/model
 	$(BIN)/python scripts/tune_decisions.py --data $(DATA) --model $(REBUILD)/model
 

