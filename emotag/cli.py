@@ -393,7 +393,8 @@ def aspects_cmd(
         raise UserError(f"{', '.join(scored)}: no column '{by}' to group by (columns: {', '.join(sorted(seen))}); "
                         f"keep it when scoring: emotag score ... --keep {by} --aspects")
     if output:
-        with RecordWriter(output) as writer:
+        # the same guard as score and profile: an -o that names a scored file is refused, not overwritten
+        with RecordWriter(output, inputs=[p for p in scored if p != "-"]) as writer:
             for r in rows:
                 writer.write(r)
     if output != "-":

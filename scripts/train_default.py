@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emotag import labels as L  # noqa: E402
-from emotag.metrics import macro_f1, softmax  # noqa: E402
+from emotag.metrics import macro_f1  # noqa: E402
 from emotag.model.config import EmotagConfig, NgramConfig  # noqa: E402
 from emotag.model.features import Featurizer  # noqa: E402
 from emotag.model.modeling import EmotagModel  # noqa: E402
@@ -48,45 +48,50 @@ SMP_MERGE = list(L.SMP2020.items())
 
 
 def dev_metrics(pred: dict[str, np.ndarray], dev: EncodedSet, cfg: EmotagConfig) -> dict[str, float]:
-    """Per-source dev metrics mirroring the judged ones (SMP 6-way macro-F1, CLUE 7-way acc, polarity acc)."""
-    T = cfg.temperature
-    pe = softmax(pred["emotion"], T.get("emotion", 1.0))
-    pp = softmax(pred["polarity"], T.get("polarity", 1.0))
+    """Per-source dev metrics mirroring the judged ones (SMP 6-way macro-F1, CLUE 7-way acc, polarity acc).
+
+    Per text, as `emotag eval` and cli_eval score them: `pred` holds `predict`'s per-window logits, which
+    are combined over each text's windows exactly as `Tagger` combines them (`EncodedSet.text_outputs`).
+    """
+    out = dev.text_outputs(pred, cfg.temperature)
+    pe, pp = out["emotion"], out["polarity"]
+    emo_mask, pol_mask = dev.text_rows(dev.emo_mask), dev.text_rows(dev.pol_mask)
+    valence, intensity = dev.text_rows(dev.valence), dev.text_rows(dev.intensity)
     eidx = {e: i for i, e in enumerate(cfg.emotion_labels)}
-    src = np.array(dev.sources)
+    src = np.array(dev.sources)[dev.first]
     res: dict[str, float] = {}
     for s in ("smp_usual", "smp_virus"):
         sel = np.where(src == s)[0]
         if len(sel) == 0:
             continue
-        gold = [next(k for k, v in SMP_MERGE if all(dev.emo_mask[i, eidx[e]] for e in v) and
-                     dev.emo_mask[i].sum() == len(v)) for i in sel]
+        gold = [next(k for k, v in SMP_MERGE if all(emo_mask[i, eidx[e]] for e in v) and
+                     emo_mask[i].sum() == len(v)) for i in sel]
         merged = np.stack([pe[sel][:, [eidx[e] for e in v]].sum(-1) for _, v in SMP_MERGE], -1)
         pred_l = [SMP_MERGE[j][0] for j in merged.argmax(-1)]
         res[f"{s}_macroF1"] = macro_f1(gold, pred_l, [k for k, _ in SMP_MERGE])
     sel = np.where(src == "clue")[0]
     if len(sel):
         sub = pe[sel][:, 1:]
-        res["clue_acc"] = float(dev.emo_mask[sel][np.arange(len(sel)), sub.argmax(-1) + 1].mean())
+        res["clue_acc"] = float(emo_mask[sel][np.arange(len(sel)), sub.argmax(-1) + 1].mean())
     score = pp[:, 2] - pp[:, 0]
     for s in ("shopping", "hotel", "chat", "sentic", "cped", "aste", "car"):
-        sel = np.where((src == s) & (dev.pol_mask.sum(-1) > 0))[0]
+        sel = np.where((src == s) & (pol_mask.sum(-1) > 0))[0]
         if len(sel) == 0:
             continue
         if s in ("cped", "aste", "car"):  # 3-way sets (neutral included): accuracy of the polarity argmax
-            res[f"{s}_pol_acc"] = partial_accuracy(pred["polarity"][sel], dev.pol_mask[sel])
+            res[f"{s}_pol_acc"] = partial_accuracy(pp[sel], pol_mask[sel])
         else:
-            pos = dev.pol_mask[sel, 2] > 0
+            pos = pol_mask[sel, 2] > 0
             res[f"{s}_polarity_acc"] = float(((score[sel] > 0) == pos).mean())
     for s in ("nlpcc2014", "codeswitch", "cped"):
-        sel = np.where((src == s) & (dev.emo_mask.sum(-1) > 0))[0]
+        sel = np.where((src == s) & (emo_mask.sum(-1) > 0))[0]
         if len(sel):
-            res[f"{s}_emotion_acc"] = partial_accuracy(pred["emotion"][sel], dev.emo_mask[sel])
-    sel = np.where(~np.isnan(dev.valence))[0]
+            res[f"{s}_emotion_acc"] = partial_accuracy(pe[sel], emo_mask[sel])
+    sel = np.where(~np.isnan(valence))[0]
     if len(sel) > 2:
-        res["cvat_valence_r"] = float(np.corrcoef(score[sel], dev.valence[sel])[0, 1])
-        res["cvat_valence_head_r"] = float(np.corrcoef(pred["valence"][sel], dev.valence[sel])[0, 1])
-        res["cvat_arousal_r"] = float(np.corrcoef(pred["intensity"][sel], dev.intensity[sel])[0, 1])
+        res["cvat_valence_r"] = float(np.corrcoef(score[sel], valence[sel])[0, 1])
+        res["cvat_valence_head_r"] = float(np.corrcoef(out["valence"][sel], valence[sel])[0, 1])
+        res["cvat_arousal_r"] = float(np.corrcoef(out["intensity"][sel], intensity[sel])[0, 1])
     return res
 
 
@@ -190,11 +195,11 @@ def main() -> None:
     for e, n in zip(train_ex, norm_train, strict=True):
         e.text = n
     max_length = cfg.max_length
-    if a.train_chars:  # EncodedSet keeps the first window_chars characters of each text
+    if a.train_chars:  # shorter windows for the training rows only (window_chars = max_length - 2)
         cfg.max_length = a.train_chars + 2
     train = EncodedSet(feat, train_ex, normalized=True)
-    dev = EncodedSet(feat, dev_ex)
     cfg.max_length = max_length
+    dev = EncodedSet(feat, dev_ex)  # dev, early stopping and temperatures see the windows the scorer sees
     timings["encode_cpu_s"] = time.process_time() - t
 
     model = EmotagModel(cfg)

@@ -197,6 +197,20 @@ def test_aspects_command(ex, tmp_path):
     assert {"group", "category", "mentions", "negative_share_low", "top_negative"} <= set(table[0])
     res = runner.invoke(app, ["aspects", str(scored), "--by", "shop"])
     assert res.exit_code == 1 and "no column 'shop'" in res.output
+    before = scored.read_bytes()
+    res = runner.invoke(app, ["aspects", str(scored), "--by", "product", "-o", str(scored)])
+    assert res.exit_code == 1 and "input" in res.output  # never writes the table over the scored file
+    assert scored.read_bytes() == before
+
+
+def test_category_source_changes_when_the_file_is_edited(tmp_path):
+    """`score --resume` compares the category setting: an edited file must not read as the same one."""
+    f = tmp_path / "cats.toml"
+    f.write_text('[categories]\n包装 = ["包装"]\n', encoding="utf-8")
+    first = CategorySet.from_toml(f).source
+    assert first == CategorySet.from_toml(f).source
+    f.write_text('[categories]\n售后 = ["客服", "包装"]\n', encoding="utf-8")
+    assert CategorySet.from_toml(f).source != first
 
 
 @pytest.mark.parametrize("ext", ["jsonl", "csv", "tsv", "parquet", "xlsx"])

@@ -25,6 +25,7 @@ def test_contrast_markers_cut_before_the_turn(text, clauses):
 
 @pytest.mark.parametrize("text", [
     "不但好吃而且便宜",  # not only ... but also
+    "他不但是好人而且聪明",
     "就是好吃",  # emphasis, nothing before it
     "味道就是好",  # 就是 without a comma before it is emphasis
     "不过如此",

@@ -11,6 +11,7 @@ still knows 瓶身 and 封口.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -155,7 +156,8 @@ class CategorySet:
         if default is not None and (not isinstance(default, str) or not default.strip()):
             raise CategoryFileError(f"{file}: 'default' must be a category name (a non-empty string)")
         cats = cls(clean, default, TermVectors.load(path), inherit=True)
-        cats.source = str(Path(file).resolve())
+        # the path and a hash of the bytes: `score --resume` compares this, so an edited file is a new setting
+        cats.source = f"{Path(file).resolve()}#sha256={hashlib.sha256(raw).hexdigest()[:16]}"
         return cats
 
     def _inherit_builtin(self) -> None:

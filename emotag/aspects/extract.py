@@ -137,7 +137,6 @@ def _add_seed_opinions(text: str, aspects: list[tuple[int, int]], opinions: list
 
 
 _DEGREE_START = re.compile("|".join(sorted(map(re.escape, {*DEGREE, *NEGATION, "也", "都"}), key=len, reverse=True)))
-_DEGREE_START = re.compile("|".join(sorted(map(re.escape, {*DEGREE, *NEGATION, "也", "都"}), key=len, reverse=True)))
 _CONTRAST = re.compile(r"(?:但是|但|不过|可是|只是|就是|然而|而且|另外|还有)$")
 
 

@@ -149,8 +149,8 @@ def build_unigram_tokenizer(pieces: list[str], scores: list[float]):
 
 def prune_vocabulary(texts: Iterable[str], min_count: int = 2, max_pieces: int = 16000,
                      ) -> tuple[list[str], list[float], np.ndarray]:
-    """Pieces the texts use (at least `min_count` times, the `max_pieces` most frequent) plus every single
-    CJK character piece of the wheel that any text uses once.
+    """Pieces the texts use, segmented with the wheel's whole vocabulary: those used at least `min_count`
+    times, at most the `max_pieces` most frequent. A rarer character then scores as [UNK].
 
     Returns (pieces, scores, wheel_ids): piece i of the pruned vocabulary is row wheel_ids[i] of the
     wheel's embedding table; the four SPECIAL rows come first ([PAD] reuses <unk>'s row, it is masked).

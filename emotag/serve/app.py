@@ -44,7 +44,7 @@ from emotag.profiles.store import ProfileStore, StoreError
 from emotag.serve import schema
 from emotag.serve.batcher import MicroBatcher, QueueFull
 from emotag.serve.metrics import Metrics
-from emotag.serve.security import AuditLog, Caller, KeyRing, load_keys
+from emotag.serve.security import AuditLog, Caller, KeyRing, key_id, load_keys
 
 log = logging.getLogger("emotag.serve")
 SETTINGS_ENV = "EMOTAG_SERVE_SETTINGS"
@@ -341,7 +341,9 @@ async def profile(service: Service, request: Request) -> Response:
     _no_store(service)
     pseudonym = request.path_params["pseudonym"]
     row = await asyncio.to_thread(service.read_profile, pseudonym)
-    service.record(caller, "profile.read", 200 if row else 404, pseudonym=pseudonym)
+    # a miss may be a raw id typed by mistake: the audit log keeps only a hash of it, never the value
+    service.record(caller, "profile.read", 200 if row else 404,
+                   **({"pseudonym": pseudonym} if row else {"requested": key_id(pseudonym)}))
     if row is None:
         raise schema.BadRequest(404, "pseudonym", "no profile for this pseudonym")
     return JSONResponse(row)

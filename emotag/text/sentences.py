@@ -163,7 +163,7 @@ def contrast_clauses(text: str) -> list[str]:
     for m in _CONTRAST.finditer(text):
         p = m.start()
         before = text[cuts[-1] : p].rstrip("".join(_CLAUSE_PUNCT))
-        if len(before) < 2 or (m.group() == "但" and text[p - 1] == "不"):
+        if len(before) < 2 or (m.group().startswith("但") and text[p - 1] == "不"):
             continue
         if m.group() in _AFTER_PUNCT_ONLY and text[p - 1] not in _CLAUSE_PUNCT:
             continue

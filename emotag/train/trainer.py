@@ -59,7 +59,8 @@ class EncodedSet:
 
     Rows are windows: `ids`, `grams`, `texts`, `sources` and the target arrays (`emo_mask`, `pol_mask`,
     `intensity`, `valence`, `emo_has`) have one row per window, each window carrying its text's labels.
-    `first[k]` is the row of text k's first window and `weights` each window's share of its text's length,
+    `first[k]` is the row of text k's first window and `weights` each window's share of its text
+    (`Prepared.weights`: its length, contrast-weighted when the model asks),
     the weights `Tagger` combines window scores with (see `text_outputs`). `examples` are the texts that
     have at least one window (a text empty after normalisation has nothing to train on; `dropped` counts
     them).
@@ -127,7 +128,7 @@ class EncodedSet:
                      ) -> dict[str, np.ndarray]:
         """Per-text outputs from `predict`'s per-window logits, combined exactly as `Tagger` combines them:
         softmax with the head's temperature (sigmoid for a multi-label emotion head) per window, then the
-        length-weighted sum over the text's windows."""
+        sum over the text's windows weighted by `Prepared.weights`."""
         t = self.config.temperature if temperature is None else temperature
         emo = sigmoid(pred["emotion"]) if self.config.multi_label else softmax(pred["emotion"], t.get("emotion", 1.0))
         out = {"emotion": emo, "polarity": softmax(pred["polarity"], t.get("polarity", 1.0)),
