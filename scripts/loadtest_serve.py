@@ -19,6 +19,7 @@ with the server, as a sidecar would; on a shared machine say so next to the numb
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -75,12 +76,14 @@ class Client:
             raise
 
 
-def start_server(workdir: Path, port: int, threads: int | None, store: str) -> subprocess.Popen[bytes]:
+def start_server(workdir: Path, port: int, threads: int | None, store: str,
+                 extra: list[str] | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "EMOTAG_API_KEYS": f"{READ},{WRITE}:write", "EMOTAG_PSEUDONYM_KEY": PSEUDO_KEY}
     args = [sys.executable, "-m", "emotag.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--store", store]
     if threads:
         args += ["--threads", str(threads)]
+    args += extra or []
     log = (workdir / "server.log").open("ab")
     proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -104,50 +107,139 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
-def load(port: int, texts: list[str], concurrency: int, requests: int, duration: float) -> dict[str, Any]:
-    """`requests` single-text requests from `concurrency` clients (or until `duration` seconds)."""
-    lat: list[float] = []
-    statuses: dict[int, int] = {}
-    counter = iter(range(requests))
-    lock = threading.Lock()
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _batch_counts(port: int) -> tuple[float, float]:
+    """(texts, batches) the server's model has scored so far, from its /metrics."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode("utf-8")
+    c.close()
+    got = {}
+    for line in text.splitlines():
+        if line.startswith(("emotag_batch_size_sum ", "emotag_batch_size_count ")):
+            name, value = line.split()
+            got[name] = float(value)
+    return got.get("emotag_batch_size_sum", 0.0), got.get("emotag_batch_size_count", 0.0)
+
+
+def _tag_request(port: int, text: str) -> bytes:
+    """One pre-encoded keep-alive `POST /v1/tag` (the generator does no per-request encoding work)."""
+    body = json.dumps({"text": text}, ensure_ascii=False).encode("utf-8")
+    head = (f"POST /v1/tag HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {READ}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode("ascii") + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    at = head.lower().find(b"\r\ncontent-length:")
+    if at < 0:
+        raise ValueError("response without content-length")
+    n = int(head[at + 17 : head.index(b"\r\n", at + 2)])
+    return status, await reader.readexactly(n)
+
+
+async def _load_async(port: int, requests_: list[bytes], concurrency: int, n: int, duration: float,
+                      lat: list[float], statuses: dict[int, int]) -> None:
+    """`concurrency` clients, each one keep-alive connection sending its next request when answered.
+
+    A raw HTTP/1.1 client on one asyncio loop: the requests are encoded once, up front, and an answer
+    costs a header scan and one json.loads (to check it is a record). A thread per client with
+    http.client spends several times the CPU per request, and on a 2-core machine that CPU is taken from
+    the server being measured.
+    """
+    next_i = 0
     stop_at = time.perf_counter() + duration
 
-    def worker() -> None:
-        client = Client(port, READ)
-        while time.perf_counter() < stop_at:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
+    async def client() -> None:
+        nonlocal next_i
+        reader = writer = None
+        while next_i < n and time.perf_counter() < stop_at:
+            i = next_i
+            next_i += 1
             t0 = time.perf_counter()
             try:
-                status, _ = client.post("/v1/tag", {"text": texts[i % len(texts)]})
-            except (OSError, http.client.HTTPException, ValueError):
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                assert reader is not None
+                writer.write(requests_[i % len(requests_)])
+                status, body = await _read_response(reader)
+                if status == 200 and "emotion" not in json.loads(body):
+                    status = -2  # answered 200 without a record: counted as a failure
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                 status = -1
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
             dt = time.perf_counter() - t0
-            with lock:
-                statuses[status] = statuses.get(status, 0) + 1
-                if status == 200:
-                    lat.append(dt)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                lat.append(dt)
+        if writer is not None:
+            writer.close()
 
-    for _ in range(min(20, requests)):  # warm-up (not measured)
-        Client(port, READ).post("/v1/tag", {"text": texts[0]})
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # the [serve] extra has it; the client's loop is then cheaper too
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
+def load(port: int, texts: list[str], concurrency: int, requests: int, duration: float,
+         server_pid: int | None = None) -> dict[str, Any]:
+    """`requests` single-text requests from `concurrency` clients (or until `duration` seconds), with the
+    CPU seconds the generator (this process) and the server spent meanwhile."""
+    lat: list[float] = []
+    statuses: dict[int, int] = {}
+    reqs = [_tag_request(port, t) for t in texts]
+    loop = _new_loop()
+    try:
+        loop.run_until_complete(_load_async(port, reqs, min(4, concurrency), min(20, requests), 30.0, [], {}))
+        srv0 = _cpu_seconds(server_pid) if server_pid else None
+        texts0, batches0 = _batch_counts(port)
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        loop.run_until_complete(_load_async(port, reqs, concurrency, requests, duration, lat, statuses))
+        wall = time.perf_counter() - t0
+        client_cpu = time.process_time() - cpu0
+        srv1 = _cpu_seconds(server_pid) if server_pid else None
+        texts1, batches1 = _batch_counts(port)
+    finally:
+        loop.close()
+    server_cpu = srv1 - srv0 if srv0 is not None and srv1 is not None else None
     ok = len(lat)
-    return {"concurrency": concurrency, "requests": sum(statuses.values()), "ok": ok, "statuses": statuses,
-            "seconds": round(wall, 3), "texts_per_s": round(ok / wall, 1),
-            "p50_ms": round(1000 * percentile(lat, 50), 2), "p95_ms": round(1000 * percentile(lat, 95), 2),
-            "p99_ms": round(1000 * percentile(lat, 99), 2)}
+    out = {"concurrency": concurrency, "requests": sum(statuses.values()), "ok": ok, "statuses": statuses,
+           "seconds": round(wall, 3), "texts_per_s": round(ok / wall, 1),
+           "p50_ms": round(1000 * percentile(lat, 50), 2), "p95_ms": round(1000 * percentile(lat, 95), 2),
+           "p99_ms": round(1000 * percentile(lat, 99), 2),
+           "mean_batch": round((texts1 - texts0) / max(batches1 - batches0, 1), 1),
+           "client_cpu_s": round(client_cpu, 3), "server_cpu_s": None if server_cpu is None else round(server_cpu, 3)}
+    if server_cpu is not None:
+        # the generator's share of all the CPU spent during the run (server + generator)
+        out["client_cpu_share"] = round(client_cpu / max(client_cpu + server_cpu, 1e-9), 3)
+    return out
+
+
+_TAGGERS: dict[int | None, Any] = {}
 
 
 def batch_baseline(texts: list[str], n: int, threads: int | None, workdir: Path) -> dict[str, Any]:
-    """What `emotag score` does on the same texts: score_file with the same thread count."""
+    """What `emotag score` does on the same texts: score_file with the same thread count (model load
+    excluded: the model is loaded once per run and warmed up)."""
     from emotag import Tagger
     from emotag.scoring import score_file
 
@@ -155,12 +247,15 @@ def batch_baseline(texts: list[str], n: int, threads: int | None, workdir: Path)
     with src.open("w", encoding="utf-8") as f:
         for i in range(n):
             f.write(json.dumps({"id": i, "text": texts[i % len(texts)]}, ensure_ascii=False) + "\n")
-    tagger = Tagger.load(threads=threads)
-    score_file(tagger, str(src), str(workdir / "warm.jsonl"))  # warm-up
+    if threads not in _TAGGERS:
+        _TAGGERS[threads] = Tagger.load(threads=threads)
+        score_file(_TAGGERS[threads], str(src), str(workdir / "warm.jsonl"))  # warm-up
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
-    summary = score_file(tagger, str(src), str(workdir / "baseline.scored.jsonl"))
+    summary = score_file(_TAGGERS[threads], str(src), str(workdir / "baseline.scored.jsonl"))
     wall = time.perf_counter() - t0
-    return {"texts": summary.rows, "seconds": round(wall, 3), "texts_per_s": round(summary.rows / wall, 1)}
+    return {"texts": summary.rows, "seconds": round(wall, 3), "texts_per_s": round(summary.rows / wall, 1),
+            "cpu_s": round(time.process_time() - cpu0, 3)}
 
 
 def durability(workdir: Path, threads: int | None, cycles: int, writers: int = 8) -> dict[str, Any]:
@@ -231,12 +326,19 @@ def durability(workdir: Path, threads: int | None, cycles: int, writers: int = 8
             "ok": not lost and set(batches) == set(sent) and evidence == EVENTS_PER_BATCH * len(sent)}
 
 
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
     ap.add_argument("--concurrency", default="1,64", help="comma-separated client counts")
     ap.add_argument("--threads", type=int, default=None, help="scorer threads (server and baseline)")
     ap.add_argument("--duration", type=float, default=60.0, help="cap per concurrency level, seconds")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of (batch baseline, then each concurrency); medians are printed at the end")
+    ap.add_argument("--server-args", default="", help="extra `emotag serve` options, e.g. '--batch-window-ms 5'")
     ap.add_argument("--cycles", type=int, default=3, help="kill -9 cycles of the durability check (0: skip)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -244,31 +346,52 @@ def main() -> None:
     from emotag.io import read_rows
 
     texts = [r.text for r in read_rows(str(ROOT / "data" / "samples" / "reviews.csv")) if r.text]
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "texts": len(texts),
-                               "mean_chars": round(statistics.mean(len(t) for t in texts), 1)}
+    levels = [int(x) for x in args.concurrency.split(",")]
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "texts": len(texts), "server_args": args.server_args,
+                               "mean_chars": round(statistics.mean(len(t) for t in texts), 1), "rounds": []}
     with tempfile.TemporaryDirectory(prefix="emotag-loadtest-") as tmp:
         work = Path(tmp)
         port = free_port()
-        proc = start_server(work, port, args.threads, str(work / "load.db"))
+        proc = start_server(work, port, args.threads, str(work / "load.db"), args.server_args.split())
         try:
-            results["load"] = []
-            for c in (int(x) for x in args.concurrency.split(",")):
-                n = args.requests if c > 1 else min(args.requests, 500)
-                r = load(port, texts, c, n, args.duration)
-                results["load"].append(r)
-                print(f"concurrency {c:>3}: {r['ok']}/{r['requests']} ok in {r['seconds']:.1f}s, "
-                      f"{r['texts_per_s']:.0f} texts/s, p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
-                      f"p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}", flush=True)
+            # Each round measures the batch scorer and then the server, minutes apart at most, so a busy
+            # machine slows both alike; the ratio is taken within the round, and the median over rounds.
+            for k in range(args.repeat):
+                base = batch_baseline(texts, args.requests, args.threads, work)
+                rnd: dict[str, Any] = {"batch": base, "load": []}
+                results["rounds"].append(rnd)
+                print(f"round {k + 1}: emotag score (score_file, same texts): {base['texts']} texts in "
+                      f"{base['seconds']:.1f}s, {base['texts_per_s']:.0f} texts/s, {base['cpu_s']:.1f} CPU s",
+                      flush=True)
+                for c in levels:
+                    n = args.requests if c > 1 else min(args.requests, 500)
+                    r = load(port, texts, c, n, args.duration, proc.pid)
+                    r["vs_batch"] = round(r["texts_per_s"] / base["texts_per_s"], 3)
+                    rnd["load"].append(r)
+                    cpu = (f", CPU s: server {r['server_cpu_s']:.1f}, generator {r['client_cpu_s']:.1f} "
+                           f"({100 * r['client_cpu_share']:.0f}% of the run's)" if r.get("server_cpu_s") is not None
+                           else f", generator CPU {r['client_cpu_s']:.1f} s")
+                    print(f"  concurrency {c:>3}: {r['ok']}/{r['requests']} ok in {r['seconds']:.1f}s, "
+                          f"{r['texts_per_s']:.0f} texts/s = {100 * r['vs_batch']:.0f}% of the batch scorer's, "
+                          f"p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                          f"mean model batch {r['mean_batch']:.1f}, statuses {r['statuses']}{cpu}", flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait()
-        base = batch_baseline(texts, args.requests, args.threads, work)
-        results["batch"] = base
-        print(f"emotag score (score_file, same texts): {base['texts']} texts in {base['seconds']:.1f}s, "
-              f"{base['texts_per_s']:.0f} texts/s", flush=True)
-        for r in results["load"]:
-            r["vs_batch"] = round(r["texts_per_s"] / base["texts_per_s"], 3)
-            print(f"  concurrency {r['concurrency']}: {100 * r['vs_batch']:.0f}% of the batch scorer's throughput")
+        summary = []
+        for j, c in enumerate(levels):
+            rs = [rnd["load"][j] for rnd in results["rounds"]]
+            row = {"concurrency": c, "rounds": len(rs)}
+            for key in ("texts_per_s", "vs_batch", "p50_ms", "p95_ms", "p99_ms", "client_cpu_share"):
+                vals = [r[key] for r in rs if r.get(key) is not None]
+                row[key] = _median(vals) if vals else None
+            summary.append(row)
+            share = (f", generator {100 * row['client_cpu_share']:.0f}% of the CPU spent"
+                     if row["client_cpu_share"] is not None else "")
+            print(f"median of {len(rs)}: concurrency {c:>3}: {row['texts_per_s']:.0f} texts/s = "
+                  f"{100 * row['vs_batch']:.0f}% of the batch scorer's, p50 {row['p50_ms']:.1f} ms, "
+                  f"p95 {row['p95_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms{share}", flush=True)
+        results["median"] = summary
         if args.cycles:
             d = durability(work, args.threads, args.cycles)
             results["durability"] = d

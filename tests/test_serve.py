@@ -254,6 +254,51 @@ def test_live_dialogue(server: Server) -> None:
     assert status == 200 and rec["state"]["turns"] == 1
 
 
+def test_concurrent_turns_of_one_conversation_are_appended_one_at_a_time(server: Server) -> None:
+    """Many turns posted at once to one live conversation: none is lost, each sees the one before it.
+
+    Without a per-conversation lock two appends read the same old state while the model scores and the
+    later write drops the earlier turn; the counts below would then repeat and the total fall short.
+    """
+    n = 24
+    out: dict[int, tuple[int, dict[str, str], Any]] = {}
+    start = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        start.wait()
+        out[i] = call(server.port, "POST", "/v1/dialogues/race-1/turns",
+                      {"id": f"t{i}", "speaker": "customer", "text": ["很好吃", "太难吃了"][i % 2] * (1 + i % 5)})
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(out) == list(range(n)) and all(out[i][0] == 200 for i in out), out
+    recs = sorted((r[2] for r in out.values()), key=lambda r: r["state"]["turns"])
+    # every append saw all the earlier ones: the states count 1..n, each exactly once
+    assert [r["state"]["turns"] for r in recs] == list(range(1, n + 1))
+    # and the order is one order: each answer's turns are a prefix of the next answer's
+    order = [[t["id"] for t in r["turns"]] for r in recs]
+    for shorter, longer in zip(order, order[1:], strict=False):
+        assert longer[: len(shorter)] == shorter and len(longer) == len(shorter) + 1
+    assert sorted(order[-1]) == sorted(f"t{i}" for i in range(n))
+    # the conversation kept is the final one: one more turn makes n + 1
+    status, _, rec = call(server.port, "POST", "/v1/dialogues/race-1/turns", {"speaker": "customer", "text": "好"})
+    assert status == 200 and rec["state"]["turns"] == n + 1 and [t["id"] for t in rec["turns"]][:n] == order[-1]
+
+
+def test_record_dict_is_to_dict() -> None:
+    """/v1/tag builds records without `to_dict`'s deep copy; they must stay the same records."""
+    from emotag import Tagger
+    from emotag.serve.app import record_dict
+
+    results = list(Tagger.load(threads=1).tag_many(["很好吃", "", "快递太慢了，客服也不理人", 3]))
+    assert any(r.error for r in results) and any(not r.error for r in results)
+    for r in results:
+        assert record_dict(r) == r.to_dict() and list(record_dict(r)) == list(r.to_dict())
+
+
 def test_probes_and_metrics(server: Server) -> None:
     assert call(server.port, "GET", "/healthz", key=None)[:1] == (200,)
     status, _, ready = call(server.port, "GET", "/readyz", key=None)
@@ -264,6 +309,13 @@ def test_probes_and_metrics(server: Server) -> None:
     assert "emotag_request_seconds_bucket" in text and "emotag_queue_texts" in text
     status, _, body = call(server.port, "GET", "/v1/nothing", key=None)
     assert status == 404 and body["error"]["field"] == "path"
+    # the front router hands what it does not serve to Starlette: a known path with another method is 405,
+    # an empty path parameter or a trailing segment is no route
+    status, _, body = call(server.port, "GET", "/v1/tag")
+    assert status == 405 and body["error"]["field"] == "path"
+    for path in ("/v1/dialogues//turns", "/v1/dialogues/a/turns/x", "/v1/profiles/"):
+        assert call(server.port, "POST" if "turns" in path else "GET", path, {})[0] in (404, 307), path
+    assert call(server.port, "HEAD", "/healthz", key=None)[0] == 200
 
 
 def test_backpressure_and_kill_9_durability(tmp_path: Path) -> None:

@@ -8,12 +8,19 @@ runs it; docs/serve.md has the full reasoning, the endpoints and the measured nu
 Every request is handled by one `_handler` wrapper: it times the request for /metrics, turns `BadRequest`
 into a 4xx JSON error, `QueueFull` into 503 + Retry-After, and anything unexpected into a 500 JSON error
 (logged with its traceback) -- the server never dies on a request.
+
+The routes are dispatched by `FrontRouter`, a few lines of ASGI in front of Starlette: a dict lookup on
+(method, path) and a small request object read straight from the ASGI scope. Starlette's middleware stack,
+regex routing and `Request` cost more Python per request than the route itself, and under load that
+Python runs on the same two cores (and under the same GIL) as the model's text preparation. Anything the
+front does not know (404, 405) goes on to Starlette, which also runs the lifespan (model load, drain).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,12 +30,14 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Union
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from emotag.profiles.api import (
     FoldStats,
@@ -45,6 +54,7 @@ from emotag.serve import schema
 from emotag.serve.batcher import MicroBatcher, QueueFull
 from emotag.serve.metrics import Metrics
 from emotag.serve.security import AuditLog, Caller, KeyRing, key_id, load_keys
+from emotag.tagger import Result
 
 log = logging.getLogger("emotag.serve")
 SETTINGS_ENV = "EMOTAG_SERVE_SETTINGS"
@@ -80,6 +90,38 @@ class ServeSettings:
         return cls(**d)
 
 
+class KeyedLocks:
+    """One asyncio lock per key (a conversation id), kept only while a request holds or awaits it.
+
+    Why: appending a turn reads the conversation, awaits the model, then stores the longer conversation;
+    two appends to one conversation that overlap would both start from the same old turns and the later
+    store would drop the other's turn. Appends to *different* conversations still run side by side (and
+    share model batches). The locks live in the event loop's thread only, so a dict needs no lock itself;
+    an entry goes once its last holder leaves, so idle conversations cost nothing.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:  # FIFO: turns are applied in the order their requests reached this point
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
+
+
 class Service:
     """The state behind the routes: keys, audit log, model batcher, live dialogues, profile store access."""
 
@@ -95,6 +137,7 @@ class Service:
         self.model_name: str | None = None
         self.load_error: str | None = None
         self.live: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.dialogue_locks = KeyedLocks()  # one live conversation's turns are appended one at a time
         self.store_lock = threading.Lock()  # one writer at a time within this process (SQLite serialises processes)
         self._aspects: Any = None
 
@@ -128,7 +171,7 @@ class Service:
 
     # -- auth and audit -------------------------------------------------------------------------------
 
-    def caller(self, request: Request, scope: str, audit: str | None = None) -> Caller:
+    def caller(self, request: AnyRequest, scope: str, audit: str | None = None) -> Caller:
         """The request's key, or 401/403. With `audit` (an audited action), a refusal is audited too."""
         caller = self.keys.lookup(request.headers.get("authorization"))
         if caller is None:
@@ -191,11 +234,116 @@ class Service:
 # -- request plumbing ---------------------------------------------------------------------------------
 
 
-def _error(status: int, field: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status, headers=headers)
+class _Headers:
+    """Request headers by lower-case name (the first of repeated ones, as Starlette's `Headers.get`)."""
+
+    __slots__ = ("_map", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._map: dict[str, str] | None = None
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        if self._map is None:
+            self._map = {}
+            for k, v in self._raw:
+                self._map.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
+        return self._map.get(name, default)
 
 
-async def _body(request: Request, limit: int) -> Any:
+class LightRequest:
+    """The part of a request the routes read (method, headers, query, path parameters, body stream),
+    straight from the ASGI scope: building Starlette's `Request` and its middleware context costs more
+    per request than the route's own work on a one-text `/v1/tag`."""
+
+    __slots__ = ("_headers", "_query", "_receive", "path_params", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, path_params: dict[str, str]) -> None:
+        self.scope = scope
+        self._receive = receive
+        self.path_params = path_params
+        self._headers: _Headers | None = None
+        self._query: dict[str, str] | None = None
+
+    @property
+    def method(self) -> str:
+        return str(self.scope["method"])
+
+    @property
+    def headers(self) -> _Headers:
+        if self._headers is None:
+            self._headers = _Headers(self.scope["headers"])
+        return self._headers
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        if self._query is None:  # as Starlette: blank values kept, the last of repeated names wins
+            qs = self.scope.get("query_string", b"")
+            self._query = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
+        return self._query
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            body = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                return
+
+
+#: What a route reads: Starlette's request (through the fallback routes) or the front's `LightRequest`.
+AnyRequest = Union[Request, LightRequest]  # noqa: UP007 - a runtime alias
+
+
+class JSONAnswer:
+    """A JSON response as one ASGI start and one body message (compact, UTF-8, NaN refused as Starlette's
+    `JSONResponse` does), with the headers encoded once when it is built."""
+
+    __slots__ = ("body", "raw_headers", "status_code")
+
+    def __init__(self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        self.status_code = status_code
+        self.raw_headers = [(b"content-length", str(len(self.body)).encode("ascii")),
+                            (b"content-type", b"application/json")]
+        for k, v in (headers or {}).items():
+            self.raw_headers.append((k.lower().encode("latin-1"), v.encode("latin-1")))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+Answer = Union[Response, JSONAnswer]  # noqa: UP007 - a runtime alias
+
+
+def _error(status: int, field: str, message: str, headers: dict[str, str] | None = None) -> JSONAnswer:
+    return JSONAnswer({"error": {"field": field, "message": message}}, status_code=status, headers=headers)
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Result))
+
+
+def record_dict(r: Result) -> dict[str, Any]:
+    """`r.to_dict()` for a record without aspects, without its deep copy: `dataclasses.asdict` recurses
+    into the emotions dict of every record, a tenth of the event loop's time per one-text request. The
+    dict is serialised at once, so sharing the Result's emotions dict is safe. tests/test_serve.py checks
+    that it equals `to_dict()`; a record with aspects takes `to_dict()` itself."""
+    if r.aspects is not None:
+        return r.to_dict()
+    d = {name: getattr(r, name) for name in _RECORD_FIELDS}
+    del d["aspects"]
+    if d["score"] is None:  # only a regression model's records carry `score`, as the last field
+        del d["score"]
+    else:
+        d["score"] = d.pop("score")
+    return d
+
+
+async def _body(request: AnyRequest, limit: int) -> Any:
     """The JSON body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -206,15 +354,15 @@ async def _body(request: Request, limit: int) -> Any:
         if n > limit:
             raise schema.BadRequest(413, "body", f"body is over the limit of {limit} bytes")
         parts.append(chunk)
-    return schema.parse_json(b"".join(parts))
+    return schema.parse_json(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
-Handler = Callable[[Service, Request], Awaitable[Response]]
+Handler = Callable[["Service", Any], Awaitable[Answer]]
+Endpoint = Callable[[Any], Awaitable[Answer]]
 
 
-def _handler(route: str, fn: Handler) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        service: Service = request.app.state.service
+def _handler(route: str, fn: Handler, service: Service) -> Endpoint:
+    async def endpoint(request: AnyRequest) -> Answer:
         t0 = time.perf_counter()
         try:
             response = await fn(service, request)
@@ -225,6 +373,8 @@ def _handler(route: str, fn: Handler) -> Callable[[Request], Awaitable[Response]
             response = _error(exc.status, exc.field, exc.message, headers)
         except QueueFull as exc:
             response = _error(503, "queue", str(exc), {"Retry-After": str(exc.retry_after)})
+        except ClientDisconnect:  # nobody is left to answer; not a server error
+            response = _error(400, "body", "the client disconnected before sending its body")
         except Exception:  # noqa: BLE001 - a bug answers 500; the server keeps serving
             log.exception("internal error on %s", route)
             response = _error(500, "server", "internal error (a bug, not your request); it has been logged")
@@ -234,7 +384,58 @@ def _handler(route: str, fn: Handler) -> Callable[[Request], Awaitable[Response]
     return endpoint
 
 
-def _flag(request: Request, name: str) -> bool:
+class FrontRouter:
+    """ASGI app in front of Starlette: the service's routes by a dict lookup on (method, path), or by
+    segments for the two paths with a parameter; everything else (404, 405, HEAD, lifespan) is Starlette's.
+
+    Why not Starlette's router: for a one-text `/v1/tag` its middleware stack, regex matching and
+    `Request` were more of the event loop's Python per request than the route itself (py-spy, GIL
+    samples), and that Python shares the GIL and the two cores with the model's text preparation.
+    """
+
+    def __init__(self, app: Starlette, routes: list[tuple[str, str, Endpoint]]) -> None:
+        self.app = app
+        self.state = app.state
+        self.static: dict[tuple[str, str], Endpoint] = {}
+        self.templated: list[tuple[str, list[str], Endpoint]] = []
+        for method, path, endpoint in routes:
+            if "{" in path:
+                self.templated.append((method, path.split("/"), endpoint))
+            else:
+                self.static[(method, path)] = endpoint
+
+    def match(self, method: str, path: str) -> tuple[Endpoint, dict[str, str]] | None:
+        endpoint = self.static.get((method, path))
+        if endpoint is not None:
+            return endpoint, {}
+        parts = path.split("/")
+        for m, template, endpoint in self.templated:
+            if m != method or len(template) != len(parts):
+                continue
+            params = {}
+            for want, got in zip(template, parts, strict=True):
+                if want.startswith("{"):
+                    if not got:
+                        break
+                    params[want[1:-1]] = got
+                elif want != got:
+                    break
+            else:
+                return endpoint, params
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hit = self.match(scope["method"], scope["path"])
+            if hit is not None:
+                endpoint, params = hit
+                response = await endpoint(LightRequest(scope, receive, params))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _flag(request: AnyRequest, name: str) -> bool:
     v = request.query_params.get(name)
     if v is None or v.lower() in ("false", "0", "no"):
         return False
@@ -246,13 +447,13 @@ def _flag(request: Request, name: str) -> bool:
 # -- routes -------------------------------------------------------------------------------------------
 
 
-async def tag(service: Service, request: Request) -> Response:
+async def tag(service: Service, request: AnyRequest) -> Answer:
     service.caller(request, "read")
     texts, single = schema.tag_texts(await _body(request, service.settings.limits.max_body_bytes),
                                      service.settings.limits)
     want_aspects = _flag(request, "aspects")
     batcher = service.ready_batcher()
-    records = [r.to_dict() for r in await batcher.submit(texts)]
+    records = [record_dict(r) for r in await batcher.submit(texts)]
     if want_aspects:
         ok = [i for i, r in enumerate(records) if r["error"] is None]
         units = await batcher.run_model(service.aspects_for, [texts[i] for i in ok])
@@ -260,32 +461,38 @@ async def tag(service: Service, request: Request) -> Response:
             r["aspects"] = None
         for i, u in zip(ok, units, strict=True):
             records[i]["aspects"] = u
-    return JSONResponse(records[0] if single else {"results": records})
+    return JSONAnswer(records[0] if single else {"results": records})
 
 
-async def dialogue(service: Service, request: Request) -> Response:
+async def dialogue(service: Service, request: AnyRequest) -> Answer:
     service.caller(request, "read")
     conv = schema.dialogue(await _body(request, service.settings.limits.max_body_bytes), service.settings.limits)
     conv.setdefault("id", uuid.uuid4().hex)
-    record = await service.ready_batcher().run_model(service.score_dialogue, conv)
-    _remember(service, str(conv["id"]), conv)
-    return JSONResponse(record)
+    cid = str(conv["id"])
+    async with service.dialogue_locks.hold(cid):  # not in the middle of a turn being appended to it
+        record = await service.ready_batcher().run_model(service.score_dialogue, conv)
+        _remember(service, cid, conv)
+    return JSONAnswer(record)
 
 
-async def dialogue_turn(service: Service, request: Request) -> Response:
+async def dialogue_turn(service: Service, request: AnyRequest) -> Answer:
     service.caller(request, "read")
     cid = request.path_params["conversation_id"]
     limits = service.settings.limits
     turn = schema.turn(await _body(request, limits.max_body_bytes), "body", limits)
-    conv = service.live.get(cid) or {"id": cid, "turns": []}
-    if len(conv["turns"]) >= limits.max_turns:
-        raise schema.BadRequest(422, "turns", f"conversation {cid!r} has {limits.max_turns} turns, the limit")
-    conv = {**conv, "turns": [*conv["turns"], turn]}
-    record = await service.ready_batcher().run_model(service.score_dialogue, conv)
-    _remember(service, cid, conv)
+    batcher = service.ready_batcher()
+    # read, score and store under the conversation's lock: a concurrent append waits for this one and then
+    # starts from the conversation with this turn in it (no lost turns, one order for all answers)
+    async with service.dialogue_locks.hold(cid):
+        conv = service.live.get(cid) or {"id": cid, "turns": []}
+        if len(conv["turns"]) >= limits.max_turns:
+            raise schema.BadRequest(422, "turns", f"conversation {cid!r} has {limits.max_turns} turns, the limit")
+        conv = {**conv, "turns": [*conv["turns"], turn]}
+        record = await batcher.run_model(service.score_dialogue, conv)
+        _remember(service, cid, conv)
     state = {"turns": len(conv["turns"]), "customer_emotion": record.get("end_emotion"),
              "satisfaction": record.get("satisfaction"), "resolved": record.get("resolved")}
-    return JSONResponse({**record, "state": state})
+    return JSONAnswer({**record, "state": state})
 
 
 def _remember(service: Service, cid: str, conv: dict[str, Any]) -> None:
@@ -301,7 +508,7 @@ def _no_store(service: Service) -> None:
         raise schema.BadRequest(501, "store", "this server has no profile store (start it with --store)")
 
 
-async def events(service: Service, request: Request) -> Response:
+async def events(service: Service, request: AnyRequest) -> Answer:
     caller = service.caller(request, "write", audit="events.write")
     _no_store(service)
     try:
@@ -333,10 +540,10 @@ async def events(service: Service, request: Request) -> Response:
     service.metrics.folded(body["folded"] if not body["already_applied"] else 0)
     service.record(caller, "events.write", 200, batch_id=batch_id, events=len(evs), folded=body["folded"],
                    users=len(body["users"]), already_applied=body["already_applied"])
-    return JSONResponse(body)
+    return JSONAnswer(body)
 
 
-async def profile(service: Service, request: Request) -> Response:
+async def profile(service: Service, request: AnyRequest) -> Answer:
     caller = service.caller(request, "read", audit="profile.read")
     _no_store(service)
     pseudonym = request.path_params["pseudonym"]
@@ -346,24 +553,24 @@ async def profile(service: Service, request: Request) -> Response:
                    **({"pseudonym": pseudonym} if row else {"requested": key_id(pseudonym)}))
     if row is None:
         raise schema.BadRequest(404, "pseudonym", "no profile for this pseudonym")
-    return JSONResponse(row)
+    return JSONAnswer(row)
 
 
-async def healthz(service: Service, request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+async def healthz(service: Service, request: AnyRequest) -> Answer:
+    return JSONAnswer({"status": "ok"})
 
 
-async def readyz(service: Service, request: Request) -> Response:
+async def readyz(service: Service, request: AnyRequest) -> Answer:
     if service.batcher is None or not service.batcher.running:
-        return JSONResponse({"ready": False, "error": service.load_error}, status_code=503)
-    return JSONResponse({"ready": True, "model": service.model_name, "queued": service.batcher.queued})
+        return JSONAnswer({"ready": False, "error": service.load_error}, status_code=503)
+    return JSONAnswer({"ready": True, "model": service.model_name, "queued": service.batcher.queued})
 
 
-async def metrics(service: Service, request: Request) -> Response:
+async def metrics(service: Service, request: AnyRequest) -> Answer:
     return PlainTextResponse(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-def create_app(settings: ServeSettings) -> Starlette:
+def create_app(settings: ServeSettings) -> FrontRouter:
     """The ASGI app. Raises KeyFileError, RulesError, PseudonymKeyError for bad settings (before serving)."""
     service = Service(settings)
 
@@ -376,27 +583,38 @@ def create_app(settings: ServeSettings) -> Starlette:
             await task
             await service.stop()
 
-    routes = [
-        Route("/v1/tag", _handler("/v1/tag", tag), methods=["POST"]),
-        Route("/v1/dialogues", _handler("/v1/dialogues", dialogue), methods=["POST"]),
-        Route("/v1/dialogues/{conversation_id}/turns", _handler("/v1/dialogues/{id}/turns", dialogue_turn),
-              methods=["POST"]),
-        Route("/v1/events", _handler("/v1/events", events), methods=["POST"]),
-        Route("/v1/profiles/{pseudonym}", _handler("/v1/profiles/{pseudonym}", profile), methods=["GET"]),
-        Route("/healthz", _handler("/healthz", healthz), methods=["GET"]),
-        Route("/readyz", _handler("/readyz", readyz), methods=["GET"]),
-        Route("/metrics", _handler("/metrics", metrics), methods=["GET"]),
+    table: list[tuple[str, str, str, Handler]] = [  # method, path, metrics route label, handler
+        ("POST", "/v1/tag", "/v1/tag", tag),
+        ("POST", "/v1/dialogues", "/v1/dialogues", dialogue),
+        ("POST", "/v1/dialogues/{conversation_id}/turns", "/v1/dialogues/{id}/turns", dialogue_turn),
+        ("POST", "/v1/events", "/v1/events", events),
+        ("GET", "/v1/profiles/{pseudonym}", "/v1/profiles/{pseudonym}", profile),
+        ("GET", "/healthz", "/healthz", healthz),
+        ("GET", "/readyz", "/readyz", readyz),
+        ("GET", "/metrics", "/metrics", metrics),
     ]
-    async def http_error(request: Request, exc: Exception) -> Response:
+    endpoints = [(method, path, _handler(label, fn, service)) for method, path, label, fn in table]
+    # the same endpoints as Starlette routes: the front serves them; these answer HEAD, and let Starlette
+    # tell 405 (known path, other method) from 404
+    routes = [Route(path, _starlette_endpoint(ep), methods=[method]) for method, path, ep in endpoints]
+
+    async def http_error(request: Request, exc: Exception) -> Answer:
         status = getattr(exc, "status_code", 500)
         return _error(status, "path", getattr(exc, "detail", "") or "no such endpoint or method")
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})
     app.state.service = service
-    return app
+    return FrontRouter(app, endpoints)
 
 
-def app_from_env() -> Starlette:
+def _starlette_endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Answer]]:
+    async def run(request: Request) -> Answer:
+        return await endpoint(request)
+
+    return run
+
+
+def app_from_env() -> FrontRouter:
     """uvicorn's factory for worker processes: the settings travel in $EMOTAG_SERVE_SETTINGS."""
     import os
 

@@ -62,12 +62,14 @@ class MicroBatcher:
         window_ms: float = 3.0,
         max_queue: int = 2048,
         in_flight: int = 2,
+        sub_batch: int = 8,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.tagger = tagger
         self.max_batch = int(max_batch)
         self.window_s = float(window_ms) / 1000.0
         self.max_queue = int(max_queue)
+        self.sub_batch = max(1, int(sub_batch))
         self.on_batch = on_batch
         # sessions the backend scores side by side (OnnxBackend with 2+ threads); a gathered batch is split
         # into that many model batches so every session works on it (one session per batch otherwise)
@@ -123,7 +125,9 @@ class MicroBatcher:
         return taken
 
     def _score(self, texts: list[Any]) -> list[Result]:
-        per = max(1, min(self.max_batch, -(-len(texts) // self.parallel)))
+        # model batches of at most `sub_batch` windows, sorted by length: a gathered batch mixes short and
+        # long texts, and one model batch of them all pads every text to the longest
+        per = max(1, min(self.sub_batch, -(-len(texts) // self.parallel)))
         return list(self.tagger.tag_many(texts, batch_size=per, chunk_size=max(len(texts), 1)))
 
     async def _loop(self) -> None:
