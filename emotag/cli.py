@@ -434,10 +434,10 @@ def train(
     output: Annotated[str, typer.Option("--output", "-o", help="model directory to write")],
     dev: Annotated[Optional[str], typer.Option("--dev", help="dev file (default: stratified split of TRAIN)")] = None,  # noqa: UP045
     base_model: Annotated[Optional[str], typer.Option("--base-model", help="emotag model dir (default: bundled) or HF encoder id/path")] = None,  # noqa: UP045
-    labels: Annotated[Optional[str], typer.Option("--labels", help="custom label set a,b,c (default: inferred)")] = None,  # noqa: UP045
+    labels: Annotated[Optional[str], typer.Option("--labels", help="custom label set a,b,c (default: inferred); --task regression: the scale's ends LO,HI")] = None,  # noqa: UP045
     text_col: Annotated[str, typer.Option("--text-col")] = "text",
     label_col: Annotated[str, typer.Option("--label-col", help="label column, or several 0/1 columns a,b,c (multi-label)")] = "label",
-    task: Annotated[str, typer.Option("--task", help="emotion | polarity")] = "emotion",
+    task: Annotated[str, typer.Option("--task", help="emotion | polarity | regression (a number per row: 1-5 stars, a 0-1 score)")] = "emotion",
     epochs: Annotated[float, typer.Option("--epochs")] = 3.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     lr: Annotated[Optional[float], typer.Option("--lr")] = None,  # noqa: UP045
@@ -450,8 +450,8 @@ def train(
 
     A linear head on the base model's features comes first, then the whole network (--epochs 0: the head
     only); the best on dev is kept and compared with the base's zero-shot score and the majority class."""
-    if task not in ("emotion", "polarity"):
-        raise UserError(f"--task {task}: expected emotion or polarity")
+    if task not in ("emotion", "polarity", "regression"):
+        raise UserError(f"--task {task}: expected emotion, polarity or regression")
     import logging
 
     from emotag.train.finetune import finetune
@@ -477,9 +477,13 @@ def train(
     typer.echo(f"trained on {res.train_rows} rows ({res.dev_rows} dev rows, {res.dev_source}) in "
                f"{res.minutes:.1f} min, {res.steps} fine-tuning steps; kept: {res.chosen}; "
                f"labels: {', '.join(res.labels)}")
-    typer.echo(f"  dev majority-class rate: {res.majority:.4f}")
+    if res.task == "regression":
+        mean = res.baseline or {}
+        typer.echo(f"  dev baseline, predicting the training mean: MAE {mean.get('mae', float('nan')):.4f}")
+    else:
+        typer.echo(f"  dev majority-class rate: {res.majority:.4f}")
     for k, v in res.dev_after.items():
-        if k == "n" or not isinstance(v, float):
+        if k in ("n", "mae_se") or not isinstance(v, float):
             continue
         b = before.get(k)
         typer.echo(f"  dev {k}: {v:.4f}" + (f" (zero-shot {b:.4f})" if isinstance(b, float) else ""))

@@ -5,7 +5,9 @@ The file kind is recognised from its columns, and each kind is scored the way th
 angry = anger+disgust, CLUE 7-way accuracy over the non-neutral emotions, polarity accuracy of
 sign(polarity_score), Pearson r for CVAT valence/arousal and STC-3 satisfaction, triple F1 (exact and
 soft) of `--aspects` for aspect files ({"text", "triples"} JSONL, SPEC §7). A file with a `text`
-and a `label` column in the model's own label set (a fine-tuned model) gets accuracy and macro-F1.
+and a `label` column in the model's own label set (a fine-tuned model) gets accuracy and macro-F1; a
+regression model (`emotag train --task regression`) gets Pearson r and MAE of the records' `score` against
+the file's column of that name (or `label`), computed as the training report computes them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from emotag import labels as L
 from emotag.metrics import macro_f1, pearson
 from emotag.tagger import Result, Tagger
-from emotag.train.finetune.labelplan import POLARITY_ALIASES, numeric_polarity
+from emotag.train.finetune.labelplan import POLARITY_ALIASES, LabelPlan, numeric_polarity
 
 __all__ = ["evaluate_file", "macro_f1", "pearson"]  # macro_f1, pearson: emotag.metrics, kept importable here
 
@@ -129,7 +131,9 @@ def _kind(f: _File) -> str | None:
     """Which labelled format a file is, from its columns and label values (first match wins)."""
     c, values = f.cols, f.values
     text_label = {"text", "label"} <= c
+    scale = Result.scale_of(f.tagger.config.emotion_labels)
     checks = (
+        ("regression", scale is not None and bool({"text", "review"} & c) and bool({scale[0], "label"} & c)),
         ("aste", "text" in c and bool({"triples", "quads"} & c)),  # SPEC §7 aspect triples (chinese_aste)
         ("smp2020", text_label and values <= set(L.SMP2020) and bool(values & {"happy", "angry", "sad"})
          and f.taxonomy),
@@ -230,6 +234,28 @@ def _labels(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     return {"n": len(rows), "accuracy": _acc(gold, pred), "macroF1": macro_f1(gold, pred, present)}, out
 
 
+def _regression(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    """A regression model's `score` against the file's values (rows with a text and a number), the way
+    `emotag train` measured its dev rows: values outside the model's scale count as its nearer end."""
+    from emotag.train.finetune.heads import regression_metrics
+
+    name, lo, hi = Result.scale_of(f.tagger.config.emotion_labels) or ("", 0.0, 1.0)
+    key = name if name in f.cols else "label"
+    text = "text" if "text" in f.cols else "review"
+    rows, out = f.scored(text, key, bs)
+    plan = LabelPlan("regression", tuple(f.tagger.config.emotion_labels), True, False, scale=(lo, hi))
+    pairs = []
+    for i, (r, o) in enumerate(zip(rows, out, strict=True), start=1):
+        try:
+            y = float(r[key])
+        except ValueError:
+            raise ValueError(f"{f.path}: row {i}: {key} {r[key]!r} is not a number") from None
+        if o.score is not None:
+            pairs.append((o.score, float(plan.on_scale(plan.unit(y)))))
+    m = regression_metrics([p for p, _ in pairs], [g for _, g in pairs])
+    return {"n": m["n"], "pearson_r": m["pearson_r"], "mae": m["mae"], "rmse": m["rmse"]}, out
+
+
 def _aste(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     """Triple F1 (exact and soft) of `score --aspects` against {"text", "triples" | "quads"} records."""
     from emotag.aspects.metrics import triple_scores
@@ -243,7 +269,7 @@ def _aste(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     return triple_scores(gold, pred), out
 
 
-_SCORERS = {"aste": _aste, "smp2020": _smp2020, "clue": _clue, "polarity": _polarity, "stars": _stars, "cvat": _cvat,
+_SCORERS = {"regression": _regression, "aste": _aste, "smp2020": _smp2020, "clue": _clue, "polarity": _polarity, "stars": _stars, "cvat": _cvat,
             "nlpcc": _nlpcc, "codeswitch": _codeswitch, "cped": _cped, "labels": _labels}
 
 

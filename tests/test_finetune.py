@@ -515,3 +515,115 @@ def test_a_base_with_a_lexical_expert_fits_its_columns_for_new_labels(tmp_path: 
     lex = load_file(str(tmp_path / "m" / "model.safetensors"))["lex_weight"].astype(np.float32)
     assert np.abs(lex[:, :3]).sum() > 0  # the new labels' columns started at zero and were fitted
     assert Tagger.load(tmp_path / "m").tag("这个划算真的").emotion == "price"
+
+
+# -- regression (issue 19: a 1-5 star or 0-1 score column) ----------------------------------------------
+
+
+def _stars_table(path: Path, n: int, seed: int, col: str = "stars") -> Path:
+    """Stars from the sentiment words a text holds: 3 + (positive words - negative words), within 1..5."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        k_pos, k_neg = rng.randint(0, 2), rng.randint(0, 2)
+        words = [rng.choice(FILL) for _ in range(rng.randint(1, 2))]
+        words += [rng.choice(POS) for _ in range(k_pos)] + [rng.choice(NEG) for _ in range(k_neg)]
+        rng.shuffle(words)
+        rows.append({"text": "".join(words), col: min(5, max(1, 3 + k_pos - k_neg))})
+    return _write_csv(path, rows, ["text", col])
+
+
+def test_regression_round_trip_train_score_eval(tmp_path: Path, base_dir: Path) -> None:
+    """`emotag train --task regression` on a 1-5 star column: baselines in the report, the records of
+    `emotag score` carry `score` on the 1..5 scale, and `emotag eval` on the dev file reports the dev
+    numbers the training report showed."""
+    from typer.testing import CliRunner
+
+    from emotag.cli import app
+
+    train, dev = _stars_table(tmp_path / "t.csv", 160, 1), _stars_table(tmp_path / "d.csv", 60, 2)
+    out = tmp_path / "m"
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", str(train), "-o", str(out), "--dev", str(dev), "--base-model", str(base_dir),
+                              "--task", "regression", "--label-col", "stars", "--epochs", "1", "--batch-size", "16",
+                              "--lr", "3e-3"])
+    assert res.exit_code == 0, res.output
+    assert "predicting the training mean" in res.output and "dev mae" in res.output
+    report = json.loads((out / "eval_report.json").read_text(encoding="utf-8"))
+    assert report["task"] == "regression" and report["scale"] == [1.0, 5.0] and report["labels"] == ["stars[1,5]"]
+    cands = report["candidates"]
+    assert {"training mean", "zero-shot polarity_score", "polarity start", "linear head"} <= set(cands)
+    assert cands["training mean"]["pearson_r"] == 0.0 and "polarity_score_r" in cands["zero-shot polarity_score"]
+    assert report["starts_from"] == {"stars[1,5]": "polarity:positive-negative"}
+    assert cands["polarity start"]["pearson_r"] > 0.5  # the base's polarity already ranks the stars
+    after = report["dev_after"]
+    assert after["n"] == 60 and after["pearson_r"] > 0.5 and after["mae"] < cands["training mean"]["mae"]
+    md = (out / "eval_report.md").read_text(encoding="utf-8")
+    assert "Pearson r" in md and "predict the training mean" in md and "polarity_score" in md and "started from" in md
+    # score: one record per row, `score` within the scale, higher for the happier text
+    src = _write_csv(tmp_path / "x.csv", [{"id": 1, "text": "很好喜欢满意"}, {"id": 2, "text": "很差失望垃圾"}],
+                     ["id", "text"])
+    res = runner.invoke(app, ["score", str(src), "--model", str(out), "-o", str(tmp_path / "x.jsonl"), "-q"])
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in recs] == ["1", "2"] and all(1.0 <= r["score"] <= 5.0 for r in recs)
+    assert recs[0]["score"] > recs[1]["score"] and recs[0]["polarity"] is not None  # polarity kept from the base
+    # eval on the dev file: the same numbers, through the same path
+    res = runner.invoke(app, ["eval", str(out), str(dev), "--json", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    got = json.loads((tmp_path / "e.json").read_text(encoding="utf-8"))[0]
+    assert got["kind"] == "regression" and got["n"] == after["n"]
+    for k in ("pearson_r", "mae", "rmse"):
+        assert got[k] == pytest.approx(after[k], abs=1e-9), k
+
+
+def test_regression_input_mistakes_are_one_line_errors(tmp_path: Path, base_dir: Path) -> None:
+    """A constant column, too few rows and a value that is not a number each stop in one line naming the
+    file, through the library and through `emotag train` (exit 1); nothing is written."""
+    from typer.testing import CliRunner
+
+    from emotag.cli import app
+    from emotag.train.finetune import finetune
+
+    texts = [t for t, _ in _sentiment_rows(30, 0)]
+    constant = _write_csv(tmp_path / "c.csv", [{"text": t, "score": 0.5} for t in texts], ["text", "score"])
+    few = _write_csv(tmp_path / "f.csv", [{"text": t, "score": i / 5} for i, t in enumerate(texts[:6])],
+                     ["text", "score"])
+    words = _write_csv(tmp_path / "w.csv", [{"text": t, "score": "high" if i % 2 else 0.2}
+                                            for i, t in enumerate(texts)], ["text", "score"])
+    args = dict(base_model=base_dir, task="regression", label_cols="score", progress=False, export=False)
+    for path, why in ((constant, "same value"), (few, "too few"), (words, "not a number")):
+        with pytest.raises(ValueError, match=why) as e:
+            finetune(path, tmp_path / "m", **args)
+        assert "\n" not in str(e.value) and path.name in str(e.value)
+        res = CliRunner().invoke(app, ["train", str(path), "-o", str(tmp_path / "m"), "--base-model", str(base_dir),
+                                       "--task", "regression", "--label-col", "score"])
+        assert res.exit_code == 1 and why in res.output and res.output.strip().count("\n") == 0, res.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_regression_scale_round_trips_through_config_and_records() -> None:
+    """The scale lives in the model's one label (`stars[1,5]`): plan -> config.json -> loaded config ->
+    `Result.score`; classification label sets never get a `score`."""
+    from emotag.model.config import EmotagConfig
+    from emotag.tagger import Result
+    from emotag.train.finetune import plan_labels
+
+    p = plan_labels("regression", ["stars"], {"2", "3", "5"}, None)
+    assert p.labels == ("stars[1,5]",) and p.scale == (1.0, 5.0) and p.multi_label  # 1-5 even without a 1
+    assert plan_labels("regression", ["y"], {"0.2", "0.75"}, None).labels == ("y[0,1]",)
+    assert plan_labels("regression", ["sat"], {"-2", "0.5", "2"}, None).scale == (-2.0, 2.0)
+    assert plan_labels("regression", ["y"], {"3", "8"}, ["0", "10"]).labels == ("y[0,10]",)
+    with pytest.raises(ValueError, match="outside the scale"):
+        plan_labels("regression", ["y"], {"3", "12"}, ["0", "10"])
+    cfg = EmotagConfig(emotion_labels=p.labels, multi_label=True)
+    back = EmotagConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back.emotion_labels == ("stars[1,5]",) and back.multi_label
+    assert Result.scale_of(back.emotion_labels) == ("stars", 1.0, 5.0)
+    r = Result(0, "stars[1,5]", {"stars[1,5]": 0.75}, "positive", 0.5, 0.4)
+    assert r.score == 4.0 and r.to_dict()["score"] == 4.0 and list(r.to_dict())[-1] == "score"
+    for labels in (("a", "b"), ("stars",), ("x[1,1]",), ("y[a,b]",)):
+        assert Result.scale_of(labels) is None
+    plain = Result(0, "like", {"like": 0.6, "anger": 0.4}, "positive", 0.2, 0.3)
+    assert plain.score is None and "score" not in plain.to_dict()
+    assert "score" not in Result.failed(3, "text is empty").to_dict()

@@ -51,11 +51,31 @@ from emotag.model.config import (
     EmotagConfig,
 )
 from emotag.train.corpora import Example
-from emotag.train.finetune.base import add_anchors, load_emotag_base, load_hf_base, resolve_base
+from emotag.train.finetune.base import (
+    add_anchors,
+    load_emotag_base,
+    load_hf_base,
+    resolve_base,
+    start_from_polarity,
+)
 from emotag.train.finetune.data import class_weights, examples, label_key, label_values, read_table, split_dev
-from emotag.train.finetune.heads import calibration, fit_linear_head, gold_mask, head_metrics, head_probs
-from emotag.train.finetune.labelplan import TASKS, LabelPlan, plan_labels
-from emotag.train.finetune.report import confusion_png, model_card, progress_display, write_report
+from emotag.train.finetune.heads import (
+    calibration,
+    fit_linear_head,
+    gold_mask,
+    head_metrics,
+    head_probs,
+    regression_metrics,
+    selection,
+)
+from emotag.train.finetune.labelplan import MIN_REGRESSION_ROWS, TASKS, LabelPlan, plan_labels
+from emotag.train.finetune.report import (
+    ZERO_SHOT_SCORE,
+    confusion_png,
+    model_card,
+    progress_display,
+    write_report,
+)
 
 __all__ = ["FinetuneResult", "LabelPlan", "NotBetterError", "choose", "confusion_png", "finetune", "plan_labels"]
 
@@ -88,18 +108,29 @@ class FinetuneResult:
     dev_after: dict[str, float]  # the written model, measured as `emotag eval` measures it
     ece: dict[str, float]  # expected calibration error of the trained head before/after temperature
     temperature: dict[str, float]
-    chosen: str = "fine-tuned"  # "zero-shot", "linear head" or "fine-tuned"
+    chosen: str = "fine-tuned"  # "zero-shot" ("polarity start" for regression), "linear head" or "fine-tuned"
     majority: float = float("nan")  # dev accuracy of always answering the most frequent training class
     better: bool = True  # better than both the zero-shot score and the majority class
     verdict: str = ""  # one line for the user when `better` is False
     loss_start: float = float("nan")  # mean training loss over the first fifth of the steps
     loss_end: float = float("nan")  # ... and over the last fifth
     files: list[Path] = field(default_factory=list)
+    baseline: dict[str, float] | None = None  # regression: dev metrics of predicting the training mean
 
 
 def _is_better(after: dict[str, float], zero_shot: dict[str, float] | None, majority: float,
-               multi_label: bool) -> tuple[bool, str]:
-    """Better than both baselines: accuracy above the majority rate and macro-F1 above the zero-shot's."""
+               multi_label: bool, mean: dict[str, float] | None = None) -> tuple[bool, str]:
+    """Better than both baselines: accuracy above the majority rate and macro-F1 above the zero-shot's
+    (regression, `mean` given: a dev MAE below predicting the training mean's and below the zero-shot
+    polarity_score's linear map's)."""
+    if mean is not None:
+        if after["mae"] >= mean["mae"]:
+            return False, (f"dev MAE {after['mae']:.3f} is not below {mean['mae']:.3f}, predicting the training "
+                           "mean for every text: the model has not learnt more than the average")
+        if zero_shot is not None and after["mae"] >= zero_shot["mae"]:
+            return False, (f"dev MAE {after['mae']:.3f} is not below the base model's zero-shot "
+                           f"{zero_shot['mae']:.3f} (a linear map of its polarity_score)")
+        return True, ""
     acc = after["exact_match" if multi_label else "accuracy"]
     if acc <= majority:
         return False, (f"dev accuracy {acc:.3f} is not above the majority-class rate {majority:.3f}: "
@@ -120,14 +151,21 @@ def choose(candidates: dict[str, dict[str, float]], n_dev: int, linear: dict[str
     network's dev score is optimistic (its early stop was picked on that split) and, on a small split,
     partly luck. Measured: with 24 dev texts a network that "won" on dev scored below the linear head on
     a held-out test.
+
+    Regression (`linear["cv_neg_mae"]`): the same rule on minus the MAE, the margin being the fine-tuned
+    network's dev MAE standard error.
     """
-    simple = "zero-shot" if linear["l2"] is None and "zero-shot" in candidates else "linear head"
+    starts = [c for c in ("zero-shot", "polarity start") if c in candidates]  # the head before any fit
+    simple = starts[0] if linear["l2"] is None and starts else "linear head"
     if "fine-tuned" not in candidates:
         return simple
-    cv = linear["cv_macro_f1"]
+    tuned = candidates["fine-tuned"]
+    cv = linear["cv_neg_mae"] if "cv_neg_mae" in linear else linear["cv_macro_f1"]
     simple_score = cv["start"] if linear["l2"] is None else cv[str(linear["l2"])]
+    if "mae" in tuned:
+        return "fine-tuned" if -tuned["mae"] > simple_score + tuned["mae_se"] else simple
     margin = 0.5 / math.sqrt(max(n_dev, 1))
-    return "fine-tuned" if candidates["fine-tuned"]["macro_f1"] > simple_score + margin else simple
+    return "fine-tuned" if tuned["macro_f1"] > simple_score + margin else simple
 
 
 def finetune(
@@ -158,7 +196,9 @@ def finetune(
     custom label set (list or "a,b,c"); default: the taxonomy when every value is one of EMOTIONS, else the
     sorted unique values. Several `label_cols` of 0/1 (T/F) flags train a multi-label set named after the
     columns. task="polarity" trains the polarity head from one column (0/1, neg/pos, 负面/正面 ...) and keeps
-    the emotion head and taxonomy. epochs=0: the linear head only, no fine-tuning of the network.
+    the emotion head and taxonomy. task="regression" reads a number per row (1-5 stars, a 0-1 score) with one
+    sigmoid on a fixed scale (`labels` = LO,HI, default inferred) whose value the model's records carry as
+    `score`. epochs=0: the linear head only, no fine-tuning of the network.
     lr: default 2e-4 from an emotag model, 5e-5 from a pretrained checkpoint. export: write ONNX fp32+int8.
     force: replace a model in `out_dir` even when the result is no better than the baselines (otherwise
     NotBetterError, and nothing is written).
@@ -197,31 +237,34 @@ def finetune(
     run.model.load_state_dict(run.states[chosen])
     run.model.eval()
     calib = _calibrate(run)
-    better, verdict = _is_better(calib["torch_after"], run.dev_before, data.majority, data.plan.multi_label)
+    better, verdict = _is_better(calib["torch_after"], run.dev_before, data.majority, data.plan.multi_label,
+                                 data.mean)
     if not better and (out / CONFIG_NAME).exists() and not force:
         raise NotBetterError(f"not better than the baselines ({verdict}); {out} already holds a model and was "
                              "left as it was (--force replaces it)")
 
     files = _write_model(out, run.model, run.tok, run.cfg, src, kind, data.train_ex, export)
     dev_after, detail = _measure_written(out, run.dev, data.plan, export)
-    dev_after["ece"] = calib["ece_after"]
+    plan, train, dev = data.plan, run.train, run.dev
+    if not plan.regression:
+        dev_after["ece"] = calib["ece_after"]
     report = _report(run, chosen, better, verdict, calib, dev_after, lin, lin_seconds, fitted, losses, settings,
                      seed, t_start, train_path, dev_path, text_col, label_cols)
-    plan, train, dev = data.plan, run.train, run.dev
     files += write_report(out, report, detail, plan.multi_label)
     files.append(model_card(out, run.cfg, report))
-    log.info("wrote %s (%s): dev macro-F1 %.4f%s in %.1f min", out, chosen, dev_after["macro_f1"],
-             f" (zero-shot {run.dev_before['macro_f1']:.4f})" if run.dev_before else "",
-             report["training"]["minutes_total"])
+    key = "mae" if plan.regression else "macro_f1"
+    log.info("wrote %s (%s): dev %s %.4f%s in %.1f min", out, chosen, key, dev_after[key],
+             f" (zero-shot {run.dev_before[key]:.4f})" if run.dev_before else "", report["training"]["minutes_total"])
     return FinetuneResult(
-        out_dir=out, task=plan.task, labels=plan.labels, multi_label=plan.multi_label,
+        out_dir=out, task=plan.task, labels=plan.labels,
+        multi_label=plan.multi_label and not plan.regression,
         base_model=run.cfg.base_model or src, train_rows=len(train.examples), dev_rows=len(dev.examples),
         dev_source=data.dev_source, skipped_rows=data.skipped, steps=fitted["steps"], minutes=fitted["minutes"],
         dev_before=run.dev_before, dev_after=dev_after, ece={"before": calib["ece_before"],
                                                               "after": calib["ece_after"]},
         temperature=run.cfg.temperature, chosen=chosen, majority=data.majority, better=better, verdict=verdict,
         loss_start=report["training"]["train_loss_start"], loss_end=report["training"]["train_loss_end"],
-        files=files,
+        files=files, baseline=data.mean,
     )
 
 
@@ -237,7 +280,8 @@ def _report(run: _Run, chosen: str, better: bool, verdict: str, calib: dict[str,
     loss_end = float(np.mean(losses[-k:])) if losses else float("nan")
     plan, train, dev = data.plan, run.train, run.dev
     return {
-        "task": plan.task, "labels": list(plan.labels), "multi_label": plan.multi_label,
+        "task": plan.task, "labels": list(plan.labels),
+        "multi_label": plan.multi_label and not plan.regression,
         "base_model": run.cfg.base_model, "base_kind": kind, "starts_from": run.start, "chosen": chosen,
         "better_than_baselines": better, "verdict": verdict,
         "data": {"train_path": str(train_path), "dev_path": str(dev_path) if dev_path else None,
@@ -247,6 +291,7 @@ def _report(run: _Run, chosen: str, better: bool, verdict: str, calib: dict[str,
                  "label_cols": list(label_cols), "value_map": plan.value_map, "class_weights": data.weights,
                  "train_label_counts": dict(Counter(label_key(e, plan) for e in data.train_ex))},
         "majority": {"label": data.majority_label, "dev_accuracy": data.majority},
+        "scale": list(plan.scale) if plan.scale else None, "mean_baseline": data.mean,
         "candidates": run.candidates, "dev_before": run.dev_before, "dev_after": dev_after,
         "dev_after_torch": calib["torch_after"],
         "calibration": {"head": plan.head, "ece_before": calib["ece_before"], "ece_after": calib["ece_after"],
@@ -273,7 +318,8 @@ class _Data:
     skipped: int
     weights: dict[str, float]  # class -> loss weight
     majority_label: str
-    majority: float  # dev accuracy of always answering majority_label
+    majority: float  # dev accuracy of always answering majority_label (NaN for regression)
+    mean: dict[str, float] | None = None  # regression: dev metrics of predicting the training mean
 
 
 def _read_data(train_p: Path, dev_path: str | os.PathLike[str] | None, text_col: str, label_cols: tuple[str, ...],
@@ -283,13 +329,16 @@ def _read_data(train_p: Path, dev_path: str | os.PathLike[str] | None, text_col:
     dev_rows = read_table(dev_path, [text_col, *label_cols]) if dev_path else None
     base_polarity = base_cfg.polarity_labels if base_cfg else EmotagConfig().polarity_labels
     plan = plan_labels(task, label_cols, label_values(rows, label_cols), labels, base_polarity, where=f"{train_p}: ")
-    if dev_rows is not None and not plan.multi_label:
+    if dev_rows is not None and not plan.multi_label and not plan.regression:
         unseen = sorted(label_values(dev_rows, label_cols) - set(plan.value_map))
         if unseen:
             raise ValueError(f"{dev_path}: labels {unseen[:5]} do not occur in {train_p.name} "
                              f"(labels: {', '.join(plan.value_map)})")
     rows_ex, skipped = examples(rows, text_col, label_cols, plan, train_p)
-    if plan.multi_label:
+    if plan.regression and len(rows_ex) < MIN_REGRESSION_ROWS:
+        raise ValueError(f"{train_p}: only {len(rows_ex)} rows with a text and a {label_cols[0]!r} value: too few "
+                         f"to fit a regression read-out (at least {MIN_REGRESSION_ROWS})")
+    if plan.multi_label and not plan.regression:
         counts = Counter(lab for e in rows_ex for lab in (e.emotions or ()))
         if len(counts) < 2:
             raise ValueError(f"{train_p}: fewer than two label columns have any positive row ({dict(counts)})")
@@ -305,6 +354,14 @@ def _read_data(train_p: Path, dev_path: str | os.PathLike[str] | None, text_col:
     weights = class_weights(train_ex, plan)
     for e in train_ex:
         e.source = f"w:{label_key(e, plan)}"  # the trainer's per-source multiplier carries the class weight
+    if plan.regression:
+        if len({e.target for e in train_ex}) < 2:  # type: ignore[attr-defined]
+            raise ValueError(f"{train_p}: the training rows all have the same {label_cols[0]!r} value: there is "
+                             "nothing to learn")
+        mean = float(np.mean([e.target for e in train_ex]))  # type: ignore[attr-defined]
+        gold = plan.on_scale([e.target for e in dev_ex])  # type: ignore[attr-defined]
+        return _Data(plan, train_ex, dev_ex, dev_source, skipped, weights, f"{plan.on_scale(mean):.4g}",
+                     float("nan"), regression_metrics(np.full(len(gold), plan.on_scale(mean)), gold))
     top, majority = majority_rate([label_key(e, plan) for e in train_ex], [label_key(e, plan) for e in dev_ex])
     return _Data(plan, train_ex, dev_ex, dev_source, skipped, weights, str(top), majority)
 
@@ -332,9 +389,10 @@ class _Run:
     states: dict[str, Any] = field(default_factory=dict)
 
     def score(self, pred: dict[str, np.ndarray], d: Any) -> float:
-        """The model-choice and early-stopping metric: macro-F1 of the trained head on `d`'s texts."""
+        """The model-choice and early-stopping metric: macro-F1 (regression: -MAE) of the trained head on
+        `d`'s texts."""
         plan = self.data.plan
-        return head_metrics(head_probs(pred, d, plan), gold_mask(d, plan), plan)["macro_f1"]
+        return selection(head_metrics(head_probs(pred, d, plan), gold_mask(d, plan), plan), plan)
 
     def measure(self, name: str) -> None:
         """Record the model as it is now as candidate `name` (its dev numbers and its weights)."""
@@ -368,37 +426,78 @@ def _setup(data: _Data, kind: str, src: str, base_cfg: EmotagConfig | None, out:
     train, dev = EncodedSet(feat, data.train_ex), EncodedSet(feat, data.dev_ex)
     if not len(train) or not len(dev):
         raise ValueError(f"no text left after normalisation in the {'training' if not len(train) else 'dev'} rows")
+    base_train = predict(model, train) if kind == "emotag" else None
+    if plan.regression:  # soft targets: the sigmoid's cross-entropy is minimised at the row's 0..1 value
+        for d in (train, dev):
+            d.emo_mask[:, 0] = np.array([e.target for e in d.examples], dtype=np.float32)[d.text_of]
+        if base_train is not None:
+            start = start_from_polarity(model, train, base_train, plan)
     same_head = base_cfg is not None and plan.task == "emotion" and tuple(base_cfg.emotion_labels) == plan.labels \
         and base_cfg.multi_label == plan.multi_label
-    rebuilt = kind != "emotag" or (plan.task == "emotion" and not same_head)
+    rebuilt = kind != "emotag" or (plan.head == "emotion" and not same_head)
     fresh = [j for j, lab in enumerate(plan.labels) if lab not in start] if rebuilt else []
     run = _Run(data, kind, src, model, tok, cfg, train, dev, lr, seed, start, fresh,
                predict(model, dev) if kind == "emotag" else None)
-    run.candidates["majority class"] = {"exact_match" if plan.multi_label else "accuracy": data.majority}
-    if kind == "emotag" and (plan.task == "polarity" or same_head or (start and len(start) == len(plan.labels))):
+    if plan.regression:
+        run.candidates["training mean"] = dict(data.mean or {})
+        if kind == "emotag" and cfg.polarity_labels:
+            run.candidates[ZERO_SHOT_SCORE] = run.dev_before = _polarity_score_map(src, data)
+        if start:
+            run.measure("polarity start")
+    else:
+        run.candidates["majority class"] = {"exact_match" if plan.multi_label else "accuracy": data.majority}
+    if kind == "emotag" and not plan.regression and (plan.task == "polarity" or same_head or
+                                                     (start and len(start) == len(plan.labels))):
         # zero-shot: the base before any training, through its own head or one rebuilt from the rows the
         # labels map onto
         run.measure("zero-shot")
         run.dev_before = dict(run.candidates["zero-shot"])
         run.dev_before["ece"] = calibration(head_probs(run.base_dev, dev, plan), gold_mask(dev, plan), plan)
-    if kind == "emotag":
-        run.anchored = add_anchors(train, predict(model, train), cfg, plan, seed)
+    if base_train is not None:
+        run.anchored = add_anchors(train, base_train, cfg, plan, seed)
     return run
+
+
+def _polarity_score_map(src: str, data: _Data) -> dict[str, float]:
+    """The regression baseline where the base reads polarity: its zero-shot `polarity_score` (through
+    `Tagger`, the field users see) mapped onto the user's scale by least squares on the training texts,
+    measured on dev; `polarity_score_r` is the raw field's Pearson r with the dev values."""
+    from emotag.tagger import Tagger
+
+    plan = data.plan
+    tagger = Tagger.load(src, backend="torch")
+
+    def scores(rows: list[Example]) -> tuple[np.ndarray, np.ndarray]:
+        res = list(tagger.tag_many([e.text for e in rows], batch_size=64))
+        ok = [k for k, r in enumerate(res) if r.error is None]
+        return (np.array([res[k].polarity_score for k in ok], dtype=np.float64),
+                plan.on_scale([rows[k].target for k in ok]))  # type: ignore[attr-defined]
+
+    x, y = scores(data.train_ex)
+    slope, icept = np.polyfit(x, y, 1) if np.std(x) > 0 else (0.0, float(np.mean(y)))
+    lo, hi = plan.scale or (0.0, 1.0)
+    xd, yd = scores(data.dev_ex)
+    m = regression_metrics(np.clip(icept + slope * xd, lo, hi), yd)
+    m["polarity_score_r"] = float(np.corrcoef(xd, yd)[0, 1]) if np.std(xd) > 0 and np.std(yd) > 0 else 0.0
+    return m
 
 
 def _linear_head(run: _Run) -> tuple[dict[str, Any], float]:
     """Step 1: the trained head alone on frozen features; recorded as candidate "linear head"."""
     t0 = time.time()
     row_w = np.array([run.data.weights.get(s[2:], 1.0) for s in run.train.sources], dtype=np.float32)
-    lin = fit_linear_head(run.model, run.train, run.dev, run.data.plan, row_w, run.fresh, run.dev_before is not None,
-                          seed=run.seed)
+    plan = run.data.plan
+    has_start = bool(run.start) if plan.regression else run.dev_before is not None
+    lin = fit_linear_head(run.model, run.train, run.dev, plan, row_w, run.fresh, has_start, seed=run.seed)
     seconds = time.time() - t0
     run.measure("linear head")
-    cv = lin["cv_macro_f1"]
-    log.info("linear head on frozen features: %s (cross-validated macro-F1 %.4f on %d texts%s) in %.1f s",
-             "kept the zero-shot head" if lin["l2"] is None else f"L2 {lin['l2']:g}",
-             cv["start"] if lin["l2"] is None else cv[str(lin["l2"])], lin["texts"],
-             f", zero-shot {cv['start']:.4f}" if run.dev_before is not None else "", seconds)
+    reg = run.data.plan.regression
+    cv = lin["cv_neg_mae" if reg else "cv_macro_f1"]
+    best = cv["start"] if lin["l2"] is None else cv[str(lin["l2"])]
+    log.info("linear head on frozen features: %s (cross-validated %s %.4f on %d texts%s) in %.1f s",
+             "kept the zero-shot head" if lin["l2"] is None else f"L2 {lin['l2']:g}", "MAE" if reg else "macro-F1",
+             -best if reg else best, lin["texts"],
+             f", zero-shot {cv['start']:.4f}" if run.dev_before is not None and not reg else "", seconds)
     return lin, seconds
 
 
@@ -412,7 +511,7 @@ def _fine_tune_network(run: _Run, epochs: float, batch_size: int, seed: int, max
     losses: list[float] = []
     if epochs <= 0:
         return fitted, losses, None
-    if max(run.candidates[c]["macro_f1"] for c in run.states) >= 1.0:
+    if not run.data.plan.regression and max(run.candidates[c]["macro_f1"] for c in run.states) >= 1.0:
         log.info("no fine-tuning of the network: dev macro-F1 is already 1.0")
         return fitted, losses, None
     plan, train = run.data.plan, run.train
@@ -461,9 +560,11 @@ def _calibrate(run: _Run) -> dict[str, Any]:
                 h == plan.head or h not in run.anchored):
             temperature[h] = round(fit_temperature(pred[h], hm, dev.weights, dev.first), 4)
     mask = gold_mask(dev, plan)
+    nan = float("nan")  # regression: a score, not a class probability, so no calibration error
     out: dict[str, Any] = {
-        "ece_before": calibration(head_probs(pred, dev, plan, {**temperature, plan.head: 1.0}), mask, plan),
-        "ece_after": calibration(head_probs(pred, dev, plan, temperature), mask, plan),
+        "ece_before": nan if plan.regression else
+        calibration(head_probs(pred, dev, plan, {**temperature, plan.head: 1.0}), mask, plan),
+        "ece_after": nan if plan.regression else calibration(head_probs(pred, dev, plan, temperature), mask, plan),
         "torch_after": head_metrics(head_probs(pred, dev, plan, temperature), mask, plan), "kept": {}}
     cfg.temperature = temperature
     if run.base_dev is not None:
@@ -523,6 +624,10 @@ def _measure_written(out: Path, dev: Any, plan: LabelPlan, export: bool
     tagger = Tagger.load(out, backend="onnx" if export else "torch")
     results = list(tagger.tag_many([e.text for e in dev.examples], batch_size=64))
     cfg = tagger.config
+    if plan.regression:  # the records' `score`, as `emotag eval` reads it
+        gold = plan.on_scale([e.target for e in dev.examples])
+        m = regression_metrics([r.score for r in results], gold)
+        return m, m
     if plan.task == "polarity":
         probs = np.array([[_polarity_probability(r, lab) for lab in cfg.polarity_labels] for r in results])
     else:

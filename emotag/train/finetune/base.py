@@ -93,7 +93,7 @@ def load_emotag_base(src: str, plan: LabelPlan) -> tuple[Any, Any, dict[str, str
     cfg = model.config
     tok = Tokenizer.from_file(str(Path(src) / TOKENIZER_NAME))
     start: dict[str, str] = {}
-    if plan.task == "emotion" and (tuple(plan.labels) != tuple(cfg.emotion_labels) or
+    if plan.head == "emotion" and (tuple(plan.labels) != tuple(cfg.emotion_labels) or
                                    plan.multi_label != cfg.multi_label):
         names = {"emotion": cfg.emotion_labels, "polarity": cfg.polarity_labels}
         sources: list[Source] = head_sources(plan, cfg.emotion_labels, cfg.polarity_labels)
@@ -193,3 +193,52 @@ def add_anchors(train: Any, base_pred: dict[str, np.ndarray], cfg: EmotagConfig,
         getattr(train, name)[free] = base_pred[name][free]
         anchored.append(name)
     return anchored
+
+
+def start_from_polarity(model: Any, train: Any, base_pred: dict[str, np.ndarray], plan: LabelPlan) -> dict[str, str]:
+    """Start a regression read-out (one sigmoid, `LabelPlan.regression`) from the base's polarity head:
+    sigmoid(a + b * (positive logit - negative logit)), with a and b fitted on the training windows' 0..1
+    targets (`train.emo_mask[:, 0]`). Returns {label: "polarity:positive-negative"}, or {} when the base
+    reads no positive/negative polarity.
+
+    Why: a star rating or a satisfaction score is mostly how positive a text is, which the base already
+    reads; starting there, the linear read-out adjusts that reading (its L2 pulls toward it, and its
+    cross-validation keeps it when a fit cannot beat it) instead of learning polarity from a few rows.
+    The expert's polarity columns come along, so the start reproduces the fitted map exactly.
+    """
+    import torch
+
+    labels = list(model.config.polarity_labels)
+    if not {"positive", "negative"} <= set(labels):
+        return {}
+    ip, ineg = labels.index("positive"), labels.index("negative")
+    d = (base_pred["polarity"][:, ip] - base_pred["polarity"][:, ineg]).astype(np.float64)
+    y = train.emo_mask[:, 0].astype(np.float64)
+    a, b = _logistic_1d(d, y)
+    with torch.no_grad():
+        pol = model.polarity
+        model.emotion.weight[0] = b * (pol.weight[ip] - pol.weight[ineg])
+        model.emotion.bias[0] = a + b * (pol.bias[ip] - pol.bias[ineg])
+        if model.has_lexical:
+            E = model.emotion.out_features
+            scales = model.config.lexical.scales
+            ratio = b * scales.get("polarity", 1.0) / (scales.get("emotion", 1.0) or 1.0)
+            model.lex_weight[:, 0] = ratio * (model.lex_weight[:, E + ip] - model.lex_weight[:, E + ineg])
+            model.lex_bias[0] = ratio * (model.lex_bias[E + ip] - model.lex_bias[E + ineg])
+    log.info("regression read-out starts from the polarity head: sigmoid(%.3f + %.3f * (positive - negative))", a, b)
+    return {plan.labels[0]: "polarity:positive-negative"}
+
+
+def _logistic_1d(x: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float, float]:
+    """(a, b) minimising the cross-entropy of sigmoid(a + b x) against soft targets y in [0, 1] (Newton)."""
+    X = np.stack([np.ones_like(x), x], 1)
+    w = np.array([np.log((y.mean() + 1e-6) / (1 - y.mean() + 1e-6)), 0.0])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(X @ w, -30, 30)))
+        grad = X.T @ (p - y) + 1e-6 * w
+        hess = (X * (p * (1 - p))[:, None]).T @ X + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(w[0]), float(w[1])

@@ -11,6 +11,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,13 @@ DEV_FRACTION = 0.12  # of the training file, when no dev file is given
 CLASS_WEIGHT_CLIP = (0.2, 5.0)  # inverse-frequency row weights are clipped to this range
 _TRUE = {"1", "t", "true", "yes", "y", "是", "真"}
 _FALSE = {"0", "f", "false", "no", "n", "否", "假", ""}
+
+
+@dataclass
+class ScoredExample(Example):
+    """A regression row: `target` is its value on the read-out's 0..1 (`LabelPlan.unit`)."""
+
+    target: float = float("nan")
 
 
 def read_table(path: str | os.PathLike[str], columns: Sequence[str]) -> dict[str, list[Any]]:
@@ -92,13 +100,23 @@ def examples(rows: dict[str, list[Any]], text_col: str, label_cols: Sequence[str
         if not text:
             skipped += 1
             continue
-        if plan.multi_label:
+        if plan.multi_label and not plan.regression:
             present = tuple(c for c in label_cols if _flag(rows[c][i], c, i, path))
             out.append(Example(text, "finetune", emotions=present))
             continue
         v = cell(rows[label_cols[0]][i])
         if v is None:
             skipped += 1
+            continue
+        if plan.regression:
+            try:
+                y = float(v)
+            except ValueError:
+                y = float("nan")
+            if not math.isfinite(y):
+                raise ValueError(f"{path}: row {i + 1}, column {label_cols[0]!r}: {v!r} is not a number "
+                                 "(task 'regression')")
+            out.append(ScoredExample(text, "finetune", emotions=plan.labels, target=float(plan.unit(y))))
             continue
         if v not in plan.value_map:
             raise ValueError(f"{path}: row {i + 1}, column {label_cols[0]!r}: unknown label {v!r} "
@@ -117,6 +135,8 @@ def label_key(ex: Example, plan: LabelPlan) -> str:
     """A row's class as one string: its label, a partial label's set, or a multi-label row's label set."""
     if plan.task == "polarity":
         return ex.polarity or ""
+    if plan.regression:
+        return ""
     if plan.multi_label:
         return "|".join(sorted(ex.emotions or ()))
     return PARTIAL_SEP.join(ex.emotions or ("",))
@@ -128,6 +148,8 @@ def class_weights(rows: Sequence[Example], plan: LabelPlan) -> dict[str, float]:
     Multi-label rows get the mean weight of their positive labels (1 for a row with none).
     """
     lo, hi = CLASS_WEIGHT_CLIP
+    if plan.regression:
+        return {}  # no classes: every row weighs 1
     keys = [label_key(e, plan) for e in rows]
     if plan.multi_label:
         n = len(rows)

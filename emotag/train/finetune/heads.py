@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from emotag.metrics import accuracy, confusion, expected_calibration_error, macro_f1, per_class
+from emotag.metrics import accuracy, confusion, expected_calibration_error, macro_f1, pearson, per_class
 from emotag.train.finetune.labelplan import LabelPlan
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # strengths tried for the linear head, each a pull toward its start
@@ -24,6 +24,30 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # strengths tried for the linear head, each 
 # macro-F1: expert alone 0.839 (sklearn char TF-IDF + LR 0.826), network features alone 0.405, both with
 # one strength 1e-5 0.733 (the dense features overfit), 1e-3 / 1e-6 0.835, 1e-2 / 1e-5 0.838
 LEXICAL_L2_RATIO = 1e-3
+# levers tried on the 64-per-class curve (`scripts/finetune_curve.py --levers`, docs/finetune.md §9) and not
+# kept: z-scored features (the fitted head folded back onto raw features), more L-BFGS iterations, fresh
+# rows starting at 0 rather than at their random initialisation
+STANDARDIZE = False
+LBFGS_ITERS = 100
+FRESH_AT_ZERO = False
+
+
+def regression_metrics(pred: Any, gold: Any) -> dict[str, Any]:
+    """Pearson r, MAE and RMSE of scores against gold values, both on the user's scale; `mae_se` is the
+    MAE's standard error (the noise margin model choice uses). One function for the training report and
+    `emotag eval`, so both give the same numbers on the same rows."""
+    p, g = np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+    err = np.abs(p - g)
+    n = len(g)
+    return {"n": int(n), "pearson_r": pearson(p.tolist(), g.tolist()) if n else 0.0,
+            "mae": float(err.mean()) if n else float("nan"),
+            "rmse": float(np.sqrt((err ** 2).mean())) if n else float("nan"),
+            "mae_se": float(err.std() / np.sqrt(n)) if n > 1 else float("inf")}
+
+
+def selection(m: dict[str, Any], plan: LabelPlan) -> float:
+    """The number model choice and early stopping maximise: macro-F1, or minus the MAE for regression."""
+    return -m["mae"] if plan.regression else m["macro_f1"]
 
 
 def gold_mask(data: Any, plan: LabelPlan) -> np.ndarray:
@@ -45,6 +69,8 @@ def head_metrics(probs: np.ndarray, mask: np.ndarray, plan: LabelPlan, detail: b
     way `emotag eval` scores review sets.
     """
     labels = list(plan.labels)
+    if plan.regression:  # one sigmoid on 0..1, gold the row's target on 0..1 (LabelPlan.unit)
+        return regression_metrics(plan.on_scale(probs[:, 0]), plan.on_scale(mask[:, 0]))
     if plan.multi_label:
         pred, gold = probs > 0.5, mask > 0.5
         tp = (pred & gold).sum(0)
@@ -121,13 +147,13 @@ def _frozen(model: Any, data: Any, plan: LabelPlan) -> tuple[Any, Any]:
     return torch.cat(feats), torch.cat(offs)
 
 
-def _text_score(z: np.ndarray, weights: np.ndarray, first: np.ndarray, gold: np.ndarray, plan: LabelPlan,
-                temperature: float) -> float:
-    """Macro-F1 on texts of the trained head's window logits `z`, combined as scoring combines them."""
+def _text_metrics(z: np.ndarray, weights: np.ndarray, first: np.ndarray, gold: np.ndarray, plan: LabelPlan,
+                  temperature: float) -> dict[str, Any]:
+    """`head_metrics` on texts of the trained head's window logits `z`, combined as scoring combines them."""
     from emotag.metrics import combine_windows, sigmoid, softmax
 
     probs = sigmoid(z) if plan.multi_label else softmax(z, temperature)
-    return head_metrics(combine_windows(probs, weights, first), gold, plan)["macro_f1"]
+    return head_metrics(combine_windows(probs, weights, first), gold, plan)
 
 
 def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weight: np.ndarray,
@@ -155,6 +181,8 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
     w0, b0 = head.weight.detach().clone(), head.bias.detach().clone()
     anchor = w0.clone()
     anchor[fresh_rows] = 0.0
+    if FRESH_AT_ZERO:
+        w0 = anchor.clone()
     lex = _Lexical(model, plan, list(train.grams) + list(dev.grams)) if model.has_lexical else None
     key = "pol_mask" if plan.task == "polarity" else "emo_mask"
     F, off = torch.cat([F_tr, F_dv]), torch.cat([off_tr, off_dv])
@@ -169,6 +197,16 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
 
     if lex is not None:
         off = off - lex.scale * lex.logits(lex.weight0, np.arange(len(F)))  # the expert's share is fitted too
+    if STANDARDIZE:  # fit on z-scored features; (W, b) there is (W / sd, b - W / sd . mu) on raw ones
+        mu, sd = F.mean(0), F.std(0).clamp_min(1e-6)
+        F = (F - mu) / sd
+        b0 = b0 + w0 @ mu
+        w0, anchor = w0 * sd, anchor * sd
+
+    def to_model(W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not STANDARDIZE:
+            return W, b
+        return W / sd, b - (W / sd) @ mu
 
     def fit(rows: np.ndarray, l2: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         W, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(b0.clone())
@@ -178,7 +216,7 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
             L = torch.nn.Parameter(lex.weight0.clone())
             params.append(L)
             X = lex.rows(rows)
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=100, history_size=10, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=LBFGS_ITERS, history_size=10, line_search_fn="strong_wolfe")
         sel = torch.from_numpy(rows)
 
         def closure() -> torch.Tensor:
@@ -208,8 +246,9 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
     fold_w = fold[text_of]
     everything = np.arange(len(F))
     with torch.no_grad():
-        cv = {"start": _text_score(logits(everything, w0, b0, None if lex is None else lex.weight0), weights, first,
-                                   gold, plan, temperature)}
+        at_start = _text_metrics(logits(everything, w0, b0, None if lex is None else lex.weight0), weights, first,
+                                 gold, plan, temperature)
+        cv = {"start": selection(at_start, plan)}
         for l2 in L2_GRID:
             z = np.zeros((len(F), w0.shape[0]), dtype=np.float32)
             for f in np.unique(fold_w):
@@ -217,17 +256,21 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
                     W, b, L = fit(np.flatnonzero(fold_w != f), l2)
                 out = np.flatnonzero(fold_w == f)
                 z[out] = logits(out, W, b, L)
-            cv[str(l2)] = _text_score(z, weights, first, gold, plan, temperature)
+            cv[str(l2)] = selection(_text_metrics(z, weights, first, gold, plan, temperature), plan)
     best = max(L2_GRID, key=lambda x: cv[str(x)])
-    keep_start = has_start and cv["start"] >= cv[str(best)] - 0.5 / np.sqrt(n_texts)
+    # one standard error: of a macro-F1 at its widest, or of the start's MAE
+    margin = at_start["mae_se"] if plan.regression else 0.5 / np.sqrt(n_texts)
+    keep_start = has_start and cv["start"] >= cv[str(best)] - margin
     if not keep_start:
         W, b, L = fit(np.arange(len(F_tr)), best)
+        W, b = to_model(W, b)
         with torch.no_grad():
             head.weight.copy_(W)
             head.bias.copy_(b)
             if L is not None:
                 lex.store(model, L)
-    return {"l2": None if keep_start else best, "cv_macro_f1": cv, "texts": n_texts,
+    return {"l2": None if keep_start else best, "cv_neg_mae" if plan.regression else "cv_macro_f1": cv,
+            "texts": n_texts,
             "lexical_expert": lex is not None}
 
 

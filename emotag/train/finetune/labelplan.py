@@ -9,12 +9,16 @@ labels the base already reads starts at the base's zero-shot accuracy instead of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from emotag import labels as L
 
-TASKS = ("emotion", "polarity")
+TASKS = ("emotion", "polarity", "regression")
 PARTIAL_SEP = "|"  # value_map target "like|happiness": the row is right on either label (a partial label)
 # SPEC §1 sources whose classes are sets of taxonomy labels; a file labelled this way keeps the 8 emotions
 _PARTIAL_ALIASES = {k: PARTIAL_SEP.join(v) for k, v in L.SMP2020.items()}
@@ -39,11 +43,28 @@ class LabelPlan:
     multi_label: bool
     default_taxonomy: bool
     value_map: dict[str, str] = field(default_factory=dict)  # source value -> label (single-column tasks)
+    scale: tuple[float, float] | None = None  # regression: the target's low and high ends
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def head(self) -> str:
         """The network head this plan trains."""
         return "polarity" if self.task == "polarity" else "emotion"
+
+    def unit(self, values: Any) -> np.ndarray:
+        """Regression targets on the user's scale -> the read-out's 0..1 (clipped into the scale)."""
+        assert self.scale is not None
+        lo, hi = self.scale
+        return np.clip((np.asarray(values, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
+
+    def on_scale(self, unit: Any) -> np.ndarray:
+        """The read-out's 0..1 -> the user's scale (what `Result.score` reports)."""
+        assert self.scale is not None
+        lo, hi = self.scale
+        return lo + (hi - lo) * np.asarray(unit, dtype=np.float64)
 
     def groups(self) -> list[tuple[str, list[int]]] | None:
         """For partial labels (SMP2020's happy = like|happiness, SPEC §1): each source class with the head
@@ -112,6 +133,8 @@ def plan_labels(
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    if task == "regression":
+        return plan_regression(label_cols, values, labels, where)
     if task == "polarity":
         if len(label_cols) != 1:
             raise ValueError("task 'polarity' takes one label column")
@@ -144,6 +167,59 @@ def plan_labels(
     if len(set(plan.value_map.values())) < 2:
         raise ValueError(f"{where}column {col!r} has only one class ({sorted(values)}); need two or more")
     return plan
+
+
+MIN_REGRESSION_ROWS = 10  # fewer labelled rows leave nothing to fit, hold out and check a read-out with
+
+
+def scale_label(column: str, lo: float, hi: float) -> str:
+    """The one label of a regression model: its column and scale, `stars[1,5]` (what `Result.scale_of`
+    parses, so a record can carry the score on the user's own scale)."""
+    return f"{column}[{lo:g},{hi:g}]"
+
+
+def plan_regression(label_cols: Sequence[str], values: set[str], labels: Sequence[str] | None,
+                    where: str = "") -> LabelPlan:
+    """A numeric column (1-5 stars, a 0-1 score, ...) read out by one sigmoid on a fixed scale.
+
+    The scale is `labels` (LO,HI) when given, else inferred: 0..1 when every value lies in it, 1..5 for
+    whole numbers within it (star ratings), otherwise the values' own minimum and maximum. Why fixed ends:
+    a 1-5 star file whose training rows hold no 1 still means 1 to 5, and the sigmoid's 0..1 maps onto
+    the ends linearly.
+    """
+    if len(label_cols) != 1:
+        raise ValueError("task 'regression' takes one label column (a number per row)")
+    col = label_cols[0]
+    nums: dict[str, float] = {}
+    for v in values:
+        try:
+            x = float(v)
+        except ValueError:
+            x = float("nan")
+        if not math.isfinite(x):
+            raise ValueError(f"{where}column {col!r}: {v!r} is not a number (task 'regression' reads a score per row)")
+        nums[v] = x
+    if len(set(nums.values())) < 2:
+        raise ValueError(f"{where}column {col!r} has the same value ({', '.join(sorted(values)) or 'none'}) in "
+                         "every row: there is nothing to learn")
+    lo, hi = min(nums.values()), max(nums.values())
+    if labels:
+        try:
+            lo, hi = (float(x) for x in labels)
+        except ValueError:
+            raise ValueError(f"task 'regression': --labels gives the scale's two ends LO,HI (e.g. 1,5), got "
+                             f"{','.join(labels)}") from None
+        if not hi > lo:
+            raise ValueError(f"task 'regression': --labels {lo:g},{hi:g}: the high end must be above the low end")
+        outside = sorted((v for v, x in nums.items() if not lo <= x <= hi), key=lambda v: nums[v])
+        if outside:
+            raise ValueError(f"{where}column {col!r} has values {outside[:5]} outside the scale {lo:g}..{hi:g} "
+                             "given by --labels")
+    elif lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    elif lo >= 1 and hi <= 5 and all(x.is_integer() for x in nums.values()):
+        lo, hi = 1.0, 5.0
+    return LabelPlan("regression", (scale_label(col, lo, hi),), True, False, {}, (lo, hi))
 
 
 Source = tuple[str, int] | None  # (base head, row) a custom label starts from, or None (a new row)

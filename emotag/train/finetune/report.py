@@ -27,6 +27,7 @@ from emotag.train.finetune.data import CLASS_WEIGHT_CLIP
 log = logging.getLogger("emotag.finetune")
 
 REPORT_JSON, REPORT_MD, CONFUSION_PNG = "eval_report.json", "eval_report.md", "confusion_matrix.png"
+ZERO_SHOT_SCORE = "zero-shot polarity_score"  # the regression baseline's candidate name
 
 
 def _cjk_font(names: Sequence[str]) -> str | None:
@@ -107,7 +108,10 @@ def _fmt(v: Any) -> str:
 
 
 def write_report(out: Path, report: dict[str, Any], after_detail: dict[str, Any], multi_label: bool) -> list[Path]:
-    """eval_report.json, eval_report.md and confusion_matrix.png next to the model."""
+    """eval_report.json, eval_report.md and confusion_matrix.png next to the model (regression: the two
+    reports, with Pearson r and MAE instead of classes)."""
+    if report["task"] == "regression":
+        return _regression_report(out, report)
     labels = after_detail["confusion_labels"]
     standins = confusion_png(out / CONFUSION_PNG, after_detail["confusion"], labels, multi_label,
                              f"{report['task']} on dev (n={after_detail['n']})")
@@ -178,10 +182,63 @@ def write_report(out: Path, report: dict[str, Any], after_detail: dict[str, Any]
     return [out / REPORT_JSON, out / REPORT_MD, out / CONFUSION_PNG]
 
 
+def _header(out: Path, report: dict[str, Any], what: str) -> list[str]:
+    data, tr = report["data"], report["training"]
+    return [f"# Fine-tuning report: {out.name}", "", what,
+            f"- base model: `{report['base_model']}`",
+            f"- data: {data['train_rows']} training rows from `{data['train_path']}`, "
+            f"{data['dev_rows']} dev rows ({data['dev_source']})"
+            f"{', skipped ' + str(data['skipped_rows']) + ' rows without text/label' if data['skipped_rows'] else ''}",
+            f"- training: linear head {tr['linear_head_seconds']:.1f} s, then {tr['steps']} fine-tuning steps in "
+            f"{tr['minutes'] * 60:.1f} s; {tr['minutes_total'] * 60:.0f} s in all, seed {tr['seed']}",
+            f"- kept: **{report['chosen']}**" + (f" ({report['verdict']})" if report.get("verdict") else ""), ""]
+
+
+def _regression_report(out: Path, report: dict[str, Any]) -> list[Path]:
+    """eval_report.json / .md of a regression run: every candidate's Pearson r and MAE on dev."""
+    (out / REPORT_JSON).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    lo, hi = report["scale"]
+    name = report["labels"][0]
+    lines = _header(out, report, f"- task: **regression** on the scale {lo:g}..{hi:g}; records carry the "
+                                 f"prediction as `score` (label `{name}`)")
+    keys = ["pearson_r", "mae", "rmse"]
+    lines += ["## Dev metrics (texts, as `emotag eval` scores them)", "",
+              "| | Pearson r | MAE | RMSE |", "|---|---|---|---|"]
+    for cand, m in report["candidates"].items():
+        mark = " (kept)" if cand == report["chosen"] else ""
+        label = {ZERO_SHOT_SCORE: "zero-shot: polarity_score, linear map (fit on training rows)",
+                 "training mean": "predict the training mean",
+                 "polarity start": "start: the polarity head, logistic map (fit on training rows)"}.get(cand, cand)
+        lines.append(f"| {label}{mark} | " + " | ".join(_fmt(m.get(k, "-")) for k in keys) + " |")
+    lines.append("| final model, as `emotag eval` measures it | "
+                 + " | ".join(_fmt(report["dev_after"][k]) for k in keys) + " |")
+    zs = report["candidates"].get(ZERO_SHOT_SCORE)
+    lines += [""]
+    if report.get("starts_from"):
+        lines += ["The read-out started from the base model's polarity head (sigmoid of a line in its positive - "
+                  "negative logit, fitted on the training rows); the linear head's cross-validation kept that start"
+                  if report["linear_head"]["l2"] is None else
+                  "The read-out started from the base model's polarity head (sigmoid of a line in its positive - "
+                  "negative logit, fitted on the training rows), and the linear head was pulled toward it.", ""]
+    if zs:
+        lines += [f"The base model's own `polarity_score` has Pearson r {zs['polarity_score_r']:.4f} with the dev "
+                  "values (the linear map keeps |r| and puts it on your scale).", ""]
+    else:
+        lines += ["The base model has no polarity head, so there is no zero-shot baseline.", ""]
+    lines += [f"The predict-the-mean row always answers {report['majority']['label']} (the training mean); its "
+              "Pearson r is 0 by definition.", "",
+              "The dev split also chose the linear head's L2 strength, the fine-tuning's early stop and which "
+              "candidate is kept, so its numbers are slightly optimistic; a separate test file is the honest check "
+              "(`emotag eval MODEL test.csv`).", ""]
+    (out / REPORT_MD).write_text("\n".join(lines), encoding="utf-8")
+    return [out / REPORT_JSON, out / REPORT_MD]
+
+
 def model_card(out: Path, cfg: EmotagConfig, report: dict[str, Any]) -> Path:
     """MODEL_CARD.md of the fine-tuned model: where it came from and its dev numbers."""
     after = report["dev_after"]
-    head = "polarity" if report["task"] == "polarity" else "emotion"
+    head = {"polarity": "polarity", "regression": "regression read-out (the record's `score`)"}.get(
+        report["task"], "emotion")
     text = f"""# {cfg.name}
 
 Fine-tuned with `emotag train` from `{report['base_model']}` on `{Path(report['data']['train_path']).name}`
