@@ -288,6 +288,38 @@ def test_concurrent_turns_of_one_conversation_are_appended_one_at_a_time(server:
     assert status == 200 and rec["state"]["turns"] == n + 1 and [t["id"] for t in rec["turns"]][:n] == order[-1]
 
 
+def test_keyed_locks_serialise_one_key_and_forget_idle_keys() -> None:
+    """Holders of one key run one at a time in arrival order; other keys do not wait; no entry is left."""
+    import asyncio
+
+    from emotag.serve.app import KeyedLocks
+
+    async def main() -> tuple[list[str], int, int]:
+        locks, log = KeyedLocks(), []
+        gate = asyncio.Event()
+
+        async def hold(key: str, name: str) -> None:
+            async with locks.hold(key):
+                log.append(f"{name}+")
+                if name == "a0":
+                    await gate.wait()  # a0 holds 'a' until b0 (another key) has run
+                await asyncio.sleep(0)
+                log.append(f"{name}-")
+
+        tasks = [asyncio.create_task(hold("a", f"a{i}")) for i in range(3)]
+        await asyncio.sleep(0)
+        await hold("b", "b0")
+        during = len(locks)
+        gate.set()
+        await asyncio.gather(*tasks)
+        return log, during, len(locks)
+
+    log, during, after = asyncio.run(main())
+    assert log[:3] == ["a0+", "b0+", "b0-"]  # 'b' did not wait for 'a'
+    assert log[3:] == ["a0-", "a1+", "a1-", "a2+", "a2-"]  # 'a' one at a time, in order
+    assert during == 1 and after == 0
+
+
 def test_record_dict_is_to_dict() -> None:
     """/v1/tag builds records without `to_dict`'s deep copy; they must stay the same records."""
     from emotag import Tagger
