@@ -197,8 +197,8 @@ def add_anchors(train: Any, base_pred: dict[str, np.ndarray], cfg: EmotagConfig,
 
 def start_from_polarity(model: Any, train: Any, base_pred: dict[str, np.ndarray], plan: LabelPlan) -> dict[str, str]:
     """Start a regression read-out (one sigmoid, `LabelPlan.regression`) from the base's polarity head:
-    sigmoid(a + b * (positive logit - negative logit)), with a and b fitted on the training windows' 0..1
-    targets (`train.emo_mask[:, 0]`). Returns {label: "polarity:positive-negative"}, or {} when the base
+    sigmoid(a + b * (positive logit - negative logit)), with a and b fitted by least squares on the training
+    texts' 0..1 targets, each text's windows combined as scoring combines them. Returns {label: "polarity:positive-negative"}, or {} when the base
     reads no positive/negative polarity.
 
     Why: a star rating or a satisfaction score is mostly how positive a text is, which the base already
@@ -213,8 +213,7 @@ def start_from_polarity(model: Any, train: Any, base_pred: dict[str, np.ndarray]
         return {}
     ip, ineg = labels.index("positive"), labels.index("negative")
     d = (base_pred["polarity"][:, ip] - base_pred["polarity"][:, ineg]).astype(np.float64)
-    y = train.emo_mask[:, 0].astype(np.float64)
-    a, b = _logistic_1d(d, y)
+    a, b = _logistic_1d(d, train.text_rows(train.emo_mask)[:, 0].astype(np.float64), train.weights, train.first)
     with torch.no_grad():
         pol = model.polarity
         model.emotion.weight[0] = b * (pol.weight[ip] - pol.weight[ineg])
@@ -229,16 +228,19 @@ def start_from_polarity(model: Any, train: Any, base_pred: dict[str, np.ndarray]
     return {plan.labels[0]: "polarity:positive-negative"}
 
 
-def _logistic_1d(x: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float, float]:
-    """(a, b) minimising the cross-entropy of sigmoid(a + b x) against soft targets y in [0, 1] (Newton)."""
-    X = np.stack([np.ones_like(x), x], 1)
-    w = np.array([np.log((y.mean() + 1e-6) / (1 - y.mean() + 1e-6)), 0.0])
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(X @ w, -30, 30)))
-        grad = X.T @ (p - y) + 1e-6 * w
-        hess = (X * (p * (1 - p))[:, None]).T @ X + 1e-6 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-9:
-            break
+def _logistic_1d(x: np.ndarray, y: np.ndarray, weights: np.ndarray, first: np.ndarray) -> tuple[float, float]:
+    """(a, b) minimising the squared error of texts' sigmoid(a + b x) against y in [0, 1], where `x` holds
+    one value per window and a text's prediction is its windows' `weights`-weighted sum (texts start at
+    `first`), as `Tagger` combines windows. Why squared error on texts: the read-out is judged by its MAE
+    on texts, and a fit on windows by cross-entropy mapped skewed star ratings worse than a straight line."""
+    from scipy.optimize import least_squares
+
+    from emotag.metrics import combine_windows
+
+    def residual(w: np.ndarray) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-np.clip(w[0] + w[1] * x, -30, 30)))
+        return combine_windows(p[:, None], weights, first)[:, 0] - y
+
+    m = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
+    w = least_squares(residual, np.array([np.log(m / (1 - m)), 0.0])).x
     return float(w[0]), float(w[1])
