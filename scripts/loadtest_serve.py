@@ -114,12 +114,24 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process `pid` so far (Linux /proc; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    """User + system CPU seconds so far of process `pid` and its live children (uvicorn's --workers run
+    in child processes); Linux /proc, None elsewhere."""
+    def stat(p: str) -> list[str] | None:
+        try:
+            return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+
+    own = stat(str(pid))
+    if own is None:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(own[11]) + int(own[12])
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and entry != str(pid):
+            f = stat(entry)
+            if f is not None and f[1] == str(pid):  # a child of the server
+                ticks += int(f[11]) + int(f[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _batch_counts(port: int) -> tuple[float, float]:
