@@ -3,6 +3,7 @@
 
     python scripts/finetune_curve.py [--data ../shared/data] [--out runs/finetune_curve] \
         [--sizes 16,64,300,1000] [--tasks car_sentiment,car_subject] [--threads 1] [--max-minutes 5]
+        [--levers '[{}, {"LBFGS_ITERS": 300}]']
 
 Both tasks come from the BDCI 2018 car-forum set (`bdci2018_car_aspect/train.csv`), which is not in the
 bundled model's training data (models/emotag-zh-small/MODEL_CARD.md): car_sentiment is the post's
@@ -12,7 +13,8 @@ A fixed stratified test set is drawn first (150 per class); training sets of N p
 each size adds rows) come from the rest. Each run is `emotag.train.finetune.finetune` with its own dev
 split, then `emotag eval`'s evaluate_file on the test set with the written int8 model. Baselines on the
 same examples: the majority class, the base model zero-shot (car_sentiment), and a char 1-3-gram
-TF-IDF + logistic regression (scikit-learn). One JSON line per run goes to OUT/results.jsonl.
+TF-IDF + logistic regression (scikit-learn; C=10, and C chosen by 3-fold cross-validation on the training
+rows only). One JSON line per run goes to OUT/results.jsonl.
 """
 
 from __future__ import annotations
@@ -70,19 +72,94 @@ def write(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def tfidf_lr(train: list[tuple[str, str]], test: list[tuple[str, str]]) -> dict[str, float]:
-    """The char TF-IDF + logistic-regression baseline on the same training rows."""
+def tfidf_lr(train: list[tuple[str, str]], test: list[tuple[str, str]], c: float | None = 10.0) -> dict[str, float]:
+    """The char TF-IDF + logistic-regression baseline on the same training rows: C=10, or (`c` None) C
+    chosen among 0.1, 1, 10, 100 by 3-fold cross-validated macro-F1 on the training rows only."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
 
     from emotag.metrics import accuracy, macro_f1
 
-    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
-    x = vec.fit_transform([t for t, _ in train])
-    clf = LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced").fit(x, [y for _, y in train])
-    pred = clf.predict(vec.transform([t for t, _ in test])).tolist()
+    def model(C: float) -> object:
+        return make_pipeline(TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True),
+                             LogisticRegression(C=C, max_iter=2000, class_weight="balanced"))
+
+    texts, labels = [t for t, _ in train], [y for _, y in train]
+    if c is None:
+        search = GridSearchCV(model(1.0), {"logisticregression__C": [0.1, 1.0, 10.0, 100.0]}, cv=3,
+                              scoring="f1_macro").fit(texts, labels)
+        clf, c = search.best_estimator_, search.best_params_["logisticregression__C"]
+    else:
+        clf = model(c).fit(texts, labels)
+    pred = clf.predict([t for t, _ in test]).tolist()
     gold = [y for _, y in test]
-    return {"accuracy": accuracy(gold, pred), "macroF1": macro_f1(gold, pred, sorted(set(gold)))}
+    return {"accuracy": accuracy(gold, pred), "macroF1": macro_f1(gold, pred, sorted(set(gold))), "C": c}
+
+
+def levers(train_file: Path, test_file: Path, variants: list[dict]) -> list[dict]:
+    """The linear head on frozen features (step 1 of `emotag train`, the bundled base) under each variant of
+    the knobs in `emotag.train.finetune.heads` ({"LBFGS_ITERS": 300}, {"STANDARDIZE": true, "L2_GRID": [...]},
+    ...; {} = as shipped). Per variant: the cross-validated macro-F1 over the training file's rows (what
+    `emotag train` chooses by), the macro-F1 on its own 12% dev split (what a lever must improve to be kept),
+    and, for the record only, on the test set. Features are computed once and shared by the variants."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from emotag.model.config import EmotagConfig
+    from emotag.model.features import Featurizer
+    from emotag.train.finetune import _read_data, _setup
+    from emotag.train.finetune import heads as H
+    from emotag.train.finetune.base import resolve_base
+    from emotag.train.finetune.data import examples, read_table
+    from emotag.train.trainer import EncodedSet, predict
+
+    kind, src = resolve_base(None)
+    base_cfg = EmotagConfig.load(src)
+    torch.manual_seed(13)
+    data = _read_data(train_file, None, "text", ("label",), None, "emotion", base_cfg, 13)
+    run = _setup(data, kind, src, base_cfg, train_file.with_suffix(".levers"), None, None, 13)
+    plan = data.plan
+    test_ex, _ = examples(read_table(test_file, ["text", "label"]), "text", ["label"], plan, test_file)
+    test = EncodedSet(Featurizer(run.tok, run.cfg), test_ex)
+    cache: dict[int, tuple] = {}
+    frozen = H._frozen
+
+    def cached(model: object, d: object, p: object) -> tuple:
+        if id(d) not in cache:
+            cache[id(d)] = frozen(model, d, p)
+        return cache[id(d)]
+
+    H._frozen = cached
+    state = copy.deepcopy(run.model.state_dict())
+    row_w = np.array([data.weights.get(s[2:], 1.0) for s in run.train.sources], dtype=np.float32)
+    knobs = {k: getattr(H, k) for k in ("L2_GRID", "LEXICAL_L2_RATIO", "STANDARDIZE", "LBFGS_ITERS", "FRESH_AT_ZERO")}
+    out = []
+    try:
+        for v in variants:
+            for k, val in {**knobs, **v}.items():
+                setattr(H, k, tuple(val) if k == "L2_GRID" else val)
+            run.model.load_state_dict(state)
+            t0 = time.time()
+            lin = H.fit_linear_head(run.model, run.train, run.dev, plan, row_w, run.fresh, run.dev_before is not None)
+            seconds = time.time() - t0
+
+            def f1(d: object) -> float:
+                return H.head_metrics(H.head_probs(predict(run.model, d), d, plan), H.gold_mask(d, plan), plan)[
+                    "macro_f1"]
+
+            cv = lin["cv_macro_f1"]
+            out.append({"variant": v, "l2": lin["l2"], "cv_macro_f1": cv["start" if lin["l2"] is None else str(lin["l2"])],
+                        "dev_macro_f1": f1(run.dev), "test_macro_f1": f1(test), "seconds": round(seconds, 1)})
+            print(json.dumps(out[-1]), flush=True)
+    finally:
+        for k, val in knobs.items():
+            setattr(H, k, val)
+        H._frozen = frozen
+    return out
 
 
 def zero_shot(test_file: Path, threads: int) -> dict[str, float]:
@@ -103,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-minutes", type=float, default=5.0, help="cap on each run's fine-tuning loop")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--levers", help="JSON list of linear-head knob settings to compare instead of training "
+                                     "(see `levers`), e.g. '[{}, {\"LBFGS_ITERS\": 300}]'")
     a = ap.parse_args(argv)
     import torch
 
@@ -119,10 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     for task in a.tasks.split(","):
         test, pool = split(load_task(Path(a.data), task), a.seed)
         test_file = write(out / f"{task}_test.csv", test)
-        zs = zero_shot(test_file, a.threads) if task == "car_sentiment" else None
+        zs = zero_shot(test_file, a.threads) if task == "car_sentiment" and not a.levers else None
         for n in (int(s) for s in a.sizes.split(",")):
             train = [p for lab in sorted(pool) for p in pool[lab][:n]]
             train_file = write(out / f"{task}_{n}.csv", train)
+            if a.levers:
+                for row in levers(train_file, test_file, json.loads(a.levers)):
+                    with open(out / "levers.jsonl", "a", encoding="utf-8") as f:
+                        f.write(json.dumps({"task": task, "per_class": n, **row}) + "\n")
+                continue
             t0 = time.time()
             r = finetune(train_file, out / f"{task}_{n}", progress=False, threads=a.threads,
                          max_minutes=a.max_minutes, force=True)
@@ -132,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             row = {"task": task, "per_class": n, "train_rows": len(train), "test_rows": len(test),
                    "fine_tuned": {"accuracy": got["accuracy"], "macroF1": got["macroF1"]}, "kept": r.chosen,
                    "steps": r.steps, "seconds": round(seconds, 1), "zero_shot": zs, "majority": majority,
-                   "tfidf_lr": tfidf_lr(train, test), "dev_before": r.dev_before, "dev_after": r.dev_after}
+                   "tfidf_lr": tfidf_lr(train, test),
+                   "tfidf_lr_cv": tfidf_lr(train, test, None), "dev_before": r.dev_before, "dev_after": r.dev_after}
             with open(results, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             print(json.dumps(row, ensure_ascii=False), flush=True)

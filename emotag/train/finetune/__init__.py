@@ -495,7 +495,7 @@ def _linear_head(run: _Run) -> tuple[dict[str, Any], float]:
     cv = lin["cv_neg_mae" if reg else "cv_macro_f1"]
     best = cv["start"] if lin["l2"] is None else cv[str(lin["l2"])]
     log.info("linear head on frozen features: %s (cross-validated %s %.4f on %d texts%s) in %.1f s",
-             "kept the zero-shot head" if lin["l2"] is None else f"L2 {lin['l2']:g}", "MAE" if reg else "macro-F1",
+             ("kept the polarity start" if reg else "kept the zero-shot head") if lin["l2"] is None else f"L2 {lin['l2']:g}", "MAE" if reg else "macro-F1",
              -best if reg else best, lin["texts"],
              f", zero-shot {cv['start']:.4f}" if run.dev_before is not None and not reg else "", seconds)
     return lin, seconds

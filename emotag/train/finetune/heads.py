@@ -39,7 +39,8 @@ def regression_metrics(pred: Any, gold: Any) -> dict[str, Any]:
     p, g = np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64)
     err = np.abs(p - g)
     n = len(g)
-    return {"n": int(n), "pearson_r": pearson(p.tolist(), g.tolist()) if n else 0.0,
+    constant = n == 0 or np.ptp(p) == 0  # (np.std of equal floats can round to 1e-17, and r to noise)
+    return {"n": int(n), "pearson_r": 0.0 if constant else pearson(p.tolist(), g.tolist()),
             "mae": float(err.mean()) if n else float("nan"),
             "rmse": float(np.sqrt((err ** 2).mean())) if n else float("nan"),
             "mae_se": float(err.std() / np.sqrt(n)) if n > 1 else float("inf")}
