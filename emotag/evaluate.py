@@ -133,7 +133,7 @@ def _kind(f: _File) -> str | None:
     text_label = {"text", "label"} <= c
     scale = Result.scale_of(f.tagger.config.emotion_labels)
     checks = (
-        ("regression", scale is not None and bool({"text", "review"} & c) and bool({scale[0], "label"} & c)),
+        ("regression", scale is not None and _text_column(f) is not None and bool({scale[0], "label"} & c)),
         ("aste", "text" in c and bool({"triples", "quads"} & c)),  # SPEC §7 aspect triples (chinese_aste)
         ("smp2020", text_label and values <= set(L.SMP2020) and bool(values & {"happy", "angry", "sad"})
          and f.taxonomy),
@@ -234,6 +234,21 @@ def _labels(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     return {"n": len(rows), "accuracy": _acc(gold, pred), "macroF1": macro_f1(gold, pred, present)}, out
 
 
+def _text_column(f: _File) -> str | None:
+    """The text column of a file for a fine-tuned model: `text`, `review`, or the column the model was
+    trained with (`--text-col`, as its eval_report.json records it), whichever the file has."""
+    names = ["text", "review"]
+    report = f.tagger.model_dir / "eval_report.json" if f.tagger.model_dir else None
+    if report is not None and report.is_file():
+        try:
+            col = json.loads(report.read_text(encoding="utf-8")).get("data", {}).get("text_col")
+        except (OSError, ValueError, AttributeError):
+            col = None
+        if isinstance(col, str):
+            names.insert(0, col)
+    return next((n for n in names if n in f.cols), None)
+
+
 def _regression(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     """A regression model's `score` against the file's values (rows with a text and a number), the way
     `emotag train` measured its dev rows: values outside the model's scale count as its nearer end."""
@@ -241,7 +256,7 @@ def _regression(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
 
     name, lo, hi = Result.scale_of(f.tagger.config.emotion_labels) or ("", 0.0, 1.0)
     key = name if name in f.cols else "label"
-    text = "text" if "text" in f.cols else "review"
+    text = _text_column(f) or "text"
     rows, out = f.scored(text, key, bs)
     plan = LabelPlan("regression", tuple(f.tagger.config.emotion_labels), True, False, scale=(lo, hi))
     pairs = []

@@ -627,3 +627,37 @@ def test_regression_scale_round_trips_through_config_and_records() -> None:
     plain = Result(0, "like", {"like": 0.6, "anger": 0.4}, "positive", 0.2, 0.3)
     assert plain.score is None and "score" not in plain.to_dict()
     assert "score" not in Result.failed(3, "text is empty").to_dict()
+
+
+def test_regression_from_a_hugging_face_checkpoint_has_no_zero_shot(tmp_path: Path, hf_checkpoint: Path) -> None:
+    """No polarity head to start from or compare with: the mean is the one baseline, and the text column the
+    model was trained with (`--text-col review_text`) is the one `emotag eval` reads."""
+    from emotag.evaluate import evaluate_file
+    from emotag.tagger import Tagger
+    from emotag.train.finetune import finetune
+
+    def table(path: Path, seed: int) -> Path:
+        src = _stars_table(tmp_path / f"s{seed}.csv", 80, seed)
+        with open(src, encoding="utf-8") as f:
+            rows = [{"review_text": r["text"], "stars": r["stars"]} for r in csv.DictReader(f)]
+        return _write_csv(path, rows, ["review_text", "stars"])
+
+    train, dev = table(tmp_path / "t.csv", 3), table(tmp_path / "d.csv", 4)
+    r = finetune(train, tmp_path / "m", dev_path=dev, base_model=str(hf_checkpoint), task="regression",
+                 text_col="review_text", label_cols="stars", epochs=0, progress=False)
+    report = json.loads((tmp_path / "m" / "eval_report.json").read_text(encoding="utf-8"))
+    assert r.dev_before is None and report["starts_from"] == {} and r.baseline is not None
+    assert set(report["candidates"]) == {"training mean", "linear head"}
+    got = evaluate_file(Tagger.load(tmp_path / "m"), dev)
+    assert got["kind"] == "regression" and got["mae"] == pytest.approx(r.dev_after["mae"], abs=1e-9)
+
+
+def test_choose_on_regression_compares_mae_with_its_standard_error() -> None:
+    from emotag.train.finetune import choose
+
+    c = {"training mean": {"mae": 0.9}, "polarity start": {"mae": 0.6}, "linear head": {"mae": 0.5},
+         "fine-tuned": {"mae": 0.45, "mae_se": 0.04}}
+    fitted = {"l2": 0.01, "cv_neg_mae": {"start": -0.6, "0.01": -0.5}}
+    assert choose(c, 100, fitted) == "fine-tuned"  # 0.05 better than the linear head's CV MAE: past 0.04
+    assert choose(c, 100, {**fitted, "cv_neg_mae": {"start": -0.6, "0.01": -0.47}}) == "linear head"
+    assert choose(c, 100, {"l2": None, "cv_neg_mae": {"start": -0.47, "0.01": -0.48}}) == "polarity start"
