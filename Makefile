@@ -73,7 +73,9 @@ rebuild-model: $(VENV)/.installed-full
 	$(BIN)/python scripts/train_lexical.py --data $(DATA) --model $(REBUILD)/network --out $(REBUILD)/model \
 		--l2 5e-6 --buckets 262144 --iterations 400 --fits-cache $(REBUILD)/lexcache
 	$(BIN)/python scripts/finish_default.py --data $(DATA) --model $(REBUILD)/model
-	$(BIN)/python scripts/tune_decisions.py --data $(DATA) --model $(REBUILD)/model
+	$(BIN)/python scripts/fit_experts.py --data $(DATA) --model $(REBUILD)/model
+	$(BIN)/python scripts/fit_composer.py --data $(DATA) --model $(REBUILD)/model
+	$(BIN)/python scripts/finish_default.py --data $(DATA) --model $(REBUILD)/model --skip-export
 
 clean:
 	rm -rf $(VENV) runs/demo .pytest_cache .ruff_cache

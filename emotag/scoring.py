@@ -15,7 +15,7 @@ from typing import Any
 
 from emotag.dialogues import Conversation, Speakers, conversations_from_records, score_conversations
 from emotag.io import InputRow, ReadStats, RecordWriter, read_conversation_records, read_rows
-from emotag.tagger import Tagger
+from emotag.tagger import Result, Tagger
 
 OUTPUT_FIELDS = ("id", "emotion", "emotions", "polarity", "polarity_score", "intensity", "error")
 KEPT_PREFIX = "input."
@@ -24,7 +24,8 @@ KEPT_PREFIX = "input."
 def kept_name(column: str) -> str:
     """The output name of a kept input column: its own, or `input.<name>` where that would overwrite a
     score field (an eval file's gold `emotion` column must never replace the prediction)."""
-    clash = column in OUTPUT_FIELDS or column.startswith("emotions.") or column.startswith(KEPT_PREFIX)
+    clash = (column in OUTPUT_FIELDS or column == "score" or column.startswith("emotions.")
+             or column.startswith(KEPT_PREFIX))
     return KEPT_PREFIX + column if clash else column
 
 
@@ -105,6 +106,9 @@ def score_file(
         template["aspects"] = ""
         settings["--aspects"] = True
         settings["--aspect-categories"] = getattr(getattr(aspects, "categories", None), "source", None)
+    regression = Result.scale_of(tagger.emotion_labels) is not None  # records carry `score` (docs/finetune.md §6)
+    if regression:
+        template["score"] = ""
     with RecordWriter(output_path, resume=resume, template=template, inputs=[input_path],
                       settings=settings) as writer:
         summary.skipped = skipped = writer.rows_done
@@ -128,6 +132,8 @@ def score_file(
                 rec["id"], rec["error"] = r.id, r.error
                 if aspects is not None:
                     rec["aspects"] = None
+                if regression:
+                    rec["score"] = None
                 rec.update((names.get(k, k), v) for k, v in r.extra.items())
                 writer.write(rec)
                 summary.count(rec)
@@ -139,6 +145,8 @@ def score_file(
             rec: dict[str, Any] = result.to_dict()
             if aspects is not None:
                 rec.setdefault("aspects", None)
+            if regression:
+                rec.setdefault("score", None)
             rec["id"] = r.id
             rec.update((names.get(k, k), v) for k, v in r.extra.items())
             writer.write(rec)

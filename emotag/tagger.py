@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 
 from emotag.labels import EMOTION_POLARITY, EMOTION_ZH, POLARITY, POLARITY_ZH
+from emotag.model.compose import FEATURES, Composer, Units, units_of
+from emotag.model.compose import features as composition_features
 from emotag.model.config import EmotagConfig, resolve_model_dir
+from emotag.model.experts import EXPERTS_NAME, Experts
 from emotag.model.features import Batch, Featurizer, Prepared
 from emotag.runtime.backends import Backend, load_backend, run_batches
 
@@ -39,6 +42,36 @@ class Result:
     error: str | None = None
     # SPEC §7 opinion units (emotag.aspects.Aspect), only when asked for: tag(text, aspects=True)
     aspects: list[Any] | None = None
+    # a regression model's read-out on the user's own scale (`emotag train --task regression`,
+    # docs/finetune.md §6): set from `emotions` when the model's one label is a scale, `stars[1,5]`
+    score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.score is None and self.emotions is not None and len(self.emotions) == 1:
+            ((label, p),) = self.emotions.items()
+            scale = Result.scale_of((label,))
+            if scale is not None and p is not None:
+                _, lo, hi = scale
+                self.score = round(lo + (hi - lo) * float(p), 6)
+
+    @staticmethod
+    def scale_of(labels: Sequence[str]) -> tuple[str, float, float] | None:
+        """(column, low, high) when `labels` are a regression model's (one label `name[low,high]`), else None.
+
+        Why a label: a record is built from the model's outputs alone, and a regression model's one sigmoid
+        output is its position on that scale; classification models always have two labels or more.
+        """
+        if len(labels) != 1:
+            return None
+        name, bracket, rest = labels[0].rpartition("[")
+        lo, comma, hi = rest.removesuffix("]").partition(",")
+        if not (bracket and comma and name and rest.endswith("]")):
+            return None
+        try:
+            low, high = float(lo), float(hi)
+        except ValueError:
+            return None
+        return (name, low, high) if high > low else None
 
     @classmethod
     def failed(cls, id: str | int | None, error: str) -> Result:
@@ -58,6 +91,10 @@ class Result:
         units = d.pop("aspects")
         if units is not None:
             d["aspects"] = [a.to_dict() for a in self.aspects or []]
+        if d["score"] is None:  # only a regression model's records carry `score`
+            del d["score"]
+        else:
+            d["score"] = d.pop("score")  # after `aspects`, as the last field
         return d
 
     def to_json(self) -> str:
@@ -73,6 +110,8 @@ class _PreparedChunk:
     n_windows: int
     batches: list[tuple[list[int], Batch]]
     aspects: list[Any] | None = None  # opinion units per scorable text, when asked for
+    # composition units per scorable text, with the indices of their windows (after the texts' own windows)
+    units: list[tuple[Units, dict[str, int]]] | None = None
 
 
 _END = object()  # end-of-iterator sentinel
@@ -93,6 +132,16 @@ class Tagger:
         self.config: EmotagConfig = featurizer.config
         self.backend = backend
         self.model_dir = model_dir
+        self.composer = Composer.from_dict(self.config.composer) if self.config.composer else None
+        self.experts = Experts.load(model_dir) if model_dir is not None else None
+        if self.composer is not None and tuple(self.composer.labels) != tuple(self.config.polarity_labels):
+            raise ValueError(f"composer labels {self.composer.labels} differ from the polarity labels "
+                             f"{self.config.polarity_labels}")
+        have = set(self.experts.columns) if self.experts else set()
+        missing = sorted(self.composer.experts - have) if self.composer else []
+        if missing:
+            raise ValueError(f"{model_dir}: the composer reads experts the model directory lacks: "
+                             f"{missing} ({EXPERTS_NAME} missing or stale)")
 
     @classmethod
     def load(
@@ -237,7 +286,7 @@ class Tagger:
         return self._score_prepared(self._prepare_chunk(texts, ids, batch_size, extractor))
 
     def _prepare_chunk(self, texts: Sequence[Any], ids: Sequence[str | int], batch_size: int,
-                       extractor: Any = None) -> _PreparedChunk:
+                       extractor: Any = None, with_units: bool | None = None) -> _PreparedChunk:
         """Normalise, window and encode a chunk: pure text work, no network."""
         prepared: list[Prepared | str] = []
         for t in texts:
@@ -255,17 +304,53 @@ class Tagger:
         for p in prepared:
             if isinstance(p, Prepared):
                 windows.extend(p.windows)
+        units = None
+        if self.composer is not None if with_units is None else with_units:  # the composer's units are scored as windows of their own
+            units = []
+            for p in prepared:
+                if isinstance(p, Prepared):
+                    u = units_of(p.windows[0]) if len(p.windows) == 1 else Units()
+                    where: dict[str, int] = {}
+                    for t in u.texts():
+                        if t not in where:
+                            where[t] = len(windows)
+                            windows.append(t)
+                    units.append((u, where))
         order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
         batches = []
         for s in range(0, len(order), batch_size):
             sel = order[s : s + batch_size]
             batches.append((sel, self.featurizer.encode([windows[k] for k in sel])))
-        units = None
+        opinion_units = None
         if extractor is not None:  # text work too, so it overlaps with the network like the rest
-            units = extractor.extract_many([t for t, p in zip(texts, prepared, strict=True) if isinstance(p, Prepared)])
-        return _PreparedChunk(list(ids), prepared, len(windows), batches, units)
+            opinion_units = extractor.extract_many(
+                [t for t, p in zip(texts, prepared, strict=True) if isinstance(p, Prepared)])
+        return _PreparedChunk(list(ids), prepared, len(windows), batches, opinion_units, units)
 
     def _score_prepared(self, chunk: _PreparedChunk) -> list[Result]:
+        arrays = self._text_arrays(chunk)
+        if arrays is not None:
+            texts, emo_t, pol_t, inten_t, val_t, pol_w, expert_t = arrays
+            if self.composer is not None and chunk.units is not None:
+                x = self._features(texts, chunk.units, emo_t, pol_t, pol_w, expert_t)
+                pol_t = self.composer.probabilities(x, self.composition_names)
+            rows = iter(self._results(emo_t, pol_t, inten_t, val_t))
+        results: list[Result] = []
+        units = iter(chunk.aspects) if chunk.aspects is not None else None
+        for id_, p in zip(chunk.ids, chunk.prepared, strict=True):
+            if isinstance(p, Prepared):
+                emotion, emotions, polarity, score, intensity = next(rows)
+                results.append(Result(id_, emotion, emotions, polarity, score, intensity,
+                                      aspects=next(units) if units is not None else None))
+            else:
+                results.append(Result.failed(id_, p))
+        return results
+
+    def _text_arrays(self, chunk: _PreparedChunk) -> tuple[list[Prepared], np.ndarray, np.ndarray, np.ndarray,
+                                                            np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """Score a chunk's windows; per scorable text its emotion and polarity probabilities, intensity,
+        valence and domain experts' logits (None without experts), plus the polarity probabilities of every
+        window (the composer's units among them)."""
         E = len(self.config.emotion_labels)
         P = len(self.config.polarity_labels)
         n_win = chunk.n_windows
@@ -284,26 +369,64 @@ class Tagger:
                 pol[sel] = _softmax(out["polarity_logits"], T.get("polarity", 1.0))
             inten[sel] = out["intensity"]
             val[sel] = out["valence"]
+        expert = None
+        if self.experts is not None and chunk.units is not None:  # read by the composer alone
+            expert = np.zeros((n_win, len(self.experts.names)))
+            for sel, b in chunk.batches:
+                expert[sel] = self.experts.logits(b.ngram_ids)
         # windows -> texts: a length-weighted sum over each text's windows (one row for most texts)
         texts = [p for p in chunk.prepared if isinstance(p, Prepared)]
-        if texts:
-            first = np.cumsum([0] + [len(p.windows) for p in texts[:-1]])
-            w = np.concatenate([p.weights for p in texts])
-            emo_t = np.add.reduceat(emo * w[:, None], first)
-            pol_t = np.add.reduceat(pol * w[:, None], first)
-            inten_t = np.add.reduceat(inten * w, first)
-            val_t = np.add.reduceat(val * w, first)
-            rows = iter(self._results(emo_t, pol_t, inten_t, val_t))
-        results: list[Result] = []
-        units = iter(chunk.aspects) if chunk.aspects is not None else None
-        for id_, p in zip(chunk.ids, chunk.prepared, strict=True):
-            if isinstance(p, Prepared):
-                emotion, emotions, polarity, score, intensity = next(rows)
-                results.append(Result(id_, emotion, emotions, polarity, score, intensity,
-                                      aspects=next(units) if units is not None else None))
-            else:
-                results.append(Result.failed(id_, p))
-        return results
+        if not texts:
+            return None
+        first = np.cumsum([0] + [len(p.windows) for p in texts[:-1]])
+        w = np.concatenate([p.weights for p in texts])
+        n = len(w)  # the texts' own windows; the composer's units follow them
+        return (texts, np.add.reduceat(emo[:n] * w[:, None], first), np.add.reduceat(pol[:n] * w[:, None], first),
+                np.add.reduceat(inten[:n] * w, first), np.add.reduceat(val[:n] * w, first), pol,
+                None if expert is None else np.add.reduceat(expert[:n] * w[:, None], first))
+
+    @property
+    def composition_names(self) -> tuple[str, ...]:
+        """The columns of `composition_inputs`: compose.FEATURES, then the domain experts. logits."""
+        return FEATURES + (self.experts.columns if self.experts is not None else ())
+
+    def _features(self, texts: Sequence[Prepared], units: Sequence[tuple[Units, dict[str, int]]],
+                  emo_t: np.ndarray, pol_t: np.ndarray, pol_w: np.ndarray, expert_t: np.ndarray | None
+                  ) -> np.ndarray:
+        """The composer's feature rows (`composition_names`) per text, from the texts' and units' scores."""
+        labels = self.config.emotion_labels
+        k_neu = labels.index("neutral") if "neutral" in labels else None
+        rows = []
+        for k, (p, (u, where)) in enumerate(zip(texts, units, strict=True)):
+            e_neu = float(emo_t[k, k_neu]) if k_neu is not None else 1.0 / len(labels)
+            probs = {t: pol_w[i] for t, i in where.items()}
+            rows.append(composition_features(p.normalized, pol_t[k], e_neu, u, probs, self.config.polarity_labels))
+        x = np.array(rows)
+        return x if expert_t is None else np.concatenate([x, self.experts.text_columns(expert_t)], axis=1)
+
+    def composition_inputs(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(`composition_names` rows, the emotion head's probabilities) for `texts`, computed by the same code
+        that scoring runs: the inputs of `scripts/fit_composer.py`. The composer is not applied (the
+        features are what it reads). Every text must be scorable (non-empty after normalisation)."""
+        rows, emos = [], []
+        composer, self.composer = self.composer, None
+        try:
+            for s in range(0, len(texts), 2048):
+                part = list(texts[s : s + 2048])
+                chunk = self._prepare_chunk(part, list(range(len(part))), batch_size, with_units=True)
+                bad = [t for t, p in zip(part, chunk.prepared, strict=True) if not isinstance(p, Prepared)]
+                if bad:
+                    raise ValueError(f"cannot score {len(bad)} texts, e.g. {bad[0]!r}")
+                arrays = self._text_arrays(chunk)
+                assert arrays is not None and chunk.units is not None
+                texts_p, emo_t, pol_t, _, _, pol_w, expert_t = arrays
+                rows.append(self._features(texts_p, chunk.units, emo_t, pol_t, pol_w, expert_t))
+                emos.append(emo_t)
+        finally:
+            self.composer = composer
+        if not rows:
+            return np.zeros((0, len(self.composition_names))), np.zeros((0, len(self.config.emotion_labels)))
+        return np.concatenate(rows), np.concatenate(emos)
 
     def _results(self, emo: np.ndarray, pol: np.ndarray, intensity: np.ndarray, valence: np.ndarray
                  ) -> Iterator[tuple[str, dict[str, float], str | None, float | None, float]]:

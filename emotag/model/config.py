@@ -91,6 +91,9 @@ class EmotagConfig:
     # and each clause after a turn counts k times more when window scores are combined
     # (features.window_weights); 1 = no contrast cut (models before v0.3)
     contrast_weight: float = 1.0
+    # the learned composition stage (emotag.model.compose.Composer.to_dict): clause, negation-scope and form
+    # features -> polarity probabilities; None = the polarity heads decide alone (models before v0.4)
+    composer: dict[str, Any] | None = None
     dialogue: DialogueConfig = field(default_factory=DialogueConfig)
     base_model: str | None = None
     name: str = DEFAULT_MODEL_NAME

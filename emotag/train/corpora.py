@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,28 +239,70 @@ def negate_opinion(opinion: str) -> str | None:
     return "不" + core
 
 
-def aste_negated(data: Path) -> Iterator[Example]:
-    """Negation pairs made from ASTE training sentences with one opinion: the opinion negated in place
-    (味道很好 -> 味道不好, 很难吃 -> 不难吃) and the polarity flipped.
+def aste_negated(data: Path, split: str = "train", keep: Callable[[str], bool] | None = None) -> Iterator[Example]:
+    """Negation pairs made from ASTE sentences with one opinion: the opinion negated in place
+    (味道很好 -> 味道不好, 很难吃 -> 不难吃) and the polarity flipped. Train: sentences with one opinion
+    (the set v0.3 was trained on); dev: also sentences whose opinions all agree, each negated.
 
     Why: the corpora rarely negate an opinion word, so both the network and the lexical expert had learnt
-    `难吃` as negative whatever stands before it (不难吃 scored -0.99). Train split only, never dev.
+    `难吃` as negative whatever stands before it (不难吃 scored -0.99). `load_all` takes the train split
+    only; the composer (scripts/fit_composer.py) takes dev sentences whose original text `keep` accepts
+    (its tuning half), so a report-half sentence never shows up negated in tuning.
     """
-    path = data / "chinese_aste" / "train.jsonl"
+    path = data / "chinese_aste" / f"{split}.jsonl"
     if not path.exists():
         return
     with open(path, encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
             triples = r.get("triples") or []
-            if len(triples) != 1 or triples[0]["polarity"] not in _FLIP:
+            if not triples or (keep and not keep(r["text"])) or (split == "train" and len(triples) != 1):
                 continue
-            t = triples[0]
-            neg = negate_opinion(t["opinion"])
-            if neg is None:
+            pol = _sentence_polarity(t["polarity"] for t in triples)
+            spans = sorted({tuple(t["opinion_span"]): t["opinion"] for t in triples}.items())
+            if pol not in _FLIP or any(b0 > a1 for ((_, b0), _), ((a1, _), _) in zip(spans, spans[1:], strict=False)):
+                continue  # mixed polarities, or opinions that overlap
+            text, cut = r["text"], []
+            for (a, b), opinion in spans:
+                neg = negate_opinion(opinion)
+                if neg is None:
+                    break
+                cut.append((a, b, neg))
+            else:
+                for a, b, neg in reversed(cut):  # every opinion negated, right to left so offsets hold
+                    text = text[:a] + neg + text[b:]
+                yield Example(text, "aste_negated", None, _FLIP[pol], split=split)
+
+
+NEGATION_FORMS = ("不", "并不", "一点也不", "一点都不", "真的不")
+
+
+def aste_opinion_pairs(data: Path, split: str = "dev", keep: Callable[[str], bool] | None = None
+                       ) -> Iterator[Example]:
+    """Minimal pairs from ASTE triples: `aspect + 很 + opinion` with the triple's polarity and `aspect +
+    negator + opinion` with it flipped (味道很香 / 味道一点也不香), one negator form per pair in turn.
+
+    Why: the composer learns how much a negator's scope outweighs the whole text's reading from texts
+    where negation decides; the dev sentences negate too few opinions to teach it. Real aspect-opinion
+    pairs keep the vocabulary the corpora's, not a template writer's.
+    """
+    path = data / "chinese_aste" / f"{split}.jsonl"
+    if not path.exists():
+        return
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if keep and not keep(r["text"]):
                 continue
-            a, b = t["opinion_span"]
-            yield Example(r["text"][:a] + neg + r["text"][b:], "aste_negated", None, _FLIP[t["polarity"]])
+            for t in r.get("triples") or []:
+                neg = negate_opinion(t["opinion"]) if t["polarity"] in _FLIP and t.get("aspect") else None
+                if neg is None or t["aspect"] + neg in seen:
+                    continue
+                seen.add(t["aspect"] + neg)
+                form = NEGATION_FORMS[len(seen) % len(NEGATION_FORMS)]
+                yield Example(f"{t['aspect']}很{neg[1:]}", "aste_pairs", None, t["polarity"], split=split)
+                yield Example(f"{t['aspect']}{form}{neg[1:]}", "aste_pairs", None, _FLIP[t["polarity"]], split=split)
 
 
 def bdci_car(data: Path, dev_fraction: float) -> Iterator[Example]:

@@ -50,6 +50,7 @@ from emotag.model.config import (
     WEIGHTS_NAME,
     EmotagConfig,
 )
+from emotag.model.experts import EXPERTS_NAME
 from emotag.train.corpora import Example
 from emotag.train.finetune.base import (
     add_anchors,
@@ -593,10 +594,13 @@ def _write_model(out: Path, model: Any, tok: Any, cfg: EmotagConfig, src: str, k
         # fit on the base's heads: with other labels it would read statistics this model never produces
         log.info("satisfaction read-out dropped: it reads the base model's emotion labels")
         dl.features, dl.weights, dl.bias, dl.lexical_buckets = (), (), 0.0, 0
+    # the composer (emotag.model.compose) was fit on the base network's scores, beside the base's domain
+    # experts: a tuned network reads differently, so the fine-tuned model's heads decide polarity alone
+    cfg.composer = None
     model.save(out, tokenizer=tok)
     files = [out / CONFIG_NAME, out / TOKENIZER_NAME, out / WEIGHTS_NAME]
     # ONNX files of an earlier model in this directory would be scored in preference to the new weights
-    for stale in (ONNX_NAME, ONNX_INT8_NAME, DIALOGUE_LEXICAL_NAME):
+    for stale in (ONNX_NAME, ONNX_INT8_NAME, DIALOGUE_LEXICAL_NAME, EXPERTS_NAME):
         (out / stale).unlink(missing_ok=True)
     if dl.lexical_buckets and lexicon is not None:
         shutil.copyfile(lexicon, out / DIALOGUE_LEXICAL_NAME)
