@@ -307,18 +307,20 @@ class Tagger:
         units = None
         if self.composer is not None if with_units is None else with_units:  # the composer's units are scored as windows of their own
             units = []
+            seen: dict[str, int] = {}  # a unit text is scored once per chunk (不[好吃] recurs across reviews)
             for p in prepared:
                 if isinstance(p, Prepared):
                     u = units_of(p.windows[0]) if len(p.windows) == 1 else Units()
                     where: dict[str, int] = {}
                     for t in u.texts():
-                        if t not in where:
-                            where[t] = len(windows)
+                        if t not in seen:
+                            seen[t] = len(windows)
                             windows.append(t)
+                        where[t] = seen[t]
                     units.append((u, where))
         order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
         batches = []
-        for s in range(0, len(order), batch_size):
+        for s in range(0, len(order), batch_size):  # fixed-size batches: bigger ones of short windows were slower
             sel = order[s : s + batch_size]
             batches.append((sel, self.featurizer.encode([windows[k] for k in sel])))
         opinion_units = None
