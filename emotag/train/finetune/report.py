@@ -119,17 +119,8 @@ def write_report(out: Path, report: dict[str, Any], after_detail: dict[str, Any]
         "labels": labels, "matrix": after_detail["confusion"], "png": CONFUSION_PNG, "png_label_standins": standins}}
     (out / REPORT_JSON).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
-    data, tr = report["data"], report["training"]
-    lines = [f"# Fine-tuning report: {out.name}", "",
-             f"- task: **{report['task']}**, labels: {', '.join(report['labels'])}"
-             f"{' (multi-label)' if multi_label else ''}",
-             f"- base model: `{report['base_model']}`",
-             f"- data: {data['train_rows']} training rows from `{data['train_path']}`, "
-             f"{data['dev_rows']} dev rows ({data['dev_source']})"
-             f"{', skipped ' + str(data['skipped_rows']) + ' rows without text/label' if data['skipped_rows'] else ''}",
-             f"- training: linear head {tr['linear_head_seconds']:.1f} s, then {tr['steps']} fine-tuning steps in "
-             f"{tr['minutes'] * 60:.1f} s; {tr['minutes_total'] * 60:.0f} s in all, seed {tr['seed']}",
-             f"- kept: **{report['chosen']}**" + (f" ({report['verdict']})" if report.get("verdict") else ""), ""]
+    lines = _header(out, report, f"- task: **{report['task']}**, labels: {', '.join(report['labels'])}"
+                                 f"{' (multi-label)' if multi_label else ''}")
     if report.get("starts_from"):
         lines += ["The labels map onto the base model's own outputs, and the head started from them: "
                   + ", ".join(f"{k} = {v}" for k, v in report["starts_from"].items()) + ".", ""]
@@ -171,10 +162,10 @@ def write_report(out: Path, report: dict[str, Any], after_detail: dict[str, Any]
                   "Not supervised by this data; anchored to the base model's own predictions while training.", ""]
         lines += [f"- {k}: {_fmt(v)}" for k, v in report["kept_heads"].items()]
         lines.append("")
-    if data.get("class_weights"):
+    if report["data"].get("class_weights"):
         lines += ["## Class weights", "", "Inverse-frequency loss weights (clipped to "
                   f"{CLASS_WEIGHT_CLIP[0]}..{CLASS_WEIGHT_CLIP[1]}, mean 1): "
-                  + ", ".join(f"{k or '(none)'} {v:.2f}" for k, v in data["class_weights"].items()), ""]
+                  + ", ".join(f"{k or '(none)'} {v:.2f}" for k, v in report["data"]["class_weights"].items()), ""]
     lines += ["The dev split also chose the linear head's L2 strength, the fine-tuning's early stop and which "
               "candidate is kept, so its numbers are slightly optimistic; a separate test file is the honest check "
               "(`emotag eval MODEL test.csv`).", ""]
