@@ -50,6 +50,15 @@ def test_hard_cases(ex, text, expected):
     assert triples(ex.extract(text)) == expected
 
 
+def test_negated_complaint_word_is_praise(ex):
+    # the tagger sees 压坏 (a complaint) inside the span; the negation before it makes it praise, and
+    # 特别 / 非常 are not negations
+    units = ex.extract("包装很严实，一点没压坏。")
+    assert triples(units) == [("包装", "很严实", "positive"), ("包装", "一点没压坏", "positive")]
+    assert units[1].score > 0
+    assert [u.polarity for u in ex.extract("服务员特别热情，菜非常好吃")] == ["positive", "positive"]
+
+
 def test_minimal_pair_negation_flips_polarity(ex):
     pos = ex.extract("菜很新鲜")
     neg = ex.extract("菜不新鲜")
@@ -92,6 +101,56 @@ def test_odd_characters_do_not_break_a_chunk(ex):
 def test_spans_keep_latin_words_whole(ex):
     units = ex.extract("这个mask很好用")
     assert [(u.aspect, u.opinion) for u in units] == [("mask", "很好用")]
+
+
+def test_feature_groups_are_batch_independent_and_leave_base_keys_alone():
+    # a text's keys must not depend on its neighbours in a chunk (the wide window reads their padding),
+    # and a model without optional groups (older resources) must see exactly the base keys
+    from emotag.aspects.features import EXTRA_GROUPS, NGRAM_TEMPLATES, feature_keys, lexicon_pattern
+
+    lex = [lexicon_pattern(w) for w in (["鳗鱼", "味道"], ["可口", "好"], ["差"], ["不"], ["很"])]
+    texts = ["鳗鱼也是非常软绵可口，好", "差", "华夫味道一般，味道很好。", "x"]
+    keys, off = feature_keys(texts, lex, EXTRA_GROUPS)
+    for k, t in enumerate(texts):
+        alone, _ = feature_keys([t], lex, EXTRA_GROUPS)
+        assert (alone == keys[off[k]:off[k + 1]]).all()
+    base, _ = feature_keys(texts, lex)
+    assert base.shape[1] == len(NGRAM_TEMPLATES) + len(lex) + 1 < keys.shape[1]
+    assert (base[:, :len(NGRAM_TEMPLATES)] == keys[:, :len(NGRAM_TEMPLATES)]).all()
+
+
+def test_context_features_see_earlier_aspects_and_opinions_ahead():
+    from emotag.aspects.features import _opinion_ahead, _prior_aspects, lexicon_marks, lexicon_pattern
+
+    text = "华夫味道一般，味道很好。味道"
+    marks = lexicon_marks(text, [lexicon_pattern(["华夫", "味道"])])[0]
+    prior = _prior_aspects(text, marks).tolist()
+    # 味道 after 华夫 in one clause: one term before it in sentence and clause (3 * 1 + 1)
+    assert prior[0] == 0 and prior[2] == 4
+    assert prior[7] == 6  # after the comma: two terms before it in the sentence, none in the clause
+    assert prior[12] == 0  # a new sentence starts from zero
+    ops = lexicon_marks("鳗鱼也是非常可口，好", [lexicon_pattern(["可口", "好"])])[0]
+    ahead = _opinion_ahead("鳗鱼也是非常可口，好", ops).tolist()
+    assert ahead[:7] == [5, 5, 4, 3, 2, 1, 0] and ahead[9] == 0  # 5: none ahead within reach / clause
+
+
+def test_table_lookup_matches_every_probe():
+    # the lookup stops at a key's home slot when that slot is empty or holds the key; it must find every
+    # stored key (row) and no unknown one (the zero row) exactly as probing all slots would
+    import numpy as np
+
+    from emotag.aspects.tagger import N_TAGS, SpanTagger
+
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(1, 2**63, 5000, dtype=np.uint64))
+    tg = SpanTagger(keys, np.zeros((len(keys) + 1, N_TAGS), np.float32), np.zeros((N_TAGS, N_TAGS), np.float32),
+                    np.zeros(N_TAGS, np.float32), {})
+    unknown = rng.integers(1, 2**63, 5000, dtype=np.uint64)
+    unknown = unknown[~np.isin(unknown, keys)]
+    rows = tg.lookup(np.concatenate([keys, unknown]).reshape(-1, 1))[:, 0]
+    placed = tg._slot_row[tg._slot_row < len(keys)]
+    assert (rows[:len(keys)][placed] == placed).all() and len(placed) == len(keys)
+    assert (rows[len(keys):] == len(keys)).all()
 
 
 def test_empty_and_opinionless_texts_give_no_units(ex):

@@ -172,6 +172,27 @@ def _split_own_subject(text: str, opinions: list[tuple[int, int, int]], pairs: l
 _LATIN = re.compile(r"[a-z0-9]")
 
 
+@lru_cache(maxsize=1)
+def _negated_seed_pattern() -> re.Pattern[str]:
+    """A negation (optionally with 一点/都/也/很 ...) right before a listed opinion word that ends the span."""
+    _, words, _ = _seed_matcher()
+    neg = sorted((n for n in NEGATION if n not in ("别", "非")), key=len, reverse=True)  # 特别, 非常
+    mods = sorted({"一点", "一点也", "一点都", "也", "都", "还", "很", "太", *DEGREE}, key=len, reverse=True)
+    kept = sorted((w for w in words if not w.startswith(tuple(NEGATION))), key=len, reverse=True)
+    return re.compile("(?:" + "|".join(map(re.escape, neg)) + ")(?:" + "|".join(map(re.escape, mods)) + ")?("
+                      + "|".join(map(re.escape, kept)) + ")[了的啦]*$")
+
+
+def _negated_seed(text: str, o0: int, o1: int) -> str | None:
+    """The polarity of a tagger opinion that ends in a negated listed word: 一点没压坏 is praise, 不划算 a
+    complaint. The restaurant-trained tagger reads a negative word (压坏) inside the span and keeps its
+    polarity; the word lists know both the word and the negation. None when the span is not of that shape."""
+    m = _negated_seed_pattern().search(text, o0, o1)
+    if m is None:
+        return None
+    return "negative" if _seed_matcher()[1][m.group(1)] == 3 else "positive"
+
+
 def _whole_words(text: str, found: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     """Spans never cut a Latin word or number in two (这个mask很好用: the tagger reads characters, so it can
     end an aspect at mas|k): an aspect grows to whole words, an opinion then starts after it."""
@@ -320,6 +341,9 @@ class AspectExtractor:
             mean = [(hi - lo) / (o1 - o0) for lo, hi in zip(cum[o0], cum[o1], strict=True)]
             if kind >= 100:  # a seed-word opinion the tagger missed: its strength from the word list
                 polarity = OPINION_POLARITY[kind - 100]
+                mean = [2.0, 0.0, -2.0] if polarity == "positive" else [-2.0, 0.0, 2.0]
+            elif polarity != "neutral" and (flipped := _negated_seed(text, o0, o1)) and flipped != polarity:
+                polarity = flipped
                 mean = [2.0, 0.0, -2.0] if polarity == "positive" else [-2.0, 0.0, 2.0]
             score = self._strength(mean, polarity)
             opinion = original[o0:o1]

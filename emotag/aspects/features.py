@@ -8,8 +8,9 @@ one character the tagger can learn from.
 
 Features are 64-bit integer keys computed with numpy for a whole batch of texts at once: character
 uni/bi/trigrams at fixed offsets around each position, plus lexicon-match features (a position inside a
-known aspect term, opinion word, negation or degree word). Keys are looked up in the model's sorted key
-array with `np.searchsorted`, so scoring a chunk is a handful of array operations.
+known aspect term, opinion word, negation or degree word), and the optional groups a model names
+(EXTRA_GROUPS: a wider window, clause distances, earlier aspect terms, the next opinion word ahead). Keys
+are looked up in the tagger's hash table, so scoring a chunk is a handful of array operations.
 """
 
 from __future__ import annotations
@@ -117,10 +118,73 @@ def lexicon_marks(text: str, patterns: Sequence[re.Pattern[str] | None]) -> list
     return out
 
 
-def feature_keys(texts: Sequence[str], lexicons: Sequence[re.Pattern[str] | None] = ()) -> tuple[np.ndarray, np.ndarray]:
+# optional feature groups a model names in its lexicons.json ("features"); a model without the entry reads
+# exactly the base templates, so older resources load and score unchanged
+EXTRA_GROUPS = ("clause", "lexshift", "wide", "wider", "prior", "ahead")
+# characters that end a clause (and the text's padding): opinions run to one far more often than not
+CLAUSE_CHARS = "，,。！!？?；;、：:~…\n "
+WIDE_TEMPLATES: tuple[tuple[int, tuple[int, ...]], ...] = ((20, (-4,)), (21, (4,)), (22, (-4, -3)), (23, (3, 4)))
+WIDER_TEMPLATES: tuple[tuple[int, tuple[int, ...]], ...] = ((24, (-5,)), (25, (5,)), (26, (-6,)), (27, (6,)))
+CLAUSE_TEMPLATE = 70
+MAX_DIST = 6
+SENTENCE_CHARS = "。！!？?；;~…\n"
+
+
+def _opinion_ahead(joined: str, opinion_marks: np.ndarray) -> np.ndarray:
+    """Per position of `joined`, how far ahead (0..4, 5 = none) the next known opinion word begins within
+    the same clause. Why: an opinion here often starts at the clause start or right after its aspect,
+    several characters before the word that carries it (也是非常软绵可口)."""
+    n = len(joined)
+    codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32) if n else np.zeros(0, np.uint32)
+    idx = np.arange(n, dtype=np.int64)
+    bnd = np.isin(codes, np.array([ord(c) for c in SENTENCE_CHARS + CLAUSE_CHARS], dtype=np.uint32))
+    nxt_b = np.minimum.accumulate(np.where(bnd, idx, n)[::-1])[::-1]
+    starts = (opinion_marks == 1) | (opinion_marks == 4)
+    nxt_o = np.minimum.accumulate(np.where(starts, idx, n)[::-1])[::-1]
+    dist = np.minimum(nxt_o - idx, 5)
+    return np.where(nxt_o < nxt_b, dist, 5).astype(np.uint64)
+
+
+def _prior_aspects(joined: str, aspect_marks: np.ndarray) -> np.ndarray:
+    """Per position of `joined`, a code for the known aspect terms that begin before it: in its sentence
+    (0, 1, 2+) and in its clause (0, 1+). Why: this data labels 味道 as the aspect in 味道不错 but as part
+    of the opinion in 华夫味道一般, where an earlier term is the aspect; a linear tagger needs to see it."""
+    n = len(joined)
+    starts = ((aspect_marks == 1) | (aspect_marks == 4)).astype(np.int64)
+    before = np.concatenate([[0], np.cumsum(starts)[:-1]])  # starts strictly before each position
+    codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32) if n else np.zeros(0, np.uint32)
+    idx = np.arange(n, dtype=np.int64)
+    out = np.zeros(n, dtype=np.uint64)
+    for mult, chars, cap in ((3, SENTENCE_CHARS, 2), (1, SENTENCE_CHARS + CLAUSE_CHARS, 1)):
+        bnd = np.isin(codes, np.array([ord(c) for c in chars], dtype=np.uint32))
+        last = np.maximum.accumulate(np.where(bnd, idx, -1))  # the last boundary at or before i
+        base = np.where(last >= 0, before[np.maximum(last, 0)] + starts[np.maximum(last, 0)], 0)
+        out += np.uint64(mult) * np.minimum(before - base, cap).astype(np.uint64)
+    return out
+
+
+def _clause_distances(padded: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per position, the distance (capped at MAX_DIST) from the last clause boundary before it and to the
+    next one after it; 1 = the position is right after / right before a boundary. Why: 89% of the
+    training opinions end right before punctuation and most start right after it or after their aspect,
+    which character n-grams within +-3 cannot see in a longer clause."""
+    codes = np.array([ord(c) for c in CLAUSE_CHARS] + [_BOS, _EOS], dtype=np.uint64)
+    bnd = np.isin(padded, codes)
+    idx = np.arange(len(padded), dtype=np.int64)
+    last = np.maximum.accumulate(np.where(bnd, idx, -1))
+    nxt = np.minimum.accumulate(np.where(bnd, idx, len(padded))[::-1])[::-1]
+    d_start = np.minimum(pos - last[pos - 1], MAX_DIST)
+    d_end = np.minimum(nxt[pos + 1] - pos, MAX_DIST)
+    return d_start.astype(np.uint64), d_end.astype(np.uint64)
+
+
+def feature_keys(texts: Sequence[str], lexicons: Sequence[re.Pattern[str] | None] = (),
+                 extra: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Keys for every position of every (normalised) text: (keys [n_positions, n_features], text offsets).
 
-    offsets[k]:offsets[k+1] are text k's rows.
+    offsets[k]:offsets[k+1] are text k's rows. `extra` names optional groups (EXTRA_GROUPS): "clause"
+    (distance from / to the clause boundaries, alone and with the character), "lexshift" (the aspect
+    lexicon mark and the all-lexicon combination one position left and right), "wide" (characters at +-4).
     """
     lens = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
     offsets = np.concatenate([[0], np.cumsum(lens)])
@@ -137,9 +201,26 @@ def feature_keys(texts: Sequence[str], lexicons: Sequence[re.Pattern[str] | None
         padded[cursor:cursor + PAD] = _EOS
         cursor += PAD
     n_lex = len(lexicons)
-    keys = np.empty((len(pos), len(NGRAM_TEMPLATES) + n_lex + (1 if n_lex else 0)), dtype=np.uint64)
+    templates = NGRAM_TEMPLATES + (WIDE_TEMPLATES if "wide" in extra else ()) + (WIDER_TEMPLATES if "wider" in extra else ())
+    if "wide" in extra or "wider" in extra:
+        # three more boundary characters at each end of the batch; inside it, offsets up to +-6 see the
+        # neighbours' padding (EOS before, BOS after), so the first and last texts see the same
+        padded = np.concatenate([np.full(PAD, _EOS, np.uint64), padded, np.full(PAD, _BOS, np.uint64)])
+        pos = pos + PAD
+    n_clause = 3 if "clause" in extra else 0
+    n_shift = 4 if ("lexshift" in extra and n_lex) else 0
+    n_prior = 2 if ("prior" in extra and n_lex) else 0
+    n_ahead = 2 if ("ahead" in extra and n_lex) else 0
+    base = len(templates) + n_lex + (1 if n_lex else 0)
+    keys = np.empty((len(pos), base + n_clause + n_shift + n_prior + n_ahead), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for j, (tid, offs) in enumerate(NGRAM_TEMPLATES):
+        if n_clause:
+            ds, de = _clause_distances(padded, pos)
+            t = np.uint64(CLAUSE_TEMPLATE)
+            keys[:, base] = ((t + np.uint64(1)) * M + ds * np.uint64(8) + de) * M
+            keys[:, base + 1] = ((t + np.uint64(2)) * M + ds) * M + padded[pos]
+            keys[:, base + 2] = ((t + np.uint64(3)) * M + de) * M + padded[pos]
+        for j, (tid, offs) in enumerate(templates):
             k = np.full(len(pos), tid + 1, dtype=np.uint64)
             for o in offs:
                 k = k * M + padded[pos + o]
@@ -149,13 +230,35 @@ def feature_keys(texts: Sequence[str], lexicons: Sequence[re.Pattern[str] | None
             joined = "\n".join(texts)
             keep = np.ones(len(joined), dtype=bool)
             keep[np.cumsum(lens[:-1]) + np.arange(len(lens) - 1)] = False
-            marks = [m[keep] for m in lexicon_marks(joined, lexicons)]
+            full = lexicon_marks(joined, lexicons)
+            marks = [m[keep] for m in full]
             combo = np.zeros(len(pos), dtype=np.uint64)
             for li, m in enumerate(marks):
                 m = m.astype(np.uint64)
-                keys[:, len(NGRAM_TEMPLATES) + li] = (np.uint64(LEX_TEMPLATE + li + 1) * M + m) * M
+                keys[:, len(templates) + li] = (np.uint64(LEX_TEMPLATE + li + 1) * M + m) * M
                 combo = combo * np.uint64(5) + m
-            keys[:, len(NGRAM_TEMPLATES) + n_lex] = (np.uint64(LEX_TEMPLATE + 20) * M + combo) * M
+            keys[:, len(templates) + n_lex] = (np.uint64(LEX_TEMPLATE + 20) * M + combo) * M
+            if n_shift:
+                # neighbours in the joined text (the newline between texts marks nothing: code 0)
+                combo_full = np.zeros(len(joined) + 2, dtype=np.uint64)
+                for m in full:
+                    combo_full[1:-1] = combo_full[1:-1] * np.uint64(5) + m.astype(np.uint64)
+                asp_full = np.zeros(len(joined) + 2, dtype=np.uint64)
+                asp_full[1:-1] = full[0]
+                at = np.nonzero(keep)[0] + 1
+                for j, (arr, shift) in enumerate(((asp_full, -1), (asp_full, 1), (combo_full, -1), (combo_full, 1))):
+                    keys[:, base + n_clause + j] = (np.uint64(LEX_TEMPLATE + 30 + j) * M + arr[at + shift]) * M
+            if n_prior:
+                prior = _prior_aspects(joined, full[0])[keep]
+                keys[:, base + n_clause + n_shift] = (np.uint64(LEX_TEMPLATE + 40) * M + prior) * M + marks[0].astype(np.uint64)
+                keys[:, base + n_clause + n_shift + 1] = ((np.uint64(LEX_TEMPLATE + 41) * M + prior) * M
+                                                          + marks[0].astype(np.uint64)) * M + padded[pos]
+            if n_ahead:
+                op_marks = np.where(full[1] > 0, full[1], full[2])
+                ahead = _opinion_ahead(joined, op_marks)[keep]
+                j = base + n_clause + n_shift + n_prior
+                keys[:, j] = (np.uint64(LEX_TEMPLATE + 42) * M + ahead) * M + padded[pos]
+                keys[:, j + 1] = ((np.uint64(LEX_TEMPLATE + 43) * M + ahead) * M + padded[pos - 1]) * M + padded[pos]
     return keys, offsets
 
 
