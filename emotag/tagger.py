@@ -27,6 +27,12 @@ from emotag.model.config import EmotagConfig, resolve_model_dir
 from emotag.model.experts import EXPERTS_NAME, Experts
 from emotag.model.features import Batch, Featurizer, Prepared
 from emotag.runtime.backends import Backend, load_backend, run_batches
+from emotag.text.sentences import contrast_clauses
+from emotag.text.sentences import windows as sentence_windows
+
+# windows per backend call for `Tagger.tag` (tag_many's default batch size): a review's window and its
+# composer units in one call; a very long text in several, so one call never pads hundreds of windows
+TAG_BATCH = 64
 
 
 @dataclass
@@ -127,21 +133,36 @@ def _softmax(z: np.ndarray, t: float) -> np.ndarray:
 class Tagger:
     """Emotion, polarity and intensity for Chinese texts, from a model directory."""
 
-    def __init__(self, featurizer: Featurizer, backend: Backend, model_dir: Path | None = None) -> None:
+    def __init__(self, featurizer: Featurizer, backend: Backend, model_dir: Path | None = None,
+                 experts: Experts | None = None) -> None:
+        """Most callers want `Tagger.load(dir)`. Built by hand, a model whose composer reads domain experts
+        needs them: `model_dir` (the directory holding experts.npz, loaded from there) or `experts` (already
+        loaded; wins over model_dir). Without either such a model raises ValueError here rather than
+        scoring without the experts its composer was fit with."""
         self.featurizer = featurizer
         self.config: EmotagConfig = featurizer.config
         self.backend = backend
         self.model_dir = model_dir
+        # read-only after construction: one Tagger is shared by threads (`emotag serve`), so scoring paths
+        # take what varies per call as arguments and never set attributes
         self.composer = Composer.from_dict(self.config.composer) if self.config.composer else None
-        self.experts = Experts.load(model_dir) if model_dir is not None else None
+        if experts is None and model_dir is not None:
+            experts = Experts.load(model_dir)
+        self.experts = experts
         if self.composer is not None and tuple(self.composer.labels) != tuple(self.config.polarity_labels):
             raise ValueError(f"composer labels {self.composer.labels} differ from the polarity labels "
                              f"{self.config.polarity_labels}")
         have = set(self.experts.columns) if self.experts else set()
         missing = sorted(self.composer.experts - have) if self.composer else []
+        if missing and self.experts is None and model_dir is None:
+            raise ValueError(f"the model's composer reads domain experts ({', '.join(missing)}), and none were "
+                             f"given: pass model_dir= (the directory with {EXPERTS_NAME}) or "
+                             "experts=Experts.load(model_dir), or build the tagger with Tagger.load(model_dir)")
         if missing:
-            raise ValueError(f"{model_dir}: the composer reads experts the model directory lacks: "
-                             f"{missing} ({EXPERTS_NAME} missing or stale)")
+            raise ValueError(f"{model_dir if model_dir is not None else 'experts='}: the composer reads experts "
+                             f"that are missing: {missing} ({EXPERTS_NAME} missing or stale)")
+        # whether scoring computes the experts' logits at all: only when the composer reads them
+        self._score_experts = bool(self.composer is not None and self.composer.experts and self.experts is not None)
 
     @classmethod
     def load(
@@ -168,8 +189,11 @@ class Tagger:
         return self.config.emotion_labels
 
     def tag(self, text: str, aspects: Any = False) -> Result:
-        """Score one text; `aspects=True` also extracts its opinion units (SPEC §7)."""
-        return next(self.tag_many([text], batch_size=1, aspects=aspects))
+        """Score one text; `aspects=True` also extracts its opinion units (SPEC §7).
+
+        Its windows and the composer's units go to the backend together, in one batch (up to
+        `TAG_BATCH` of them): one network call for a review, not one per window and unit."""
+        return next(self.tag_many([text], batch_size=TAG_BATCH, aspects=aspects))
 
     def _aspect_extractor(self, aspects: Any) -> Any:
         """None, the bundled extractor (aspects=True, loaded once) or the caller's own AspectExtractor."""
@@ -310,7 +334,8 @@ class Tagger:
             seen: dict[str, int] = {}  # a unit text is scored once per chunk (不[好吃] recurs across reviews)
             for p in prepared:
                 if isinstance(p, Prepared):
-                    u = units_of(p.windows[0]) if len(p.windows) == 1 else Units()
+                    source = self._unit_source(p)
+                    u = units_of(source) if source is not None else Units()
                     where: dict[str, int] = {}
                     for t in u.texts():
                         if t not in seen:
@@ -329,13 +354,33 @@ class Tagger:
                 [t for t, p in zip(texts, prepared, strict=True) if isinstance(p, Prepared)])
         return _PreparedChunk(list(ids), prepared, len(windows), batches, opinion_units, units)
 
+    def _unit_source(self, p: Prepared) -> str | None:
+        """The text the composer's units are found in: the whole normalised text when it fits one encoder
+        window, else None (a longer text's windows already carry most of the signal; `compose.Units`).
+
+        Why not just "has one window": with `contrast_weight != 1` the featurizer also cuts a window at
+        each contrast turn (物流很快 | 但是包装破损了), so exactly the texts the `has_turn` / `after_margin`
+        features are for would get no units. A text counts as fitting when its only cuts are those turns.
+        For contrast_weight == 1 (the bundled model) this is the single window, as before.
+        """
+        if len(p.windows) == 1:
+            return p.windows[0]
+        if self.config.contrast_weight == 1.0:
+            return None
+        whole = sentence_windows(p.normalized, self.config.window_chars)
+        if len(whole) == 1 and [c for c in contrast_clauses(whole[0]) if c.strip()] == p.windows:
+            return whole[0]
+        return None
+
     def _score_prepared(self, chunk: _PreparedChunk) -> list[Result]:
-        arrays = self._text_arrays(chunk)
+        compose = self.composer is not None and chunk.units is not None
+        arrays = self._text_arrays(chunk, experts=compose and self._score_experts)
         if arrays is not None:
             texts, emo_t, pol_t, inten_t, val_t, pol_w, expert_t = arrays
-            if self.composer is not None and chunk.units is not None:
+            if compose:
+                assert self.composer is not None and chunk.units is not None
                 x = self._features(texts, chunk.units, emo_t, pol_t, pol_w, expert_t)
-                pol_t = self.composer.probabilities(x, self.composition_names)
+                pol_t = self.composer.probabilities(x, self.composition_names if expert_t is not None else FEATURES)
             rows = iter(self._results(emo_t, pol_t, inten_t, val_t))
         results: list[Result] = []
         units = iter(chunk.aspects) if chunk.aspects is not None else None
@@ -348,11 +393,15 @@ class Tagger:
                 results.append(Result.failed(id_, p))
         return results
 
-    def _text_arrays(self, chunk: _PreparedChunk) -> tuple[list[Prepared], np.ndarray, np.ndarray, np.ndarray,
-                                                            np.ndarray, np.ndarray, np.ndarray | None] | None:
+    def _text_arrays(self, chunk: _PreparedChunk, experts: bool = False
+                     ) -> tuple[list[Prepared], np.ndarray, np.ndarray, np.ndarray,
+                                np.ndarray, np.ndarray, np.ndarray | None] | None:
         """Score a chunk's windows; per scorable text its emotion and polarity probabilities, intensity,
-        valence and domain experts' logits (None without experts), plus the polarity probabilities of every
-        window (the composer's units among them)."""
+        valence and, with `experts` (and a model that has them), the domain experts' logits (else None),
+        plus the polarity probabilities of every window (the composer's units among them).
+
+        The experts' logits are computed for the texts' own windows only: the composer reads them per text
+        (a length-weighted sum over its windows), never per unit."""
         E = len(self.config.emotion_labels)
         P = len(self.config.polarity_labels)
         n_win = chunk.n_windows
@@ -371,11 +420,6 @@ class Tagger:
                 pol[sel] = _softmax(out["polarity_logits"], T.get("polarity", 1.0))
             inten[sel] = out["intensity"]
             val[sel] = out["valence"]
-        expert = None
-        if self.experts is not None and chunk.units is not None:  # read by the composer alone
-            expert = np.zeros((n_win, len(self.experts.names)))
-            for sel, b in chunk.batches:
-                expert[sel] = self.experts.logits(b.ngram_ids)
         # windows -> texts: a length-weighted sum over each text's windows (one row for most texts)
         texts = [p for p in chunk.prepared if isinstance(p, Prepared)]
         if not texts:
@@ -383,6 +427,14 @@ class Tagger:
         first = np.cumsum([0] + [len(p.windows) for p in texts[:-1]])
         w = np.concatenate([p.weights for p in texts])
         n = len(w)  # the texts' own windows; the composer's units follow them
+        expert = None
+        if experts and self.experts is not None and chunk.units is not None:  # read by the composer alone
+            expert = np.zeros((n, len(self.experts.names)))
+            for sel, b in chunk.batches:
+                own = [i for i, k in enumerate(sel) if k < n]
+                if own:
+                    rows = own if len(own) < len(sel) else slice(None)
+                    expert[[sel[i] for i in own]] = self.experts.logits(b.ngram_ids[rows])
         return (texts, np.add.reduceat(emo[:n] * w[:, None], first), np.add.reduceat(pol[:n] * w[:, None], first),
                 np.add.reduceat(inten[:n] * w, first), np.add.reduceat(val[:n] * w, first), pol,
                 None if expert is None else np.add.reduceat(expert[:n] * w[:, None], first))
@@ -411,21 +463,19 @@ class Tagger:
         that scoring runs: the inputs of `scripts/fit_composer.py`. The composer is not applied (the
         features are what it reads). Every text must be scorable (non-empty after normalisation)."""
         rows, emos = [], []
-        composer, self.composer = self.composer, None
-        try:
-            for s in range(0, len(texts), 2048):
-                part = list(texts[s : s + 2048])
-                chunk = self._prepare_chunk(part, list(range(len(part))), batch_size, with_units=True)
-                bad = [t for t, p in zip(part, chunk.prepared, strict=True) if not isinstance(p, Prepared)]
-                if bad:
-                    raise ValueError(f"cannot score {len(bad)} texts, e.g. {bad[0]!r}")
-                arrays = self._text_arrays(chunk)
-                assert arrays is not None and chunk.units is not None
-                texts_p, emo_t, pol_t, _, _, pol_w, expert_t = arrays
-                rows.append(self._features(texts_p, chunk.units, emo_t, pol_t, pol_w, expert_t))
-                emos.append(emo_t)
-        finally:
-            self.composer = composer
+        # no state is touched: units and every expert column are asked for by argument, so a thread scoring
+        # with this Tagger meanwhile (emotag serve) still applies the composer
+        for s in range(0, len(texts), 2048):
+            part = list(texts[s : s + 2048])
+            chunk = self._prepare_chunk(part, list(range(len(part))), batch_size, with_units=True)
+            bad = [t for t, p in zip(part, chunk.prepared, strict=True) if not isinstance(p, Prepared)]
+            if bad:
+                raise ValueError(f"cannot score {len(bad)} texts, e.g. {bad[0]!r}")
+            arrays = self._text_arrays(chunk, experts=True)
+            assert arrays is not None and chunk.units is not None
+            texts_p, emo_t, pol_t, _, _, pol_w, expert_t = arrays
+            rows.append(self._features(texts_p, chunk.units, emo_t, pol_t, pol_w, expert_t))
+            emos.append(emo_t)
         if not rows:
             return np.zeros((0, len(self.composition_names))), np.zeros((0, len(self.config.emotion_labels)))
         return np.concatenate(rows), np.concatenate(emos)

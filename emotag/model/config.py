@@ -188,6 +188,13 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and not Path(parts[0]).is_dir()
 
 
+# Every kind of file a model directory holds (config and logs .json, ONNX graphs, weights .safetensors, the
+# model card .md, lexical tables .npy, the domain experts' experts.npz): a hub download fetches only these,
+# and a directory missing one of them loads differently or not at all (tests/test_tagger_paths.py checks
+# the bundled model's files against this list).
+HUB_PATTERNS: tuple[str, ...] = ("*.json", "*.onnx", "*.safetensors", "*.md", "*.npy", "*.npz")
+
+
 def _download_from_hub(repo_id: str) -> Path:
     """A model pushed to the Hugging Face hub after `emotag train` (needs network and huggingface_hub)."""
     try:
@@ -198,7 +205,7 @@ def _download_from_hub(repo_id: str) -> Path:
             "`emotag[train]`) is needed to fetch it from the hub"
         ) from None
     try:
-        path = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.onnx", "*.safetensors", "*.md", "*.npy"]))
+        path = Path(snapshot_download(repo_id, allow_patterns=list(HUB_PATTERNS)))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth: all are "cannot get this model"
         why = (str(e).splitlines() or [type(e).__name__])[0]
         raise FileNotFoundError(f"model {repo_id!r}: not a local directory and not downloadable ({why})") from None
