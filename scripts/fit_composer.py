@@ -13,11 +13,14 @@ and opinion-free questions, facts and replies from templates (`emotag.train.neut
 Why the tune halves and not training data: the network and its lexical expert were fit on the training
 split and read it overconfidently, so a stacker fit there would learn to trust the whole-text score alone.
 
-Every source is weighted to the same total, so 3,000 shopping reviews do not drown 400 dialogue lines.
-The L2 strength is chosen by 5-fold cross-validation on these rows (grouped by text, so a sentence and its
-negated twin stay in one fold); the table it prints compares, per source and by the same folds, the
-polarity heads alone with the composer: 3-way accuracy where a source labels neutral text, and the sign
-accuracy (what the binary metrics read) everywhere.
+Source weighting: the sign part weights each source's total to size**0.5 (`--sign-power`), so 3,000
+shopping reviews do not drown 400 dialogue lines but still count more; the neutral part takes rows as they
+come (plain counts). The L2 strength is chosen by 5-fold cross-validation on these rows, grouped by the text
+with its negators and 很 removed, so a sentence and its negated twin (味道很好 / 味道不好, 房间很宽敞 /
+房间一点也不宽敞) stay in one fold. The table it prints compares, per source and by the same folds, the
+polarity heads alone with the composer: the sign accuracy (what the binary metrics read) on opinion rows,
+and neutral F1 where a source labels neutral text, with both parts' out-of-fold probabilities (the sign
+part's too, on the neutral rows it was not fit on).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 import zlib
 from collections import Counter, defaultdict
@@ -35,8 +39,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emotag import Tagger  # noqa: E402
-from emotag.model.compose import NEUTRAL_FEATURES, SIGN_FEATURES, Composer, Part  # noqa: E402
-from emotag.model.config import CONFIG_NAME  # noqa: E402
+from emotag.model.compose import NEGATORS, NEUTRAL_FEATURES, SIGN_FEATURES, Composer, Part  # noqa: E402
+from emotag.model.config import CONFIG_NAME, EmotagConfig, resolve_model_dir  # noqa: E402
+from emotag.model.features import Featurizer  # noqa: E402
+from emotag.runtime.backends import load_backend  # noqa: E402
 from emotag.train import corpora  # noqa: E402
 from emotag.train.corpora import Example  # noqa: E402
 from emotag.train.neutral_forms import neutral_forms  # noqa: E402
@@ -71,32 +77,54 @@ def f1(gold: np.ndarray, pred: np.ndarray) -> float:
     return 2 * tp / max(float(gold.sum() + pred.sum()), 1.0)
 
 
-def fit_part(X: np.ndarray, y: np.ndarray, src: np.ndarray, groups: np.ndarray, columns: tuple[str, ...],
-             names: tuple[str, ...], power: float, what: str) -> tuple[Part, np.ndarray]:
-    """A logistic regression on `names`, its L2 strength chosen by grouped 5-fold CV log-loss; returns the
-    part fit on all rows and its cross-validated P(y)."""
+def load_uncomposed(model: str) -> Tagger:
+    """The model without its composer. Why: after `fit_experts.py` rewrote experts.npz, the old composer may
+    read expert columns the new file lacks, and what the new composer learns from must not depend on it."""
+    model_dir = resolve_model_dir(model)
+    config = EmotagConfig.load(model_dir)
+    config.composer = None
+    return Tagger(Featurizer.from_dir(model_dir, config), load_backend(model_dir, "onnx"), model_dir)
+
+
+def skeleton_group(text: str) -> int:
+    """A group id shared by a text and its negated twins: the text without negators and 很."""
+    return zlib.crc32(_TWIN_MARKS.sub("", text).encode("utf-8"))
+
+
+_TWIN_MARKS = re.compile("|".join(sorted(map(re.escape, NEGATORS + ("很",)), key=len, reverse=True)))
+
+
+def fit_part(X: np.ndarray, y: np.ndarray, fit: np.ndarray, src: np.ndarray, groups: np.ndarray,
+             columns: tuple[str, ...], names: tuple[str, ...], power: float, what: str
+             ) -> tuple[Part, np.ndarray]:
+    """A logistic regression on `names` over the rows where `fit` is True, its L2 strength chosen by grouped
+    5-fold CV log-loss on those rows; returns the part fit on them all and its out-of-fold P(y) for every
+    row (folds over all rows, so a row outside `fit` is predicted by a model whose folds never saw its
+    group)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
     cols = [columns.index(k) for k in names]
     Xs = X[:, cols]
-    count = Counter(src.tolist())
+    count = Counter(src[fit].tolist())
     # each source's total weight ~ its size ** power (power 0: equal totals, 1: plain counts)
-    w = np.array([count[s] ** power / count[s] for s in src])
-    w *= len(w) / w.sum()
+    w = np.array([count[s] ** power / count[s] if f else 0.0 for s, f in zip(src, fit, strict=True)])
+    w *= fit.sum() / w.sum()
     folds = list(GroupKFold(5).split(Xs, y, groups))
     best = None
     for C in CS:
         p = np.zeros(len(y))
         for tr, te in folds:
-            p[te] = LogisticRegression(C=C, max_iter=3000).fit(Xs[tr], y[tr], sample_weight=w[tr]).predict_proba(Xs[te])[:, 1]
-        py = np.where(y, p, 1 - p)
-        loss = float(-(w * np.log(np.clip(py, 1e-12, 1))).sum() / w.sum())
+            tr = tr[fit[tr]]
+            m = LogisticRegression(C=C, max_iter=3000).fit(Xs[tr], y[tr], sample_weight=w[tr])
+            p[te] = m.predict_proba(Xs[te])[:, 1]
+        py = np.where(y, p, 1 - p)[fit]
+        loss = float(-(w[fit] * np.log(np.clip(py, 1e-12, 1))).sum() / w[fit].sum())
         print(f"{what} C={C}: cv log-loss {loss:.4f}", flush=True)
         if best is None or loss < best[1]:
             best = (C, loss, p)
     C, loss, p = best
-    m = LogisticRegression(C=C, max_iter=3000).fit(Xs, y, sample_weight=w)
+    m = LogisticRegression(C=C, max_iter=3000).fit(Xs[fit], y[fit], sample_weight=w[fit])
     print(f"{what}: chose C={C}", flush=True)
     return Part(names, m.coef_[0].copy(), float(m.intercept_[0])), p
 
@@ -121,7 +149,7 @@ def main() -> None:
     negated += list(corpora.aste_opinion_pairs(data, split="dev", keep=tune_text.__contains__))
     rows = dev + negated + turned([e for e in dev if e.source == "aste"], args.turned)
     rows += list(neutral_forms(args.neutral_forms))
-    tagger = Tagger.load(args.model)
+    tagger = load_uncomposed(args.model)
     labels = tuple(tagger.config.polarity_labels)
     rows = [e for e in rows if tagger.featurizer.prepare(e.text).windows]
     count = Counter(e.source for e in rows)
@@ -137,27 +165,25 @@ def main() -> None:
             np.savez(cache, X=X)
     src = np.array([e.source for e in rows])
     pol = np.array([e.polarity for e in rows])
-    # a negated twin and its original share their opening characters, so they land in one fold
-    groups = np.array([zlib.crc32(e.text[:6].encode("utf-8")) for e in rows])
+    groups = np.array([skeleton_group(e.text) for e in rows])
     names = tagger.composition_names
     experts = tuple(k for k in names if k.startswith("polarity:"))
     fi = {k: names.index(k) for k in names}
 
     polar = pol != "neutral"
-    sign, sign_cv = fit_part(X[polar], pol[polar] == "positive", src[polar], groups[polar], names,
-                             SIGN_FEATURES + experts, args.sign_power, "sign")
-    neutral, neu_cv = fit_part(X, pol == "neutral", src, groups, names, NEUTRAL_FEATURES, 1.0, "neutral")
+    sign, p_pos = fit_part(X, pol == "positive", polar, src, groups, names, SIGN_FEATURES + experts,
+                           args.sign_power, "sign")
+    neutral, neu_cv = fit_part(X, pol == "neutral", np.ones(len(rows), bool), src, groups, names,
+                               NEUTRAL_FEATURES, 1.0, "neutral")
     composer = Composer(labels, sign, neutral)
 
     # per source, cross-validated: the heads alone vs the composer
-    p_pos = np.full(len(rows), np.nan)
-    p_pos[polar] = sign_cv
     report = {}
     print("\nper source (cross-validated): sign accuracy heads -> composer; neutral F1 heads -> composer")
     heads_neu = np.exp(4.0 * X[:, fi["whole_log_neutral"]])
     heads_margin = X[:, fi["whole_margin"]]
     heads_is_neu = heads_neu > (1.0 - heads_neu + np.abs(heads_margin)) / 2.0  # argmax of the 3 probabilities
-    comp_is_neu = neu_cv > (1.0 - neu_cv) * np.maximum(np.nan_to_num(p_pos, nan=0.5), 1 - np.nan_to_num(p_pos, nan=0.5))
+    comp_is_neu = neu_cv > (1.0 - neu_cv) * np.maximum(p_pos, 1 - p_pos)  # argmax of the composed three
     for s in sorted(count):
         sel = src == s
         line = {"n": int(sel.sum())}

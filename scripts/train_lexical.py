@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_default import dev_metrics  # noqa: E402
 
 from emotag.model.config import EmotagConfig  # noqa: E402
+from emotag.model.experts import EXPERTS_NAME  # noqa: E402
 from emotag.model.features import Featurizer  # noqa: E402
 from emotag.model.modeling import EmotagModel  # noqa: E402
 from emotag.train import corpora  # noqa: E402
@@ -227,6 +228,10 @@ def main() -> None:
         shutil.copytree(src, out, dirs_exist_ok=True)
     from tokenizers import Tokenizer
 
+    # a composer and domain experts copied from `src` were fit on the old expert's scores: drop them, so a
+    # stale stage never scores silently (scripts/fit_experts.py and fit_composer.py rebuild them)
+    cfg.composer = None
+    (out / EXPERTS_NAME).unlink(missing_ok=True)
     fused_model.save(out, tokenizer=Tokenizer.from_file(str(src / "tokenizer.json")))
     log.update({"buckets": a.buckets, "choice": best, "scales": scales, "dev_network_alone": base,
                 "dev_fused": after, "ece_before": ece_before, "ece_after": ece_after,

@@ -38,6 +38,11 @@ from emotag.model.features import tfidf_dot
     ("请问这个好不好用", []),  # A-not-A question
     ("有没有大一码的", []),
     ("不得不说，服务很好", []),
+    ("这个手机不怎么样", []),  # a fixed phrase for "not good"; no scope of 样
+    ("这个不怎么好吃", ["好吃"]),  # 怎么 is skipped, the opinion is negated
+    ("不好用.下次不买了", ["好用", "买了"]),  # an ASCII full stop ends a scope
+    ("不好用(已退货)", ["好用"]),  # so does an aside in parentheses
+    ("不好用[怒]", ["好用"]),  # and an emoji word tag
 ])
 def test_negation_scopes(text: str, scopes: list[str]) -> None:
     assert negation_scopes(text) == scopes
@@ -49,6 +54,9 @@ def test_negation_scopes(text: str, scopes: list[str]) -> None:
     ("本来以为会很难吃，没想到特别好吃", ("本来以为会很难吃", "没想到特别好吃")),
     ("这个蛋糕很好吃", None),
     ("但是很好吃", None),  # nothing before the turn
+    ("质量不错却很贵", ("质量不错", "却很贵")),
+    ("冷却效果很好", None),  # 却 inside a word (冷却) is no turn
+    ("这个风扇冷却很快", None),
 ])
 def test_turn_split(text: str, split: tuple[str, str] | None) -> None:
     assert turn_split(text) == split
@@ -197,3 +205,23 @@ def test_the_gate_mixes_each_domains_expert() -> None:
     assert ex.columns[-1] == "polarity:gated" and cols.shape == (2, len(ex.names) + 1)
     assert cols[0, -1] == pytest.approx(2.0, abs=1e-3)  # gate says domain a: expert a's logit
     assert cols[1, -1] == pytest.approx(-1.0, abs=1e-3)
+
+
+def _fit_composer_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "fit_composer.py"
+    spec = importlib.util.spec_from_file_location("fit_composer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fit_composer_keeps_negated_twins_in_one_fold() -> None:
+    """A sentence and its negated twins share a cross-validation group, so the composer's CV table never
+    scores a twin with a model that saw the other one; unrelated sentences do not."""
+    group = _fit_composer_script().skeleton_group
+    assert group("味道很好") == group("味道不好") == group("味道一点也不好") == group("味道并不好")
+    assert group("房间很宽敞") == group("房间一点都不宽敞")
+    assert group("味道很好") != group("房间很宽敞")

@@ -16,6 +16,11 @@ to trust, and what a text with no opinion looks like; `scripts/fit_composer.py` 
 halves of the dev splits, never on data the network trained on (whose scores are overconfident) and
 never on the report halves.
 
+What the composer achieves is measured, not promised: it learns only what the tuning halves teach, and real
+reviews rarely negate a complaint or let the clause after 但是 overrule a confident first clause. The bundled
+model (v0.4) still reads 这家外卖不难吃 and 物流很快但是包装破损了 wrongly and calls 请问什么时候发货 a complaint;
+the model card lists what `scripts/linguistic_suite.py` finds.
+
 Everything here is plain text work and numpy: the units go through the same windows, batches and backend
 as every other text (`Tagger`), so the composer costs a few short extra windows per text, and nothing
 when the model has none (`config.composer` is None).
@@ -48,6 +53,7 @@ LEXICALISED = (
     "不错", "不过", "不但", "不仅", "不管", "不论", "不断", "不久", "不少", "不同", "不如", "不然", "不得不",
     "不禁", "不免", "不愧", "差不多", "了不起", "对不起", "不好意思", "怪不得", "忍不住", "不止", "不得了",
     "要不", "不知不觉", "没想到", "没事", "没关系", "没准", "别人", "别的", "特别", "区别", "分别", "级别",
+    "不怎么样",
     "类别", "告别", "个别", "差别", "性别", "别墅", "识别", "派别", "辨别", "别致", "不然的话",
 )
 _LEX_AT: dict[str, list[tuple[str, int]]] = {}
@@ -55,13 +61,16 @@ for _w in LEXICALISED:
     for _k, _ch in enumerate(_w):
         if _ch in "不没别":
             _LEX_AT.setdefault(_ch, []).append((_w, _k))
-_SCOPE_STOP = set(",，、;；:：。!！?？~～…\n\t ")
+# a scope ends at punctuation, ASCII or full-width, brackets included: an emoji word tag ([赞]) or an
+# aside in parentheses is not part of what the negator governs
+_SCOPE_STOP = set(",，、;；:：。.!！?？~～…()（）[]【】\n\t ")
 _SCOPE_SKIP = re.compile(r"^(?:怎么|那么|这么|是)")
 MAX_SCOPE = 10
 # 一点异味都没有, 一个问题也没有: the negated thing stands before the negator
 _POST_NEGATED = re.compile(r"(?:一点儿|一点|一丝|一个|一次|一件|任何)([^,，、;；:：。!！?？~～…\s]{1,6}?)(?:都|也)(?:没有|没|不)")
 # counter-expectation turns that contrast_clauses does not cut at (本来以为会很难吃，没想到特别好吃)
-_EXTRA_TURN = re.compile(r"没想到|想不到|谁知道|谁知|不料|结果却|却")
+# 却 alone turns (质量好却很贵) but not inside words (冷却, 忘却, 退却, 推却)
+_EXTRA_TURN = re.compile(r"没想到|想不到|谁知道|谁知|不料|结果却|(?<![冷忘退推])却")
 MAX_SCOPES = 3
 
 
