@@ -3,7 +3,7 @@
 
     python scripts/finetune_curve.py [--data ../shared/data] [--out runs/finetune_curve] \
         [--sizes 16,64,300,1000] [--tasks car_sentiment,car_subject] [--threads 1] [--max-minutes 5]
-        [--levers '[{}, {"LBFGS_ITERS": 300}]']
+        [--levers '[{}, {"STACKED": false}]']
 
 Both tasks come from the BDCI 2018 car-forum set (`bdci2018_car_aspect/train.csv`), which is not in the
 bundled model's training data (models/emotag-zh-small/MODEL_CARD.md): car_sentiment is the post's
@@ -136,24 +136,27 @@ def levers(train_file: Path, test_file: Path, variants: list[dict]) -> list[dict
     H._frozen = cached
     state = copy.deepcopy(run.model.state_dict())
     row_w = np.array([data.weights.get(s[2:], 1.0) for s in run.train.sources], dtype=np.float32)
-    knobs = {k: getattr(H, k) for k in ("L2_GRID", "LEXICAL_L2_RATIO", "STANDARDIZE", "LBFGS_ITERS", "FRESH_AT_ZERO")}
+    knobs = {k: getattr(H, k) for k in ("L2_GRID", "LEXICAL_L2_RATIO", "STANDARDIZE", "LBFGS_ITERS", "FRESH_AT_ZERO",
+                                        "STACKED", "EXPERT_C_GRID", "MIX_GRID", "EXPERT_ITERS")}
     out = []
     try:
         for v in variants:
             for k, val in {**knobs, **v}.items():
-                setattr(H, k, tuple(val) if k == "L2_GRID" else val)
+                setattr(H, k, tuple(val) if k.endswith("_GRID") else val)
             run.model.load_state_dict(state)
             t0 = time.time()
             lin = H.fit_linear_head(run.model, run.train, run.dev, plan, row_w, run.fresh, run.dev_before is not None)
             seconds = time.time() - t0
 
-            def f1(d: object) -> float:
-                return H.head_metrics(H.head_probs(predict(run.model, d), d, plan), H.gold_mask(d, plan), plan)[
-                    "macro_f1"]
+            def f1(d: object, key: str = "macro_f1") -> float:
+                return H.head_metrics(H.head_probs(predict(run.model, d), d, plan), H.gold_mask(d, plan), plan)[key]
 
-            cv = lin["cv_macro_f1"]
-            out.append({"variant": v, "l2": lin["l2"], "cv_macro_f1": cv["start" if lin["l2"] is None else str(lin["l2"])],
-                        "dev_macro_f1": f1(run.dev), "test_macro_f1": f1(test), "seconds": round(seconds, 1)})
+            def acc(d: object) -> float:
+                return f1(d, "accuracy")
+
+            out.append({"variant": v, "l2": lin["l2"], "form": lin["form"], "stacked": lin["stacked"],
+                        "cv_macro_f1": lin["cv_kept"], "dev_macro_f1": f1(run.dev), "test_macro_f1": f1(test),
+                        "test_accuracy": acc(test), "seconds": round(seconds, 1)})
             print(json.dumps(out[-1]), flush=True)
     finally:
         for k, val in knobs.items():
@@ -212,10 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                          max_minutes=a.max_minutes, force=True)
             seconds = time.time() - t0
             got = evaluate_file(Tagger.load(out / f"{task}_{n}", threads=a.threads), test_file)
+            report = json.loads((out / f"{task}_{n}" / "eval_report.json").read_text(encoding="utf-8"))
             _, majority = majority_rate([y for _, y in train], [y for _, y in test])
             row = {"task": task, "per_class": n, "train_rows": len(train), "test_rows": len(test),
                    "fine_tuned": {"accuracy": got["accuracy"], "macroF1": got["macroF1"]}, "kept": r.chosen,
                    "steps": r.steps, "seconds": round(seconds, 1), "zero_shot": zs, "majority": majority,
+                   "linear_head": {k: report["linear_head"].get(k) for k in ("form", "l2", "cv_kept", "stacked")},
+                   "linear_head_seconds": round(report["training"]["linear_head_seconds"], 1),
                    "tfidf_lr": tfidf_lr(train, test),
                    "tfidf_lr_cv": tfidf_lr(train, test, None), "dev_before": r.dev_before, "dev_after": r.dev_after}
             with open(results, "a", encoding="utf-8") as f:

@@ -517,6 +517,110 @@ def test_a_base_with_a_lexical_expert_fits_its_columns_for_new_labels(tmp_path: 
     assert Tagger.load(tmp_path / "m").tag("这个划算真的").emotion == "price"
 
 
+def _composed_base(directory: Path, base_dir: Path) -> Path:
+    """The tiny base with a composer that reads a domain expert (experts.npz), as the bundled model has."""
+    import shutil
+
+    import numpy as np
+
+    from emotag.model.compose import Composer, Part
+    from emotag.model.experts import Experts
+
+    shutil.copytree(base_dir, directory)
+    rng = np.random.default_rng(4)
+    B = 4096
+    idf = rng.uniform(1.0, 3.0, size=B).astype(np.float32)
+    idf[0] = 0.0
+    Experts(("polarity:a",), idf, rng.normal(size=(B, 1)).astype(np.float32), np.zeros(1, np.float32)).save(
+        directory, keep=500)
+    composer = Composer(("negative", "neutral", "positive"),
+                        Part(("whole_margin", "polarity:a"), np.array([2.0, 1.5]), 0.3),
+                        Part(("question_word",), np.array([2.0]), -1.0))
+    cfg = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    cfg["composer"] = composer.to_dict()
+    (directory / "config.json").write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
+    return directory
+
+
+@pytest.mark.parametrize("kept", ["zero-shot", "linear head"])
+def test_a_kept_zero_shot_scores_as_the_base_with_its_composer_and_experts(tmp_path: Path, base_dir: Path,
+                                                                           kept: str, monkeypatch) -> None:
+    """The zero-shot candidate on the base's own head is the base itself: the written model keeps its composer
+    and domain experts and scores exactly what the base scores, and the report's zero-shot number is the base
+    as `Tagger` scores it. Any other result was trained away from the network the composer was fit on, so it
+    drops the composer and the experts."""
+    import emotag.train.finetune as ft
+    from emotag.model.config import EmotagConfig
+    from emotag.model.experts import EXPERTS_NAME
+    from emotag.tagger import Tagger
+
+    base = _composed_base(tmp_path / "base", base_dir)
+    monkeypatch.setattr(ft, "choose", lambda *a, **k: kept)
+    rows = [{"text": t, "y": "正面" if pos else "负面"} for t, pos in _sentiment_rows(80, 3, DOMAIN_POS + POS,
+                                                                                       DOMAIN_NEG + NEG)]
+    dev = [{"text": t, "y": "正面" if pos else "负面"} for t, pos in _sentiment_rows(40, 4)]
+    out = tmp_path / "m"
+    r = ft.finetune(_write_csv(tmp_path / "t.csv", rows, ["text", "y"]), out,
+                    dev_path=_write_csv(tmp_path / "d.csv", dev, ["text", "y"]), base_model=base, label_cols="y",
+                    task="polarity", epochs=0, progress=False, export=False)
+    assert r.chosen == kept and r.dev_before is not None
+    texts = [d["text"] for d in dev]
+    ref = list(Tagger.load(base, backend="torch").tag_many(texts))
+    gold = ["positive" if d["y"] == "正面" else "negative" for d in dev]
+    base_acc = sum(x.polarity == g for x, g in zip(ref, gold, strict=True)) / len(gold)
+    assert r.dev_before["accuracy"] == pytest.approx(base_acc)  # the baseline is the base as users score it
+    cfg = EmotagConfig.load(out)
+    if kept == "zero-shot":
+        assert cfg.composer == EmotagConfig.load(base).composer and (out / EXPERTS_NAME).exists()
+        assert cfg.temperature == EmotagConfig.load(base).temperature
+        got = list(Tagger.load(out, backend="torch").tag_many(texts))
+        assert [x.polarity for x in got] == [x.polarity for x in ref]
+        assert [x.polarity_score for x in got] == pytest.approx([x.polarity_score for x in ref], abs=1e-6)
+        assert r.dev_after["accuracy"] == pytest.approx(r.dev_before["accuracy"])
+    else:
+        assert cfg.composer is None and not (out / EXPERTS_NAME).exists()
+        Tagger.load(out, backend="torch").tag("房间干净")  # loads: nothing reads the dropped experts
+
+
+def test_new_labels_can_keep_the_head_and_the_expert_fitted_apart(tmp_path: Path, tiny_model_dir: Path,
+                                                                  monkeypatch) -> None:
+    """Every label new to the base: the head on frozen features and the lexical expert's columns (a TF-IDF +
+    logistic regression on the same n-gram ids) are also fitted apart and mixed; when cross-validation keeps
+    that, the mix is written into the one graph (head rows, expert columns), so the written model scores dev
+    exactly as the fit did. The joint fit is handicapped here (its expert frozen) so the mix must win."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from emotag.tagger import Tagger
+    from emotag.train.finetune import finetune
+    from emotag.train.finetune import heads as H
+
+    monkeypatch.setattr(H, "LEXICAL_L2_RATIO", 1e6)
+    monkeypatch.setattr(H, "L2_GRID", (1.0,))
+    monkeypatch.setattr(H, "MIX_GRID", (0.5,))
+    monkeypatch.setattr(H, "EXPERT_C_GRID", (100.0,))
+    rng = random.Random(11)
+    rows = []
+    for _ in range(150):
+        lab = rng.choice(sorted(ASPECTS))
+        rows.append({"text": rng.choice(FILL) + rng.choice(ASPECTS[lab]) + rng.choice(FILL), "label": lab})
+    out = tmp_path / "m"
+    r = finetune(_write_csv(tmp_path / "a.csv", rows, ["text", "label"]), out, base_model=tiny_model_dir,
+                 epochs=0, progress=False, export=False)
+    report = json.loads((out / "eval_report.json").read_text(encoding="utf-8"))
+    lin = report["linear_head"]
+    assert lin["form"] == "stacked" and lin["stacked"]["kept"] and lin["stacked"]["mix"] == 0.5
+    assert lin["cv_kept"] == lin["stacked"]["cv"] > lin["cv_macro_f1"]["1.0"]
+    assert r.chosen == "linear head" and r.dev_after["accuracy"] > 0.8
+    # the written graph is the fitted mix: the training report's torch numbers are `emotag eval`'s
+    for k in ("accuracy", "macro_f1"):
+        assert r.dev_after[k] == pytest.approx(report["dev_after_torch"][k])
+    lex = load_file(str(out / "model.safetensors"))["lex_weight"].astype(np.float32)
+    assert np.abs(lex[:, :3]).sum() > 0
+    assert Tagger.load(out, backend="torch").tag("这个划算真的").emotion == "price"
+    assert "fitted apart" in (out / "eval_report.md").read_text(encoding="utf-8")
+
+
 # -- regression (issue 19: a 1-5 star or 0-1 score column) ----------------------------------------------
 
 

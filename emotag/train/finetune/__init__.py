@@ -162,7 +162,8 @@ def choose(candidates: dict[str, dict[str, float]], n_dev: int, linear: dict[str
         return simple
     tuned = candidates["fine-tuned"]
     cv = linear["cv_neg_mae"] if "cv_neg_mae" in linear else linear["cv_macro_f1"]
-    simple_score = cv["start"] if linear["l2"] is None else cv[str(linear["l2"])]
+    simple_score = linear["cv_kept"] if "cv_kept" in linear else \
+        cv["start"] if linear["l2"] is None else cv[str(linear["l2"])]
     if "mae" in tuned:
         return "fine-tuned" if -tuned["mae"] > simple_score + tuned["mae_se"] else simple
     margin = 0.5 / math.sqrt(max(n_dev, 1))
@@ -237,14 +238,20 @@ def finetune(
     chosen = choose(run.candidates, len(run.dev.examples), lin)
     run.model.load_state_dict(run.states[chosen])
     run.model.eval()
+    # the base model itself, unchanged: written as it is (its composer, domain experts, temperatures and ONNX
+    # files), so that it scores exactly what the base scores
+    as_base = chosen == "zero-shot" and kind == "emotag" and not run.rebuilt
+    base_temperature = dict(run.cfg.temperature)
     calib = _calibrate(run)
+    if as_base:
+        _keep_base_temperature(run, calib, base_temperature)
     better, verdict = _is_better(calib["torch_after"], run.dev_before, data.majority, data.plan.multi_label,
                                  data.mean)
     if not better and (out / CONFIG_NAME).exists() and not force:
         raise NotBetterError(f"not better than the baselines ({verdict}); {out} already holds a model and was "
                              "left as it was (--force replaces it)")
 
-    files = _write_model(out, run.model, run.tok, run.cfg, src, kind, data.train_ex, export)
+    files = _write_model(out, run.model, run.tok, run.cfg, src, kind, data.train_ex, export, as_base)
     dev_after, detail = _measure_written(out, run.dev, data.plan, export)
     plan, train, dev = data.plan, run.train, run.dev
     if not plan.regression:
@@ -386,6 +393,7 @@ class _Run:
     base_dev: dict[str, np.ndarray] | None  # the base's raw dev outputs (emotag bases)
     anchored: list[str] = field(default_factory=list)
     dev_before: dict[str, float] | None = None  # zero-shot, where the labels map onto the base's heads
+    rebuilt: bool = False  # the trained head is a new one (custom labels, a Hugging Face encoder)
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)
     states: dict[str, Any] = field(default_factory=dict)
 
@@ -438,7 +446,7 @@ def _setup(data: _Data, kind: str, src: str, base_cfg: EmotagConfig | None, out:
     rebuilt = kind != "emotag" or (plan.head == "emotion" and not same_head)
     fresh = [j for j, lab in enumerate(plan.labels) if lab not in start] if rebuilt else []
     run = _Run(data, kind, src, model, tok, cfg, train, dev, lr, seed, start, fresh,
-               predict(model, dev) if kind == "emotag" else None)
+               predict(model, dev) if kind == "emotag" else None, rebuilt=rebuilt)
     if plan.regression:
         run.candidates["training mean"] = dict(data.mean or {})
         if kind == "emotag" and cfg.polarity_labels:
@@ -451,12 +459,36 @@ def _setup(data: _Data, kind: str, src: str, base_cfg: EmotagConfig | None, out:
                                                      (start and len(start) == len(plan.labels))):
         # zero-shot: the base before any training, through its own head or one rebuilt from the rows the
         # labels map onto
+        # zero-shot: the base before any training. Its weights (or the head rebuilt from the rows the labels
+        # map onto) are the candidate's state; its numbers are the base model's as users score it
+        # (`Tagger.load(src)`, composer and domain experts included), so the baseline is what the base
+        # really scores, not the bare network's reading of it
         run.measure("zero-shot")
+        run.candidates["zero-shot"] = _zero_shot_through_tagger(src, dev, plan, start)
         run.dev_before = dict(run.candidates["zero-shot"])
+        # (the calibration error is the network head's: the tagger's polarity is a label, not a distribution)
         run.dev_before["ece"] = calibration(head_probs(run.base_dev, dev, plan), gold_mask(dev, plan), plan)
     if base_train is not None:
         run.anchored = add_anchors(train, base_train, cfg, plan, seed)
     return run
+
+
+def _zero_shot_through_tagger(src: str, dev: Any, plan: LabelPlan, start: dict[str, str]) -> dict[str, float]:
+    """The base model's dev metrics as `emotag score` / `emotag eval` read it: `Tagger.load(src)` (ONNX when
+    the directory has it), each label's probability taken from the base output it maps onto (the label
+    itself for the base's own head; `start`'s "polarity:positive" / "emotion:anger" for mapped labels;
+    polarity through `_polarity_probability`, as `emotag eval` reads polarity)."""
+    from emotag.tagger import Tagger
+
+    backend = "onnx" if any((Path(src) / f).exists() for f in (ONNX_INT8_NAME, ONNX_NAME)) else "torch"
+    tagger = Tagger.load(src, backend=backend)
+    source = [start.get(lab, f"{plan.head}:{lab}").split(":", 1) for lab in plan.labels]
+    probs = np.zeros((len(dev.examples), len(plan.labels)))
+    for i, r in enumerate(tagger.tag_many([e.text for e in dev.examples], batch_size=64)):
+        if r.error is None:
+            probs[i] = [_polarity_probability(r, lab) if head == "polarity" else (r.emotions or {}).get(lab, 0.0)
+                        for head, lab in source]
+    return head_metrics(probs, gold_mask(dev, plan), plan)
 
 
 def _polarity_score_map(src: str, data: _Data) -> dict[str, float]:
@@ -494,9 +526,13 @@ def _linear_head(run: _Run) -> tuple[dict[str, Any], float]:
     run.measure("linear head")
     reg = run.data.plan.regression
     cv = lin["cv_neg_mae" if reg else "cv_macro_f1"]
-    best = cv["start"] if lin["l2"] is None else cv[str(lin["l2"])]
+    best = lin["cv_kept"]
+    st = lin.get("stacked")
+    what = ("kept the polarity start" if reg else "kept the zero-shot head") if lin["l2"] is None else \
+        f"L2 {lin['l2']:g}" if lin["form"] != "stacked" else \
+        f"head (L2 {st['l2']:g}) and lexical expert (C {st['C']:g}) fitted apart, mixed {1 - st['mix']:.1f} / {st['mix']:.1f}"
     log.info("linear head on frozen features: %s (cross-validated %s %.4f on %d texts%s) in %.1f s",
-             ("kept the polarity start" if reg else "kept the zero-shot head") if lin["l2"] is None else f"L2 {lin['l2']:g}", "MAE" if reg else "macro-F1",
+             what, "MAE" if reg else "macro-F1",
              -best if reg else best, lin["texts"],
              f", zero-shot {cv['start']:.4f}" if run.dev_before is not None and not reg else "", seconds)
     return lin, seconds
@@ -577,10 +613,28 @@ def _calibrate(run: _Run) -> dict[str, Any]:
     return out
 
 
+def _keep_base_temperature(run: _Run, calib: dict[str, Any], base_temperature: dict[str, float]) -> None:
+    """Undo `_calibrate`'s temperatures for a model written as the base: the base's own temperatures (which
+    its composer's inputs were fitted under) stay, and the report's "after" numbers are the base's."""
+    from emotag.train.trainer import predict
+
+    plan, dev = run.data.plan, run.dev
+    run.cfg.temperature = base_temperature
+    pred = predict(run.model, dev)
+    probs = head_probs(pred, dev, plan, base_temperature)
+    calib["ece_after"] = calibration(probs, gold_mask(dev, plan), plan)
+    calib["torch_after"] = head_metrics(probs, gold_mask(dev, plan), plan)
+
+
 def _write_model(out: Path, model: Any, tok: Any, cfg: EmotagConfig, src: str, kind: str, train_ex: list,
-                 export: bool) -> list[Path]:
+                 export: bool, as_base: bool = False) -> list[Path]:
     """The model directory; the satisfaction read-out is inherited from an emotag base, and with it the
-    dialogue lexicon it reads (independent of the network, so it stays valid)."""
+    dialogue lexicon it reads (independent of the network, so it stays valid).
+
+    `as_base` (the zero-shot candidate kept on the base's own heads, i.e. the network unchanged): the base's
+    composer stays in the config and its domain experts (`experts.npz`) and ONNX files are copied, so the
+    written model scores exactly as the base does. Any other result drops the composer (below) and the
+    experts it alone reads."""
     from emotag.dialogues import readout_fits
 
     dl = cfg.dialogue
@@ -596,7 +650,9 @@ def _write_model(out: Path, model: Any, tok: Any, cfg: EmotagConfig, src: str, k
         dl.features, dl.weights, dl.bias, dl.lexical_buckets = (), (), 0.0, 0
     # the composer (emotag.model.compose) was fit on the base network's scores, beside the base's domain
     # experts: a tuned network reads differently, so the fine-tuned model's heads decide polarity alone
-    cfg.composer = None
+    # (a base written as it is keeps it: its network is the one the composer was fit on)
+    if not as_base:
+        cfg.composer = None
     model.save(out, tokenizer=tok)
     files = [out / CONFIG_NAME, out / TOKENIZER_NAME, out / WEIGHTS_NAME]
     # ONNX files of an earlier model in this directory would be scored in preference to the new weights
@@ -605,7 +661,14 @@ def _write_model(out: Path, model: Any, tok: Any, cfg: EmotagConfig, src: str, k
     if dl.lexical_buckets and lexicon is not None:
         shutil.copyfile(lexicon, out / DIALOGUE_LEXICAL_NAME)
         files.append(out / DIALOGUE_LEXICAL_NAME)
-    if export:
+    copied = []
+    if as_base:
+        names = [EXPERTS_NAME] + ([ONNX_NAME, ONNX_INT8_NAME] if export else [])
+        copied = [n for n in names if (Path(src) / n).exists()]
+        for name in copied:
+            shutil.copyfile(Path(src) / name, out / name)
+            files.append(out / name)
+    if export and not any(n.endswith(".onnx") for n in copied):
         from emotag.model.export import export_onnx
 
         root = logging.getLogger()

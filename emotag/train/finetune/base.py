@@ -70,7 +70,7 @@ def resolve_base(base_model: str | os.PathLike[str] | None) -> tuple[str, str]:
         if _is_emotag_dir(cfg_path.parent):
             local = snapshot_download(str(base_model), allow_patterns=[
                 CONFIG_NAME, "*.safetensors", "tokenizer*", "special_tokens_map.json", "*.onnx", "MODEL_CARD.md",
-                DIALOGUE_LEXICAL_NAME])
+                DIALOGUE_LEXICAL_NAME, "*.npz"])  # *.npz: the domain experts (experts.npz) its composer reads
             return "emotag", local
     except Exception as e:  # noqa: BLE001 - any failure here means "not found or not reachable"
         raise ValueError(f"base model {base_model!r} is not a local directory and could not be fetched from the "

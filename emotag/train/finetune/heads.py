@@ -30,6 +30,14 @@ LEXICAL_L2_RATIO = 1e-3
 STANDARDIZE = False
 LBFGS_ITERS = 100
 FRESH_AT_ZERO = False
+# a head with no start at all (every label new to the base): also try the two linear models apart and summed,
+# the lexical expert's columns fitted alone as a char TF-IDF + logistic regression (its C by cross-validation)
+# beside the head on frozen features (its L2 by cross-validation), logits mixed (1 - m) * head + m * expert
+# with m by cross-validation too; kept over the joint fit above only when its cross-validated score is higher
+STACKED = True
+EXPERT_C_GRID = (1.0, 10.0, 100.0, 1000.0)  # sklearn's C: the penalty is ||V||^2 / (2 C rows)
+MIX_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # 0: the head alone, 1: the expert alone
+EXPERT_ITERS = 200
 
 
 def regression_metrics(pred: Any, gold: Any) -> dict[str, Any]:
@@ -170,7 +178,12 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
     and a choice made on 6 texts is luck; all 48 give a usable estimate, and fitting a linear head 12 times
     on cached features costs seconds to a minute. The final head is fitted on the training rows only, so dev stays
     unseen for early stopping and calibration. Sets the head in `model`; returns {"l2" (None: the start
-    was kept), "cv_macro_f1" per strength and for the start, "texts"}.
+    was kept), "cv_macro_f1" per strength and for the start, "texts", "stacked" (`_stack_cv`'s choice, or
+    None where it was not tried), "form" ("start", "joint" or "stacked": what was kept) and "cv_kept" (its
+    cross-validated score)}.
+
+    A head with no start at all (`STACKED`) also tries the head and the expert's columns fitted apart and
+    mixed (`_stack_cv`), kept when its cross-validated score beats the joint fit's.
     """
     import torch
 
@@ -209,11 +222,16 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
             return W, b
         return W / sd, b - (W / sd) @ mu
 
-    def fit(rows: np.ndarray, l2: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def loss_of(z: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+        per = multilabel_bce(z, target[sel], has[sel]) if plan.multi_label else partial_nll(z, target[sel])
+        return (per * rw[sel]).sum() / rw[sel].sum()
+
+    def fit(rows: np.ndarray, l2: float, with_lex: bool = True
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         W, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(b0.clone())
         params = [W, b]
         L = None
-        if lex is not None:
+        if lex is not None and with_lex:
             L = torch.nn.Parameter(lex.weight0.clone())
             params.append(L)
             X = lex.rows(rows)
@@ -227,13 +245,31 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
             if L is not None:
                 z = z + lex.scale * sparse_matmul(X, L)
                 penalty = penalty + l2 * LEXICAL_L2_RATIO * ((L - lex.weight0) ** 2).sum()
-            per = multilabel_bce(z, target[sel], has[sel]) if plan.multi_label else partial_nll(z, target[sel])
-            loss = (per * rw[sel]).sum() / rw[sel].sum() + penalty
+            loss = loss_of(z, sel) + penalty
             loss.backward()
             return loss
 
         opt.step(closure)
         return W.detach(), b.detach(), None if L is None else L.detach()
+
+    def fit_expert(rows: np.ndarray, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The expert's columns alone, V and an intercept: logistic regression on the rows' TF-IDF."""
+        V = torch.nn.Parameter(torch.zeros_like(lex.weight0))
+        c0 = torch.nn.Parameter(torch.zeros(lex.weight0.shape[1]))
+        X = lex.rows(rows)
+        sel = torch.from_numpy(rows)
+        l2 = 1.0 / (2.0 * c * len(rows))
+        opt = torch.optim.LBFGS([V, c0], lr=1.0, max_iter=EXPERT_ITERS, history_size=10,
+                                line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = loss_of(sparse_matmul(X, V) + c0, sel) + l2 * (V ** 2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return V.detach(), c0.detach()
 
     def logits(rows: np.ndarray, W: torch.Tensor, b: torch.Tensor, L: torch.Tensor | None) -> np.ndarray:
         sel = torch.from_numpy(rows)
@@ -262,7 +298,26 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
     # one standard error: of a macro-F1 at its widest, or of the start's MAE
     margin = at_start["mae_se"] if plan.regression else 0.5 / np.sqrt(n_texts)
     keep_start = has_start and cv["start"] >= cv[str(best)] - margin
-    if not keep_start:
+    stacked = None
+    if (STACKED and lex is not None and not plan.regression and not has_start and not STANDARDIZE
+            and len(fresh_rows) == w0.shape[0]):
+        stacked = _stack_cv(fold_w, len(F), w0.shape[0], fit, fit_expert, logits,
+                            lambda rows, V, c: (lex.logits(V, rows) + c).numpy(),
+                            lambda z: selection(_text_metrics(z, weights, first, gold, plan, temperature), plan))
+        stacked["kept"] = stacked["cv"] > cv[str(best)]
+    if stacked is not None and stacked["kept"]:
+        tr = np.arange(len(F_tr))
+        m = stacked["mix"]
+        W, b, _ = fit(tr, stacked["l2"], with_lex=False)
+        V, c0 = fit_expert(tr, stacked["C"])
+        off0 = off[0] if len(off) else torch.zeros_like(b)  # the expert's own bias, a constant offset
+        with torch.no_grad():
+            # (1 - m) (F W + b + off0) + m (X V + c0), written as the model computes it: the head, then the
+            # expert's columns times their scale, then its bias (unchanged, inside off0)
+            head.weight.copy_((1 - m) * W)
+            head.bias.copy_((1 - m) * b + m * c0 - m * off0)
+            lex.store(model, m * V / lex.scale)
+    elif not keep_start:
         W, b, L = fit(np.arange(len(F_tr)), best)
         W, b = to_model(W, b)
         with torch.no_grad():
@@ -270,9 +325,48 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
             head.bias.copy_(b)
             if L is not None:
                 lex.store(model, L)
+    kept = "stacked" if stacked is not None and stacked["kept"] else "start" if keep_start else str(best)
     return {"l2": None if keep_start else best, "cv_neg_mae" if plan.regression else "cv_macro_f1": cv,
-            "texts": n_texts,
-            "lexical_expert": lex is not None}
+            "texts": n_texts, "lexical_expert": lex is not None, "stacked": stacked,
+            "form": {"stacked": "stacked", "start": "start"}.get(kept, "joint"),
+            "cv_kept": stacked["cv"] if kept == "stacked" else cv[kept]}
+
+
+def _stack_cv(fold_w: np.ndarray, n_rows: int, k: int, fit: Any, fit_expert: Any, head_logits: Any,
+              expert_logits: Any, score: Any) -> dict[str, Any]:
+    """Cross-validated choice of the stacked head: out-of-fold logits of the head alone per L2 strength and
+    of the expert alone per C (the same folds as the joint fit), then every (L2, C, mix) scored on their
+    mixed logits. Returns {"l2", "C", "mix", "cv" (its cross-validated score), "grid" (the best score per
+    mix)}.
+
+    Why apart: fitted jointly under one penalty, the dense frozen features (trained for sentiment) and the
+    sparse TF-IDF columns (which know the new labels' words) compete for the same budget, and one relative
+    strength (`LEXICAL_L2_RATIO`) is not right for every task; apart, each gets its own strength, chosen by
+    cross-validation like the TF-IDF baseline's C, and the mix decides how much each counts."""
+    import torch
+
+    heads = {l2: np.zeros((n_rows, k), dtype=np.float32) for l2 in L2_GRID}
+    experts = {c: np.zeros((n_rows, k), dtype=np.float32) for c in EXPERT_C_GRID}
+    for f in np.unique(fold_w):
+        inside, out = np.flatnonzero(fold_w != f), np.flatnonzero(fold_w == f)
+        for l2 in L2_GRID:
+            W, b, _ = fit(inside, l2, with_lex=False)
+            with torch.no_grad():
+                heads[l2][out] = head_logits(out, W, b, None)
+        for c in EXPERT_C_GRID:
+            V, c0 = fit_expert(inside, c)
+            with torch.no_grad():
+                experts[c][out] = expert_logits(out, V, c0)
+    best: dict[str, Any] = {"cv": -np.inf}
+    grid: dict[str, float] = {}
+    for m in MIX_GRID:
+        for l2 in L2_GRID if m < 1 else L2_GRID[:1]:  # (the head's strength does not matter at m = 1)
+            for c in EXPERT_C_GRID if m > 0 else EXPERT_C_GRID[:1]:
+                s = float(score((1 - m) * heads[l2] + m * experts[c]))
+                grid[str(m)] = max(grid.get(str(m), -np.inf), s)
+                if s > best["cv"]:
+                    best = {"l2": l2, "C": c, "mix": m, "cv": s}
+    return {**best, "grid": grid}
 
 
 def torch_index(idx: np.ndarray) -> Any:

@@ -166,6 +166,16 @@ def write_report(out: Path, report: dict[str, Any], after_detail: dict[str, Any]
         lines += ["## Class weights", "", "Inverse-frequency loss weights (clipped to "
                   f"{CLASS_WEIGHT_CLIP[0]}..{CLASS_WEIGHT_CLIP[1]}, mean 1): "
                   + ", ".join(f"{k or '(none)'} {v:.2f}" for k, v in report["data"]["class_weights"].items()), ""]
+    st = report["linear_head"].get("stacked")
+    if st:
+        joint = max(v for k, v in report["linear_head"]["cv_macro_f1"].items() if k != "start")
+        lines += ["## Linear head", "",
+                  "Every label is new to the base, so the head on frozen features and the lexical expert's columns "
+                  "(a char TF-IDF + logistic regression over the model's n-gram ids) were also fitted apart and "
+                  f"their logits mixed: best by 3-fold cross-validation L2 {st['l2']:g}, C {st['C']:g}, expert share "
+                  f"{st['mix']:.1f} (macro-F1 {st['cv']:.4f}); "
+                  + ("kept, above the joint fit's " if st["kept"] else "not kept, the joint fit's is ")
+                  + f"{joint:.4f}.", ""]
     lines += ["The dev split also chose the linear head's L2 strength, the fine-tuning's early stop and which "
               "candidate is kept, so its numbers are slightly optimistic; a separate test file is the honest check "
               "(`emotag eval MODEL test.csv`).", ""]
