@@ -80,6 +80,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", default=str(corpora.DEFAULT_DATA_DIR))
+    ap.add_argument("--negation-pairs", action="store_true",
+                    help="add the ASTE training triples' minimal pairs (味道很香 / 味道一点也不香, "
+                         "corpora.aste_opinion_pairs) to every polarity expert's training rows")
     args = ap.parse_args()
     from sklearn.linear_model import LogisticRegression
 
@@ -89,11 +92,12 @@ def main() -> None:
     idf = model.lex_idf.detach().numpy().astype(np.float32)
     feat = Featurizer.from_dir(args.model, model.config)
     examples = [e for e in corpora.load_all(args.data, dev_half="tune") if e.polarity in ("positive", "negative")]
+    pairs = list(corpora.aste_opinion_pairs(Path(args.data), split="train")) if args.negation_pairs else []
     names, weights, biases, log = [], [], [], {}
     log_path = Path(args.model) / "experts_log.json"
     for name, sources in DOMAINS.items():
         t0 = time.process_time()
-        train = EncodedSet(feat, [e for e in examples if e.source in sources and e.split == "train"])
+        train = EncodedSet(feat, [e for e in examples if e.source in sources and e.split == "train"] + pairs)
         tune = EncodedSet(feat, [e for e in examples if e.source in sources and e.split == "dev"])
         Xtr, Xtu = design_matrix(train.grams, idf), design_matrix(tune.grams, idf)
         ytr = train.pol_mask[:, model.config.polarity_labels.index("positive")] > 0
