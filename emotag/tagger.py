@@ -30,9 +30,13 @@ from emotag.runtime.backends import Backend, load_backend, run_batches
 from emotag.text.sentences import contrast_clauses
 from emotag.text.sentences import windows as sentence_windows
 
-# windows per backend call for `Tagger.tag` (tag_many's default batch size): a review's window and its
-# composer units in one call; a very long text in several, so one call never pads hundreds of windows
+# How `Tagger.tag` batches one text's windows and composer units: at most TAG_BATCH per backend call, and
+# windows of similar length together, cutting a batch where padding would pass TAG_PAD_SLACK x the real
+# tokens. Why not one batch: a review's 3-character negation scope padded to its 50-character window costs
+# more network time than the call it saves (one process, texts interleaved, 500 review texts, 1 thread:
+# 3.21 ms/text in one batch vs 2.61 one call per window vs 2.41 with slack 1.6; 2 threads: 3.01 / 3.19 / 2.74).
 TAG_BATCH = 64
+TAG_PAD_SLACK = 1.6
 
 
 @dataclass
@@ -123,6 +127,27 @@ class _PreparedChunk:
 _END = object()  # end-of-iterator sentinel
 
 
+def _groups(order: list[int], windows: list[str], batch_size: int, pad_slack: float | None) -> list[list[int]]:
+    """Window indices (sorted by length) cut into batches of at most `batch_size`; with `pad_slack`, a batch is
+    also cut before a window whose length would make its padded size pass pad_slack x its real tokens
+    (characters + [CLS] and [SEP]: what a WordPiece vocabulary makes of Chinese text)."""
+    if pad_slack is None:  # fixed-size batches: bigger ones of short windows were slower (tag_many)
+        return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    real = 0
+    for k in order:
+        n = len(windows[k]) + 2
+        if cur and (len(cur) >= batch_size or (len(cur) + 1) * n > pad_slack * (real + n)):
+            groups.append(cur)
+            cur, real = [], 0
+        cur.append(k)
+        real += n
+    if cur:
+        groups.append(cur)
+    return groups
+
+
 def _softmax(z: np.ndarray, t: float) -> np.ndarray:
     z = z.astype(np.float64) / t
     z -= z.max(-1, keepdims=True)
@@ -191,9 +216,9 @@ class Tagger:
     def tag(self, text: str, aspects: Any = False) -> Result:
         """Score one text; `aspects=True` also extracts its opinion units (SPEC §7).
 
-        Its windows and the composer's units go to the backend together, in one batch (up to
-        `TAG_BATCH` of them): one network call for a review, not one per window and unit."""
-        return next(self.tag_many([text], batch_size=TAG_BATCH, aspects=aspects))
+        Its windows and the composer's units go to the backend in as few calls as padding allows
+        (`TAG_PAD_SLACK`): a review's short units share one call rather than one call per window and unit."""
+        return self._score_chunk([text], [0], TAG_BATCH, self._aspect_extractor(aspects), TAG_PAD_SLACK)[0]
 
     def _aspect_extractor(self, aspects: Any) -> Any:
         """None, the bundled extractor (aspects=True, loaded once) or the caller's own AspectExtractor."""
@@ -306,12 +331,14 @@ class Tagger:
                 bar(None)
 
     def _score_chunk(self, texts: Sequence[Any], ids: Sequence[str | int], batch_size: int,
-                     extractor: Any = None) -> list[Result]:
-        return self._score_prepared(self._prepare_chunk(texts, ids, batch_size, extractor))
+                     extractor: Any = None, pad_slack: float | None = None) -> list[Result]:
+        return self._score_prepared(self._prepare_chunk(texts, ids, batch_size, extractor, pad_slack=pad_slack))
 
     def _prepare_chunk(self, texts: Sequence[Any], ids: Sequence[str | int], batch_size: int,
-                       extractor: Any = None, with_units: bool | None = None) -> _PreparedChunk:
-        """Normalise, window and encode a chunk: pure text work, no network."""
+                       extractor: Any = None, with_units: bool | None = None, pad_slack: float | None = None
+                       ) -> _PreparedChunk:
+        """Normalise, window and encode a chunk: pure text work, no network. Batches hold `batch_size`
+        windows of similar length; with `pad_slack`, also no more padded tokens than pad_slack x real ones."""
         prepared: list[Prepared | str] = []
         for t in texts:
             if not isinstance(t, str):
@@ -344,10 +371,8 @@ class Tagger:
                         where[t] = seen[t]
                     units.append((u, where))
         order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
-        batches = []
-        for s in range(0, len(order), batch_size):  # fixed-size batches: bigger ones of short windows were slower
-            sel = order[s : s + batch_size]
-            batches.append((sel, self.featurizer.encode([windows[k] for k in sel])))
+        batches = [(sel, self.featurizer.encode([windows[k] for k in sel]))
+                   for sel in _groups(order, windows, batch_size, pad_slack)]
         opinion_units = None
         if extractor is not None:  # text work too, so it overlaps with the network like the rest
             opinion_units = extractor.extract_many(

@@ -21,6 +21,7 @@ from emotag.model.config import HUB_PATTERNS, EmotagConfig
 from emotag.model.experts import EXPERTS_NAME, Experts
 from emotag.model.features import Batch, Featurizer
 from emotag.runtime.backends import load_backend
+from emotag.tagger import TAG_PAD_SLACK
 
 # short and long, plain, negated, turned, questions, emoji tags, Latin, traditional script; several are
 # longer than one window (126 characters), so they are scored as several windows and get no units
@@ -64,10 +65,12 @@ class CountingBackend:
         self.inner = inner
         self.name = inner.name
         self.batches: list[int] = []
+        self.shapes: list[tuple[int, int]] = []  # (padded tokens, real tokens) per call
         self.during: Any = None
 
     def run(self, batch: Batch) -> dict[str, np.ndarray]:
         self.batches.append(len(batch))
+        self.shapes.append((int(batch.input_ids.size), int(batch.attention_mask.sum())))
         if self.during is not None:
             hook, self.during = self.during, None
             hook()
@@ -161,16 +164,21 @@ def test_scoring_while_composition_inputs_runs_still_applies_the_composer(
 
 # -- 4. what is computed, and tag() vs tag_many() -----------------------------------------------------------
 
-def test_tag_scores_a_texts_windows_and_units_in_one_backend_call(tagger: Tagger, bundled_model_dir: Path) -> None:
+def test_tag_batches_a_texts_windows_and_units_with_little_padding(tagger: Tagger, bundled_model_dir: Path) -> None:
+    """tag() sends a text's short units together (not one backend call per window and unit, as it did), and
+    never pads a batch past TAG_PAD_SLACK x its real tokens (all-CJK text: one token per character)."""
     backend = CountingBackend(tagger.backend)
     t = Tagger(tagger.featurizer, backend, model_dir=bundled_model_dir)
-    text = "这家外卖不难吃，但是送得太慢了"
+    text = "这家外卖不难吃，但是送得太慢了，一点也不好吃，没有热气"
     units = units_of(t.featurizer.prepare(text).windows[0]).texts()
-    assert len(units) >= 2
+    assert len(units) >= 3
     t.tag(text)
-    assert backend.batches == [1 + len(units)]
+    assert sum(backend.batches) == 1 + len(units)
+    assert len(backend.batches) < 1 + len(units)
+    for padded, real in backend.shapes:
+        assert padded <= TAG_PAD_SLACK * real
     backend.batches.clear()
-    t.tag(LONG)  # two windows, no units
+    t.tag(LONG)  # two windows of similar length, no units: one call
     assert backend.batches == [len(t.featurizer.prepare(LONG).windows)] and backend.batches[0] > 1
 
 
