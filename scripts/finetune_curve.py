@@ -3,7 +3,7 @@
 
     python scripts/finetune_curve.py [--data ../shared/data] [--out runs/finetune_curve] \
         [--sizes 16,64,300,1000] [--tasks car_sentiment,car_subject] [--threads 1] [--max-minutes 5]
-        [--levers '[{}, {"STACKED": false}]']
+        [--levers '[{}, {"STACKED": false}]'] [--set '{"STACKED": false}']
 
 Both tasks come from the BDCI 2018 car-forum set (`bdci2018_car_aspect/train.csv`), which is not in the
 bundled model's training data (models/emotag-zh-small/MODEL_CARD.md): car_sentiment is the post's
@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--levers", help="JSON list of linear-head knob settings to compare instead of training "
                                      "(see `levers`), e.g. '[{}, {\"LBFGS_ITERS\": 300}]'")
+    ap.add_argument("--set", default="{}", help="linear-head knobs of emotag.train.finetune.heads for the full runs, "
+                                                "e.g. '{\"STACKED\": false}' (the previous head)")
     a = ap.parse_args(argv)
     import torch
 
@@ -194,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     from emotag.train.finetune import finetune
 
     torch.set_num_threads(a.threads)
+    from emotag.train.finetune import heads as H
+
+    for k, v in json.loads(a.set).items():
+        setattr(H, k, tuple(v) if k.endswith("_GRID") else v)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

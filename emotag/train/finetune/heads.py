@@ -278,53 +278,60 @@ def fit_linear_head(model: Any, train: Any, dev: Any, plan: LabelPlan, row_weigh
             z = z + lex.scale * lex.logits(L, rows)
         return z.numpy()
 
-    n_texts = len(gold)
-    fold = np.random.default_rng(seed).permutation(n_texts) % max(2, min(folds, n_texts))
-    fold_w = fold[text_of]
-    everything = np.arange(len(F))
-    with torch.no_grad():
-        at_start = _text_metrics(logits(everything, w0, b0, None if lex is None else lex.weight0), weights, first,
-                                 gold, plan, temperature)
-        cv = {"start": selection(at_start, plan)}
-        for l2 in L2_GRID:
-            z = np.zeros((len(F), w0.shape[0]), dtype=np.float32)
-            for f in np.unique(fold_w):
-                with torch.enable_grad():
-                    W, b, L = fit(np.flatnonzero(fold_w != f), l2)
-                out = np.flatnonzero(fold_w == f)
-                z[out] = logits(out, W, b, L)
-            cv[str(l2)] = selection(_text_metrics(z, weights, first, gold, plan, temperature), plan)
-    best = max(L2_GRID, key=lambda x: cv[str(x)])
-    # one standard error: of a macro-F1 at its widest, or of the start's MAE
-    margin = at_start["mae_se"] if plan.regression else 0.5 / np.sqrt(n_texts)
-    keep_start = has_start and cv["start"] >= cv[str(best)] - margin
-    stacked = None
-    if (STACKED and lex is not None and not plan.regression and not has_start and not STANDARDIZE
-            and len(fresh_rows) == w0.shape[0]):
-        stacked = _stack_cv(fold_w, len(F), w0.shape[0], fit, fit_expert, logits,
-                            lambda rows, V, c: (lex.logits(V, rows) + c).numpy(),
-                            lambda z: selection(_text_metrics(z, weights, first, gold, plan, temperature), plan))
-        stacked["kept"] = stacked["cv"] > cv[str(best)]
-    if stacked is not None and stacked["kept"]:
-        tr = np.arange(len(F_tr))
-        m = stacked["mix"]
-        W, b, _ = fit(tr, stacked["l2"], with_lex=False)
-        V, c0 = fit_expert(tr, stacked["C"])
-        off0 = off[0] if len(off) else torch.zeros_like(b)  # the expert's own bias, a constant offset
+    # one torch thread for the fits: their tensors are small, and on a busy machine a second thread made the
+    # L-BFGS steps spin (300 texts: 18 s with one thread, over 5 minutes with two beside other jobs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        n_texts = len(gold)
+        fold = np.random.default_rng(seed).permutation(n_texts) % max(2, min(folds, n_texts))
+        fold_w = fold[text_of]
+        everything = np.arange(len(F))
         with torch.no_grad():
-            # (1 - m) (F W + b + off0) + m (X V + c0), written as the model computes it: the head, then the
-            # expert's columns times their scale, then its bias (unchanged, inside off0)
-            head.weight.copy_((1 - m) * W)
-            head.bias.copy_((1 - m) * b + m * c0 - m * off0)
-            lex.store(model, m * V / lex.scale)
-    elif not keep_start:
-        W, b, L = fit(np.arange(len(F_tr)), best)
-        W, b = to_model(W, b)
-        with torch.no_grad():
-            head.weight.copy_(W)
-            head.bias.copy_(b)
-            if L is not None:
-                lex.store(model, L)
+            at_start = _text_metrics(logits(everything, w0, b0, None if lex is None else lex.weight0), weights, first,
+                                     gold, plan, temperature)
+            cv = {"start": selection(at_start, plan)}
+            for l2 in L2_GRID:
+                z = np.zeros((len(F), w0.shape[0]), dtype=np.float32)
+                for f in np.unique(fold_w):
+                    with torch.enable_grad():
+                        W, b, L = fit(np.flatnonzero(fold_w != f), l2)
+                    out = np.flatnonzero(fold_w == f)
+                    z[out] = logits(out, W, b, L)
+                cv[str(l2)] = selection(_text_metrics(z, weights, first, gold, plan, temperature), plan)
+        best = max(L2_GRID, key=lambda x: cv[str(x)])
+        # one standard error: of a macro-F1 at its widest, or of the start's MAE
+        margin = at_start["mae_se"] if plan.regression else 0.5 / np.sqrt(n_texts)
+        keep_start = has_start and cv["start"] >= cv[str(best)] - margin
+        stacked = None
+        if (STACKED and lex is not None and not plan.regression and not has_start and not STANDARDIZE
+                and len(fresh_rows) == w0.shape[0]):
+            stacked = _stack_cv(fold_w, len(F), w0.shape[0], fit, fit_expert, logits,
+                                lambda rows, V, c: (lex.logits(V, rows) + c).numpy(),
+                                lambda z: selection(_text_metrics(z, weights, first, gold, plan, temperature), plan))
+            stacked["kept"] = stacked["cv"] > cv[str(best)]
+        if stacked is not None and stacked["kept"]:
+            tr = np.arange(len(F_tr))
+            m = stacked["mix"]
+            W, b, _ = fit(tr, stacked["l2"], with_lex=False)
+            V, c0 = fit_expert(tr, stacked["C"])
+            off0 = off[0] if len(off) else torch.zeros_like(b)  # the expert's own bias, a constant offset
+            with torch.no_grad():
+                # (1 - m) (F W + b + off0) + m (X V + c0), written as the model computes it: the head, then the
+                # expert's columns times their scale, then its bias (unchanged, inside off0)
+                head.weight.copy_((1 - m) * W)
+                head.bias.copy_((1 - m) * b + m * c0 - m * off0)
+                lex.store(model, m * V / lex.scale)
+        elif not keep_start:
+            W, b, L = fit(np.arange(len(F_tr)), best)
+            W, b = to_model(W, b)
+            with torch.no_grad():
+                head.weight.copy_(W)
+                head.bias.copy_(b)
+                if L is not None:
+                    lex.store(model, L)
+    finally:
+        torch.set_num_threads(threads)
     kept = "stacked" if stacked is not None and stacked["kept"] else "start" if keep_start else str(best)
     return {"l2": None if keep_start else best, "cv_neg_mae" if plan.regression else "cv_macro_f1": cv,
             "texts": n_texts, "lexical_expert": lex is not None, "stacked": stacked,
