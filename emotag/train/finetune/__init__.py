@@ -478,10 +478,12 @@ def _zero_shot_through_tagger(src: str, dev: Any, plan: LabelPlan, start: dict[s
     the directory has it), each label's probability taken from the base output it maps onto (the label
     itself for the base's own head; `start`'s "polarity:positive" / "emotion:anger" for mapped labels;
     polarity through `_polarity_probability`, as `emotag eval` reads polarity)."""
+    import torch
+
     from emotag.tagger import Tagger
 
     backend = "onnx" if any((Path(src) / f).exists() for f in (ONNX_INT8_NAME, ONNX_NAME)) else "torch"
-    tagger = Tagger.load(src, backend=backend)
+    tagger = Tagger.load(src, backend=backend, threads=torch.get_num_threads())  # the run's --threads
     source = [start.get(lab, f"{plan.head}:{lab}").split(":", 1) for lab in plan.labels]
     probs = np.zeros((len(dev.examples), len(plan.labels)))
     for i, r in enumerate(tagger.tag_many([e.text for e in dev.examples], batch_size=64)):
