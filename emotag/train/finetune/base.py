@@ -25,7 +25,7 @@ from emotag import labels as L
 from emotag.metrics import sigmoid, softmax
 from emotag.model.config import (
     CONFIG_NAME,
-    DIALOGUE_LEXICAL_NAME,
+    HUB_PATTERNS,
     TOKENIZER_NAME,
     EmotagConfig,
     NgramConfig,
@@ -68,9 +68,8 @@ def resolve_base(base_model: str | os.PathLike[str] | None) -> tuple[str, str]:
 
         cfg_path = Path(hf_hub_download(str(base_model), CONFIG_NAME))
         if _is_emotag_dir(cfg_path.parent):
-            local = snapshot_download(str(base_model), allow_patterns=[
-                CONFIG_NAME, "*.safetensors", "tokenizer*", "special_tokens_map.json", "*.onnx", "MODEL_CARD.md",
-                DIALOGUE_LEXICAL_NAME, "*.npz"])  # *.npz: the domain experts (experts.npz) its composer reads
+            # the files an emotag model directory holds: the same list Tagger.load downloads
+            local = snapshot_download(str(base_model), allow_patterns=list(HUB_PATTERNS))
             return "emotag", local
     except Exception as e:  # noqa: BLE001 - any failure here means "not found or not reachable"
         raise ValueError(f"base model {base_model!r} is not a local directory and could not be fetched from the "
