@@ -1,20 +1,25 @@
 #!/usr/bin/env python
-"""Rebuild the aspect tagger and category vectors in emotag/aspects/resources/ from ../shared/data.
+"""Rebuild the aspect taggers and category vectors in emotag/aspects/resources/ from ../shared/data.
 
-    python scripts/train_aspects.py --data ../shared/data [--out emotag/aspects/resources] [--report]
+    python scripts/train_aspects.py --data ../shared/data [--out emotag/aspects/resources] [--report] [--no-neural]
 
-1. Span tagger: an averaged structured perceptron (mini-batch, batched Viterbi) over character n-gram
-   and lexicon features, on chinese_aste/train.jsonl. Lexicon features for a training sentence come from
-   the *other* half of the training set (plus the hand-written seeds), so the tagger learns how far to
-   trust a lexicon match instead of copying it; at scoring time the whole lexicon is used. `--features`
-   adds optional groups (emotag.aspects.features.EXTRA_GROUPS; the shipped recipe is the default); the
-   averaged weights are scored on the tuning half after every epoch and the best epoch is kept.
-2. Category vectors: character and character-bigram embeddings (PPMI + SVD over a window of review text
-   from the shared corpora) that place an unlisted term (外盒) near the listed ones (盒子, 包装).
-3. Evaluation on chinese_aste/dev.jsonl split by emotag.train.corpora.dev_half_of: the tuning half is
-   used for every choice (epochs, feature groups), the report half is read once for the model card
+1. Category vectors (--vectors, or when missing): character and character-bigram embeddings (PPMI + SVD
+   over a window of review text from the shared corpora) that place an unlisted term (外盒) near the
+   listed ones (盒子, 包装). About a minute.
+2. Perceptron span tagger (v2, the fallback): an averaged structured perceptron (mini-batch, batched
+   Viterbi) over character n-gram and lexicon features, on chinese_aste/train.jsonl. Lexicon features for
+   a training sentence come from the *other* half of the training set (plus the hand-written seeds), so
+   the tagger learns how far to trust a lexicon match instead of copying it; at scoring time the whole
+   lexicon is used. `--features` adds optional groups (emotag.aspects.features.EXTRA_GROUPS; the shipped
+   recipe is the default); the averaged weights are scored on the tuning half after every epoch and the
+   best epoch is kept. Writes lexicons.json too. About four minutes on a shared 2-core machine.
+3. Neural span tagger (v3, shipped; emotag.aspects.neural_train, torch on one thread; --no-neural skips
+   it): dilated convolutions over characters with a CRF loss, the same lexicon folds, plus opinion-free
+   clauses as sentences of their own; best epoch on the tuning half; exported as numpy arrays
+   (neural.npz). About 12 minutes (15 epochs) on the shared machine.
+4. Evaluation on chinese_aste/dev.jsonl split by emotag.train.corpora.dev_half_of: the tuning half is
+   used for every choice (epochs, feature groups, sizes), the report half is read once for the model card
    (--report). Prints triple F1 exact/soft.
-Everything is numpy; a run takes a few minutes on one core of a quiet machine (about 15 s per epoch).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -249,6 +255,99 @@ def evaluate_ood(ex: AspectExtractor, data: Path, limit: int = 2000) -> dict:
     return res
 
 
+CLAUSE_SPLIT = re.compile(r"[，,；;：:。！？!?]")
+
+
+def opinion_free_clauses(data: list[dict], share: float, seed: int = 0, words: list | None = None
+                         ) -> list[tuple[int, str]]:
+    """(sentence index, clause + "。") for clauses that no gold aspect or opinion touches and that hold none
+    of `words` (compiled opinion-word lists: 挺清爽的 is left unannotated in places, but it judges), at most
+    one per sentence and `share` of the sentences in all. Why: every sentence of this data holds a triple, so a
+    tagger that reads whole sentences learns that each one must (今天去了一趟超市 came out as praise); these
+    clauses, each a sentence of its own, show it that a sentence can judge nothing. They carry the same
+    annotation gaps as the clauses inside the training sentences, which the tagger sees as outside anyway."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, d in enumerate(data):
+        text = d["text"]
+        taken = np.zeros(len(text) + 1, bool)
+        for t in d["triples"]:
+            for sp in (t["opinion_span"], t["aspect_span"]):
+                if sp:
+                    taken[sp[0]:sp[1]] = True
+        cands, start = [], 0
+        for m in [*CLAUSE_SPLIT.finditer(text), None]:
+            end = m.start() if m else len(text)
+            clause = text[start:end].strip()
+            if (len(clause) >= 4 and not taken[start:end].any() and sum("\u4e00" <= c <= "\u9fff" for c in clause) >= 2
+                    and not any(p is not None and p.search(normalize_aligned(clause)) for p in words or ())):
+                cands.append(clause)
+            start = m.end() if m else len(text)
+        if cands:
+            out.append((k, cands[int(rng.integers(len(cands)))] + "。"))
+    keep = rng.permutation(len(out))[:int(share * len(data))]
+    return [out[i] for i in sorted(keep)]
+
+
+def train_neural_stage(a: argparse.Namespace, train: list[dict], tune: list[dict], seeds: list[str], out: Path,
+                       cats: object) -> None:
+    """Stage 3: the neural tagger (emotag.aspects.neural_train, torch on one thread), its epoch chosen by
+    exact + soft triple F1 on the tuning half; written as neural.npz + neural_vocab.json beside the
+    perceptron's lexicons.json, which it shares (lexicon marks are among its inputs)."""
+    import torch
+
+    from emotag.aspects.neural_train import train_neural
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    lex = build_lexicons(train, seeds)
+    shipped = json.loads((out / "lexicons.json").read_text(encoding="utf-8"))
+    for name in LEXICONS:  # the perceptron stage wrote the same lists; the marks must agree
+        if shipped.get(name) != lex[name]:
+            raise SystemExit(f"lexicons.json in {out} was built from other data ({name}); rerun without --neural-only")
+    half = [train[0::2], train[1::2]]
+    fold_patterns = [lex_list(build_lexicons(half[1], seeds)), lex_list(build_lexicons(half[0], seeds))]
+    texts = [normalize_aligned(d["text"]) for d in train]
+    gold = [gold_tags(d) for d in train]
+    folds = [i % 2 for i in range(len(train))]
+    words = lex_list(lex)[1:3]  # the positive and negative opinion words (learned and hand-written)
+    free = opinion_free_clauses(train, a.opinion_free, a.seed, words)
+    texts += [normalize_aligned(c) for _, c in free]
+    gold += [np.zeros(len(c), np.int16) for _, c in free]
+    folds += [k % 2 for k, _ in free]
+    print(f"neural: {len(train):,} sentences + {len(free):,} opinion-free clauses", flush=True)
+    tune_free = [c for _, c in opinion_free_clauses(tune, 1.0, a.seed, words)]
+
+    def tune_score(tagger: object) -> float:
+        ex = AspectExtractor(tagger, cats)  # type: ignore[arg-type]
+        pred = [[u.to_dict() for u in us] for us in ex.extract_many([d["text"] for d in tune])]
+        g = [d["triples"] for d in tune]
+        (e, ep, er), (s, sp, sr) = triple_f1(g, pred, False), triple_f1(g, pred, True)
+        fp = sum(bool(us) for us in ex.extract_many(tune_free)) / max(len(tune_free), 1)
+        print(f"  tune exact {e:.4f} (p {ep:.3f} r {er:.3f}) soft {s:.4f} (p {sp:.3f} r {sr:.3f}); "
+              f"units in {fp:.3f} of {len(tune_free)} opinion-free clauses", flush=True)
+        return e + s
+
+    tagger, log = train_neural(texts, gold, fold_patterns, folds, shipped,
+                               ROOT / "models" / "emotag-zh-small", tune_score, epochs=a.neural_epochs,
+                               width=a.width, dilations=[int(x) for x in a.dilations.split(",")],
+                               batch=a.neural_batch, lr=a.lr, dropout=a.dropout, seed=a.seed,
+                               max_minutes=a.neural_minutes, checkpoint=Path(a.checkpoint), ema=a.ema,
+                               bigram_min_count=a.bigrams)
+    # the outside tag's bias, on the tuning half (a decoding choice: trades span precision for recall)
+    base = tagger.o_bias
+    sweep = {}
+    for delta in (-0.3, -0.15, 0.0, 0.15, 0.3):
+        tagger.o_bias = base + delta
+        sweep[delta] = tune_score(tagger)
+        print(f"  o_bias {tagger.o_bias:+.2f}: tune {sweep[delta]:.4f}", flush=True)
+    tagger.o_bias = base + max(sweep, key=lambda d: (sweep[d], -abs(d)))
+    log["o_bias"] = tagger.o_bias
+    tagger.save(out)
+    log["seconds"] = round(time.time() - t0)
+    print(f"neural stage: {log['seconds']} s", json.dumps(log), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -269,6 +368,25 @@ def main() -> None:
     ap.add_argument("--prune", type=float, default=0.01,
                     help="drop features whose largest averaged weight is below this share of the largest")
     ap.add_argument("--limit", type=int, default=0, help="train on the first N sentences only (quick checks)")
+    ap.add_argument("--neural", action=argparse.BooleanOptionalAction, default=True,
+                    help="also train the neural tagger (torch, CPU, one thread; the extractor uses it when "
+                         "neural.npz is there); --no-neural rebuilds the perceptron alone, without torch")
+    ap.add_argument("--checkpoint", default=str(ROOT / "build" / "aspects_neural"),
+                    help="neural tagger: the best epoch's torch weights go here (never into --out)")
+    ap.add_argument("--neural-only", action="store_true",
+                    help="train only the neural tagger, on the perceptron resources already in --out")
+    ap.add_argument("--width", type=int, default=64, help="neural tagger: channels")
+    ap.add_argument("--dilations", default="1,2,4,8", help="neural tagger: one residual conv block per dilation")
+    ap.add_argument("--neural-epochs", type=int, default=16, help="neural tagger: at most this many epochs")
+    ap.add_argument("--neural-minutes", type=float, default=25.0, help="neural tagger: stop before this wall time")
+    ap.add_argument("--lr", type=float, default=2e-3, help="neural tagger: Adam learning rate")
+    ap.add_argument("--dropout", type=float, default=0.2, help="neural tagger: dropout")
+    ap.add_argument("--bigrams", type=int, default=0,
+                    help="neural tagger: also a table of the character bigrams seen this often (0 = none)")
+    ap.add_argument("--opinion-free", type=float, default=0.1,
+                    help="neural tagger: opinion-free clauses added as sentences, as a share of the training sentences")
+    ap.add_argument("--ema", type=float, default=0.999, help="neural tagger: weight average per step (0 = off)")
+    ap.add_argument("--neural-batch", type=int, default=32, help="neural tagger: sentences per step")
     a = ap.parse_args()
     data = Path(a.data)
     train = read_aste(data / "chinese_aste" / "train.jsonl")
@@ -290,9 +408,18 @@ def main() -> None:
             evaluate_ood(ex, data)
         return
     extra = tuple(x for x in a.features.split(",") if x)
+    if a.neural_only:
+        cats = CategorySet.builtin(out)
+        train_neural_stage(a, train, tune, seeds, out, cats)
+        ex = AspectExtractor.load(path=out)
+        evaluate(ex, tune, "dev-tune")
+        if a.report:
+            evaluate(ex, report, "dev-report")
+        return
     if a.vectors or not (out / "vectors.npz").exists():
         train_vectors(data, out)
     cats = CategorySet.builtin(out)
+    t_stage = time.time()
 
     def tune_score(tagger: SpanTagger) -> float:
         gold = [d["triples"] for d in tune]
@@ -304,7 +431,13 @@ def main() -> None:
                           score=tune_score if a.early_stop else None)
     tagger.lexicons["temperature"] = [1.0]
     tagger.save(out)
-    ex = AspectExtractor(SpanTagger.load(out), CategorySet.builtin(out))
+    print(f"perceptron stage: {time.time() - t_stage:.0f} s", flush=True)
+    if a.neural:
+        train_neural_stage(a, train, tune, seeds, out, cats)
+    else:  # a perceptron-only rebuild: the extractor must not pick up an older neural tagger
+        for name in ("neural.npz", "neural_vocab.json"):
+            (out / name).unlink(missing_ok=True)
+    ex = AspectExtractor.load(path=out)
     evaluate(ex, tune, "dev-tune")
     if a.report:
         evaluate(ex, report, "dev-report")

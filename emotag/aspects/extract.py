@@ -23,6 +23,7 @@ import numpy as np
 
 from emotag.aspects.features import lexicon_pattern, normalize_aligned
 from emotag.aspects.lexicon import DEGREE, NEGATION, NEGATIVE_WORDS, POSITIVE_WORDS
+from emotag.aspects.neural import NeuralTagger
 from emotag.aspects.tagger import OPINION_POLARITY, SpanTagger, spans
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
@@ -193,6 +194,24 @@ def _negated_seed(text: str, o0: int, o1: int) -> str | None:
     return "negative" if _seed_matcher()[1][m.group(1)] == 3 else "positive"
 
 
+_EDGE = set("，,。！!？?；;、：:~…\n \t\u3000")
+
+
+def _trim_punctuation(text: str, found: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """No span begins or ends with punctuation or white space (超值！ -> 超值): 45 of the 38,050 training
+    opinions end with one and none begins with one, but a tagger that reads `！` where its training
+    sentences had `。` can carry a span onto it. Inner punctuation stays (an opinion may span a comma)."""
+    out = []
+    for a, b, kind in found:
+        while a < b and text[a] in _EDGE:
+            a += 1
+        while b > a and text[b - 1] in _EDGE:
+            b -= 1
+        if b > a:
+            out.append((a, b, kind))
+    return out
+
+
 def _whole_words(text: str, found: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     """Spans never cut a Latin word or number in two (这个mask很好用: the tagger reads characters, so it can
     end an aspect at mas|k): an aspect grows to whole words, an opinion then starts after it."""
@@ -264,7 +283,7 @@ class AspectExtractor:
         from emotag.aspects.categories import CategorySet
 
         path = Path(path) if path else RESOURCES
-        tagger = SpanTagger.load(path)
+        tagger: Any = NeuralTagger.load(path) if (path / "neural.npz").exists() else SpanTagger.load(path)
         if categories is None:
             categories = CategorySet.builtin(path)
         return cls(tagger, categories, float(tagger.lexicons.get("temperature", [1.0])[0]))
@@ -323,7 +342,8 @@ class AspectExtractor:
             yield from self.extract_many(buf)
 
     def _units(self, original: str, text: str, tags: np.ndarray, em: np.ndarray) -> list[Aspect]:
-        found = _whole_words(text, spans(tags)) if _LATIN.search(text) else spans(tags)
+        found = _trim_punctuation(text, spans(tags))
+        found = _whole_words(text, found) if _LATIN.search(text) else found
         aspects = [(a, b) for a, b, kind in found if kind == 1]
         opinions = [(a, b, kind) for a, b, kind in found if kind != 1]
         if self.seed_opinions:
@@ -336,9 +356,13 @@ class AspectExtractor:
         cum = np.vstack([np.zeros((1, 3), np.float32),
                          np.cumsum(np.maximum(em[:, [3, 5, 7]], em[:, [4, 6, 8]]), 0)]).tolist()
         units: list[Aspect] = []
+        relabel = isinstance(self.tagger, NeuralTagger)
         for (o0, o1, kind), targets in zip(opinions, pairs, strict=True):
             polarity = OPINION_POLARITY[kind % 100]
-            mean = [(hi - lo) / (o1 - o0) for lo, hi in zip(cum[o0], cum[o1], strict=True)]
+            if relabel:
+                mean = self._relabelled(em, tags, o0, o1)
+            else:
+                mean = [(hi - lo) / (o1 - o0) for lo, hi in zip(cum[o0], cum[o1], strict=True)]
             if kind >= 100:  # a seed-word opinion the tagger missed: its strength from the word list
                 polarity = OPINION_POLARITY[kind - 100]
                 mean = [2.0, 0.0, -2.0] if polarity == "positive" else [-2.0, 0.0, 2.0]
@@ -355,6 +379,28 @@ class AspectExtractor:
         units.sort(key=lambda u: (u.aspect_span or u.opinion_span)[0] if u.aspect_span and u.aspect_span[0] < u.opinion_span[0]
                    else u.opinion_span[0])
         return units
+
+    def _relabelled(self, em: np.ndarray, tags: np.ndarray, o0: int, o1: int) -> list[float]:
+        """The neural tagger's scores of the decoded path with the span (o0, o1) relabelled as a positive,
+        neutral and negative opinion (its emissions and the transitions into, inside and out of it). Why:
+        a CRF's per-character emissions leave much to the transitions, so their span means (the
+        perceptron's strength) disagree with the decoded polarity for 7% of the tuning half's units;
+        the relabelled path scores never rank another polarity above the decoded one."""
+        tr, st = self.tagger.trans, self.tagger.start
+        n = o1 - o0
+        prev = int(tags[o0 - 1]) if o0 > 0 else None
+        nxt = int(tags[o1]) if o1 < len(tags) else None
+        out = []
+        for b in (3, 5, 7):
+            i = b + 1
+            s = float(em[o0, b] + em[o0 + 1:o1, i].sum())
+            s += float(st[b]) if prev is None else float(tr[prev, b])
+            if n > 1:
+                s += float(tr[b, i]) + float(tr[i, i]) * (n - 2)
+            if nxt is not None:
+                s += float(tr[i if n > 1 else b, nxt])
+            out.append(s)
+        return out
 
     def _strength(self, mean: list[float], polarity: str) -> float:
         """P(positive) - P(negative) from the span's mean opinion-tag scores (positive, neutral, negative),

@@ -1,0 +1,258 @@
+"""Training the neural span tagger (neural.py) with torch: a CRF loss over the nine BIO tags.
+
+Only `scripts/train_aspects.py --neural` and the parity test import this (torch is in the [train] extra);
+scoring reads the exported numpy arrays. The network: a 256-wide character table initialised from the
+bundled network's token embeddings (a Chinese character is one WordPiece token there), a linear map to
+the tagger's width, plus one learned row per lexicon mark and clause distance; residual dilated
+convolutions; a linear layer to the tag scores; transitions and start scores with the same allowed-move
+mask as tagger.viterbi. Export folds the 256-wide table and its map into one [vocab, width] table.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from emotag.aspects.features import LEXICONS
+from emotag.aspects.neural import MAX_DIST, N_MARKS, UNK, NeuralTagger, encode
+from emotag.aspects.tagger import N_TAGS, allowed_starts, allowed_transitions
+
+MASKED = -1e4
+
+
+class ConvTagger(nn.Module):
+    """The torch twin of NeuralTagger.emissions."""
+
+    def __init__(self, vocab_size: int, width: int = 64, dilations: Sequence[int] = (1, 2, 4, 8),
+                 emb_dim: int = 256, dropout: float = 0.2, n_bigrams: int = 0) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=0)
+        self.proj = nn.Linear(emb_dim, width)
+        self.inputs = nn.ModuleList([nn.Embedding(N_MARKS, width) for _ in LEXICONS]
+                                    + [nn.Embedding(MAX_DIST + 1, width) for _ in range(2)])
+        if n_bigrams:  # row 0: a bigram not in the list
+            self.inputs.append(nn.Embedding(n_bigrams + 1, width))
+        self.dilations = list(dilations)
+        self.convs = nn.ModuleList([nn.Conv1d(width, width, 3, padding=d, dilation=d) for d in self.dilations])
+        self.out = nn.Linear(width, N_TAGS)
+        self.drop = nn.Dropout(dropout)
+        self.trans = nn.Parameter(torch.zeros(N_TAGS, N_TAGS))
+        self.start = nn.Parameter(torch.zeros(N_TAGS))
+        for t in self.inputs:
+            nn.init.normal_(t.weight, std=0.1)
+
+    def forward(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """codes [B, L, 1 + len(LEXICONS) + 2] (encode's columns), mask [B, L] -> scores [B, L, T]."""
+        h = self.proj(self.emb(codes[..., 0]))
+        for j, t in enumerate(self.inputs):
+            h = h + t(codes[..., j + 1])
+        m = mask.unsqueeze(-1).float()
+        h = self.drop(h) * m
+        for conv in self.convs:
+            y = torch.relu(conv(h.transpose(1, 2)).transpose(1, 2))
+            h = h + self.drop(y) * m
+        return self.out(h) * m
+
+    def masked_moves(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ok = torch.from_numpy(allowed_transitions())
+        st = torch.from_numpy(allowed_starts())
+        return (torch.where(ok, self.trans, torch.full_like(self.trans, MASKED)),
+                torch.where(st, self.start, torch.full_like(self.start, MASKED)))
+
+
+def crf_nll(em: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor,
+            start: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of the gold paths, summed over the batch (masked moves already applied)."""
+    B, L, _ = em.shape
+    lengths = mask.sum(1)
+    gold = start[tags[:, 0]] + em.gather(2, tags.unsqueeze(-1)).squeeze(-1).mul(mask).sum(1)
+    if L > 1:
+        gold = gold + (trans[tags[:, :-1], tags[:, 1:]] * mask[:, 1:]).sum(1)
+    alpha = start.unsqueeze(0) + em[:, 0]
+    for i in range(1, L):
+        nxt = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0), 1) + em[:, i]
+        alpha = torch.where((lengths > i).unsqueeze(1), nxt, alpha)
+    return (torch.logsumexp(alpha, 1) - gold).sum()
+
+
+def valid_path(tags: np.ndarray) -> np.ndarray:
+    """Overlapping gold opinions can leave an I- tag after another kind's tag: it becomes a B- tag, so
+    every gold path is one the decoder may produce."""
+    ok = allowed_transitions()
+    tags = tags.copy()
+    for i in range(len(tags)):
+        prev_ok = ok[tags[i - 1], tags[i]] if i else tags[i] not in (2, 4, 6, 8)
+        if not prev_ok:
+            tags[i] -= 1
+    return tags
+
+
+def char_vocab(texts: Sequence[str], model_dir: Path, min_count: int = 2) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Characters the tagger knows: the bundled network's single-character tokens plus training characters
+    seen `min_count` times; and their 256-wide starting rows (dequantised int8 rows of the network's
+    token table; a character it lacks starts random with the table's spread). Returns (vocab, rows, known)."""
+    from collections import Counter
+
+    from safetensors.numpy import load_file
+
+    tok = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    st = load_file(str(model_dir / "model.safetensors"))
+    key = "encoder.embeddings.word_embeddings.weight"
+    table = st[key].astype(np.float32)
+    if key + ".row_scale" in st:
+        table = table * st[key + ".row_scale"][:, None]
+    counts = Counter(c for t in texts for c in t)
+    singles = {k: v for k, v in tok.items() if len(k) == 1}
+    chars = sorted(set(singles) | {c for c, n in counts.items() if n >= min_count})
+    vocab = ["", "[UNK]"] + chars
+    rng = np.random.default_rng(0)
+    spread = float(table.std())
+    rows = rng.normal(0, spread, (len(vocab), table.shape[1])).astype(np.float32)
+    rows[0] = 0
+    known = np.zeros(len(vocab), bool)
+    for i, c in enumerate(vocab[2:], start=2):
+        if c in singles:
+            rows[i] = table[singles[c]]
+            known[i] = True
+    rows[UNK] = table[tok.get("[UNK]", 1)]
+    return vocab, rows, known
+
+
+def export(model: ConvTagger, vocab: list[str], lexicons: dict, o_bias: float = 0.0,
+           bigrams: np.ndarray | None = None) -> NeuralTagger:
+    """The numpy tagger: the character table folded through its linear map, conv taps as [in, out]."""
+    with torch.no_grad():
+        char_table = model.proj(model.emb.weight).numpy().copy()
+        in_bias = np.zeros(char_table.shape[1], np.float32)
+        char_table[0] = 0  # padding never reaches the numpy forward
+        arrays = {
+            "char_table": char_table,
+            "in_bias": in_bias,
+            "conv_w": np.stack([c.weight.permute(2, 1, 0).numpy() for c in model.convs]),  # [tap, in, out]
+            "conv_b": np.stack([c.bias.numpy() for c in model.convs]),
+            "out_w": model.out.weight.T.numpy().copy(),
+            "out_b": model.out.bias.numpy().copy(),
+            "trans": model.trans.numpy().copy(),
+            "start": model.start.numpy().copy(),
+            "dilations": np.array(model.dilations, np.int64),
+            "o_bias": np.array([o_bias], np.float32),
+        }
+        for j, t in enumerate(model.inputs[:len(LEXICONS) + 2]):
+            arrays[f"input_table_{j}"] = t.weight.numpy().copy()
+        if bigrams is not None:
+            arrays["bigram_keys"] = bigrams
+            arrays["bigram_table"] = model.inputs[-1].weight.numpy().copy()
+    return NeuralTagger(vocab, arrays, dict(lexicons))
+
+
+def batch_tensors(rows: list[np.ndarray], gold: list[np.ndarray] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    L = max(len(r) for r in rows)
+    codes = np.zeros((len(rows), L, rows[0].shape[1]), np.int64)
+    mask = np.zeros((len(rows), L), bool)
+    tags = np.zeros((len(rows), L), np.int64) if gold is not None else None
+    for k, r in enumerate(rows):
+        codes[k, :len(r)] = r
+        mask[k, :len(r)] = True
+        if tags is not None and gold is not None:
+            tags[k, :len(r)] = gold[k]
+    return (torch.from_numpy(codes), torch.from_numpy(mask),
+            torch.from_numpy(tags) if tags is not None else None)
+
+
+def train_neural(texts: list[str], gold: list[np.ndarray], fold_patterns: list[list], fold_of: list[int],
+                 lexicons: dict, model_dir: Path, score: Callable[[NeuralTagger], float] | None,
+                 epochs: int = 12, width: int = 64, dilations: Sequence[int] = (1, 2, 4, 8), batch: int = 32,
+                 lr: float = 2e-3, dropout: float = 0.2, patience: int = 3, seed: int = 0,
+                 max_minutes: float = 25.0, checkpoint: Path | None = None, ema: float = 0.999,
+                 bigram_min_count: int = 0) -> tuple[NeuralTagger, dict]:
+    """Adam on the CRF loss, one thread; after each epoch the exported numpy tagger is scored with `score`
+    (exact + soft triple F1 on the tuning half) and the best kept. What is scored and exported is an
+    exponential moving average of the weights (`ema` per step; 0 = the last weights): the per-epoch
+    scores of the raw weights swing by a point or two on this small, noisily annotated data. Lexicon marks of a training sentence
+    come from its fold's lexicon (built from the other half), as for the perceptron."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    vocab, rows, _ = char_vocab(texts, model_dir)
+    ids = {c: i for i, c in enumerate(vocab)}
+    bigrams = None
+    if bigram_min_count:  # character bigrams seen at least this often in training
+        from collections import Counter
+
+        from emotag.aspects.neural import bigram_keys
+        counts: Counter = Counter()
+        for t in texts:
+            cps = np.frombuffer(t.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            counts.update(bigram_keys(cps, np.array([len(t) - 1])).tolist() if len(t) else [])
+        bigrams = np.array(sorted(k for k, n in counts.items() if n >= bigram_min_count), dtype=np.uint64)
+        print(f"neural: {len(bigrams):,} bigrams (count >= {bigram_min_count})", flush=True)
+    codes: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
+    for f, pats in enumerate(fold_patterns):
+        idx = [i for i in range(len(texts)) if fold_of[i] == f]
+        _, c, off = encode([texts[i] for i in idx], ids, pats, bigrams)
+        for j, i in enumerate(idx):
+            codes[i] = c[off[j]:off[j + 1]]
+    gold = [valid_path(g) for g in gold]
+    model = ConvTagger(len(vocab), width, dilations, rows.shape[1], dropout, len(bigrams) if bigrams is not None else 0)
+    with torch.no_grad():
+        model.emb.weight.copy_(torch.from_numpy(rows))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    avg = copy.deepcopy(model)
+    avg_params = [(pa, pm) for pa, pm in zip(avg.parameters(), model.parameters(), strict=True)]
+    rng = np.random.default_rng(seed)
+    t_start = time.time()
+    best: tuple[float, int, NeuralTagger] | None = None
+    log: dict = {"epochs": []}
+    for ep in range(epochs):
+        t0 = time.time()
+        model.train()
+        order = rng.permutation(len(texts))
+        win = batch * 50
+        order = np.concatenate([sorted(order[s:s + win], key=lambda i: len(texts[i])) for s in range(0, len(order), win)])
+        batches = [order[s:s + batch] for s in range(0, len(order), batch)]
+        rng.shuffle(batches)
+        total = 0.0
+        for sel in batches:
+            c, m, tg = batch_tensors([codes[i] for i in sel], [gold[i] for i in sel])
+            em = model(c, m)
+            trans, start = model.masked_moves()
+            loss = crf_nll(em, tg, m, trans, start) / len(sel)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            with torch.no_grad():
+                for pa, pm in avg_params:
+                    pa.mul_(ema).add_(pm.detach(), alpha=1 - ema)
+            total += float(loss.detach()) * len(sel)
+        avg.eval()
+        tagger = export(avg, vocab, lexicons, bigrams=bigrams)
+        val = score(tagger) if score is not None else -float(ep)
+        entry = {"epoch": ep + 1, "loss": round(total / len(texts), 4), "tune": round(val, 4),
+                 "seconds": round(time.time() - t0, 1)}
+        log["epochs"].append(entry)
+        print("neural", json.dumps(entry), flush=True)
+        if best is None or val > best[0]:
+            best = (val, ep + 1, tagger)
+            if checkpoint is not None:  # the best epoch so far: numpy export and torch weights
+                tagger.save(checkpoint)
+                torch.save(avg.state_dict(), checkpoint / "neural_torch.pt")
+                (checkpoint / "neural_log.json").write_text(json.dumps(log), encoding="utf-8")
+        elif score is not None and ep + 1 - best[1] >= patience:
+            break
+        spent = time.time() - t_start
+        if spent + spent / (ep + 1) > max_minutes * 60:
+            print(f"neural: stopping, another epoch would pass {max_minutes} minutes", flush=True)
+            break
+    assert best is not None
+    log["best_epoch"] = best[1]
+    log["best_tune"] = round(best[0], 4)
+    print(f"neural: best epoch {best[1]} (tune {best[0]:.4f})", flush=True)
+    return best[2], log
