@@ -43,7 +43,7 @@ from emotag.aspects.extract import AspectExtractor  # noqa: E402
 from emotag.aspects.features import LEXICONS, feature_keys, lexicon_pattern, normalize_aligned  # noqa: E402
 from emotag.aspects.lexicon import DEGREE, NEGATION, NEGATIVE_WORDS, POSITIVE_WORDS, PRODUCT_TERMS  # noqa: E402
 from emotag.aspects.metrics import same_text, triple_f1  # noqa: E402
-from emotag.aspects.tagger import N_TAGS, SpanTagger, viterbi  # noqa: E402
+from emotag.aspects.tagger import N_TAGS, SpanTagger, length_batches, viterbi  # noqa: E402
 from emotag.train.corpora import dev_half_of  # noqa: E402
 
 POL_B = {"positive": 3, "neutral": 5, "negative": 7}
@@ -136,12 +136,7 @@ def train_tagger(train: list[dict], seeds: list[str], epochs: int, batch: int = 
     rng = np.random.default_rng(seed)
     for ep in range(epochs):
         t0 = time.time()
-        order = rng.permutation(len(train))
-        # length-bucketed batches: shuffle, then sort within windows of 50 batches
-        win = batch * 50
-        order = np.concatenate([sorted(order[s:s + win], key=lambda i: len(texts[i])) for s in range(0, len(order), win)])
-        batches = [order[s:s + batch] for s in range(0, len(order), batch)]
-        rng.shuffle(batches)
+        batches = length_batches(rng, [len(t) for t in texts], batch)
         errs = 0
         for sel in batches:
             lens = np.array([len(texts[i]) for i in sel])

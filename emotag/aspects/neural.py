@@ -17,7 +17,6 @@ needed to rebuild `resources/neural.npz`.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from emotag.aspects.features import CLAUSE_CHARS, LEXICONS, lexicon_marks, lexicon_pattern
-from emotag.aspects.tagger import N_TAGS, viterbi
+from emotag.aspects.tagger import N_TAGS, viterbi, with_aspect_terms
 
 MAX_DIST = 6  # clause distances 0..6
 N_MARKS = 5  # lexicon_marks codes 0..4
@@ -151,16 +150,8 @@ class NeuralTagger:
 
     def with_aspect_terms(self, terms: Iterable[str]) -> NeuralTagger:
         """A copy (sharing the weights) whose aspect lexicon also holds `terms` (a user's category terms);
-        opinion words and single characters are left out. Same rule as SpanTagger.with_aspect_terms."""
-        opinion = set(self.lexicons.get("positive", ())) | set(self.lexicons.get("negative", ()))
-        known = set(self.lexicons.get("aspect", ()))
-        extra = {t for t in terms if len(t) >= 2 and t not in opinion and t not in known}
-        if not extra:
-            return self
-        twin = copy.copy(self)
-        twin.lexicons = dict(self.lexicons, aspect=sorted(known | extra))
-        twin._lex = [lexicon_pattern(twin.lexicons.get(name, ())) for name in LEXICONS]
-        return twin
+        the rule is SpanTagger's (`tagger.with_aspect_terms`)."""
+        return with_aspect_terms(self, terms)
 
     def emissions(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Tag scores [B, L, T] (padded with zeros) and lengths, for normalised texts."""

@@ -22,7 +22,7 @@ from torch import nn
 
 from emotag.aspects.features import LEXICONS
 from emotag.aspects.neural import MAX_DIST, N_MARKS, UNK, NeuralTagger, encode
-from emotag.aspects.tagger import N_TAGS, allowed_starts, allowed_transitions
+from emotag.aspects.tagger import N_TAGS, allowed_starts, allowed_transitions, length_batches
 
 MASKED = -1e4
 
@@ -213,11 +213,7 @@ def train_neural(texts: list[str], gold: list[np.ndarray], fold_patterns: list[l
     for ep in range(epochs):
         t0 = time.time()
         model.train()
-        order = rng.permutation(len(texts))
-        win = batch * 50
-        order = np.concatenate([sorted(order[s:s + win], key=lambda i: len(texts[i])) for s in range(0, len(order), win)])
-        batches = [order[s:s + batch] for s in range(0, len(order), batch)]
-        rng.shuffle(batches)
+        batches = length_batches(rng, [len(t) for t in texts], batch)
         total = 0.0
         for sel in batches:
             c, m, tg = batch_tensors([codes[i] for i in sel], [gold[i] for i in sel])

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,15 +132,7 @@ class SpanTagger:
     def with_aspect_terms(self, terms: Iterable[str]) -> SpanTagger:
         """A copy (sharing the weights) whose aspect lexicon also holds `terms`, e.g. a user's category
         terms; opinion words and single characters are left out."""
-        opinion = set(self.lexicons.get("positive", ())) | set(self.lexicons.get("negative", ()))
-        known = set(self.lexicons.get("aspect", ()))
-        extra = {t for t in terms if len(t) >= 2 and t not in opinion and t not in known}
-        if not extra:
-            return self
-        twin = copy.copy(self)
-        twin.lexicons = dict(self.lexicons, aspect=sorted(known | extra))
-        twin._lex = [lexicon_pattern(twin.lexicons.get(name, ())) for name in LEXICONS]
-        return twin
+        return with_aspect_terms(self, terms)
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Row index per key; unknown keys point at the zero row. A key is not in the table once a probe
@@ -199,3 +192,31 @@ def spans(tags: np.ndarray) -> list[tuple[int, int, int]]:
         else:
             i += 1
     return out
+
+
+def with_aspect_terms(tagger: Any, terms: Iterable[str]) -> Any:
+    """A shallow copy of `tagger` (a SpanTagger or NeuralTagger: both read `lexicons` through `_lex`) whose
+    aspect lexicon also holds `terms`; opinion words, known aspects and single characters are left out, and
+    `tagger` itself comes back when nothing is new. Why one function: both taggers mark the same lexicons
+    as features, so a user's category terms must reach them by the same rule."""
+    opinion = set(tagger.lexicons.get("positive", ())) | set(tagger.lexicons.get("negative", ()))
+    known = set(tagger.lexicons.get("aspect", ()))
+    extra = {t for t in terms if len(t) >= 2 and t not in opinion and t not in known}
+    if not extra:
+        return tagger
+    twin = copy.copy(tagger)
+    twin.lexicons = dict(tagger.lexicons, aspect=sorted(known | extra))
+    twin._lex = [lexicon_pattern(twin.lexicons.get(name, ())) for name in LEXICONS]
+    return twin
+
+
+def length_batches(rng: np.random.Generator, lengths: Sequence[int], batch: int) -> list[np.ndarray]:
+    """One epoch's batches of row indices: shuffled, sorted by length within windows of 50 batches (little
+    padding), then the batches shuffled. Why shared: the perceptron and the neural tagger train on the same
+    sentences, and the same order for the same seed keeps their epochs comparable."""
+    order = rng.permutation(len(lengths))
+    win = batch * 50
+    order = np.concatenate([sorted(order[s:s + win], key=lambda i: lengths[i]) for s in range(0, len(order), win)])
+    batches = [order[s:s + batch] for s in range(0, len(order), batch)]
+    rng.shuffle(batches)
+    return batches
