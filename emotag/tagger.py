@@ -28,7 +28,6 @@ from emotag.model.experts import EXPERTS_NAME, Experts
 from emotag.model.features import Batch, Featurizer, Prepared
 from emotag.runtime.backends import Backend, load_backend, run_batches
 from emotag.text.sentences import contrast_clauses
-from emotag.text.sentences import windows as sentence_windows
 
 # How `Tagger.tag` batches one text's windows and composer units: at most TAG_BATCH per backend call, and
 # windows of similar length together, cutting a batch where padding would pass TAG_PAD_SLACK x the real
@@ -392,7 +391,7 @@ class Tagger:
             return p.windows[0]
         if self.config.contrast_weight == 1.0:
             return None
-        whole = sentence_windows(p.normalized, self.config.window_chars)
+        whole = self.featurizer.sentence_windows(p.normalized)
         if len(whole) == 1 and [c for c in contrast_clauses(whole[0]) if c.strip()] == p.windows:
             return whole[0]
         return None

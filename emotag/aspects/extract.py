@@ -352,11 +352,12 @@ class AspectExtractor:
             return []
         pairs = pair(text, aspects, [(a, b) for a, b, _ in opinions])
         opinions, pairs = _split_own_subject(text, opinions, pairs, self.tagger._lex[0])
-        # per position, the best B-/I- score of each polarity; cumulative, so a span's mean is two lookups
-        cum = np.vstack([np.zeros((1, 3), np.float32),
-                         np.cumsum(np.maximum(em[:, [3, 5, 7]], em[:, [4, 6, 8]]), 0)]).tolist()
+        relabel = isinstance(self.tagger, NeuralTagger)  # the neural tagger's strength: relabelled path scores
+        if not relabel:  # the perceptron's: per position, the best B-/I- score of each polarity; cumulative, so
+            # a span's mean is two lookups
+            cum = np.vstack([np.zeros((1, 3), np.float32),
+                             np.cumsum(np.maximum(em[:, [3, 5, 7]], em[:, [4, 6, 8]]), 0)]).tolist()
         units: list[Aspect] = []
-        relabel = isinstance(self.tagger, NeuralTagger)
         for (o0, o1, kind), targets in zip(opinions, pairs, strict=True):
             polarity = OPINION_POLARITY[kind % 100]
             if relabel:

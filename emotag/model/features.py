@@ -248,15 +248,21 @@ class Featurizer:
         """The windows of an already-normalised text: the one windowing that scoring, `emotag eval` and
         training (`train.trainer.EncodedSet`) all use, so they see the same windows of a long text."""
         from emotag.text.sentences import contrast_clauses
-        from emotag.text.sentences import windows as sentence_windows
 
-        wins = sentence_windows(normalized, self.config.window_chars) if normalized else []
+        wins = self.sentence_windows(normalized)
         if self.config.contrast_weight != 1.0:
             wins = [c for w in wins for c in contrast_clauses(w)]
         wins = [w for w in wins if w.strip()]
         if not self._tokens_bounded_by_chars:
             wins = [part for w in wins for part in self._fit_tokens(w)]
         return wins
+
+    def sentence_windows(self, normalized: str) -> list[str]:
+        """The first step of `windows`: sentence windows of at most `window_chars`, before any cut at contrast
+        turns (what `Tagger` finds composer units in)."""
+        from emotag.text.sentences import windows as sentence_windows
+
+        return sentence_windows(normalized, self.config.window_chars) if normalized else []
 
     def _fit_tokens(self, window: str) -> list[str]:
         """`window`, halved until every part fits max_length tokens: nothing is cut off by the encoder."""

@@ -403,13 +403,16 @@ class _Run:
         plan = self.data.plan
         return selection(head_metrics(head_probs(pred, d, plan), gold_mask(d, plan), plan), plan)
 
-    def measure(self, name: str) -> None:
-        """Record the model as it is now as candidate `name` (its dev numbers and its weights)."""
+    def measure(self, name: str, metrics: dict[str, float] | None = None) -> None:
+        """Record the model as it is now as candidate `name`: its weights, and its dev numbers (`metrics` when
+        they were measured another way, else the network's own reading of the dev split)."""
         from emotag.train.trainer import predict
 
-        plan = self.data.plan
-        self.candidates[name] = head_metrics(head_probs(predict(self.model, self.dev), self.dev, plan),
-                                             gold_mask(self.dev, plan), plan)
+        if metrics is None:
+            plan = self.data.plan
+            metrics = head_metrics(head_probs(predict(self.model, self.dev), self.dev, plan),
+                                   gold_mask(self.dev, plan), plan)
+        self.candidates[name] = metrics
         self.states[name] = copy.deepcopy(self.model.state_dict())
 
 
@@ -457,14 +460,11 @@ def _setup(data: _Data, kind: str, src: str, base_cfg: EmotagConfig | None, out:
         run.candidates["majority class"] = {"exact_match" if plan.multi_label else "accuracy": data.majority}
     if kind == "emotag" and not plan.regression and (plan.task == "polarity" or same_head or
                                                      (start and len(start) == len(plan.labels))):
-        # zero-shot: the base before any training, through its own head or one rebuilt from the rows the
-        # labels map onto
         # zero-shot: the base before any training. Its weights (or the head rebuilt from the rows the labels
         # map onto) are the candidate's state; its numbers are the base model's as users score it
         # (`Tagger.load(src)`, composer and domain experts included), so the baseline is what the base
         # really scores, not the bare network's reading of it
-        run.measure("zero-shot")
-        run.candidates["zero-shot"] = _zero_shot_through_tagger(src, dev, plan, start)
+        run.measure("zero-shot", _zero_shot_through_tagger(src, dev, plan, start))
         run.dev_before = dict(run.candidates["zero-shot"])
         # (the calibration error is the network head's: the tagger's polarity is a label, not a distribution)
         run.dev_before["ece"] = calibration(head_probs(run.base_dev, dev, plan), gold_mask(dev, plan), plan)
