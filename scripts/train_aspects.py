@@ -312,6 +312,17 @@ def train_neural_stage(a: argparse.Namespace, train: list[dict], tune: list[dict
     folds += [k % 2 for k, _ in free]
     print(f"neural: {len(train):,} sentences + {len(free):,} opinion-free clauses", flush=True)
     tune_free = [c for _, c in opinion_free_clauses(tune, 1.0, a.seed, words)]
+    lac, aux = None, None
+    if a.lac_emb or a.distill > 0:
+        from emotag.aspects.lac import PIP_HINT, Lac
+
+        if not a.lac:
+            raise SystemExit(f"--lac-emb / --distill need --lac DIR (the extracted lac sdist): {PIP_HINT}")
+        lac = Lac.load(a.lac)
+        if a.distill > 0:
+            t_lac = time.time()
+            aux = lac.tag(texts, batch=128)
+            print(f"neural: LAC tags for {len(texts):,} texts in {time.time() - t_lac:.0f} s", flush=True)
 
     def tune_score(tagger: object) -> float:
         ex = AspectExtractor(tagger, cats)  # type: ignore[arg-type]
@@ -328,7 +339,8 @@ def train_neural_stage(a: argparse.Namespace, train: list[dict], tune: list[dict
                                width=a.width, dilations=[int(x) for x in a.dilations.split(",")],
                                batch=a.neural_batch, lr=a.lr, dropout=a.dropout, seed=a.seed,
                                max_minutes=a.neural_minutes, checkpoint=Path(a.checkpoint), ema=a.ema,
-                               bigram_min_count=a.bigrams)
+                               bigram_min_count=a.bigrams, lac=lac, lac_emb=a.lac_emb, aux_tags=aux,
+                               distill=a.distill)
     # the outside tag's bias, on the tuning half (a decoding choice: trades span precision for recall)
     base = tagger.o_bias
     sweep = {}
@@ -382,6 +394,12 @@ def main() -> None:
                     help="neural tagger: opinion-free clauses added as sentences, as a share of the training sentences")
     ap.add_argument("--ema", type=float, default=0.999, help="neural tagger: weight average per step (0 = off)")
     ap.add_argument("--neural-batch", type=int, default=32, help="neural tagger: sentences per step")
+    ap.add_argument("--lac", default="", help="neural tagger: Baidu LAC (the extracted lac 2.1.2 sdist, or its "
+                    "LAC/lac_model), read at training time only")
+    ap.add_argument("--lac-emb", action=argparse.BooleanOptionalAction, default=False,
+                    help="neural tagger: LAC's character rows beside the bundled network's (needs --lac)")
+    ap.add_argument("--distill", type=float, default=0.0,
+                    help="neural tagger: weight of a training-only head predicting LAC's tag per character (needs --lac)")
     a = ap.parse_args()
     data = Path(a.data)
     train = read_aste(data / "chinese_aste" / "train.jsonl")

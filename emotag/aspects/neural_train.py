@@ -31,7 +31,7 @@ class ConvTagger(nn.Module):
     """The torch twin of NeuralTagger.emissions."""
 
     def __init__(self, vocab_size: int, width: int = 64, dilations: Sequence[int] = (1, 2, 4, 8),
-                 emb_dim: int = 256, dropout: float = 0.2, n_bigrams: int = 0) -> None:
+                 emb_dim: int = 256, dropout: float = 0.2, n_bigrams: int = 0, n_aux: int = 0) -> None:
         super().__init__()
         self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=0)
         self.proj = nn.Linear(emb_dim, width)
@@ -42,6 +42,9 @@ class ConvTagger(nn.Module):
         self.dilations = list(dilations)
         self.convs = nn.ModuleList([nn.Conv1d(width, width, 3, padding=d, dilation=d) for d in self.dilations])
         self.out = nn.Linear(width, N_TAGS)
+        # training only (never exported): a second head on the same states predicting a teacher's tag per
+        # character (LAC's part of speech x word begin/inside), so the states carry word boundaries
+        self.aux = nn.Linear(width, n_aux) if n_aux else None
         self.drop = nn.Dropout(dropout)
         self.trans = nn.Parameter(torch.zeros(N_TAGS, N_TAGS))
         self.start = nn.Parameter(torch.zeros(N_TAGS))
@@ -50,6 +53,10 @@ class ConvTagger(nn.Module):
 
     def forward(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """codes [B, L, 1 + len(LEXICONS) + 2] (encode's columns), mask [B, L] -> scores [B, L, T]."""
+        return self.out(self.states(codes, mask)) * mask.unsqueeze(-1).float()
+
+    def states(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The last block's output [B, L, width] (zeros past each sentence's end)."""
         h = self.proj(self.emb(codes[..., 0]))
         for j, t in enumerate(self.inputs):
             h = h + t(codes[..., j + 1])
@@ -58,7 +65,7 @@ class ConvTagger(nn.Module):
         for conv in self.convs:
             y = torch.relu(conv(h.transpose(1, 2)).transpose(1, 2))
             h = h + self.drop(y) * m
-        return self.out(h) * m
+        return h
 
     def masked_moves(self) -> tuple[torch.Tensor, torch.Tensor]:
         ok = torch.from_numpy(allowed_transitions())
@@ -94,7 +101,8 @@ def valid_path(tags: np.ndarray) -> np.ndarray:
     return tags
 
 
-def char_vocab(texts: Sequence[str], model_dir: Path, min_count: int = 2) -> tuple[list[str], np.ndarray, np.ndarray]:
+def char_vocab(texts: Sequence[str], model_dir: Path, min_count: int = 2, lac: object = None
+               ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Characters the tagger knows: the bundled network's single-character tokens plus training characters
     seen `min_count` times; and their 256-wide starting rows (dequantised int8 rows of the network's
     token table; a character it lacks starts random with the table's spread). Returns (vocab, rows, known)."""
@@ -122,6 +130,11 @@ def char_vocab(texts: Sequence[str], model_dir: Path, min_count: int = 2) -> tup
             rows[i] = table[singles[c]]
             known[i] = True
     rows[UNK] = table[tok.get("[UNK]", 1)]
+    if lac is not None:  # LAC's 128-wide rows beside them, rescaled to the same spread (row 0 stays zero)
+        extra, _ = lac.char_rows(vocab)  # type: ignore[attr-defined]
+        extra = extra * (spread / float(extra.std()))
+        extra[0] = 0
+        rows = np.concatenate([rows, extra.astype(np.float32)], 1)
     return vocab, rows, known
 
 
@@ -152,12 +165,12 @@ def export(model: ConvTagger, vocab: list[str], lexicons: dict, o_bias: float = 
     return NeuralTagger(vocab, arrays, dict(lexicons))
 
 
-def batch_tensors(rows: list[np.ndarray], gold: list[np.ndarray] | None = None
+def batch_tensors(rows: list[np.ndarray], gold: list[np.ndarray] | None = None, pad: int = 0
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     L = max(len(r) for r in rows)
     codes = np.zeros((len(rows), L, rows[0].shape[1]), np.int64)
     mask = np.zeros((len(rows), L), bool)
-    tags = np.zeros((len(rows), L), np.int64) if gold is not None else None
+    tags = np.full((len(rows), L), pad, np.int64) if gold is not None else None
     for k, r in enumerate(rows):
         codes[k, :len(r)] = r
         mask[k, :len(r)] = True
@@ -172,15 +185,21 @@ def train_neural(texts: list[str], gold: list[np.ndarray], fold_patterns: list[l
                  epochs: int = 12, width: int = 64, dilations: Sequence[int] = (1, 2, 4, 8), batch: int = 32,
                  lr: float = 2e-3, dropout: float = 0.2, patience: int = 3, seed: int = 0,
                  max_minutes: float = 25.0, checkpoint: Path | None = None, ema: float = 0.999,
-                 bigram_min_count: int = 0) -> tuple[NeuralTagger, dict]:
+                 bigram_min_count: int = 0, lac: object = None, lac_emb: bool = False,
+                 aux_tags: list[np.ndarray] | None = None, distill: float = 0.0) -> tuple[NeuralTagger, dict]:
     """Adam on the CRF loss, one thread; after each epoch the exported numpy tagger is scored with `score`
     (exact + soft triple F1 on the tuning half) and the best kept. What is scored and exported is an
     exponential moving average of the weights (`ema` per step; 0 = the last weights): the per-epoch
     scores of the raw weights swing by a point or two on this small, noisily annotated data. Lexicon marks of a training sentence
-    come from its fold's lexicon (built from the other half), as for the perceptron."""
+    come from its fold's lexicon (built from the other half), as for the perceptron.
+
+    With `lac` (emotag.aspects.lac.Lac) and `lac_emb`, each character's starting row also holds LAC's own
+    128-wide row (folded into the exported table like the rest). With `aux_tags` (a teacher tag id per
+    character of every text, e.g. LAC's) and `distill` > 0, a training-only head predicts them from the
+    last block's states, its cross-entropy (summed over characters, times `distill`) added to the CRF loss."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    vocab, rows, _ = char_vocab(texts, model_dir)
+    vocab, rows, _ = char_vocab(texts, model_dir, lac=lac if lac_emb else None)
     ids = {c: i for i, c in enumerate(vocab)}
     bigrams = None
     if bigram_min_count:  # character bigrams seen at least this often in training
@@ -200,7 +219,9 @@ def train_neural(texts: list[str], gold: list[np.ndarray], fold_patterns: list[l
         for j, i in enumerate(idx):
             codes[i] = c[off[j]:off[j + 1]]
     gold = [valid_path(g) for g in gold]
-    model = ConvTagger(len(vocab), width, dilations, rows.shape[1], dropout, len(bigrams) if bigrams is not None else 0)
+    n_aux = int(max(int(t.max()) for t in aux_tags if len(t)) + 1) if aux_tags is not None and distill > 0 else 0
+    model = ConvTagger(len(vocab), width, dilations, rows.shape[1], dropout, len(bigrams) if bigrams is not None else 0,
+                       n_aux)
     with torch.no_grad():
         model.emb.weight.copy_(torch.from_numpy(rows))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -217,9 +238,16 @@ def train_neural(texts: list[str], gold: list[np.ndarray], fold_patterns: list[l
         total = 0.0
         for sel in batches:
             c, m, tg = batch_tensors([codes[i] for i in sel], [gold[i] for i in sel])
-            em = model(c, m)
+            h = model.states(c, m)
+            em = model.out(h) * m.unsqueeze(-1).float()
             trans, start = model.masked_moves()
             loss = crf_nll(em, tg, m, trans, start) / len(sel)
+            if model.aux is not None and aux_tags is not None:
+                _, _, at = batch_tensors([codes[i] for i in sel], [aux_tags[i] for i in sel], pad=-100)
+                assert at is not None
+                ce = nn.functional.cross_entropy(model.aux(h).reshape(-1, n_aux), at.reshape(-1),
+                                                 ignore_index=-100, reduction="sum")
+                loss = loss + distill * ce / len(sel)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
