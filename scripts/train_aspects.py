@@ -284,6 +284,29 @@ def opinion_free_clauses(data: list[dict], share: float, seed: int = 0, words: l
     return [out[i] for i in sorted(keep)]
 
 
+def lac_word_table(lac: object, texts: list[str], data: Path, n_reviews: int) -> tuple[np.ndarray, np.ndarray]:
+    """LAC's words (emotag.aspects.lac.Lac.word_dictionary) in the training sentences plus the first
+    `n_reviews` product and hotel reviews of ../shared/data/reviews_polarity (each cut to 200 characters),
+    as neural.word_codes reads them: sorted 64-bit keys and a code per key."""
+    from emotag.aspects.neural import WORD_MAX, word_hashes
+
+    t0 = time.time()
+    extra: list[str] = []
+    for name, col in (("online_shopping_10_cats.csv", "review"), ("ChnSentiCorp_htl_all.csv", "review")):
+        p = data / "reviews_polarity" / name
+        if p.exists():
+            with open(p, encoding="utf-8") as f:
+                rows = [r[col] for r in csv.DictReader(f) if r.get(col)]
+            step = max(1, len(rows) // max(n_reviews // 2, 1))  # spread over the file's categories
+            extra += [normalize_aligned(r[:200]) for r in rows[::step][:n_reviews // 2]]
+    words, codes = lac.word_dictionary(list(texts) + extra, WORD_MAX)  # type: ignore[attr-defined]
+    keys = word_hashes(words)
+    order = np.argsort(keys)
+    print(f"neural: {len(words):,} LAC words from {len(texts) + len(extra):,} texts in {time.time() - t0:.0f} s",
+          flush=True)
+    return keys[order], codes[order]
+
+
 def train_neural_stage(a: argparse.Namespace, train: list[dict], tune: list[dict], seeds: list[str], out: Path,
                        cats: object) -> None:
     """Stage 3: the neural tagger (emotag.aspects.neural_train, torch on one thread), its epoch chosen by
@@ -313,16 +336,20 @@ def train_neural_stage(a: argparse.Namespace, train: list[dict], tune: list[dict
     print(f"neural: {len(train):,} sentences + {len(free):,} opinion-free clauses", flush=True)
     tune_free = [c for _, c in opinion_free_clauses(tune, 1.0, a.seed, words)]
     lac, aux = None, None
-    if a.lac_emb or a.distill > 0:
+    aux_states = None
+    words = None
+    if a.lac_emb or a.distill > 0 or a.distill_states > 0 or a.lac_words:
         from emotag.aspects.lac import PIP_HINT, Lac
 
         if not a.lac:
-            raise SystemExit(f"--lac-emb / --distill need --lac DIR (the extracted lac sdist): {PIP_HINT}")
+            raise SystemExit(f"--lac-emb / --lac-words / --distill need --lac DIR (the extracted lac sdist): {PIP_HINT}")
         lac = Lac.load(a.lac)
-        if a.distill > 0:
+        if a.distill > 0 or a.distill_states > 0:
             t_lac = time.time()
-            aux = lac.tag(texts, batch=128)
+            aux, aux_states = lac.run(texts, batch=128, states=a.distill_states > 0)
             print(f"neural: LAC tags for {len(texts):,} texts in {time.time() - t_lac:.0f} s", flush=True)
+        if a.lac_words:
+            words = lac_word_table(lac, texts, Path(a.data), a.lac_words)
 
     def tune_score(tagger: object) -> float:
         ex = AspectExtractor(tagger, cats)  # type: ignore[arg-type]
@@ -340,7 +367,8 @@ def train_neural_stage(a: argparse.Namespace, train: list[dict], tune: list[dict
                                batch=a.neural_batch, lr=a.lr, dropout=a.dropout, seed=a.seed,
                                max_minutes=a.neural_minutes, checkpoint=Path(a.checkpoint), ema=a.ema,
                                bigram_min_count=a.bigrams, lac=lac, lac_emb=a.lac_emb, aux_tags=aux,
-                               distill=a.distill)
+                               distill=a.distill, aux_states=aux_states, distill_states=a.distill_states,
+                               words=words)
     # the outside tag's bias, on the tuning half (a decoding choice: trades span precision for recall)
     base = tagger.o_bias
     sweep = {}
@@ -398,6 +426,11 @@ def main() -> None:
                     "LAC/lac_model), read at training time only")
     ap.add_argument("--lac-emb", action=argparse.BooleanOptionalAction, default=False,
                     help="neural tagger: LAC's character rows beside the bundled network's (needs --lac)")
+    ap.add_argument("--lac-words", type=int, default=0,
+                    help="neural tagger: a table of the words LAC segments (with their part of speech) in the training "
+                         "sentences and this many reviews; read at scoring time by hashing (needs --lac; 0 = off)")
+    ap.add_argument("--distill-states", type=float, default=0.0,
+                    help="neural tagger: weight of a training-only head regressing LAC's BiGRU states (needs --lac)")
     ap.add_argument("--distill", type=float, default=0.0,
                     help="neural tagger: weight of a training-only head predicting LAC's tag per character (needs --lac)")
     a = ap.parse_args()

@@ -171,6 +171,7 @@ def test_training_with_lac_rows_and_distillation(tmp_path):
     lex = {"aspect": ["包装", "物流"], "positive": ["很好"], "negative": ["坏了"], "negation": ["不"], "degree": ["很"]}
     pats = [lexicon_pattern(lex[k]) for k in lex]
     aux = [np.array([i % 3 for i in range(len(t))]) for t in texts]  # a learnable made-up teacher
+    aux_states = [np.eye(4, dtype=np.float16)[a + 1] for a in aux]  # and its "hidden states"
     kw = dict(width=8, dilations=(1, 2), batch=4, ema=0.0, dropout=0.0)
     plain, _ = train_neural(texts, gold, [pats, pats], [0, 1] * 4, lex, ROOT / "models" / "emotag-zh-small", None,
                             epochs=1, **kw)
@@ -180,19 +181,84 @@ def test_training_with_lac_rows_and_distillation(tmp_path):
     ckpt.mkdir()
     with_lac, _ = train_neural(texts, gold, [pats, pats], [0, 1] * 4, lex, ROOT / "models" / "emotag-zh-small",
                                lambda _t: float(next(epochs)), epochs=60, lr=2e-2, checkpoint=ckpt, lac=lac,
-                               lac_emb=True, aux_tags=aux, distill=1.0, **kw)
+                               lac_emb=True, aux_tags=aux, distill=1.0, aux_states=aux_states, distill_states=1.0,
+                               **kw)
     a, b = plain.arrays(), with_lac.arrays()
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
     assert isinstance(with_lac, NeuralTagger) and len(with_lac.tag(["包装很好"])[0][0]) == 4
     # the head the export dropped learned the teacher's tags
     state = torch.load(ckpt / "neural_torch.pt")
     assert state["emb.weight"].shape[1] == 256 + 3  # the bundled network's rows, then LAC's
-    model = ConvTagger(len(with_lac.vocab), 8, (1, 2), 256 + 3, 0.0, 0, n_aux=3).eval()
+    model = ConvTagger(len(with_lac.vocab), 8, (1, 2), 256 + 3, 0.0, 0, n_aux=3, n_aux_states=4).eval()
     model.load_state_dict(state)
     ids = {c: i for i, c in enumerate(with_lac.vocab)}
     _, codes, off = encode(texts, ids, pats)
     c, m, _ = batch_tensors([codes[off[k]:off[k + 1]] for k in range(len(texts))])
     with torch.no_grad():
-        pred = model.aux(model.states(c, m)).argmax(-1).numpy()
+        h = model.states(c, m)
+        pred = model.aux(h).argmax(-1).numpy()
+        regressed = model.aux_states(h).numpy()
     hits = sum(int((pred[k, :len(t)] == aux[k]).sum()) for k, t in enumerate(texts))
     assert hits / sum(len(t) for t in texts) > 0.9
+    err = sum(float(((regressed[k, :len(t)] - aux_states[k]) ** 2).sum()) for k, t in enumerate(texts))
+    assert err < 0.1 * sum(float((s.astype(np.float32) ** 2).sum()) for s in aux_states)  # far better than zeros
+
+
+def test_word_codes_take_the_longest_dictionary_word_at_each_start():
+    from emotag.aspects.neural import encode, word_codes, word_hashes
+
+    words = ["包装", "包装盒", "破损", "了", "损了吗", "盒"]
+    codes = np.array([10, 11, 12, 13, 14, 15])
+    keys = word_hashes(words)
+    order = np.argsort(keys)
+    table = (keys[order], codes[order])
+    text = "包装盒破损了\n包装了"
+    got = word_codes(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), *table)
+    #                 包  装 盒  破  损 了  \n 包  装 了
+    assert got.tolist() == [11, 0, 15, 12, 0, 13, 0, 10, 0, 13]
+    # encode's column: each text as alone, the joining newlines dropped
+    texts = ["包装盒破损了", "包装了", "损了"]
+    _, cols, off = encode(texts, {}, [], None, table)
+    assert cols[:, -1].tolist() == [11, 0, 15, 12, 0, 13, 10, 0, 13, 0, 13]
+    assert word_codes(np.zeros(0, np.uint32), *table).tolist() == []
+
+
+def test_lac_word_dictionary_from_running_text(tmp_path):
+    lac = Lac.load(_tiny_lac_dir(tmp_path))
+    texts = ["很好不坏很好", "好坏不很", "很好不坏很好"]
+    words, codes = lac.word_dictionary(texts, max_len=4, min_count=2)
+    assert words == sorted(words) and len(words) == len(codes) > 0
+    for w, c in zip(words, codes, strict=True):
+        assert sum(t.count(w) for t in texts) >= 2 and 1 <= len(w) <= 4
+        assert (c - 1) % 4 + 1 == len(w) and 0 <= (c - 1) // 4 < len(lac.tags)
+    segmented = "".join(w for w in words)
+    assert set(segmented) <= set("很好不坏")
+
+
+def test_numpy_forward_with_the_word_table_matches_torch():
+    torch = pytest.importorskip("torch")
+    from emotag.aspects.features import lexicon_pattern
+    from emotag.aspects.neural import NeuralTagger, encode, word_hashes
+    from emotag.aspects.neural_train import ConvTagger, batch_tensors, export
+
+    torch.manual_seed(0)
+    texts = ["物流很快，但是包装破损了。", "包装不太好", "好"]
+    vocab = ["", "[UNK]", *sorted(set("".join(texts)))]
+    keys = word_hashes(["物流", "包装", "破损", "不太好", "好"])
+    order = np.argsort(keys)
+    words = (keys[order], np.array([3, 5, 7, 2, 9])[order])
+    model = ConvTagger(len(vocab), width=16, dilations=(1, 2), emb_dim=8, dropout=0.0, n_word_codes=10).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+    lex = {"aspect": ["物流", "包装"], "positive": ["很快"], "negative": ["破损"], "negation": ["不"], "degree": ["很", "太"]}
+    np_tagger = export(model, vocab, lex, words=words)
+    _, codes, off = encode(texts, {c: i for i, c in enumerate(vocab)}, [lexicon_pattern(lex[k]) for k in lex], None, words)
+    assert (codes[:, -1] > 0).sum() == 7  # 物流 包装 破损 | 包装 不太好 好 | 好
+    c, m, _ = batch_tensors([codes[off[k]:off[k + 1]] for k in range(len(texts))])
+    with torch.no_grad():
+        want = model(c, m).numpy()
+    got, _ = np_tagger.emissions(texts)
+    assert np.abs(got - want).max() < 1e-4 * max(1.0, np.abs(want).max())
+    saved = NeuralTagger(np_tagger.vocab, {k: np.asarray(v) for k, v in np_tagger.arrays().items()}, lex)
+    assert np.abs(saved.emissions(texts)[0] - want).max() < 0.05 * max(1.0, np.abs(want).max())

@@ -202,17 +202,51 @@ class Lac:
 
     def tag(self, texts: Sequence[str], batch: int = 64) -> list[np.ndarray]:
         """LAC's tag ids per character, texts batched by length."""
+        return self.run(texts, batch)[0]
+
+    def run(self, texts: Sequence[str], batch: int = 64, states: bool = False
+            ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Per text: LAC's tag ids per character and (with `states`) its top-layer states [n, 256] as
+        float16; texts batched by length."""
         order = np.argsort([len(t) for t in texts], kind="stable")
-        out: list[np.ndarray] = [np.zeros(0, np.int64)] * len(texts)
+        tags: list[np.ndarray] = [np.zeros(0, np.int64)] * len(texts)
+        out_states: list[np.ndarray] | None = [np.zeros((0, 0), np.float16)] * len(texts) if states else None
         for s in range(0, len(order), batch):
             sel = order[s:s + batch]
             sub = [texts[i] for i in sel]
             if not any(sub):
                 continue
-            _, em, lengths = self.forward(sub)
-            for i, path in zip(sel, self.decode(em, lengths), strict=True):
-                out[i] = path[:len(texts[i])]
-        return out
+            st, em, lengths = self.forward(sub)
+            for k, (i, path) in enumerate(zip(sel, self.decode(em, lengths), strict=True)):
+                n = len(texts[i])
+                tags[i] = path[:n]
+                if out_states is not None:
+                    out_states[i] = st[k, :n].astype(np.float16)
+        return tags, out_states
+
+
+    def word_dictionary(self, texts: Sequence[str], max_len: int = 4, min_count: int = 2, batch: int = 128
+                        ) -> tuple[list[str], np.ndarray]:
+        """The words LAC segments in `texts` (1..`max_len` characters, seen `min_count` times) and a code per
+        word: 1 + part-of-speech class * max_len + length - 1, the class being the word's most frequent LAC
+        tag (tag id // 2: the B/I pairs of conf/tag.dic; 'O' is a class too). Why from running text and not
+        LAC's dictionaries: its word table and segmentation list lack common words (但是, 本身) that the
+        network segments by itself. What the neural tagger reads through neural.word_codes, so LAC's
+        segmentation and parts of speech reach scoring as one table lookup."""
+        from collections import Counter
+
+        counts: dict[str, Counter] = {}
+        for text, tags in zip(texts, self.tag(texts, batch), strict=True):
+            start = 0
+            for i in range(1, len(text) + 1):
+                if i == len(text) or tags[i] % 2 == 0 or tags[i] == len(self.tags) - 1 or tags[i] // 2 != tags[start] // 2:
+                    w = text[start:i]
+                    if len(w) <= max_len and not w.isspace():
+                        counts.setdefault(w, Counter())[int(tags[start]) // 2] += 1
+                    start = i
+        ordered = sorted(w for w, c in counts.items() if sum(c.values()) >= min_count)
+        codes = np.array([1 + counts[w].most_common(1)[0][0] * max_len + len(w) - 1 for w in ordered], np.int64)
+        return ordered, codes
 
 
 __all__ = ["PIP_HINT", "Lac", "gru", "read_lod_tensor"]

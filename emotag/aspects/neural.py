@@ -58,12 +58,56 @@ def bigram_keys(cps: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return cps.astype(np.uint64) * np.uint64(0x110000) + nxt
 
 
+WORD_MAX = 4  # dictionary words are looked up up to this many characters
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+
+
+def word_hashes(words: Iterable[str]) -> np.ndarray:
+    """The 64-bit key of each word (1..WORD_MAX characters) as `word_codes` computes it in running text."""
+    mul, out = int(_HASH_MUL), []
+    for w in words:
+        h = 0
+        for c in w:
+            h = (h * mul + ord(c) + 1) & 0xFFFFFFFFFFFFFFFF
+        out.append(h)
+    return np.array(out, dtype=np.uint64)
+
+
+def word_codes(cps: np.ndarray, keys: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Per position of `cps` (code points of texts joined by newlines): the code of the longest dictionary
+    word (sorted `keys`, from word_hashes, with their `codes`) that starts there, 0 when none does. Why: a
+    dictionary of a lexical analyser's words with each word's part of speech, read in one vectorised pass,
+    tells the tagger where words begin and what they are at the cost of a few searchsorted calls."""
+    n = len(cps)
+    out = np.zeros(n, np.int64)
+    if not n or not len(keys):
+        return out
+    with np.errstate(over="ignore"):
+        v = cps.astype(np.uint64) + np.uint64(1)
+        h = np.zeros(n, np.uint64)
+        ok = np.ones(n, bool)
+        for k in range(1, WORD_MAX + 1):
+            nxt = np.zeros(n, np.uint64)
+            if k <= n:
+                nxt[:n - k + 1] = v[k - 1:]
+            h = h * _HASH_MUL + nxt
+            ok &= np.concatenate([cps[k - 1:] != 10, np.zeros(k - 1, bool)]) if k > 1 else cps != 10
+            if k > 1:
+                ok[n - k + 1:] = False
+            at = np.minimum(np.searchsorted(keys, h), len(keys) - 1)
+            hit = ok & (keys[at] == h)
+            out[hit] = codes[at[hit]]  # longer words overwrite shorter ones
+    return out
+
+
 def encode(texts: Sequence[str], char_ids: dict[str, int] | np.ndarray, patterns: Sequence[object],
-           bigrams: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           bigrams: np.ndarray | None = None, words: tuple[np.ndarray, np.ndarray] | None = None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids [N], codes [N, 1 + len(LEXICONS) + 2 (+ 1)], offsets [len(texts) + 1]) for normalised texts,
     all positions of all texts in one flat array: column 0 the character id, then the lexicon marks, then
     the clause distances from / to the boundaries, then (with `bigrams`, sorted bigram keys) the row of the
-    character bigram starting here (0 = not listed). `char_ids` is a dict or a code-point lookup array."""
+    character bigram starting here (0 = not listed), then (with `words`, word_codes' keys and codes) the code
+    of the longest dictionary word starting here. `char_ids` is a dict or a code-point lookup array."""
     lens = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
     offsets = np.concatenate([[0], np.cumsum(lens)])
     joined = "\n".join(texts)
@@ -82,6 +126,9 @@ def encode(texts: Sequence[str], char_ids: dict[str, int] | np.ndarray, patterns
         keys = bigram_keys(cps, offsets[1:][lens > 0] - 1)
         at = np.minimum(np.searchsorted(bigrams, keys), max(len(bigrams) - 1, 0))
         cols.append(np.where(bigrams[at] == keys, at + 1, 0) if len(bigrams) else np.zeros(len(keys), np.int64))
+    if words is not None:
+        all_cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32) if joined else np.zeros(0, np.uint32)
+        cols.append(word_codes(all_cps, *words)[keep])
     return ids, np.stack(cols, 1).astype(np.int64), offsets
 
 
@@ -98,6 +145,9 @@ class NeuralTagger:
         self.bigrams = arrays.get("bigram_keys")
         if self.bigrams is not None:
             self.tables.append(arrays["bigram_table"].astype(np.float32))
+        self.words = (arrays["word_keys"], arrays["word_codes"].astype(np.int64)) if "word_keys" in arrays else None
+        if self.words is not None:
+            self.tables.append(arrays["word_table"].astype(np.float32))
         self.in_bias = arrays["in_bias"].astype(np.float32)
         # conv weights stored [layer, tap, in, out]
         self.conv_w = arrays["conv_w"].astype(np.float32)
@@ -136,7 +186,10 @@ class NeuralTagger:
             out[f"input_table_{j}"] = t
         if self.bigrams is not None:
             out["bigram_keys"] = self.bigrams
-            out["bigram_table"] = self.tables[-1].astype(np.float16)
+            out["bigram_table"] = self.tables[len(LEXICONS) + 3].astype(np.float16)
+        if self.words is not None:
+            out["word_keys"], out["word_codes"] = self.words[0], self.words[1].astype(np.int16)
+            out["word_table"] = self.tables[-1].astype(np.float16)
         return out
 
     def save(self, path: str | Path) -> None:
@@ -155,7 +208,7 @@ class NeuralTagger:
 
     def emissions(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Tag scores [B, L, T] (padded with zeros) and lengths, for normalised texts."""
-        _, codes, offsets = encode(texts, self._lut, self._lex, self.bigrams)
+        _, codes, offsets = encode(texts, self._lut, self._lex, self.bigrams, self.words)
         lengths = np.diff(offsets)
         B, L = len(texts), max(int(lengths.max()) if len(lengths) else 0, 1)
         h_flat = self.tables[0][codes[:, 0]] + self.in_bias
@@ -190,4 +243,4 @@ class NeuralTagger:
         return [tags[k, :n] for k, n in enumerate(lengths)], [em[k, :n] for k, n in enumerate(lengths)]
 
 
-__all__ = ["N_TAGS", "NeuralTagger", "clause_distances", "encode"]
+__all__ = ["N_TAGS", "NeuralTagger", "clause_distances", "encode", "word_codes", "word_hashes"]

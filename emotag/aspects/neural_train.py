@@ -31,7 +31,8 @@ class ConvTagger(nn.Module):
     """The torch twin of NeuralTagger.emissions."""
 
     def __init__(self, vocab_size: int, width: int = 64, dilations: Sequence[int] = (1, 2, 4, 8),
-                 emb_dim: int = 256, dropout: float = 0.2, n_bigrams: int = 0, n_aux: int = 0) -> None:
+                 emb_dim: int = 256, dropout: float = 0.2, n_bigrams: int = 0, n_aux: int = 0,
+                 n_aux_states: int = 0, n_word_codes: int = 0) -> None:
         super().__init__()
         self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=0)
         self.proj = nn.Linear(emb_dim, width)
@@ -39,12 +40,15 @@ class ConvTagger(nn.Module):
                                     + [nn.Embedding(MAX_DIST + 1, width) for _ in range(2)])
         if n_bigrams:  # row 0: a bigram not in the list
             self.inputs.append(nn.Embedding(n_bigrams + 1, width))
+        if n_word_codes:  # row 0: no dictionary word starts here
+            self.inputs.append(nn.Embedding(n_word_codes, width))
         self.dilations = list(dilations)
         self.convs = nn.ModuleList([nn.Conv1d(width, width, 3, padding=d, dilation=d) for d in self.dilations])
         self.out = nn.Linear(width, N_TAGS)
         # training only (never exported): a second head on the same states predicting a teacher's tag per
         # character (LAC's part of speech x word begin/inside), so the states carry word boundaries
         self.aux = nn.Linear(width, n_aux) if n_aux else None
+        self.aux_states = nn.Linear(width, n_aux_states) if n_aux_states else None  # or its hidden states
         self.drop = nn.Dropout(dropout)
         self.trans = nn.Parameter(torch.zeros(N_TAGS, N_TAGS))
         self.start = nn.Parameter(torch.zeros(N_TAGS))
@@ -139,7 +143,7 @@ def char_vocab(texts: Sequence[str], model_dir: Path, min_count: int = 2, lac: o
 
 
 def export(model: ConvTagger, vocab: list[str], lexicons: dict, o_bias: float = 0.0,
-           bigrams: np.ndarray | None = None) -> NeuralTagger:
+           bigrams: np.ndarray | None = None, words: tuple[np.ndarray, np.ndarray] | None = None) -> NeuralTagger:
     """The numpy tagger: the character table folded through its linear map, conv taps as [in, out]."""
     with torch.no_grad():
         char_table = model.proj(model.emb.weight).numpy().copy()
@@ -161,7 +165,10 @@ def export(model: ConvTagger, vocab: list[str], lexicons: dict, o_bias: float = 
             arrays[f"input_table_{j}"] = t.weight.numpy().copy()
         if bigrams is not None:
             arrays["bigram_keys"] = bigrams
-            arrays["bigram_table"] = model.inputs[-1].weight.numpy().copy()
+            arrays["bigram_table"] = model.inputs[len(LEXICONS) + 2].weight.numpy().copy()
+        if words is not None:
+            arrays["word_keys"], arrays["word_codes"] = words
+            arrays["word_table"] = model.inputs[-1].weight.numpy().copy()
     return NeuralTagger(vocab, arrays, dict(lexicons))
 
 
@@ -186,7 +193,9 @@ def train_neural(texts: list[str], gold: list[np.ndarray], fold_patterns: list[l
                  lr: float = 2e-3, dropout: float = 0.2, patience: int = 3, seed: int = 0,
                  max_minutes: float = 25.0, checkpoint: Path | None = None, ema: float = 0.999,
                  bigram_min_count: int = 0, lac: object = None, lac_emb: bool = False,
-                 aux_tags: list[np.ndarray] | None = None, distill: float = 0.0) -> tuple[NeuralTagger, dict]:
+                 aux_tags: list[np.ndarray] | None = None, distill: float = 0.0,
+                 aux_states: list[np.ndarray] | None = None, distill_states: float = 0.0,
+                 words: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[NeuralTagger, dict]:
     """Adam on the CRF loss, one thread; after each epoch the exported numpy tagger is scored with `score`
     (exact + soft triple F1 on the tuning half) and the best kept. What is scored and exported is an
     exponential moving average of the weights (`ema` per step; 0 = the last weights): the per-epoch
@@ -196,7 +205,11 @@ def train_neural(texts: list[str], gold: list[np.ndarray], fold_patterns: list[l
     With `lac` (emotag.aspects.lac.Lac) and `lac_emb`, each character's starting row also holds LAC's own
     128-wide row (folded into the exported table like the rest). With `aux_tags` (a teacher tag id per
     character of every text, e.g. LAC's) and `distill` > 0, a training-only head predicts them from the
-    last block's states, its cross-entropy (summed over characters, times `distill`) added to the CRF loss."""
+    last block's states, its cross-entropy (summed over characters, times `distill`) added to the CRF loss;
+    with `aux_states` (a teacher's vector per character) and `distill_states`, a linear map of the states
+    regresses them (squared error summed over characters, times `distill_states`). With `words` (sorted
+    neural.word_hashes keys of dictionary words and a code per word, 1..), each character also reads a
+    learned row for the longest dictionary word starting there (neural.word_codes)."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     vocab, rows, _ = char_vocab(texts, model_dir, lac=lac if lac_emb else None)
@@ -215,13 +228,14 @@ def train_neural(texts: list[str], gold: list[np.ndarray], fold_patterns: list[l
     codes: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
     for f, pats in enumerate(fold_patterns):
         idx = [i for i in range(len(texts)) if fold_of[i] == f]
-        _, c, off = encode([texts[i] for i in idx], ids, pats, bigrams)
+        _, c, off = encode([texts[i] for i in idx], ids, pats, bigrams, words)
         for j, i in enumerate(idx):
             codes[i] = c[off[j]:off[j + 1]]
     gold = [valid_path(g) for g in gold]
     n_aux = int(max(int(t.max()) for t in aux_tags if len(t)) + 1) if aux_tags is not None and distill > 0 else 0
+    n_st = int(next(s.shape[1] for s in aux_states if len(s))) if aux_states is not None and distill_states > 0 else 0
     model = ConvTagger(len(vocab), width, dilations, rows.shape[1], dropout, len(bigrams) if bigrams is not None else 0,
-                       n_aux)
+                       n_aux, n_st, int(words[1].max()) + 1 if words is not None else 0)
     with torch.no_grad():
         model.emb.weight.copy_(torch.from_numpy(rows))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -248,6 +262,12 @@ def train_neural(texts: list[str], gold: list[np.ndarray], fold_patterns: list[l
                 ce = nn.functional.cross_entropy(model.aux(h).reshape(-1, n_aux), at.reshape(-1),
                                                  ignore_index=-100, reduction="sum")
                 loss = loss + distill * ce / len(sel)
+            if model.aux_states is not None and aux_states is not None:
+                Lb = m.shape[1]
+                tgt = torch.from_numpy(np.stack([np.pad(aux_states[i].astype(np.float32), ((0, Lb - len(aux_states[i])), (0, 0)))
+                                                 for i in sel]))
+                se = ((model.aux_states(h) - tgt) ** 2).sum(-1).mul(m).sum()
+                loss = loss + distill_states * se / len(sel)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -257,7 +277,7 @@ def train_neural(texts: list[str], gold: list[np.ndarray], fold_patterns: list[l
                     pa.mul_(ema).add_(pm.detach(), alpha=1 - ema)
             total += float(loss.detach()) * len(sel)
         avg.eval()
-        tagger = export(avg, vocab, lexicons, bigrams=bigrams)
+        tagger = export(avg, vocab, lexicons, bigrams=bigrams, words=words)
         val = score(tagger) if score is not None else -float(ep)
         entry = {"epoch": ep + 1, "loss": round(total / len(texts), 4), "tune": round(val, 4),
                  "seconds": round(time.time() - t0, 1)}
