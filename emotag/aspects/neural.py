@@ -8,10 +8,11 @@ needs neither torch nor onnxruntime.
 Inputs per character: its id (the embedding table starts from the bundled network's token embeddings,
 projected to the tagger's width and folded into one table at export), the five lexicon marks of
 features.py (aspect, positive, negative, negation, degree: none / begin / inside / end / single), and the
-distances from / to the clause boundaries (capped at 6). Each input is a table row of the same width;
-their sum goes through `len(dilations)` residual blocks `h += relu(conv_k3_dilation_d(h))` (zeros past a
-sentence's ends, as one sentence alone), then a linear layer gives the nine tag scores that tagger.viterbi
-decodes with the learned transitions. Training (emotag/aspects/neural_train.py, torch, CRF loss) is only
+distances from / to the clause boundaries (capped at 6); optionally, when a model has the tables, the
+character bigram and the longest dictionary word (`word_codes`) starting there. Each input is a table row
+of the same width; their sum goes through `len(dilations)` residual blocks
+`h += relu(conv_k3_dilation_d(h))` (zeros past a sentence's ends, as one sentence alone), then a linear
+layer gives the nine tag scores that tagger.viterbi decodes with the learned transitions. Training (emotag/aspects/neural_train.py, torch, CRF loss) is only
 needed to rebuild `resources/neural.npz`.
 """
 
