@@ -17,6 +17,10 @@
    it): dilated convolutions over characters with a CRF loss, the same lexicon folds, plus opinion-free
    clauses as sentences of their own; best epoch on the tuning half; exported as numpy arrays
    (neural.npz). About 12 minutes (15 epochs) on the shared machine.
+   `--lac DIR` (the extracted `lac` 2.1.2 sdist, Baidu LAC, Apache-2.0; read at training time only) with
+   `--lac-emb`, `--distill W`, `--distill-states W`, `--lac-words N` tries LAC as a teacher (its character
+   rows, a training-only head on its tags or states, a table of the words it segments); measured on the
+   tuning half and not shipped (docs/aspects.md).
 4. Evaluation on chinese_aste/dev.jsonl split by emotag.train.corpora.dev_half_of: the tuning half is
    used for every choice (epochs, feature groups, sizes), the report half is read once for the model card
    (--report). Prints triple F1 exact/soft.
