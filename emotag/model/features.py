@@ -199,14 +199,15 @@ class Batch:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "ngram_ids": self.ngram_ids}
 
 
-def _model_type(tokenizer: Tokenizer) -> str:
-    """The tokenizer model's kind ("WordPiece", "BPE", "Unigram", ...), from its serialised form."""
+def _tokenizer_model(tokenizer: Tokenizer) -> dict:
+    """The tokenizer model's serialised settings ("type": "WordPiece", "BPE", "Unigram", ...; "byte_fallback")."""
     import json
 
     try:
-        return str(json.loads(tokenizer.to_str()).get("model", {}).get("type", ""))
+        model = json.loads(tokenizer.to_str()).get("model", {})
     except (ValueError, AttributeError):
-        return ""
+        return {}
+    return model if isinstance(model, dict) else {}
 
 
 class Featurizer:
@@ -223,7 +224,13 @@ class Featurizer:
         # WordPiece never makes more tokens than characters, so a window of window_chars characters
         # always fits; byte-level BPE or byte-fallback vocabularies can make three per character, and
         # their windows are measured in tokens (see prepare)
-        self._tokens_bounded_by_chars = _model_type(tokenizer) == "WordPiece"
+        model = _tokenizer_model(tokenizer)
+        self._tokens_bounded_by_chars = model.get("type") == "WordPiece"
+        # a Unigram vocabulary without byte fallback (the pretrained USE encoder's) gives every piece at
+        # least one character; the metaspace's leading "▁" and [CLS]/[SEP] add three: a window of
+        # max_length - 3 characters always fits, and only longer ones are tokenised to be measured
+        self._fits_unmeasured = (self.config.max_length - 3 if model.get("type") == "Unigram"
+                                 and not model.get("byte_fallback") else 0)
         # the per-character fast path is exact only where every CJK character is its own token
         # (WordPiece); a Unigram vocabulary merges characters into words (很快, 但是)
         self._fast = standalone_char_ids(tokenizer) if self._tokens_bounded_by_chars else {}
@@ -254,7 +261,8 @@ class Featurizer:
             wins = [c for w in wins for c in contrast_clauses(w)]
         wins = [w for w in wins if w.strip()]
         if not self._tokens_bounded_by_chars:
-            wins = [part for w in wins for part in self._fit_tokens(w)]
+            fits = self._fits_unmeasured
+            wins = [part for w in wins for part in ([w] if len(w) <= fits else self._fit_tokens(w))]
         return wins
 
     def sentence_windows(self, normalized: str) -> list[str]:
