@@ -114,6 +114,8 @@ def test_unigram_windows_equal_the_measured_windows(text):
     tokenised and halved until it fits (max_length 16 makes both paths run)."""
     feat = Featurizer(_toy_tokenizer(), EmotagConfig(max_length=16))
     assert feat._fits_unmeasured == 13
-    measured = [p for w in feat.sentence_windows(text) if w.strip() for p in feat._fit_tokens(w)]
+    always = Featurizer(_toy_tokenizer(), EmotagConfig(max_length=16))
+    always._fits_unmeasured = 0  # every window tokenised and measured
+    measured = [p for w in always.sentence_windows(text) if w.strip() for p in always._fit_tokens(w)]
     assert feat.windows(text) == measured
     assert all(len(ids) <= 16 for ids in feat.token_ids(feat.windows(text)))

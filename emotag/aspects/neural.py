@@ -115,7 +115,8 @@ def encode(texts: Sequence[str], char_ids: dict[str, int] | np.ndarray, patterns
     keep = np.ones(len(joined), dtype=bool)
     if len(texts) > 1:
         keep[np.cumsum(lens[:-1]) + np.arange(len(lens) - 1)] = False
-    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)[keep] if joined else np.zeros(0, np.uint32)
+    all_cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32) if joined else np.zeros(0, np.uint32)
+    cps = all_cps[keep]
     if isinstance(char_ids, np.ndarray):
         ids = char_ids[np.minimum(cps, len(char_ids) - 1)].astype(np.int64)
     else:
@@ -128,7 +129,6 @@ def encode(texts: Sequence[str], char_ids: dict[str, int] | np.ndarray, patterns
         at = np.minimum(np.searchsorted(bigrams, keys), max(len(bigrams) - 1, 0))
         cols.append(np.where(bigrams[at] == keys, at + 1, 0) if len(bigrams) else np.zeros(len(keys), np.int64))
     if words is not None:
-        all_cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32) if joined else np.zeros(0, np.uint32)
         cols.append(word_codes(all_cps, *words)[keep])
     return ids, np.stack(cols, 1).astype(np.int64), offsets
 

@@ -226,11 +226,13 @@ class Featurizer:
         # their windows are measured in tokens (see prepare)
         model = _tokenizer_model(tokenizer)
         self._tokens_bounded_by_chars = model.get("type") == "WordPiece"
-        # a Unigram vocabulary without byte fallback (the pretrained USE encoder's) gives every piece at
-        # least one character; the metaspace's leading "▁" and [CLS]/[SEP] add three: a window of
-        # max_length - 3 characters always fits, and only longer ones are tokenised to be measured
-        self._fits_unmeasured = (self.config.max_length - 3 if model.get("type") == "Unigram"
-                                 and not model.get("byte_fallback") else 0)
+        # the longest window that surely fits max_length tokens without being tokenised to measure it:
+        # WordPiece adds only [CLS]/[SEP] to one token per character at most; a Unigram vocabulary without
+        # byte fallback (the pretrained USE encoder's) gives every piece at least one character, plus the
+        # metaspace's leading "▁"; other vocabularies are always measured
+        unigram = model.get("type") == "Unigram" and not model.get("byte_fallback")
+        slack = 2 if self._tokens_bounded_by_chars else 3 if unigram else None
+        self._fits_unmeasured = self.config.max_length - slack if slack is not None else 0
         # the per-character fast path is exact only where every CJK character is its own token
         # (WordPiece); a Unigram vocabulary merges characters into words (很快, 但是)
         self._fast = standalone_char_ids(tokenizer) if self._tokens_bounded_by_chars else {}
@@ -260,10 +262,7 @@ class Featurizer:
         if self.config.contrast_weight != 1.0:
             wins = [c for w in wins for c in contrast_clauses(w)]
         wins = [w for w in wins if w.strip()]
-        if not self._tokens_bounded_by_chars:
-            fits = self._fits_unmeasured
-            wins = [part for w in wins for part in ([w] if len(w) <= fits else self._fit_tokens(w))]
-        return wins
+        return [part for w in wins for part in self._fit_tokens(w)]
 
     def sentence_windows(self, normalized: str) -> list[str]:
         """The first step of `windows`: sentence windows of at most `window_chars`, before any cut at contrast
@@ -274,7 +273,8 @@ class Featurizer:
 
     def _fit_tokens(self, window: str) -> list[str]:
         """`window`, halved until every part fits max_length tokens: nothing is cut off by the encoder."""
-        if len(window) < 2 or len(self.token_ids([window])[0]) <= self.config.max_length:
+        if len(window) <= self._fits_unmeasured or len(window) < 2 \
+                or len(self.token_ids([window])[0]) <= self.config.max_length:
             return [window]
         mid = len(window) // 2
         return [p for half in (window[:mid], window[mid:]) if half.strip() for p in self._fit_tokens(half)]
