@@ -251,7 +251,7 @@ def main() -> None:
         (model / "model.onnx").unlink()  # 4x the int8 file: rebuilt on demand by `emotag export-onnx`
         from emotag.model.modeling import EmotagModel
 
-        EmotagModel.load(model).save(model, int8_tables=True)  # after every step that reads the weights
+        EmotagModel.load(model).save(model, int8_tables=True, tables_in_onnx=True)  # after every step that reads the weights
     log_path.write_text(json.dumps(log, indent=1, ensure_ascii=False))
 
 

@@ -366,7 +366,7 @@ def train_neural_stage(a: argparse.Namespace, train: list[dict], tune: list[dict
         return e + s
 
     tagger, log = train_neural(texts, gold, fold_patterns, folds, shipped,
-                               ROOT / "models" / "emotag-zh-small", tune_score, epochs=a.neural_epochs,
+                               Path(a.chars_from), tune_score, epochs=a.neural_epochs,
                                width=a.width, dilations=[int(x) for x in a.dilations.split(",")],
                                batch=a.neural_batch, lr=a.lr, dropout=a.dropout, seed=a.seed,
                                max_minutes=a.neural_minutes, checkpoint=Path(a.checkpoint), ema=a.ema,
@@ -414,6 +414,9 @@ def main() -> None:
                     help="neural tagger: the best epoch's torch weights go here (never into --out)")
     ap.add_argument("--neural-only", action="store_true",
                     help="train only the neural tagger, on the perceptron resources already in --out")
+    ap.add_argument("--chars-from", default=str(ROOT / "models" / "emotag-zh-small"),
+                    help="neural tagger: the emotag network whose token table gives the characters' starting "
+                         "rows (the shipped tagger's came from model v0.4.1: docs/aspects.md)")
     ap.add_argument("--width", type=int, default=64, help="neural tagger: channels")
     ap.add_argument("--dilations", default="1,2,4,8", help="neural tagger: one residual conv block per dilation")
     ap.add_argument("--neural-epochs", type=int, default=16, help="neural tagger: at most this many epochs")

@@ -93,6 +93,49 @@ def test_int8_tables_round_trip(tiny_model_dir, tmp_path, monkeypatch):
         assert torch.allclose(a, b, atol=0.05)
 
 
+def test_tables_shared_with_int8_onnx(tiny_model_dir, tmp_path):
+    """A finished model keeps each lookup table once: model.safetensors leaves it to model.int8.onnx, torch
+    reads back exactly the values the int8 scorer uses, and re-exporting from those weights reproduces them."""
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+
+    from emotag.model.export import export_onnx
+    from emotag.model.modeling import TABLES_IN_ONNX, EmotagModel, onnx_tables
+
+    d = tmp_path / "shared"
+    shutil.copytree(tiny_model_dir, d)
+    full = (d / "model.safetensors").stat().st_size
+    m1 = EmotagModel.load(d)
+    with pytest.raises(FileNotFoundError, match="no int8 ONNX graph"):  # nothing written then
+        m1.save(tmp_path / "alone", tables_in_onnx=True)
+    assert not (tmp_path / "alone").exists()
+    m1.save(d, tables_in_onnx=True)
+    with safe_open(str(d / "model.safetensors"), "pt") as f:
+        kept, shared = set(f.keys()), f.metadata()[TABLES_IN_ONNX].split(",")
+    assert "ngram.weight" in shared and not kept & set(shared)
+    assert (d / "model.safetensors").stat().st_size < full
+    m2 = EmotagModel.load(d)
+    assert set(m2.state_dict()) == set(m1.state_dict())
+    graph = onnx_tables(d / "model.int8.onnx", dict.fromkeys(shared), values=True)
+    for k in shared:
+        assert torch.equal(m2.state_dict()[k], torch.from_numpy(graph[k]))
+        step = (graph[k].max() - min(graph[k].min(), 0)) / 255
+        assert torch.all((m2.state_dict()[k] - m1.state_dict()[k]).abs() <= step / 2 + 1e-6), k
+    a = list(Tagger.load(d, backend="torch").tag_many(TEXTS))
+    b = list(Tagger.load(tiny_model_dir, backend="torch").tag_many(TEXTS))
+    for x, y in zip(a, b, strict=True):
+        _close(x, y, 0.05)
+    export_onnx(d, quantize="int8")  # from the shared weights: the same tables come back
+    again = onnx_tables(d / "model.int8.onnx", dict.fromkeys(shared), values=True)
+    for k in shared:
+        assert np.allclose(again[k], graph[k], atol=1e-6), k
+    (d / "model.int8.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="model.int8.onnx"):
+        EmotagModel.load(d)
+
+
 def test_onnx_fp32_matches_torch(tiny_model_dir):
     onnx = list(Tagger.load(tiny_model_dir, backend="onnx-fp32").tag_many(TEXTS))
     torch_ = list(Tagger.load(tiny_model_dir, backend="torch").tag_many(TEXTS))

@@ -119,3 +119,30 @@ def test_unigram_windows_equal_the_measured_windows(text):
     measured = [p for w in always.sentence_windows(text) if w.strip() for p in always._fit_tokens(w)]
     assert feat.windows(text) == measured
     assert all(len(ids) <= 16 for ids in feat.token_ids(feat.windows(text)))
+
+
+def test_aspect_char_rows_read_a_use_network_with_shared_tables(tmp_path):
+    """The aspect tagger's starting rows come from the bundled network whatever its vocabulary: a
+    SentencePiece network's one-character pieces (plain before word-initial), its table as the int8 ONNX
+    file keeps it once the weights share it."""
+    pytest.importorskip("onnxruntime")
+    from emotag.aspects.neural_train import char_vocab, network_char_rows
+    from emotag.model.config import NgramConfig
+    from emotag.model.export import export_onnx
+    from emotag.model.modeling import EmotagModel
+
+    torch.manual_seed(0)
+    tok = _toy_tokenizer()
+    cfg = EmotagConfig(encoder={"model_type": "use", "vocab_size": tok.get_vocab_size()}, max_length=64,
+                       ngram=NgramConfig(buckets=512, dim=8), name="tiny-use")
+    EmotagModel(cfg).save(tmp_path, tokenizer=tok)
+    export_onnx(tmp_path, quantize="int8", calibration_texts=TEXTS)
+    EmotagModel.load(tmp_path).save(tmp_path, tables_in_onnx=True)
+    table, singles, unk = network_char_rows(tmp_path)
+    vocab = tok.get_vocab()
+    assert singles["很"] == vocab["很"] != vocab["\u2581很"] and unk == vocab["[UNK]"]
+    assert "\u2581" not in singles and all(len(c) == 1 for c in singles)
+    assert np.array_equal(table, EmotagModel.load(tmp_path).encoder.embeddings.weight.detach().numpy())
+    chars, rows, known = char_vocab(["很好", "很好", "鑫"], tmp_path, min_count=1)
+    assert rows.shape == (len(chars), 512) and known[chars.index("很")] and not known[chars.index("鑫")]
+    assert np.array_equal(rows[chars.index("很")], table[vocab["很"]])

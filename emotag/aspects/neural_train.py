@@ -105,23 +105,37 @@ def valid_path(tags: np.ndarray) -> np.ndarray:
     return tags
 
 
+def network_char_rows(model_dir: Path) -> tuple[np.ndarray, dict[str, int], int]:
+    """(token table, {character: row}, [UNK] row) of an emotag network: a WordPiece vocabulary's
+    one-character tokens, or a SentencePiece (Unigram) vocabulary's one-character pieces (the plain piece
+    before its word-initial "\u2581" form). Read through `EmotagModel.load`, so tables kept in the int8
+    ONNX file are read too."""
+    from emotag.model.modeling import EmotagModel
+
+    model = EmotagModel.load(model_dir)
+    emb = model.encoder.embeddings
+    table = (emb.weight if hasattr(emb, "weight") else emb.word_embeddings.weight).detach().float().numpy()
+    vocab = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    if isinstance(vocab, dict):  # WordPiece: {token: id}
+        return table, {k: v for k, v in vocab.items() if len(k) == 1}, vocab.get("[UNK]", 1)
+    ids = {piece: i for i, (piece, _) in enumerate(vocab)}  # Unigram: [[piece, score], ...], id = position
+    singles = {p: i for p, i in ids.items() if len(p) == 1 and p != "\u2581"}
+    for p, i in ids.items():
+        if len(p) == 2 and p[0] == "\u2581":
+            singles.setdefault(p[1], i)
+    return table, singles, ids.get("[UNK]", 0)
+
+
 def char_vocab(texts: Sequence[str], model_dir: Path, min_count: int = 2, lac: object = None
                ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Characters the tagger knows: the bundled network's single-character tokens plus training characters
-    seen `min_count` times; and their 256-wide starting rows (dequantised int8 rows of the network's
-    token table; a character it lacks starts random with the table's spread). Returns (vocab, rows, known)."""
+    """Characters the tagger knows: the network's single-character tokens (`model_dir`, an emotag model)
+    plus training characters seen `min_count` times; and their starting rows (the network's token table as
+    `EmotagModel.load` reads it; a character it lacks starts random with the table's spread).
+    Returns (vocab, rows, known)."""
     from collections import Counter
 
-    from safetensors.numpy import load_file
-
-    tok = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-    st = load_file(str(model_dir / "model.safetensors"))
-    key = "encoder.embeddings.word_embeddings.weight"
-    table = st[key].astype(np.float32)
-    if key + ".row_scale" in st:
-        table = table * st[key + ".row_scale"][:, None]
+    table, singles, unk = network_char_rows(model_dir)
     counts = Counter(c for t in texts for c in t)
-    singles = {k: v for k, v in tok.items() if len(k) == 1}
     chars = sorted(set(singles) | {c for c, n in counts.items() if n >= min_count})
     vocab = ["", "[UNK]"] + chars
     rng = np.random.default_rng(0)
@@ -133,7 +147,7 @@ def char_vocab(texts: Sequence[str], model_dir: Path, min_count: int = 2, lac: o
         if c in singles:
             rows[i] = table[singles[c]]
             known[i] = True
-    rows[UNK] = table[tok.get("[UNK]", 1)]
+    rows[UNK] = table[unk]
     if lac is not None:  # LAC's 128-wide rows beside them, rescaled to the same spread (row 0 stays zero)
         extra, _ = lac.char_rows(vocab)  # type: ignore[attr-defined]
         extra = extra * (spread / float(extra.std()))

@@ -23,10 +23,11 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from emotag.model.config import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME, EmotagConfig
+from emotag.model.config import CONFIG_NAME, ONNX_INT8_NAME, TOKENIZER_NAME, WEIGHTS_NAME, EmotagConfig
 
 OUTPUT_NAMES = ("emotion_logits", "polarity_logits", "intensity", "valence")
 
@@ -175,24 +176,37 @@ class EmotagModel(nn.Module):
     # -- persistence -------------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike[str], tokenizer=None, half: bool = True,
-             int8_tables: bool = False) -> None:
+             int8_tables: bool = False, tables_in_onnx: bool = False) -> None:
         """Write config.json, model.safetensors (fp16 by default: half the bytes in git) and the tokenizer.
 
         `int8_tables` also stores the big lookup tables (the n-gram bag, the expert, the token embeddings)
         as int8 with one scale per row: a quarter of their fp32 bytes. Why: those tables are most of a
         model directory, and the shipped int8 ONNX graph quantises them anyway, so the torch weights lose
         nothing the scorer keeps. Use it for a finished model, not between training stages.
+
+        `tables_in_onnx` leaves out every table that model.int8.onnx in the same directory already holds
+        (its weight-only int8 Gather tables, exported from these weights) and names them in the file's
+        metadata; `load` reads them back from the ONNX file. Why: otherwise the directory carries each
+        table twice, ~18 MB of a 54 MB model, and torch then loads exactly the values the scorer uses.
         """
         d = Path(directory)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        metadata = {"format": "pt", "emotag": self.config.version}
+        if tables_in_onnx:  # checked before anything is written
+            shared = sorted(onnx_tables(d / ONNX_INT8_NAME, {k: tuple(v.shape) for k, v in state.items()}))
+            if not shared:
+                raise ValueError(f"{d / ONNX_INT8_NAME}: holds none of this model's tables")
+            for k in shared:
+                del state[k]
+            metadata[TABLES_IN_ONNX] = ",".join(shared)
         d.mkdir(parents=True, exist_ok=True)
         self.config.save(d)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         if half:
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         if int8_tables:
             for k in [k for k, v in state.items() if _is_table(v)]:
                 state[k], state[k + ROW_SCALE] = quantize_rows(state[k])
-        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt", "emotag": self.config.version})
+        save_file(state, str(d / WEIGHTS_NAME), metadata=metadata)
         # safetensors creates the file 0600; a model directory is meant to be read by other accounts too
         # (a scoring service), like every other file written here
         mask = os.umask(0)
@@ -209,6 +223,18 @@ class EmotagModel(nn.Module):
         config = EmotagConfig.load(d)
         model = cls(config)
         state = load_file(str(d / WEIGHTS_NAME))
+        with safe_open(str(d / WEIGHTS_NAME), framework="pt") as f:
+            shared = (f.metadata() or {}).get(TABLES_IN_ONNX, "")
+        if shared:
+            names = shared.split(",")
+            if not (d / ONNX_INT8_NAME).exists():
+                raise FileNotFoundError(f"{d}: {WEIGHTS_NAME} keeps its tables {names} in {ONNX_INT8_NAME}, "
+                                        "which is missing")
+            tables = onnx_tables(d / ONNX_INT8_NAME, dict.fromkeys(names), values=True)
+            if set(tables) != set(names):
+                raise ValueError(f"{d / ONNX_INT8_NAME}: lacks the tables {sorted(set(names) - set(tables))} "
+                                 f"that {WEIGHTS_NAME} left to it")
+            state.update({k: torch.from_numpy(v) for k, v in tables.items()})
         for k in [k for k in state if k.endswith(ROW_SCALE)]:
             name = k[: -len(ROW_SCALE)]
             state[name] = state[name].float() * state.pop(k).float()[:, None]
@@ -220,6 +246,40 @@ class EmotagModel(nn.Module):
 
 ROW_SCALE = ".row_scale"  # safetensors key suffix: the per-row scales of an int8-stored table
 TABLE_MIN_VALUES = 1_000_000  # smaller tensors stay fp16: int8 would save little and cost precision
+
+
+TABLES_IN_ONNX = "emotag_tables_in_onnx"  # safetensors metadata: the tables left to model.int8.onnx
+
+
+def onnx_tables(path: Path, wanted: dict[str, tuple[int, ...] | None], values: bool = False) -> dict:
+    """The weight-only int8 tables of an ONNX graph that `wanted` names (a state-dict key and its shape,
+    or None for any shape): {key: shape}, or {key: dequantised fp32 array} with `values`.
+
+    onnxruntime's quantize_dynamic stores a Gather table `k` as `k_quantized` with a scalar `k_scale` and
+    `k_zero_point`; a table is read back as (q - zero_point) * scale, exactly what the graph computes.
+    Per-channel initialisers (MatMul weights) are never tables here: their names are not state-dict keys.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no int8 ONNX graph to share tables with")
+    inits = {i.name: i for i in onnx.load(str(path)).graph.initializer}
+    out: dict = {}
+    for k, shape in wanted.items():
+        q, scale, zero = (inits.get(k + suffix) for suffix in ("_quantized", "_scale", "_zero_point"))
+        if q is None or scale is None or zero is None or len(scale.dims) or len(zero.dims):
+            continue
+        if shape is not None and tuple(q.dims) != shape:
+            continue
+        if not values:
+            out[k] = tuple(q.dims)
+            continue
+        s = numpy_helper.to_array(scale).astype(np.float32)
+        z = numpy_helper.to_array(zero).astype(np.float32)
+        out[k] = ((numpy_helper.to_array(q).astype(np.float32) - z) * s).astype(np.float32)
+    return out
 
 
 def _is_table(t: torch.Tensor) -> bool:
