@@ -1,0 +1,146 @@
+"""The int8 export quantises n-gram windows before building them (`export.quantize_windows_first`):
+the same bytes reach the int8 MatMuls, and graphs without the pattern are left alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from emotag.model import export  # noqa: E402
+
+TEXTS = ["这款面膜包装太简陋了，很失望", "不难吃，送餐不慢", "物流很快但是包装破损了", "今天好开心[哈哈]",
+         "请问什么时候发货", "ok 好的", "客服态度很差，再也不买了", "东西不错，下次还来"]
+
+
+def _session(path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def tiny_use(tmp_path_factory):
+    """A randomly initialised USE-style model (pretrained weights are not needed for the graph's shape)."""
+    from emotag.model.config import EmotagConfig, NgramConfig
+    from emotag.model.modeling import EmotagModel
+    from emotag.model.use import SPECIAL, build_unigram_tokenizer
+
+    chars = sorted(set("".join(TEXTS).replace(" ", "")))
+    pieces = list(SPECIAL) + ["\u2581"] + ["\u2581" + c for c in chars] + chars + ["很快", "但是", "好的"]
+    tok = build_unigram_tokenizer(pieces, [0.0] * 4 + [-5.0] * (len(pieces) - 4))
+    torch.manual_seed(0)
+    cfg = EmotagConfig(encoder={"model_type": "use", "vocab_size": tok.get_vocab_size()}, max_length=64,
+                       ngram=NgramConfig(buckets=512, dim=8), name="tiny-use")
+    d = tmp_path_factory.mktemp("use") / "model"
+    EmotagModel(cfg).eval().save(d, tokenizer=tok)
+    export.export_onnx(d, quantize="int8", calibration_texts=TEXTS)
+    return d
+
+
+def _inputs(model_dir):
+    from emotag.model.features import Featurizer
+
+    feat = Featurizer.from_dir(model_dir)
+    return feat.encode([w for t in TEXTS for w in feat.prepare(t).windows]).as_dict()
+
+
+def _windows_quantized_after_concat(model: onnx.ModelProto) -> int:
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    return sum(n.op_type == "QuantizeLinear" and producer.get(n.input[0]) == "Concat" for n in model.graph.node)
+
+
+def test_use_export_builds_windows_in_uint8_with_the_same_outputs(tiny_use, tmp_path, monkeypatch):
+    rewritten = onnx.load(str(tiny_use / "model.int8.onnx"))
+    assert _windows_quantized_after_concat(rewritten) == 0  # all six window blocks moved
+    pads = [n for n in rewritten.graph.node if n.op_type == "Pad" and n.name.endswith("/windows_first/pad")]
+    assert len(pads) == 6  # conv1 and conv2 of each n-gram order
+    # the same fp32 graph and calibration quantised without the rewrite: the reference
+    batches = export.calibration_batches(tiny_use, TEXTS)
+    monkeypatch.setattr(export, "quantize_windows_first", lambda model: 0)
+    plain = export.quantize_int8(tiny_use / "model.onnx", tmp_path / "plain.int8.onnx", batches)
+    assert _windows_quantized_after_concat(onnx.load(str(plain))) == 6
+    x = _inputs(tiny_use)
+    got = _session(tiny_use / "model.int8.onnx").run(None, x)
+    want = _session(plain).run(None, x)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)  # identical values, not merely close
+    fp32 = _session(tiny_use / "model.onnx").run(None, x)
+    assert np.abs(got[0] - fp32[0]).max() < 0.5  # still int8 of the same network (loose: random weights)
+
+
+def test_rewritten_graph_scores_a_text_alone_as_in_a_batch(tiny_use):
+    """SPEC §2 batch invariance: the uint8 padding must stay the zero point, never leak across rows."""
+    x = _inputs(tiny_use)
+    sess = _session(tiny_use / "model.int8.onnx")
+    together = sess.run(None, x)
+    for r in range(len(x["input_ids"])):
+        n = int(x["attention_mask"][r].sum())
+        alone = sess.run(None, {"input_ids": x["input_ids"][r:r + 1, :n],
+                                "attention_mask": x["attention_mask"][r:r + 1, :n],
+                                "ngram_ids": x["ngram_ids"][r:r + 1]})
+        for a, t in zip(alone, together, strict=True):
+            np.testing.assert_allclose(a[0], t[r], atol=1e-6)
+
+
+def test_bert_style_int8_graph_is_left_alone(tiny_model_dir):
+    model = onnx.load(str(tiny_model_dir / "model.int8.onnx"))
+    before = model.SerializeToString()
+    assert export.quantize_windows_first(model) == 0
+    assert model.SerializeToString() == before
+
+
+def _window_graph(pad_value: float | None = None, mode: str = "constant", extra_reader: bool = False):
+    """x (1, T, 2) -> Pad(left 1, right 1) -> 3 Slices along T -> Concat(-1) -> Q -> DQ -> output."""
+    t = "T"
+    inits = [numpy_helper.from_array(np.array([0, 1, 0, 0, 1, 0], dtype=np.int64), "pads"),
+             numpy_helper.from_array(np.array(0.05, dtype=np.float32), "scale"),
+             numpy_helper.from_array(np.array(128, dtype=np.uint8), "zp"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+             numpy_helper.from_array(np.array([-1], dtype=np.int64), "minus1")]
+    pad_inputs = ["x", "pads"]
+    if pad_value is not None:
+        inits.append(numpy_helper.from_array(np.array(pad_value, dtype=np.float32), "value"))
+        pad_inputs.append("value")
+    nodes = [helper.make_node("Pad", pad_inputs, ["padded"], mode=mode)]
+    for k, (start, end) in enumerate([(0, -2), (1, -1), (2, None)]):
+        inits.append(numpy_helper.from_array(np.array([start], dtype=np.int64), f"s{k}"))
+        inits.append(numpy_helper.from_array(np.array([end if end is not None else 2**62], dtype=np.int64), f"e{k}"))
+        nodes.append(helper.make_node("Slice", ["padded", f"s{k}", f"e{k}", "axis1"], [f"w{k}"]))
+    nodes += [helper.make_node("Concat", ["w0", "w1", "w2"], ["cat"], axis=-1),
+              helper.make_node("QuantizeLinear", ["cat", "scale", "zp"], ["q"]),
+              helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, t, 6])]
+    if extra_reader:
+        outputs.append(helper.make_tensor_value_info("cat", TensorProto.FLOAT, [1, t, 6]))
+    graph = helper.make_graph(nodes, "windows", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, t, 2])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_handmade_window_graph_gives_identical_values(tmp_path):
+    model = _window_graph()
+    x = {"x": np.random.default_rng(0).normal(size=(1, 5, 2)).astype(np.float32) * 3}
+    onnx.save(model, str(tmp_path / "a.onnx"))
+    want = _session(tmp_path / "a.onnx").run(None, x)[0]
+    assert export.quantize_windows_first(model) == 1
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp_path / "b.onnx"))
+    got = _session(tmp_path / "b.onnx").run(None, x)[0]
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 0, :2].tolist() == [0.0, 0.0]  # the left edge is padding: zero after the round trip
+
+
+@pytest.mark.parametrize("variant", [{"pad_value": 1.0}, {"mode": "reflect"}, {"extra_reader": True}])
+def test_window_graphs_it_cannot_prove_equal_are_left_alone(variant):
+    """A non-zero pad value, another pad mode or the fp32 concat read elsewhere: no rewrite."""
+    model = _window_graph(**variant)
+    before = model.SerializeToString()
+    assert export.quantize_windows_first(model) == 0
+    assert model.SerializeToString() == before
