@@ -1,5 +1,7 @@
-"""The int8 export quantises n-gram windows before building them (`export.quantize_windows_first`):
-the same bytes reach the int8 MatMuls, and graphs without the pattern are left alone."""
+"""The int8 export's graph rewrites for the USE encoder: n-gram windows quantised before they are built
+(`export.quantize_windows_first`: the same bytes reach the int8 MatMuls) and the layer norm pooled over
+tokens without building its concatenation (`export.pool_norm_without_concat`: the same values up to fp32
+rounding). Graphs without the patterns are left alone."""
 
 from __future__ import annotations
 
@@ -93,7 +95,29 @@ def test_bert_style_int8_graph_is_left_alone(tiny_model_dir):
     model = onnx.load(str(tiny_model_dir / "model.int8.onnx"))
     before = model.SerializeToString()
     assert export.quantize_windows_first(model) == 0
+    assert export.pool_norm_without_concat(model) == 0
     assert model.SerializeToString() == before
+
+
+def test_use_export_pools_the_norm_without_its_concat(tiny_use, tmp_path):
+    """On the fp32 graph (shapes recorded as the int8 export records them) the rewrite changes the outputs
+    only by fp32 rounding; the int8 file carries it too."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    int8 = onnx.load(str(tiny_use / "model.int8.onnx"))
+    assert any(n.name.endswith("/pooled_norm/out") for n in int8.graph.node)
+    assert not any(n.op_type == "LayerNormalization" and n.name.endswith("encoder/norm/LayerNormalization")
+                   for n in int8.graph.node)
+    quant_pre_process(str(tiny_use / "model.onnx"), str(tmp_path / "pre.onnx"), skip_symbolic_shape=True)
+    model = onnx.load(str(tmp_path / "pre.onnx"))
+    assert export.pool_norm_without_concat(model) == 1
+    assert export.pool_norm_without_concat(model) == 0  # nothing left to rewrite
+    onnx.save(model, str(tmp_path / "pooled.onnx"))
+    x = _inputs(tiny_use)
+    want = _session(tmp_path / "pre.onnx").run(None, x)
+    got = _session(tmp_path / "pooled.onnx").run(None, x)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
 def _window_graph(pad_value: float | None = None, mode: str = "constant", extra_reader: bool = False):
@@ -143,4 +167,51 @@ def test_window_graphs_it_cannot_prove_equal_are_left_alone(variant):
     model = _window_graph(**variant)
     before = model.SerializeToString()
     assert export.quantize_windows_first(model) == 0
+    assert model.SerializeToString() == before
+
+
+def _pooled_graph(axis: int = 1, mask_width: int = 1, norm_is_output: bool = False):
+    """parts (B, T, 3) and (B, T, 2) -> Concat -> LayerNorm -> Mul(mask (B, T, mask_width)) -> ReduceSum(axis)."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(size=5).astype(np.float32), "gamma"),
+             numpy_helper.from_array(rng.normal(size=5).astype(np.float32), "beta"),
+             numpy_helper.from_array(np.array([axis], dtype=np.int64), "axes")]
+    nodes = [helper.make_node("Concat", ["a", "b"], ["cat"], axis=-1),
+             helper.make_node("LayerNormalization", ["cat", "gamma", "beta"], ["norm"], axis=-1, epsilon=1e-6),
+             helper.make_node("Mul", ["norm", "mask"], ["masked"]),
+             helper.make_node("ReduceSum", ["masked", "axes"], ["y"], keepdims=0)]
+    vi = helper.make_tensor_value_info
+    inputs = [vi("a", TensorProto.FLOAT, ["B", "T", 3]), vi("b", TensorProto.FLOAT, ["B", "T", 2]),
+              vi("mask", TensorProto.FLOAT, ["B", "T", mask_width])]
+    outputs = [vi("y", TensorProto.FLOAT, ["B", 5])]
+    outputs += [vi("norm", TensorProto.FLOAT, ["B", "T", 5])] if norm_is_output else []
+    graph = helper.make_graph(nodes, "pooled", inputs, outputs, inits,
+                              value_info=[vi("cat", TensorProto.FLOAT, ["B", "T", 5])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_handmade_pooled_norm_gives_the_same_sums(tmp_path):
+    rng = np.random.default_rng(0)
+    x = {"a": rng.normal(size=(2, 4, 3)).astype(np.float32) * 3 + 1,
+         "b": rng.normal(size=(2, 4, 2)).astype(np.float32),
+         "mask": np.array([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=np.float32)[..., None]}
+    model = _pooled_graph()
+    onnx.save(model, str(tmp_path / "a.onnx"))
+    want = _session(tmp_path / "a.onnx").run(None, x)[0]
+    assert export.pool_norm_without_concat(model) == 1
+    onnx.checker.check_model(model)
+    assert not any(n.op_type in ("LayerNormalization", "Concat") and n.output[0] in ("norm", "cat")
+                   for n in model.graph.node)
+    onnx.save(model, str(tmp_path / "b.onnx"))
+    got = _session(tmp_path / "b.onnx").run(None, x)[0]
+    assert got.shape == want.shape == (2, 5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [{"axis": 2}, {"mask_width": 5}, {"norm_is_output": True}])
+def test_pooled_norms_it_cannot_prove_equal_are_left_alone(variant):
+    """A sum over another axis, a mask that is not one weight per token, the norm read elsewhere: no rewrite."""
+    model = _pooled_graph(**variant)
+    before = model.SerializeToString()
+    assert export.pool_norm_without_concat(model) == 0
     assert model.SerializeToString() == before
