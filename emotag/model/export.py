@@ -210,7 +210,8 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[dict[str, np.ndarr
     would change with its batch mates (up to 5e-2 here) and break SPEC §2's batch invariance. Fixed scales
     keep every row independent, and the QDQ pairs fuse into QLinearMatMul, which runs on the CPU's int8 dot
     product units (~2x the fp32 MatMul here; weight-only MatMulNBits was no faster than fp32). Products of
-    two activations (attention scores) stay fp32.
+    two activations (attention scores) stay fp32. Two graph rewrites then cut the USE encoder's fp32 data
+    movement (`quantize_windows_first`, `pool_norm_without_concat`; no-ops on other graphs).
     """
     import logging
 
