@@ -127,6 +127,8 @@ def export_onnx(model_dir: str | os.PathLike[str], quantize: str | None = None, 
     d = Path(model_dir)
     model = EmotagModel.load(d)
     model.eval()
+    if hasattr(model.encoder, "precompute_piece_inputs"):  # USE: per-piece work becomes a table lookup
+        model.encoder.precompute_piece_inputs()
     written: list[Path] = []
     onnx_path = d / ONNX_NAME
     v = int(model.config.encoder.get("vocab_size") or 8)
@@ -204,14 +206,15 @@ def calibration_batches(model_dir: Path, texts: Sequence[str] | None = None, bat
 
 def quantize_int8(src: Path, dst: Path, calibration: Sequence[dict[str, np.ndarray]]) -> Path:
     """Static int8: MatMul weights per channel, their inputs with fixed scales measured on `calibration`;
-    embedding tables (Gather) weight-only.
+    lookup tables (Gather) weight-only, one int8 scale per row (`quantize_tables`).
 
     Why static: onnxruntime's dynamic quantisation picks one activation scale per *batch*, so a text's scores
     would change with its batch mates (up to 5e-2 here) and break SPEC §2's batch invariance. Fixed scales
     keep every row independent, and the QDQ pairs fuse into QLinearMatMul, which runs on the CPU's int8 dot
     product units (~2x the fp32 MatMul here; weight-only MatMulNBits was no faster than fp32). Products of
-    two activations (attention scores) stay fp32. Two graph rewrites then cut the USE encoder's fp32 data
-    movement (`quantize_windows_first`, `pool_norm_without_concat`; no-ops on other graphs).
+    two activations (attention scores) stay fp32, and so do products of pooled vectors (`pooled_products`).
+    Two graph rewrites then cut the USE encoder's fp32 data movement
+    (`quantize_windows_first`, `pool_norm_without_concat`; no-ops on other graphs).
     """
     import logging
 
@@ -221,7 +224,6 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[dict[str, np.ndarr
         CalibrationMethod,
         QuantFormat,
         QuantType,
-        quantize_dynamic,
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -236,6 +238,7 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[dict[str, np.ndarr
     graph = onnx.load(str(src)).graph
     weights = {i.name for i in graph.initializer}
     activation_products = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+    activation_products += pooled_products(onnx.load(str(src)))
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)
     tmp = [dst.with_suffix(f".{k}.tmp") for k in ("pre", "qdq")]
@@ -245,15 +248,132 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[dict[str, np.ndarr
                         op_types_to_quantize=["MatMul"], nodes_to_exclude=activation_products, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, extra_options={"MatMulConstBOnly": True})
-        quantize_dynamic(str(tmp[1]), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"])
+        quantized = onnx.load(str(tmp[1]))
     finally:
         logging.getLogger().setLevel(quiet)
         for t in tmp:
             t.unlink(missing_ok=True)
-    quantized = onnx.load(str(dst))
-    if quantize_windows_first(quantized) + pool_norm_without_concat(quantized):
-        onnx.save(quantized, str(dst))
+    quantize_tables(quantized)
+    quantize_weights_only(quantized)
+    quantize_windows_first(quantized)
+    pool_norm_without_concat(quantized)
+    onnx.save(quantized, str(dst))
     return dst
+
+
+WEIGHT_MIN_VALUES = 65536  # an fp32 product weight at least this big is stored int8 (`quantize_weights_only`)
+
+
+def quantize_weights_only(model: onnx.ModelProto) -> int:
+    """Store the weights of the products left fp32 (pooled vectors, the heads' mixing layer) as int8, one
+    scale per output column, read through DequantizeLinear: the product itself still runs in fp32. Returns
+    how many weights it stored so.
+
+    Why: they are a fifth of the USE network's file (6.6 MB fp32) and run once per window, so rounding the
+    weights (0.4% of each column's largest value) costs no agreement, where rounding their inputs did.
+    """
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    done = 0
+    for node in list(g.node):
+        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        init = inits.get(node.input[1])
+        if init is None or init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2:
+            continue
+        if init.dims[0] * init.dims[1] < WEIGHT_MIN_VALUES or readers.get(init.name) != 1:
+            continue
+        trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+        axis = 0 if trans_b else 1  # the output column's axis
+        w = numpy_helper.to_array(init).astype(np.float32)
+        scale = (np.abs(w).max(axis=1 - axis) / 127.0).astype(np.float32)
+        shape = (-1, 1) if axis == 0 else (1, -1)
+        q = np.round(w / np.maximum(scale, 1e-30).reshape(shape)).clip(-127, 127).astype(np.int8)
+        name = init.name
+        g.initializer.remove(init)
+        g.initializer.extend([numpy_helper.from_array(q, name + "_quantized"),
+                              numpy_helper.from_array(scale, name + "_scale"),
+                              numpy_helper.from_array(np.zeros(scale.shape, np.int8), name + "_zero_point")])
+        dq = helper.make_node("DequantizeLinear", [name + "_quantized", name + "_scale", name + "_zero_point"],
+                              [name + "_dequantized"], name=name + "_DequantizeLinear", axis=axis)
+        node.input[1] = name + "_dequantized"
+        g.node.insert(list(g.node).index(node), dq)
+        done += 1
+    return done
+
+
+TABLE_MIN_ROWS = 1024  # a Gather on an initialiser with at least this many rows is a lookup table
+
+
+def quantize_tables(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
+    """Store each lookup table (a Gather on an fp32 initialiser) as int8 with one scale per row: `k_quantized`
+    (int8) and `k_scale` (fp32, one per row; a scalar for a 1-D table), read as Gather -> Cast -> Mul by the
+    row's scale. Returns {the Gather's output: (table name, ids input)} for each table it quantised.
+
+    Why per row, not onnxruntime's one scale per table: a table's rows differ in size by 10-50x (USE's
+    [SEP] row reaches 22.6 where a typical piece row's largest value is 1.3; an n-gram bag's frequent
+    buckets carry far larger weights than its rare ones), so one uint8 step sized for the largest row
+    leaves ordinary rows a few levels: the piece table alone cost the USE network about a point of
+    top-emotion agreement with fp32. The rows are also what `EmotagModel.save(int8_tables=True)` stores
+    (`modeling.quantize_rows`), so the two files hold the same numbers.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    done: dict[str, tuple[str, str]] = {}
+    for node in list(graph.node):
+        name = node.input[0] if node.op_type == "Gather" else None
+        init = inits.get(name) if name else None
+        if init is None or init.data_type != onnx.TensorProto.FLOAT or not init.dims or init.dims[0] < TABLE_MIN_ROWS:
+            continue
+        if any(a.name == "axis" and a.i != 0 for a in node.attribute):
+            continue
+        table = numpy_helper.to_array(init).astype(np.float32)
+        rows = table.reshape(table.shape[0], -1) if table.ndim > 1 else table.reshape(1, -1)
+        scale = np.abs(rows).max(axis=1) / 127.0
+        q = np.round(rows / np.maximum(scale, 1e-30)[:, None]).clip(-127, 127).astype(np.int8).reshape(table.shape)
+        scale = scale.astype(np.float32) if table.ndim > 1 else scale.astype(np.float32).reshape(())
+        out, idx = node.output[0], node.input[1]
+        graph.initializer.remove(init)
+        graph.initializer.extend([numpy_helper.from_array(q, name + "_quantized"),
+                                  numpy_helper.from_array(scale, name + "_scale")])
+        k = list(graph.node).index(node)
+        graph.node.remove(node)
+        new = [helper.make_node("Gather", [name + "_quantized", idx], [out + "_q"], name=node.name + "_q",
+                                axis=0),
+               helper.make_node("Cast", [out + "_q"], [out + "_f"], to=onnx.TensorProto.FLOAT)]
+        if table.ndim > 1:
+            axes = name + "_scale_axes"
+            graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), axes))
+            new += [helper.make_node("Gather", [name + "_scale", idx], [out + "_s"], axis=0),
+                    helper.make_node("Unsqueeze", [out + "_s", axes], [out + "_s1"]),
+                    helper.make_node("Mul", [out + "_f", out + "_s1"], [out])]
+        else:
+            new.append(helper.make_node("Mul", [out + "_f", name + "_scale"], [out]))
+        for j, n in enumerate(new):
+            graph.node.insert(k + j, n)
+        done[out] = (name, idx)
+    return done
+
+
+def pooled_products(model: onnx.ModelProto) -> list[str]:
+    """MatMuls over pooled vectors (a 2-D input: one row per window, no token axis). They stay fp32.
+
+    Why: they run once per window, not once per token, so int8 buys them almost no time, and their inputs
+    (sums over a text's tokens) vary in range from text to text more than one fixed scale serves: with them
+    quantised, the USE encoder's DAN layers cost another point of top-emotion agreement with fp32.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model)
+    rank = {v.name: len(v.type.tensor_type.shape.dim)
+            for v in [*inferred.graph.value_info, *inferred.graph.input] if v.type.tensor_type.HasField("shape")}
+    return [n.name for n in inferred.graph.node if n.op_type == "MatMul" and rank.get(n.input[0]) == 2]
 
 
 def quantize_windows_first(model: onnx.ModelProto) -> int:

@@ -245,19 +245,20 @@ class EmotagModel(nn.Module):
 
 
 ROW_SCALE = ".row_scale"  # safetensors key suffix: the per-row scales of an int8-stored table
-TABLE_MIN_VALUES = 1_000_000  # smaller tensors stay fp16: int8 would save little and cost precision
+TABLE_MIN_VALUES = 65_536  # smaller tensors (biases, norms, heads) stay fp16: int8 would save little
 
 
 TABLES_IN_ONNX = "emotag_tables_in_onnx"  # safetensors metadata: the tables left to model.int8.onnx
 
 
 def onnx_tables(path: Path, wanted: dict[str, tuple[int, ...] | None], values: bool = False) -> dict:
-    """The weight-only int8 tables of an ONNX graph that `wanted` names (a state-dict key and its shape,
-    or None for any shape): {key: shape}, or {key: dequantised fp32 array} with `values`.
+    """The int8 lookup tables of an ONNX graph that `wanted` names (a state-dict key and its shape, or None
+    for any shape): {key: shape}, or {key: dequantised fp32 array} with `values`.
 
-    onnxruntime's quantize_dynamic stores a Gather table `k` as `k_quantized` with a scalar `k_scale` and
-    `k_zero_point`; a table is read back as (q - zero_point) * scale, exactly what the graph computes.
-    Per-channel initialisers (MatMul weights) are never tables here: their names are not state-dict keys.
+    `emotag.model.export.quantize_tables` stores a table `k` as `k_quantized` (int8) with `k_scale` (one per
+    row, or a scalar); onnxruntime's quantize_dynamic, in files exported before it, as `k_quantized` (uint8)
+    with a scalar `k_scale` and `k_zero_point`. Either is read back as the graph computes it. MatMul weights
+    are never tables here: their initialisers are not named after state-dict keys.
     """
     import numpy as np
     import onnx
@@ -269,16 +270,19 @@ def onnx_tables(path: Path, wanted: dict[str, tuple[int, ...] | None], values: b
     out: dict = {}
     for k, shape in wanted.items():
         q, scale, zero = (inits.get(k + suffix) for suffix in ("_quantized", "_scale", "_zero_point"))
-        if q is None or scale is None or zero is None or len(scale.dims) or len(zero.dims):
+        if q is None or scale is None or (shape is not None and tuple(q.dims) != shape):
             continue
-        if shape is not None and tuple(q.dims) != shape:
+        per_row = len(scale.dims) == 1 and len(q.dims) > 1 and scale.dims[0] == q.dims[0]
+        if not per_row and len(scale.dims):
             continue
         if not values:
             out[k] = tuple(q.dims)
             continue
-        s = numpy_helper.to_array(scale).astype(np.float32)
-        z = numpy_helper.to_array(zero).astype(np.float32)
-        out[k] = ((numpy_helper.to_array(q).astype(np.float32) - z) * s).astype(np.float32)
+        v = numpy_helper.to_array(q).astype(np.float32)
+        shape = (-1,) + (1,) * (v.ndim - 1) if per_row else ()
+        s = numpy_helper.to_array(scale).astype(np.float32).reshape(shape)
+        z = numpy_helper.to_array(zero).astype(np.float32).reshape(shape) if zero is not None else np.float32(0.0)
+        out[k] = ((v - z) * s).astype(np.float32)
     return out
 
 
