@@ -188,8 +188,11 @@ def test_training_with_lac_rows_and_distillation(tmp_path):
     assert isinstance(with_lac, NeuralTagger) and len(with_lac.tag(["包装很好"])[0][0]) == 4
     # the head the export dropped learned the teacher's tags
     state = torch.load(ckpt / "neural_torch.pt")
-    assert state["emb.weight"].shape[1] == 256 + 3  # the bundled network's rows, then LAC's
-    model = ConvTagger(len(with_lac.vocab), 8, (1, 2), 256 + 3, 0.0, 0, n_aux=3, n_aux_states=4).eval()
+    from emotag.aspects.neural_train import network_char_rows
+
+    width = network_char_rows(ROOT / "models" / "emotag-zh-small")[0].shape[1] + 3
+    assert state["emb.weight"].shape[1] == width  # the bundled network's rows, then LAC's
+    model = ConvTagger(len(with_lac.vocab), 8, (1, 2), width, 0.0, 0, n_aux=3, n_aux_states=4).eval()
     model.load_state_dict(state)
     ids = {c: i for i, c in enumerate(with_lac.vocab)}
     _, codes, off = encode(texts, ids, pats)
