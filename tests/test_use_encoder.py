@@ -146,3 +146,28 @@ def test_aspect_char_rows_read_a_use_network_with_shared_tables(tmp_path):
     chars, rows, known = char_vocab(["很好", "很好", "鑫"], tmp_path, min_count=1)
     assert rows.shape == (len(chars), 512) and known[chars.index("很")] and not known[chars.index("鑫")]
     assert np.array_equal(rows[chars.index("很")], table[vocab["很"]])
+
+
+def test_batches_are_cut_by_token_count_not_characters(tmp_path):
+    """A SentencePiece vocabulary makes one token of several characters, so the scorer sorts windows by
+    their token count: each batch then pads little, and what a text scores does not depend on it."""
+    from emotag.model.config import NgramConfig
+    from emotag.model.modeling import EmotagModel
+    from emotag.tagger import Tagger
+
+    torch.manual_seed(0)
+    tok = _toy_tokenizer()
+    cfg = EmotagConfig(encoder={"model_type": "use", "vocab_size": tok.get_vocab_size()}, max_length=64,
+                       ngram=NgramConfig(buckets=512, dim=8), name="tiny-use")
+    EmotagModel(cfg).eval().save(tmp_path, tokenizer=tok)
+    tagger = Tagger.load(tmp_path, backend="torch")
+    texts = ["很快很快很快很快很快很快", "物流包装破损", "但是但是但是但是", "好的", "今天好开心", "很快但是好的很快"]
+    chunk = tagger._prepare_chunk(texts, list(range(len(texts))), 2, with_units=False)
+    rows = np.concatenate([b.attention_mask.sum(1) for _, b in chunk.batches])
+    chars = [len(w) for sel, _ in chunk.batches for w in (tagger.featurizer.prepare(texts[k]).windows[0] for k in sel)]
+    assert (np.diff(rows) >= 0).all() and (np.diff(chars) < 0).any()  # token order, not character order
+    for _, b in chunk.batches:  # sorted by tokens, so batches of two pad at most the gap between neighbours
+        assert b.attention_mask.sum() >= b.attention_mask.size - (rows.max() - rows.min())
+    together = tagger.tag_many(texts, batch_size=2)
+    for t, r in zip(texts, together, strict=True):
+        assert abs(tagger.tag(t).polarity_score - r.polarity_score) < 1e-5

@@ -279,10 +279,11 @@ class Featurizer:
         mid = len(window) // 2
         return [p for half in (window[:mid], window[mid:]) if half.strip() for p in self._fit_tokens(half)]
 
-    def encode(self, windows: list[str]) -> Batch:
-        """Token ids and n-gram ids for already-normalised windows (<= window_chars characters each)."""
+    def encode(self, windows: list[str], token_ids: list[list[int]] | None = None) -> Batch:
+        """Token ids and n-gram ids for already-normalised windows (<= window_chars characters each);
+        `token_ids`, when the caller already has them (`token_ids(windows)`), are used as they are."""
         max_len = self.config.max_length
-        toks = self.token_ids(windows)
+        toks = self.token_ids(windows) if token_ids is None else token_ids
         lengths = [min(len(t), max_len) for t in toks]
         width = max(lengths) if lengths else 1
         ids = np.full((len(toks), width), self.pad_id, dtype=np.int64)
