@@ -151,3 +151,30 @@ def test_use_export_reads_the_piece_table_not_the_projection(tmp_path):
     int8 = {i.name: i for i in onnx.load(str(tmp_path / "model.int8.onnx")).graph.initializer}
     assert int8["ngram.weight_quantized"].data_type == TensorProto.INT8
     assert list(int8["ngram.weight_scale"].dims) == [2048]
+
+
+def test_a_table_read_twice_is_stored_once_and_a_tied_one_is_left_alone():
+    rng = np.random.default_rng(2)
+    table = rng.normal(0, 0.5, (2048, 8)).astype(np.float32)
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [None])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("a", "b")]
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["a"], axis=0),
+                               helper.make_node("Gather", ["table", "ids"], ["b"], axis=0)], "g", [ids], outs,
+                              [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert set(export.quantize_tables(model)) == {"a", "b"}
+    names = [i.name for i in model.graph.initializer]
+    assert names.count("table_quantized") == 1 and "table" not in names
+    feeds = {"ids": np.array([0, 5, 2047], np.int64)}
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    a, b = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - table[feeds["ids"]]).max() <= np.abs(table).max() / 254 + 1e-6
+    # the same table also read by a product (tied weights): not a lookup table only, left fp32
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2048])
+    tied = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["a"], axis=0),
+                              helper.make_node("MatMul", ["x", "table"], ["b"])], "g", [ids, x], outs,
+                             [numpy_helper.from_array(table, "table")])
+    tied_model = helper.make_model(tied, opset_imports=[helper.make_opsetid("", 17)])
+    assert export.quantize_tables(tied_model) == {}

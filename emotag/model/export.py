@@ -327,33 +327,45 @@ def quantize_tables(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+
+    def lookup_only(name: str) -> bool:  # read by row Gathers alone (a tied output projection would break)
+        return all(r.op_type == "Gather" and r.input[0] == name and list(r.input).count(name) == 1
+                   and all(a.name != "axis" or a.i == 0 for a in r.attribute) for r in readers.get(name, []))
+
     done: dict[str, tuple[str, str]] = {}
+    stored: dict[str, int] = {}  # table name -> its rank, once its int8 rows and scales are in the graph
     for node in list(graph.node):
         name = node.input[0] if node.op_type == "Gather" else None
         init = inits.get(name) if name else None
         if init is None or init.data_type != onnx.TensorProto.FLOAT or not init.dims or init.dims[0] < TABLE_MIN_ROWS:
             continue
-        if any(a.name == "axis" and a.i != 0 for a in node.attribute):
+        if not lookup_only(name):
             continue
-        table = numpy_helper.to_array(init).astype(np.float32)
-        rows = table.reshape(table.shape[0], -1) if table.ndim > 1 else table.reshape(1, -1)
-        scale = np.abs(rows).max(axis=1) / 127.0
-        q = np.round(rows / np.maximum(scale, 1e-30)[:, None]).clip(-127, 127).astype(np.int8).reshape(table.shape)
-        scale = scale.astype(np.float32) if table.ndim > 1 else scale.astype(np.float32).reshape(())
+        if name not in stored:
+            table = numpy_helper.to_array(init).astype(np.float32)
+            rows = table.reshape(table.shape[0], -1) if table.ndim > 1 else table.reshape(1, -1)
+            scale = np.abs(rows).max(axis=1) / 127.0
+            q = np.round(rows / np.maximum(scale, 1e-30)[:, None]).clip(-127, 127).astype(np.int8).reshape(table.shape)
+            scale = scale.astype(np.float32) if table.ndim > 1 else scale.astype(np.float32).reshape(())
+            graph.initializer.remove(init)
+            graph.initializer.extend([numpy_helper.from_array(q, name + "_quantized"),
+                                      numpy_helper.from_array(scale, name + "_scale")])
+            if table.ndim > 1:
+                graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), name + "_scale_axes"))
+            stored[name] = table.ndim
         out, idx = node.output[0], node.input[1]
-        graph.initializer.remove(init)
-        graph.initializer.extend([numpy_helper.from_array(q, name + "_quantized"),
-                                  numpy_helper.from_array(scale, name + "_scale")])
         k = list(graph.node).index(node)
         graph.node.remove(node)
-        new = [helper.make_node("Gather", [name + "_quantized", idx], [out + "_q"], name=node.name + "_q",
+        new = [helper.make_node("Gather", [name + "_quantized", idx], [out + "_q"], name=(node.name or out) + "_q",
                                 axis=0),
                helper.make_node("Cast", [out + "_q"], [out + "_f"], to=onnx.TensorProto.FLOAT)]
-        if table.ndim > 1:
-            axes = name + "_scale_axes"
-            graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), axes))
+        if stored[name] > 1:
             new += [helper.make_node("Gather", [name + "_scale", idx], [out + "_s"], axis=0),
-                    helper.make_node("Unsqueeze", [out + "_s", axes], [out + "_s1"]),
+                    helper.make_node("Unsqueeze", [out + "_s", name + "_scale_axes"], [out + "_s1"]),
                     helper.make_node("Mul", [out + "_f", out + "_s1"], [out])]
         else:
             new.append(helper.make_node("Mul", [out + "_f", name + "_scale"], [out]))
