@@ -296,11 +296,14 @@ def quantize_weights_only(model: onnx.ModelProto) -> int:
         shape = (-1, 1) if axis == 0 else (1, -1)
         q = np.round(w / np.maximum(scale, 1e-30).reshape(shape)).clip(-127, 127).astype(np.int8)
         name = init.name
+        # per-row scales keep the table name (`modeling.onnx_tables` reads a state-dict weight back from them);
+        # per-column ones are named apart, so they are never mistaken for rows when the matrix is square
+        scale_name = name + ("_scale" if axis == 0 else "_column_scale")
         g.initializer.remove(init)
         g.initializer.extend([numpy_helper.from_array(q, name + "_quantized"),
-                              numpy_helper.from_array(scale, name + "_scale"),
+                              numpy_helper.from_array(scale, scale_name),
                               numpy_helper.from_array(np.zeros(scale.shape, np.int8), name + "_zero_point")])
-        dq = helper.make_node("DequantizeLinear", [name + "_quantized", name + "_scale", name + "_zero_point"],
+        dq = helper.make_node("DequantizeLinear", [name + "_quantized", scale_name, name + "_zero_point"],
                               [name + "_dequantized"], name=name + "_DequantizeLinear", axis=axis)
         node.input[1] = name + "_dequantized"
         g.node.insert(list(g.node).index(node), dq)
@@ -343,7 +346,7 @@ def quantize_tables(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
         init = inits.get(name) if name else None
         if init is None or init.data_type != onnx.TensorProto.FLOAT or not init.dims or init.dims[0] < TABLE_MIN_ROWS:
             continue
-        if not lookup_only(name):
+        if not lookup_only(name) or len(init.dims) > 2:  # rows of vectors; nothing here has deeper tables
             continue
         if name not in stored:
             table = numpy_helper.to_array(init).astype(np.float32)

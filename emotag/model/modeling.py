@@ -204,7 +204,8 @@ class EmotagModel(nn.Module):
         if half:
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         if int8_tables:
-            for k in [k for k, v in state.items() if _is_table(v)]:
+            folded = {"encoder." + k for k in getattr(self.encoder, "folded_at_export", ())}
+            for k in [k for k, v in state.items() if _is_table(v) and k not in folded]:
                 state[k], state[k + ROW_SCALE] = quantize_rows(state[k])
         save_file(state, str(d / WEIGHTS_NAME), metadata=metadata)
         # safetensors creates the file 0600; a model directory is meant to be read by other accounts too

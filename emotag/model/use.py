@@ -49,6 +49,10 @@ class UseArchitecture:
 class UseEncoder(nn.Module):
     """USE-multilingual v3 sentence encoder: (input_ids, attention_mask) -> (batch, 512) sentence vectors."""
 
+    # weights the export folds into the per-piece table (`precompute_piece_inputs`): a saved model keeps them
+    # as the table was computed from them (fp16, not int8 rows), so a re-export rebuilds the same table
+    folded_at_export = ("proj.weight",)
+
     def __init__(self, vocab_size: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.config = UseArchitecture(vocab_size=vocab_size, eps=eps)
