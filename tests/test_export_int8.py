@@ -181,3 +181,22 @@ def test_a_table_read_twice_is_stored_once_and_a_tied_one_is_left_alone():
                              [numpy_helper.from_array(table, "table")])
     tied_model = helper.make_model(tied, opset_imports=[helper.make_opsetid("", 17)])
     assert export.quantize_tables(tied_model) == {}
+
+
+def test_saved_use_model_keeps_the_folded_projection_fp16(tmp_path):
+    """int8 rows for big weights, except the projection the export folds into the piece table: stored as the
+    table was computed from it, so a re-export rebuilds the same table."""
+    from safetensors import safe_open
+
+    from emotag.model.config import EmotagConfig, NgramConfig
+    from emotag.model.modeling import ROW_SCALE, EmotagModel
+
+    torch.manual_seed(0)
+    cfg = EmotagConfig(encoder={"model_type": "use", "vocab_size": 64}, max_length=32,
+                       ngram=NgramConfig(buckets=2048, dim=8), name="tiny-use")
+    EmotagModel(cfg).eval().save(tmp_path, int8_tables=True)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    assert stored["encoder.proj.weight"].dtype == torch.float16
+    assert "encoder.proj.weight" + ROW_SCALE not in stored
+    assert stored["encoder.conv1.2.weight"].dtype == torch.int8  # 256 x 1280: int8 rows
