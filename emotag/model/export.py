@@ -235,10 +235,10 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[dict[str, np.ndarr
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
-    graph = onnx.load(str(src)).graph
-    weights = {i.name for i in graph.initializer}
-    activation_products = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
-    activation_products += pooled_products(onnx.load(str(src)))
+    source = onnx.load(str(src))
+    weights = {i.name for i in source.graph.initializer}
+    activation_products = [n.name for n in source.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+    activation_products += pooled_products(source)
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)
     tmp = [dst.with_suffix(f".{k}.tmp") for k in ("pre", "qdq")]
@@ -276,10 +276,7 @@ def quantize_weights_only(model: onnx.ModelProto) -> int:
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    readers: dict[str, int] = {}
-    for n in g.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
+    readers = _readers(g)
     done = 0
     for node in list(g.node):
         if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
@@ -287,7 +284,7 @@ def quantize_weights_only(model: onnx.ModelProto) -> int:
         init = inits.get(node.input[1])
         if init is None or init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2:
             continue
-        if init.dims[0] * init.dims[1] < WEIGHT_MIN_VALUES or readers.get(init.name) != 1:
+        if init.dims[0] * init.dims[1] < WEIGHT_MIN_VALUES or len(readers.get(init.name, [])) != 1:
             continue
         trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
         axis = 0 if trans_b else 1  # the output column's axis
@@ -330,10 +327,7 @@ def quantize_tables(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = _readers(graph)
 
     def lookup_only(name: str) -> bool:  # read by row Gathers alone (a tied output projection would break)
         return all(r.op_type == "Gather" and r.input[0] == name and list(r.input).count(name) == 1
@@ -391,6 +385,15 @@ def pooled_products(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in inferred.graph.node if n.op_type == "MatMul" and rank.get(n.input[0]) == 2]
 
 
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """{tensor name: the nodes that read it}: what every rewrite here checks before it moves a tensor."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    return readers
+
+
 def quantize_windows_first(model: onnx.ModelProto) -> int:
     """Quantise n-gram windows before they are built, not after: returns how many window blocks it moved.
 
@@ -412,14 +415,11 @@ def quantize_windows_first(model: onnx.ModelProto) -> int:
     g = model.graph
     init = {i.name: i for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list[int]] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(id(n))
+    readers = _readers(g)
     graph_outputs = {o.name for o in g.output}
 
     def read_only_by(name: str, nodes: Sequence[onnx.NodeProto]) -> bool:
-        return name not in graph_outputs and set(readers.get(name, [])) == {id(n) for n in nodes}
+        return name not in graph_outputs and {id(r) for r in readers.get(name, [])} == {id(n) for n in nodes}
 
     def scalar(name: str) -> bool:
         return name in init and list(init[name].dims) in ([], [1])
@@ -503,10 +503,7 @@ def pool_norm_without_concat(model: onnx.ModelProto) -> int:
     g = model.graph
     init = {i.name: i for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list[int]] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(id(n))
+    readers = _readers(g)
     graph_outputs = {o.name for o in g.output}
     shapes = {v.name: [d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
                        for d in v.type.tensor_type.shape.dim]
@@ -514,7 +511,7 @@ def pool_norm_without_concat(model: onnx.ModelProto) -> int:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
 
     def read_only_by(name: str, node: onnx.NodeProto) -> bool:
-        return name not in graph_outputs and readers.get(name, []) == [id(node)]
+        return name not in graph_outputs and [id(r) for r in readers.get(name, [])] == [id(node)]
 
     def const(name: str) -> np.ndarray | None:
         return numpy_helper.to_array(init[name]) if name in init else None

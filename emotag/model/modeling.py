@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from emotag.model.config import CONFIG_NAME, ONNX_INT8_NAME, TOKENIZER_NAME, WEIGHTS_NAME, EmotagConfig
@@ -223,9 +223,9 @@ class EmotagModel(nn.Module):
             raise FileNotFoundError(f"{d}: not an emotag model directory (no {CONFIG_NAME})")
         config = EmotagConfig.load(d)
         model = cls(config)
-        state = load_file(str(d / WEIGHTS_NAME))
-        with safe_open(str(d / WEIGHTS_NAME), framework="pt") as f:
+        with safe_open(str(d / WEIGHTS_NAME), framework="pt") as f:  # one read: the tensors and the metadata
             shared = (f.metadata() or {}).get(TABLES_IN_ONNX, "")
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
         if shared:
             names = shared.split(",")
             if not (d / ONNX_INT8_NAME).exists():
