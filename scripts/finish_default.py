@@ -4,7 +4,8 @@
     python scripts/finish_default.py [--model models/emotag-zh-small] [--data ../shared/data]
 
 1. exports model.onnx and model.int8.onnx (parity with torch is checked during export; int8 activation
-   ranges calibrated on 1,024 training texts);
+   ranges calibrated on 4,096 training texts: with 1,024, v0.6.0 agreed with fp32 on 98.9% of the dev texts,
+   under SPEC §2's 99%; with 4,096 on 99.2%);
 2. chooses the polarity_score valence blend on CVAT training folds (dev fold reported);
 3. fits the conversation-satisfaction read-out on STC-3 dialogues [0, 2960) and reports Pearson r on the
    held-out dialogues [2960, end): a TF-IDF ridge over the customer turns (dialogue_lexical.npy; its
@@ -229,6 +230,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(corpora.DEFAULT_DATA_DIR))
     ap.add_argument("--skip-export", action="store_true", help="only refit the dialogue read-out")
     ap.add_argument("--dialogue-lexicon-buckets", type=int, default=65536, help="0 = no TF-IDF dialogue feature")
+    ap.add_argument("--calibration-texts", type=int, default=4096,
+                    help="training texts that set the int8 activation ranges")
     a = ap.parse_args()
     model, data = Path(a.model), Path(a.data)
     log_path = model / "training_log.json"
@@ -236,9 +239,9 @@ def main() -> None:
     examples = corpora.load_all(data)  # read once; every step below takes its slice
     t = time.process_time()
     if not a.skip_export:
-        # int8 activation ranges from 1,024 training texts (a fixed, seeded sample: reproducible)
+        # int8 activation ranges from --calibration-texts training texts (a fixed, seeded sample: reproducible)
         train = [e.text for e in examples if e.split == "train"]
-        pick = np.random.default_rng(0).choice(len(train), 1024, replace=False)
+        pick = np.random.default_rng(0).choice(len(train), a.calibration_texts, replace=False)
         export_onnx(model, quantize="int8", calibration_texts=[train[i] for i in sorted(pick)])
         log.setdefault("timings", {})["export_cpu_s"] = time.process_time() - t
     fit_valence_blend(model, examples, log)  # before the dialogue fit: its features include polarity_score

@@ -9,7 +9,10 @@ the report halves are never read), plus two sets built from tune-half ASTE resta
   pairs of its aspect-opinion triples (味道很香 / 味道一点也不香);
 - turned (off by default, `--turned N`): two short sentences of opposite polarity joined by a contrast
   turn (A，但是B), labelled as B;
-and opinion-free questions, facts and replies from templates (`emotag.train.neutral_forms`).
+opinion-free questions, facts and replies from templates (`emotag.train.neutral_forms`), and (`--compositional
+N`, the recipe's 1,500) negation, double-negation and contrast sentences from `emotag.train.compositional`
+with another seed than the network was taught with: without them the sign part, fit on real rows only,
+trusts the n-gram experts (which read 不差 as 差) over a network that reads the negation right.
 Why the tune halves and not training data: the network and its lexical expert were fit on the training
 split and read it overconfidently, so a stacker fit there would learn to trust the whole-text score alone.
 
@@ -44,6 +47,7 @@ from emotag.model.config import CONFIG_NAME, EmotagConfig, resolve_model_dir  # 
 from emotag.model.features import Featurizer  # noqa: E402
 from emotag.runtime.backends import load_backend  # noqa: E402
 from emotag.train import corpora  # noqa: E402
+from emotag.train.compositional import compositional_forms  # noqa: E402
 from emotag.train.corpora import Example  # noqa: E402
 from emotag.train.neutral_forms import neutral_forms  # noqa: E402
 
@@ -138,6 +142,9 @@ def main() -> None:
                     help="add N synthetic A，但是B texts (off: on the tune halves they cost hotel 2.8 and shopping 1.0 points of sign accuracy)")
     ap.add_argument("--neutral-forms", type=int, default=400,
                     help="opinion-free questions, facts and replies from emotag.train.neutral_forms")
+    ap.add_argument("--compositional", type=int, default=0,
+                    help="add N negation/contrast template sentences (emotag.train.compositional, another seed than "
+                         "the network's) to the sign part's rows")
     ap.add_argument("--cache", help="an .npz that keeps the feature rows between runs (same model and code)")
     ap.add_argument("--sign-power", type=float, default=0.5,
                     help="source weighting of the sign part: totals ~ size**power (0 equal, 1 plain counts)")
@@ -149,6 +156,7 @@ def main() -> None:
     negated += list(corpora.aste_opinion_pairs(data, split="dev", keep=tune_text.__contains__))
     rows = dev + negated + turned([e for e in dev if e.source == "aste"], args.turned)
     rows += list(neutral_forms(args.neutral_forms))
+    rows += list(compositional_forms(args.compositional, seed=3)) if args.compositional else []
     tagger = load_uncomposed(args.model)
     labels = tuple(tagger.config.polarity_labels)
     rows = [e for e in rows if tagger.featurizer.prepare(e.text).windows]

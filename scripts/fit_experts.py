@@ -29,6 +29,7 @@ from emotag.model.experts import KEEP, Experts  # noqa: E402
 from emotag.model.features import Featurizer  # noqa: E402
 from emotag.model.modeling import EmotagModel  # noqa: E402
 from emotag.train import corpora  # noqa: E402
+from emotag.train.compositional import compositional_forms  # noqa: E402
 from emotag.train.lexical import design_matrix  # noqa: E402
 from emotag.train.trainer import EncodedSet  # noqa: E402
 
@@ -83,6 +84,10 @@ def main() -> None:
     ap.add_argument("--negation-pairs", action="store_true",
                     help="add the ASTE training triples' minimal pairs (味道很香 / 味道一点也不香, "
                          "corpora.aste_opinion_pairs) to every polarity expert's training rows")
+    ap.add_argument("--compositional", type=int, default=0,
+                    help="add N negation/contrast template sentences (emotag.train.compositional, seed 2, no neutral ones; "
+                         "the kind scripts/train_compositional.py teaches the network) to every polarity expert's training "
+                         "rows, so the n-gram experts stop reading 不差 as 差")
     args = ap.parse_args()
     from sklearn.linear_model import LogisticRegression
 
@@ -93,6 +98,7 @@ def main() -> None:
     feat = Featurizer.from_dir(args.model, model.config)
     examples = [e for e in corpora.load_all(args.data, dev_half="tune") if e.polarity in ("positive", "negative")]
     pairs = list(corpora.aste_opinion_pairs(Path(args.data), split="train")) if args.negation_pairs else []
+    pairs += list(compositional_forms(args.compositional, seed=2)) if args.compositional else []
     names, weights, biases, log = [], [], [], {}
     log_path = Path(args.model) / "experts_log.json"
     for name, sources in DOMAINS.items():

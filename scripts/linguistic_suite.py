@@ -3,6 +3,7 @@
 negation, contrast, degree words, neutral questions and no-opinion texts, emoticons, domain reviews.
 
     python scripts/linguistic_suite.py [--model DIR] [--backend onnx|torch] [--suite TSV] [--json OUT]
+                                       [--half tune|report] [--template-words]
 
 The suite (`tests/data/linguistic_pairs.tsv`, columns group, text, expected_polarity, pair_id) is judged
 on the record's `polarity` field (SPEC §2), so "neutral" means the model's polarity decision is neutral,
@@ -18,6 +19,7 @@ import argparse
 import csv
 import json
 import sys
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -156,12 +158,43 @@ def format_report(report: SuiteReport) -> str:
     return "\n".join(lines)
 
 
+def suite_half(case: Case) -> str:
+    """The half of the suite a case belongs to, by its pair: "tune" (crc32 of the pair id even), which model
+    choices may read, or "report", which only measures. Both members of a pair share a half."""
+    return "tune" if zlib.crc32(case.pair_id.encode("utf-8")) % 2 == 0 else "report"
+
+
+COMPOSITIONAL_GROUPS = ("negation", "double_negation", "contrast")
+
+
+def template_word_split(outcomes: Iterable[Outcome]) -> dict[str, tuple[int, int]]:
+    """(passed, cases) on the negation, double-negation and contrast cases, split by whether the text holds
+    an opinion word of the training templates (emotag.train.compositional). Why: the templates share the
+    suite's common words (难吃, 失望) but no sentence; the split says whether a model learnt the operators or
+    the words."""
+    from emotag.train.compositional import DOMAINS, FEEL_NEG, FEEL_POS
+
+    # every opinion word, one-character ones too (差, 卡, 慢): a case counts as new only if it shares none
+    words = {w for d in DOMAINS.values() for part in d[1:] for w in part} | set(FEEL_POS + FEEL_NEG)
+    out = {"shares a template word": [0, 0], "no template word": [0, 0]}
+    for o in outcomes:
+        if o.case.group in COMPOSITIONAL_GROUPS:
+            key = "shares a template word" if any(w in o.case.text for w in words) else "no template word"
+            out[key][0] += o.passed
+            out[key][1] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 def main(argv: list[str] | None = None) -> SuiteReport:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model directory (default: the bundled model)")
     ap.add_argument("--backend", default="onnx", help="onnx (int8 when present), onnx-fp32, onnx-int8 or torch")
     ap.add_argument("--suite", default=str(DEFAULT_SUITE), help=f"suite TSV (default: {DEFAULT_SUITE})")
     ap.add_argument("--json", default=None, help="also write the report (rates and failing cases) here")
+    ap.add_argument("--half", choices=("all", "tune", "report"), default="all",
+                    help="score one half of the pairs (suite_half): tune for choices, report to measure")
+    ap.add_argument("--template-words", action="store_true",
+                    help="also print the compositional groups split by the training templates' words")
     a = ap.parse_args(argv)
     from emotag import Tagger
 
@@ -169,8 +202,14 @@ def main(argv: list[str] | None = None) -> SuiteReport:
         cases = load_suite(a.suite)
     except (SuiteError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    report = summarise(score_cases(Tagger.load(a.model, backend=a.backend), cases))
+    if a.half != "all":
+        cases = [c for c in cases if suite_half(c) == a.half]
+    outcomes = score_cases(Tagger.load(a.model, backend=a.backend), cases)
+    report = summarise(outcomes)
     print(format_report(report))
+    if a.template_words:
+        for k, (passed, n) in template_word_split(outcomes).items():
+            print(f"{k:24s} {passed}/{n} = {passed / max(n, 1):.1%}")
     if a.json:
         Path(a.json).write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return report

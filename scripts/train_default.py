@@ -106,6 +106,17 @@ def parse_repeat(spec: str) -> dict[str, int]:
     return out
 
 
+def apply_caps(train_ex: list, caps: dict[str, int]) -> list:
+    """At most `caps[source]` rows of each capped source, a seeded subset (the same one on every call, so a
+    later stage can sample from exactly the rows the network was trained on)."""
+    for source, cap in caps.items():
+        rows = [i for i, e in enumerate(train_ex) if e.source == source]
+        if len(rows) > cap:
+            drop = set(np.random.default_rng(0).choice(rows, len(rows) - cap, replace=False).tolist())
+            train_ex = [e for i, e in enumerate(train_ex) if i not in drop]
+    return train_ex
+
+
 def selection_score(m: dict[str, float]) -> float:
     keys = ["smp_usual_macroF1", "smp_virus_macroF1", "clue_acc", "shopping_polarity_acc", "hotel_polarity_acc",
             "chat_polarity_acc", "aste_pol_acc", "cvat_valence_r", "cvat_arousal_r"]
@@ -151,11 +162,7 @@ def main() -> None:
     examples = corpora.load_all(a.data)
     train_ex = [e for e in examples if e.split == "train"]
     dev_ex = [e for e in examples if e.split == "dev"]
-    for source, cap in parse_repeat(a.cap).items():
-        rows = [i for i, e in enumerate(train_ex) if e.source == source]
-        if len(rows) > cap:
-            drop = set(np.random.default_rng(0).choice(rows, len(rows) - cap, replace=False).tolist())
-            train_ex = [e for i, e in enumerate(train_ex) if i not in drop]
+    train_ex = apply_caps(train_ex, parse_repeat(a.cap))
     if a.limit:
         rng = np.random.default_rng(0)
         train_ex = [train_ex[i] for i in rng.choice(len(train_ex), a.limit, replace=False)]

@@ -17,23 +17,23 @@ import pytest
 from emotag import Tagger
 
 # ---- pass-rate floors: the ONE place to change them --------------------------------------------------
-# Set 0.02 below what the bundled model v0.5.0 scores (negation 0.765, double_negation 0.500, contrast 0.688,
-# degree 1.000, neutral 0.750, emoticon 1.000, domain 0.929, overall 0.780, pairs 0.587;
-# v0.4.1 scored 0.735 / 0.450 / 0.646 / 1.000 / 0.700 / 0.950 / 0.964, overall 0.748, pairs 0.538;
-# v0.3.0 scored 0.750 / 0.400 / 0.646 / 1.000 / 0.488 / 1.000 / 0.964, overall 0.692, pairs 0.455).
+# Set 0.02 below what the bundled model v0.6.0 scores (negation 0.912, double_negation 0.650, contrast 0.854,
+# degree 1.000, neutral 0.838, emoticon 1.000, domain 0.964, overall 0.881, pairs 0.776;
+# v0.5.0 scored 0.765 / 0.500 / 0.688 / 1.000 / 0.750 / 1.000 / 0.929, overall 0.780, pairs 0.587;
+# v0.4.1 scored 0.735 / 0.450 / 0.646 / 1.000 / 0.700 / 0.950 / 0.964, overall 0.748, pairs 0.538).
 # A regression floor, not the goal: issue #17 asks for >= 0.90 overall, which no model here reaches
 # (MODEL_CARD.md lists the failing cases). Raise them when a better model lands.
 GROUP_FLOORS: dict[str, float] = {
-    "negation": 0.74,
-    "double_negation": 0.48,
-    "contrast": 0.66,
+    "negation": 0.89,
+    "double_negation": 0.63,
+    "contrast": 0.83,
     "degree": 0.98,
-    "neutral": 0.73,
+    "neutral": 0.81,
     "emoticon": 0.98,
-    "domain": 0.90,
+    "domain": 0.94,
 }
-OVERALL_FLOOR = 0.76
-PAIR_FLOOR = 0.56
+OVERALL_FLOOR = 0.86
+PAIR_FLOOR = 0.75
 # -------------------------------------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +97,28 @@ def test_summary_counts_a_pair_only_when_both_members_pass():
     assert r.by_expected == {"negative": 0.5, "neutral": 1.0, "positive": 1.0}
     assert [f["text"] for f in r.failures] == ["难吃"]
     assert "难吃  expected negative, got positive +0.40 (like)" in suite.format_report(r)
+
+
+def test_halves_keep_pairs_together_and_split_the_suite(cases):
+    """Model choices read the tune half only; a pair never straddles the halves, and both are sizeable."""
+    half = {}
+    for c in cases:
+        assert half.setdefault(c.pair_id, suite.suite_half(c)) == suite.suite_half(c)
+    counts = Counter(half.values())
+    assert set(counts) == {"tune", "report"} and min(counts.values()) > 0.4 * len(half)
+
+
+def test_template_word_split_counts_one_character_words():
+    """差 and 卡 are template words: a case holding one is not counted as new to the templates."""
+    C, Out = suite.Case, suite.Outcome
+    outcomes = [
+        Out(C("negation", "味道不差", "positive", "p1"), "positive", 0.5, "like"),
+        Out(C("negation", "这台打印机不卡纸", "positive", "p2"), "negative", -0.5, "anger"),
+        Out(C("contrast", "开头无聊，后面越看越精彩", "positive", "p3"), "positive", 0.3, "like"),
+        Out(C("neutral", "请问几点开门", "neutral", "p4"), "neutral", 0.0, "neutral"),  # not a compositional group
+    ]
+    split = suite.template_word_split(outcomes)
+    assert split == {"shares a template word": (1, 2), "no template word": (1, 1)}
 
 
 @pytest.mark.parametrize(

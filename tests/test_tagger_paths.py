@@ -219,7 +219,11 @@ def test_tag_and_tag_many_agree_at_every_batch_size(tagger: Tagger) -> None:
         got = [r.to_dict() for r in run]
         assert len(got) == len(reference)
         for a, b in zip(got, reference, strict=True):
-            _same(a, b)
+            # labels exactly; numbers within 1e-4: the int8 graph quantises activations with fixed scales,
+            # and a value that batch shape moves in its last fp32 bits can round to the neighbouring int8
+            # level (v0.6.0, batch size 1: two texts of 30 move by 1e-5 to 4e-5). A window scored with
+            # another text's or another window's inputs moves by orders of magnitude more.
+            _same(a, b, tol=1e-4)
 
 
 # -- 5. units when the featurizer cuts at contrast turns ----------------------------------------------------

@@ -1,0 +1,107 @@
+"""The template sentences the network learns negation scope and contrast from (emotag.train.compositional)."""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import Counter
+from pathlib import Path
+
+from emotag.text.normalize import normalize
+from emotag.train import compositional as C
+
+SUITE = Path(__file__).resolve().parent / "data" / "linguistic_pairs.tsv"
+NEGATORS = ("不", "没", "从不", "挑不出", "找不到", "没发现", "没看到")
+
+
+def test_deterministic_distinct_and_balanced() -> None:
+    a = list(C.compositional_forms(3000, seed=5))
+    b = list(C.compositional_forms(3000, seed=5))
+    assert [(e.text, e.polarity) for e in a] == [(e.text, e.polarity) for e in b]
+    assert len(a) == 3000 and len({e.text for e in a}) == 3000
+    counts = Counter(e.polarity for e in a)
+    assert set(counts) == {"positive", "negative"} and abs(counts["positive"] - counts["negative"]) < 150
+    assert {e.source for e in a} == {"compositional"} and {e.split for e in a} == {"train"}
+    assert all(e.emotions is None for e in a)  # polarity only: the templates say nothing about the emotion
+
+
+def test_another_seed_gives_other_sentences() -> None:
+    a = {e.text for e in C.compositional_forms(2000, seed=0)}
+    b = {e.text for e in C.compositional_forms(2000, seed=1)}
+    assert len(a & b) < 1000
+
+
+def _predicate_side(dom: tuple[tuple[str, ...], ...], plain: str) -> str | None:
+    """The polarity of the opinion word in a plain (un-negated) template sentence, read off the lists."""
+    subject = max((x for x in dom[0] if plain.startswith(x)), key=len, default="")
+    rest = plain[len(subject):]
+    pos = any(w in rest for w in dom[1])
+    neg = any(w in rest for w in dom[2] + dom[3] + dom[4])
+    return None if pos == neg else ("positive" if pos else "negative")
+
+
+def test_negation_pairs_flip_polarity() -> None:
+    """Each pair is a plain sentence labelled as its opinion word reads, and its negation with the opposite
+    label; the negated member is the one with a negator in it."""
+    rng = random.Random(3)
+    checked = 0
+    for _ in range(500):
+        dom = rng.choice(list(C.DOMAINS.values()))
+        (neg_text, neg_pos), (plain_text, plain_pos) = C._pair(rng, dom)
+        assert neg_pos != plain_pos
+        assert any(n in neg_text for n in NEGATORS), neg_text
+        assert not any(n in plain_text.replace("不少", "") for n in ("不", "没")), plain_text
+        side = _predicate_side(dom, plain_text)
+        if side is not None:
+            assert C.POL[plain_pos] == side, (plain_text, plain_pos)
+            checked += 1
+    assert checked > 400
+
+
+def test_contrast_label_is_the_clause_after_the_turn() -> None:
+    rng = random.Random(4)
+    doms = list(C.DOMAINS.values())
+    for _ in range(300):
+        for text, positive in C._contrast(rng, doms):
+            turn = next(t for t in C.TURNS if "，" + t in text)
+            after = text.split("，" + turn, 1)[1]
+            # the second clause was built with the label's polarity: its predicate is one of that side's words
+            words = [w for d in doms for w in (d[1] if positive else d[2] + d[3] + d[4])]
+            assert any(w in after for w in words), (text, positive)
+
+
+def _bare(text: str) -> str:
+    return "".join(ch for ch in normalize(text).text if ch.isalnum())
+
+
+# the calls the recipe makes: train_compositional.py (network), fit_composer.py, fit_experts.py (not in the recipe)
+RECIPE_CALLS = ({"n": 14000, "seed": 1, "contrast": 0.3, "neutral": 0.3}, {"n": 1500, "seed": 3},
+                {"n": 12000, "seed": 2})
+
+
+def test_no_suite_sentence_is_or_is_inside_a_recipe_row() -> None:
+    """The suite measures what the templates teach; none of its sentences may be a training row or sit
+    inside one (住了两晚，<suite sentence>), with the arguments the recipe passes."""
+    with open(SUITE, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    suite = {_bare(r[1]) for r in rows if len(r) > 1} - {""}
+    for kwargs in RECIPE_CALLS:
+        made = {_bare(e.text) for e in C.compositional_forms(**kwargs)}
+        assert not suite & made, (kwargs, sorted(suite & made)[:5])
+        blob = "\n".join(made)
+        inside = [t for t in suite if len(t) >= 4 and t in blob]
+        assert not inside, (kwargs, inside[:5])
+
+
+def test_neutral_share_is_opinion_free() -> None:
+    """Opinion-free rows carry none of the templates' evaluative adjectives or feelings and no negator, and
+    there are none unless asked for. (A complaint noun may occur in a plain request: 帮我延迟两天发货.)"""
+    rows = list(C.compositional_forms(4000, seed=2, neutral=0.3))
+    neutral = [e.text for e in rows if e.polarity == "neutral"]
+    assert 250 < len(neutral) < 1000
+    opinion_words = {w for d in C.DOMAINS.values() for part in d[1:3] for w in part if len(w) > 1}
+    opinion_words |= set(C.FEEL_POS + C.FEEL_NEG)
+    for t in neutral:
+        assert not any(w in t for w in opinion_words), t
+        assert "不" not in t.replace("能不能", "").replace("不锈钢", "") and "没" not in t, t  # a question, a material
+    assert not [e for e in C.compositional_forms(3000, seed=2) if e.polarity == "neutral"]  # none by default
