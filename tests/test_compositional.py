@@ -105,3 +105,37 @@ def test_neutral_share_is_opinion_free() -> None:
         assert not any(w in t for w in opinion_words), t
         assert "不" not in t.replace("能不能", "").replace("不锈钢", "") and "没" not in t, t  # a question, a material
     assert not [e for e in C.compositional_forms(3000, seed=2) if e.polarity == "neutral"]  # none by default
+
+
+def test_double_negation_and_feelings_are_labelled_by_form() -> None:
+    """没有不X的 / 没有一次不X are praise, 没有一个X的 / 没有一次X过 complaints, 不得不说 takes its opinion's side;
+    a negated bad feeling is positive (没让我失望), a negated good one negative (不满意)."""
+    rng = random.Random(6)
+    doms = list(C.DOMAINS.values())
+    for _ in range(300):
+        dom = rng.choice(doms)
+        for text, positive in C._double(rng, dom):
+            if "没有不" in text or "没有一次不" in text:
+                assert positive, text
+            elif "没有一个" in text or "过" in text:
+                assert not positive, text
+            else:
+                assert text.startswith("不得不说")
+                side = _predicate_side(dom, text[len("不得不说"):])
+                assert side is None or C.POL[positive] == side, text
+        for text, positive in C._feeling(rng):
+            bad = any(f in text for f in C.FEEL_NEG)
+            negated = any(n in text for n in ("不", "没"))
+            assert positive == (bad == negated), text
+
+
+def test_reservation_turns_and_flaw_verbs_keep_their_use() -> None:
+    """就是/只是/可惜/结果 only introduce a negative clause; 挑不出/找不到 only take a flaw (毛病, 缺点)."""
+    rows = list(C.compositional_forms(6000, seed=7, contrast=0.5))
+    for e in rows:
+        if e.polarity == "positive":
+            assert not any("，" + t in e.text for t in C.RESERVATION_TURNS), e.text
+        for verb in ("挑不出", "找不到", "找不出"):
+            if verb in e.text:
+                rest = e.text.split(verb, 1)[1]
+                assert any(rest.lstrip("任何什么").startswith(f) for f in C.FLAWS), e.text

@@ -12,7 +12,8 @@ contrast pairs (A+，但是B- / A-，但是B+), double negation, and opinion-fre
 The vocabulary was written for this module from everyday review language; it overlaps the linguistic
 suite's common words (难吃, 失望, 卡...) but not its sentences (`tests/data/linguistic_pairs.tsv`; the
 model card says how the suite's cases split by whether they share a word with these lists);
-`tests/test_compositional.py` checks that no suite sentence is, or is inside, a row the recipe makes.
+`tests/test_compositional.py` checks that no suite sentence is, or is inside, a row the recipe makes (with
+the recipe's seeds: another seed can make one, e.g. 这家外卖很难吃, so rerun that test after changing it).
 """
 
 from __future__ import annotations
