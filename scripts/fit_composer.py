@@ -156,7 +156,7 @@ def main() -> None:
     negated += list(corpora.aste_opinion_pairs(data, split="dev", keep=tune_text.__contains__))
     rows = dev + negated + turned([e for e in dev if e.source == "aste"], args.turned)
     rows += list(neutral_forms(args.neutral_forms))
-    rows += list(compositional_forms(args.compositional, seed=3)) if args.compositional else []
+    rows += list(compositional_forms(args.compositional, seed=3))  # none at 0
     tagger = load_uncomposed(args.model)
     labels = tuple(tagger.config.polarity_labels)
     rows = [e for e in rows if tagger.featurizer.prepare(e.text).windows]

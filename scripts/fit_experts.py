@@ -98,7 +98,7 @@ def main() -> None:
     feat = Featurizer.from_dir(args.model, model.config)
     examples = [e for e in corpora.load_all(args.data, dev_half="tune") if e.polarity in ("positive", "negative")]
     pairs = list(corpora.aste_opinion_pairs(Path(args.data), split="train")) if args.negation_pairs else []
-    pairs += list(compositional_forms(args.compositional, seed=2)) if args.compositional else []
+    pairs += list(compositional_forms(args.compositional, seed=2))  # none at 0
     names, weights, biases, log = [], [], [], {}
     log_path = Path(args.model) / "experts_log.json"
     for name, sources in DOMAINS.items():

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -92,9 +92,7 @@ def main() -> None:
     after = dev_metrics(predict(model, dev), dev, cfg)
     logging.info("after %.4f %s", selection_score(after), after)
 
-    model.save(out, tokenizer=None)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(src / f, out / f)
+    model.save(out, tokenizer=Tokenizer.from_file(str(src / "tokenizer.json")))
     log_path = src / "training_log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
     log["compositional"] = {"dev_before": before, "dev_after": after, "rows": Counter(e.source for e in rows),

@@ -18,8 +18,9 @@ never on the report halves.
 
 What the composer achieves is measured, not promised: it learns only what the tuning halves teach, and real
 reviews rarely negate a complaint or let the clause after 但是 overrule a confident first clause. The bundled
-model (v0.4, and v0.5 with its pretrained encoder) still reads 这家外卖不难吃 and 物流很快但是包装破损了 wrongly and calls 请问什么时候发货 a complaint;
-the model card lists what `scripts/linguistic_suite.py` finds.
+model read 这家外卖不难吃 and 物流很快但是包装破损了 wrongly and called 请问什么时候发货 a complaint until v0.6, whose
+network was taught those operators (emotag.train.compositional); it still misreads 物流很快但是包装破损了, and the
+model card lists what `scripts/linguistic_suite.py` finds.
 
 Everything here is plain text work and numpy: the units go through the same windows, batches and backend
 as every other text (`Tagger`), so the composer costs a few short extra windows per text, and nothing

@@ -83,6 +83,7 @@ FLAW_NONE = ("挑不出{n}", "找不到{n}", "挑不出任何{n}", "找不出什
 NOUN_SOME = ("有{n}", "有好多{n}", "全是{n}", "{n}一大堆", "{n}太多了", "有不少{n}", "到处是{n}", "有明显的{n}")
 TURNS = ("但是", "可是", "不过", "然而", "就是", "只是", "可惜", "但", "没想到", "结果")
 RESERVATION_TURNS = ("就是", "只是", "可惜", "结果")  # they introduce a reservation: only before a negative clause
+CONCESSIVE_TURNS = ("但是", "可是", "但")  # the turns 虽然 can lead
 HABIT = ("经常", "老是", "总是")  # habitual: no 了 after the event (经常死机, not 经常死机了)
 POL = {True: "positive", False: "negative"}
 
@@ -167,12 +168,12 @@ def _contrast(rng: random.Random, doms: list[tuple[tuple[str, ...], ...]]) -> li
     d2 = d1 if rng.random() < 0.7 else rng.choice(doms)
     turn = rng.choice(TURNS)
     plain = [t for t in TURNS if t not in RESERVATION_TURNS]
-    lead = "虽然" if turn in ("但是", "可是", "但") and rng.random() < 0.3 else ""
+    lead = "虽然" if turn in CONCESSIVE_TURNS and rng.random() < 0.3 else ""
     out = []
     for positive_after in (False, True):  # the pair: A+，turn B- / A-，turn B+
         t = turn if not positive_after or turn not in RESERVATION_TURNS else rng.choice(plain)
         a, b = _clause(rng, d1, not positive_after), _clause(rng, d2, positive_after)
-        out.append((f"{lead if t in ('但是', '可是', '但') else ''}{a}，{t}{b}", positive_after))
+        out.append((f"{lead if t in CONCESSIVE_TURNS else ''}{a}，{t}{b}", positive_after))
     return out
 
 
@@ -224,23 +225,20 @@ def compositional_forms(n: int = 12000, seed: int = 0, contrast: float = 0.3, ne
         tries += 1
         r = rng.random()
         if r < neutral:
-            text = _neutral(rng)
-            if text not in seen:
-                seen.add(text)
-                yield Example(text, "compositional", None, "neutral", split="train")
-            continue
-        r = (r - neutral) / (1.0 - neutral)  # the opinion kinds keep their shares of the rest
-        if r < contrast:
-            rows = _contrast(rng, doms)
-        elif r < contrast + 0.1:
-            rows = _feeling(rng)
-        elif r < contrast + 0.18:
-            rows = _double(rng, rng.choice(doms))
+            rows = [(_neutral(rng), "neutral")]
         else:
-            rows = _pair(rng, rng.choice(doms))
-        ctx, end = rng.choice(CONTEXT), rng.choice(END)
-        for text, positive in rows:
-            text = ctx + text + end
+            r = (r - neutral) / (1.0 - neutral)  # the opinion kinds keep their shares of the rest
+            if r < contrast:
+                made = _contrast(rng, doms)
+            elif r < contrast + 0.1:
+                made = _feeling(rng)
+            elif r < contrast + 0.18:
+                made = _double(rng, rng.choice(doms))
+            else:
+                made = _pair(rng, rng.choice(doms))
+            ctx, end = rng.choice(CONTEXT), rng.choice(END)
+            rows = [(ctx + text + end, POL[positive]) for text, positive in made]
+        for text, polarity in rows:
             if text not in seen and len(seen) < n:
                 seen.add(text)
-                yield Example(text, "compositional", None, POL[positive], split="train")
+                yield Example(text, "compositional", None, polarity, split="train")
