@@ -394,6 +394,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=24, help="at most; early stopping on the tuning half ends sooner")
     ap.add_argument("--report", action="store_true", help="also score the report half of dev (do this once)")
     ap.add_argument("--eval-only", action="store_true", help="evaluate the resources in --out, train nothing")
+    ap.add_argument("--train-sample", type=int, default=0,
+                    help="with --eval-only: also score N seeded training sentences (fit, not generalisation)")
     ap.add_argument("--vectors", action="store_true", help="rebuild the category vectors too")
     ap.add_argument("--batch", type=int, default=2, help="sentences per perceptron step")
     ap.add_argument("--features", default="prior,wide,ahead,clause",
@@ -456,6 +458,10 @@ def main() -> None:
     if a.eval_only:
         ex = AspectExtractor.load(path=out)
         evaluate(ex, tune, "dev-tune")
+        if a.train_sample:  # how well the tagger fits its own training sentences (docs/aspects.md, Limits)
+            rng = np.random.default_rng(0)
+            evaluate(ex, [train[i] for i in sorted(rng.choice(len(train), min(a.train_sample, len(train)),
+                                                              replace=False))], "train-sample")
         if a.report:
             evaluate(ex, report, "dev-report")
             evaluate_ood(ex, data)

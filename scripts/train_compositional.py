@@ -36,7 +36,7 @@ from emotag.model.features import Featurizer  # noqa: E402
 from emotag.model.modeling import EmotagModel  # noqa: E402
 from emotag.text.normalize import normalize  # noqa: E402
 from emotag.train import corpora  # noqa: E402
-from emotag.train.compositional import compositional_forms  # noqa: E402
+from emotag.train.compositional import compositional_forms, real_contrasts  # noqa: E402
 from emotag.train.trainer import EncodedSet, TrainSettings, fit, predict  # noqa: E402
 
 
@@ -54,6 +54,9 @@ def main() -> None:
     ap.add_argument("--contrast", type=float, default=0.3, help="share of the templates that are A，但是B turns")
     ap.add_argument("--neutral", type=float, default=0.3,
                     help="share of template draws that are opinion-free questions, requests and statements")
+    ap.add_argument("--real-contrast", type=int, default=0,
+                    help="contrast sentences joined from real opinion clauses of the training splits "
+                         "(emotag.train.compositional.real_contrasts)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
@@ -81,6 +84,7 @@ def main() -> None:
     pick = rng.choice(len(pool), min(a.real, len(pool)), replace=False)
     rows = [train[pool[i]] for i in pick] + list(compositional_forms(a.synthetic, seed=a.seed, contrast=a.contrast,
                                                                  neutral=a.neutral))
+    rows += list(real_contrasts(a.data, a.real_contrast, seed=a.seed))  # none at 0
     logging.info("rows %s", Counter(e.source for e in rows))
     for e in rows:
         e.text = normalize(e.text, cfg.normalization).text

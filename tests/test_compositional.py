@@ -139,3 +139,43 @@ def test_reservation_turns_and_flaw_verbs_keep_their_use() -> None:
             if verb in e.text:
                 rest = e.text.split(verb, 1)[1]
                 assert any(rest.lstrip("任何什么").startswith(f) for f in C.FLAWS), e.text
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_real_contrasts_join_training_clauses_labelled_by_the_second() -> None:
+    """Each pair joins real opinion clauses of the training splits around one turn, labelled as the clause
+    after it; no clause holds punctuation or a turn of its own, and no dev sentence lends one."""
+    import json
+
+    import pytest
+
+    from emotag.train.corpora import DEV_FRACTION, sentic
+
+    if not (DATA / "chinese_aste" / "train.jsonl").exists():
+        pytest.skip("../shared/data is not beside the repository")
+    clauses = C.opinion_clauses(DATA)
+    assert len(clauses[True]) > 5000 and len(clauses[False]) > 2000
+    side = {c: pos for pos in (True, False) for c in clauses[pos]}
+    assert not any(C._PUNCT.search(c) or C._TURN_INSIDE.search(c) for c in side)
+    # every clause comes from a training split: inside an ASTE training sentence or a sentic training sentence
+    with open(DATA / "chinese_aste" / "train.jsonl", encoding="utf-8") as f:
+        aste_train = "\n".join(json.loads(line)["text"] for line in f)
+    sentic_train = {e.text for e in sentic(DATA, DEV_FRACTION) if e.split == "train"}
+    assert all(c in sentic_train or c in aste_train for c in side)
+    rows = list(C.real_contrasts(DATA, 600, seed=4))
+    assert len(rows) == 600 and rows == list(C.real_contrasts(DATA, 600, seed=4))
+    assert Counter(e.polarity for e in rows) == {"positive": 300, "negative": 300}
+    for e in rows:
+        turn = next(t for t in sorted(C.TURNS, key=len, reverse=True) if t in e.text)
+        before, after = e.text.split(turn, 1)
+        before = before.removeprefix("虽然").rstrip("，")
+        after = after.rstrip("".join(C.END))
+        assert (before in side or after in side), e.text
+        if after in side:
+            assert C.POL[side[after]] == e.polarity, e.text
+        if before in side:
+            assert C.POL[not side[before]] == e.polarity, e.text
+        if turn in C.RESERVATION_TURNS:
+            assert e.polarity == "negative", e.text

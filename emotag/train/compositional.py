@@ -18,10 +18,13 @@ the recipe's seeds: another seed can make one, e.g. 这家外卖很难吃, so re
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
-from emotag.train.corpora import Example
+from emotag.train.corpora import DEV_FRACTION, Example, sentic
 
 # domain -> (subjects, positive adjectives, negative adjectives, negative events, negative-event nouns)
 # adjectives take 不 (不难吃, 不太新鲜); events take 没/没有 (没有死机); nouns take 没有/一点…都没有/挑不出
@@ -242,3 +245,62 @@ def compositional_forms(n: int = 12000, seed: int = 0, contrast: float = 0.3, ne
             if text not in seen and len(seen) < n:
                 seen.add(text)
                 yield Example(text, "compositional", None, polarity, split="train")
+
+
+# -- contrast from real clauses ---------------------------------------------------------------------------
+
+_TURN_INSIDE = re.compile("虽然|但|可是|不过|然而|就是|只是|可惜|却|而且|并且|没想到|结果|还是|如果")
+
+
+def opinion_clauses(data: Path) -> dict[bool, list[str]]:
+    """Short one-opinion clauses of the corpora's *training* splits by polarity (True: positive): the span of
+    an ASTE triple from its aspect to the end of its opinion (服务员态度很好, 鸭肉有点柴) and the short
+    sentic product-review sentences (显示效果一般, 和弦铃声够大). No clause holds punctuation or a turn word."""
+    out: dict[bool, set[str]] = {True: set(), False: set()}
+    path = data / "chinese_aste" / "train.jsonl"
+    if path.exists():
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                for t in r.get("triples") or []:
+                    if t["polarity"] not in ("positive", "negative") or not t.get("aspect_span"):
+                        continue
+                    (a0, a1), (o0, o1) = t["aspect_span"], t["opinion_span"]
+                    if a1 <= o0:  # aspect before its opinion, as in 包装破损了
+                        out[t["polarity"] == "positive"].add(r["text"][a0:o1])
+    for e in sentic(data, DEV_FRACTION):
+        if e.split == "train":
+            out[e.polarity == "positive"].add(e.text)
+    return {k: sorted(c for c in v if 3 <= len(c) <= 14 and not _PUNCT.search(c) and not _TURN_INSIDE.search(c))
+            for k, v in out.items()}
+
+
+_PUNCT = re.compile(r"[#\s,，、;；:：。.!！?？~～…()（）\[\]【】\"“”'‘’]")
+
+
+def real_contrasts(data: str | Path, n: int, seed: int = 0) -> Iterator[Example]:
+    """About `n` distinct contrast sentences joined from real opinion clauses (`opinion_clauses`), in pairs
+    as `_contrast` makes them: A+，但是B- (negative) beside A-，但是B+ (positive), the clause after the turn
+    deciding; 就是/只是/可惜/结果 only before a negative clause, 虽然 before some concessive turns.
+
+    Why: the template clauses are a template writer's vocabulary; real clauses from restaurant and product
+    reviews make the network learn the turn itself rather than which template words follow it."""
+    clauses = opinion_clauses(Path(data))
+    if not clauses[True] or not clauses[False] or n <= 0:
+        return
+    rng = random.Random(seed)
+    plain = [t for t in TURNS if t not in RESERVATION_TURNS]
+    seen: set[str] = set()
+    tries = 0
+    while len(seen) < n and tries < 20 * n:
+        tries += 1
+        turn = rng.choice(TURNS)
+        comma = "，" if rng.random() < 0.8 else ""
+        for positive_after in (False, True):
+            t = turn if not positive_after or turn not in RESERVATION_TURNS else rng.choice(plain)
+            a, b = rng.choice(clauses[not positive_after]), rng.choice(clauses[positive_after])
+            lead = "虽然" if t in CONCESSIVE_TURNS and rng.random() < 0.3 else ""
+            text = f"{lead}{a}{comma or ('，' if lead else '')}{t}{b}{rng.choice(END)}"
+            if text not in seen and len(seen) < n:
+                seen.add(text)
+                yield Example(text, "real_contrast", None, POL[positive_after], split="train")

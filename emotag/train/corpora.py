@@ -340,7 +340,10 @@ def stc3_dialogues(data: Path) -> list[dict]:
     return out
 
 
-def load_all(data: str | os.PathLike[str] = DEFAULT_DATA_DIR, dev_fraction: float = 0.1,
+DEV_FRACTION = 0.1  # the share of each corpus without its own dev file that load_all holds out
+
+
+def load_all(data: str | os.PathLike[str] = DEFAULT_DATA_DIR, dev_fraction: float = DEV_FRACTION,
              dev_half: str | None = "tune") -> list[Example]:
     """Every supervised example the default model trains or is validated on, with its split.
 
