@@ -79,7 +79,7 @@ rebuild-model: $(VENV)/.installed-full
 	$(BIN)/python scripts/finish_default.py --data $(DATA) --model $(REBUILD)/model
 	$(BIN)/python scripts/fit_experts.py --data $(DATA) --model $(REBUILD)/model
 	$(BIN)/python scripts/fit_composer.py --data $(DATA) --model $(REBUILD)/model --compositional 1500
-	$(BIN)/python scripts/finish_default.py --data $(DATA) --model $(REBUILD)/model --skip-export
+	$(BIN)/python scripts/finish_default.py --data $(DATA) --model $(REBUILD)/model --skip-export --model-version 0.6.0
 
 clean:
 	rm -rf $(VENV) runs/demo .pytest_cache .ruff_cache

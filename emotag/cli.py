@@ -373,22 +373,24 @@ def aspects_cmd(
 ) -> None:
     """Per group and aspect category: mentions, positive/neutral/negative, negative share with a 95% interval,
     the opinion phrases on each side and example record ids; then what each group's complaints are about."""
-    from emotag.aspects.aggregate import aggregate, format_table
+    from emotag.aspects.aggregate import AspectTable, format_table, skipped_note
     from emotag.io import RecordWriter, read_records
 
     seen: set[str] = set()
-    with_aspects = [0]
-
-    def records():
-        for path in scored:
-            for rec in read_records(path):
-                seen.update(rec)
-                with_aspects[0] += isinstance(rec.get("aspects"), list)
-                yield rec
-
-    rows = aggregate(records(), by=by, top=top, examples=examples, id_col=id_col)
-    if not with_aspects[0]:
+    table = AspectTable(by, top, examples, id_col)
+    for path in scored:
+        n = with_list = 0
+        for rec in read_records(path):
+            seen.update(rec)
+            n += 1
+            with_list += table.add(rec)
+        if n and not with_list:  # one file scored without --aspects beside others would shrink the table unseen
+            raise UserError(f"{path}: no record has an 'aspects' list: score it with emotag score --aspects")
+    rows = table.rows()
+    if not rows and not any(table.texts.values()):
         raise UserError(f"{', '.join(scored)}: no record has an 'aspects' list: score with emotag score --aspects")
+    if (note := skipped_note(table)) is not None:
+        typer.echo(f"emotag: {note}", err=True)
     if by and by not in seen:
         raise UserError(f"{', '.join(scored)}: no column '{by}' to group by (columns: {', '.join(sorted(seen))}); "
                         f"keep it when scoring: emotag score ... --keep {by} --aspects")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -182,18 +183,36 @@ def _polarity(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     return res, out
 
 
+def _number(f: _File, key: str, whole: bool = False) -> list[float]:
+    """Column `key` of every row as a number (a whole one with `whole`: star ratings 1-5), or a one-line
+    error naming the file, the row and the value (an empty cell, 4.5 stars, 五星)."""
+    out = []
+    for i, r in enumerate(f.rows, start=1):
+        v = (r.get(key) or "").strip()
+        try:
+            x = float(v)
+        except ValueError:
+            x = math.nan
+        if not math.isfinite(x) or (whole and x != int(x)):
+            raise ValueError(f"{f.path}: row {i}: {key} {r.get(key)!r} is not a {'whole ' if whole else ''}number")
+        out.append(x)
+    return out
+
+
 def _stars(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    stars = _number(f, "stars", whole=True)
     out = _score(f.tagger, [r["text"] for r in f.rows], bs)
-    pairs = [(_ps(o), int(r["stars"])) for o, r in zip(out, f.rows, strict=True)]
+    pairs = [(_ps(o), int(st)) for o, st in zip(out, stars, strict=True)]
     binary = [(s, st) for s, st in pairs if st != 3]
     return {"accuracy": float(np.mean([(s > 0) == (st > 3) for s, st in binary])),
             "stars_r": pearson([s for s, _ in pairs], [st for _, st in pairs])}, out
 
 
 def _cvat(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    valence, arousal = _number(f, "Valence_Mean"), _number(f, "Arousal_Mean")
     out = _score(f.tagger, [r["Text"] for r in f.rows], bs)
-    return {"valence_r": pearson([_ps(o) for o in out], [float(r["Valence_Mean"]) for r in f.rows]),
-            "arousal_r": pearson([o.intensity or 0.0 for o in out], [float(r["Arousal_Mean"]) for r in f.rows])}, out
+    return {"valence_r": pearson([_ps(o) for o in out], valence),
+            "arousal_r": pearson([o.intensity or 0.0 for o in out], arousal)}, out
 
 
 def _nlpcc(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:

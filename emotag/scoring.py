@@ -23,8 +23,9 @@ KEPT_PREFIX = "input."
 
 def kept_name(column: str) -> str:
     """The output name of a kept input column: its own, or `input.<name>` where that would overwrite a
-    score field (an eval file's gold `emotion` column must never replace the prediction)."""
-    clash = (column in OUTPUT_FIELDS or column == "score" or column.startswith("emotions.")
+    score field (an eval file's gold `emotion` column must never replace the prediction, nor a column named
+    `aspects` the units `--aspects` extracts)."""
+    clash = (column in OUTPUT_FIELDS or column in ("score", "aspects") or column.startswith("emotions.")
              or column.startswith(KEPT_PREFIX))
     return KEPT_PREFIX + column if clash else column
 

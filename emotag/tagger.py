@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from numbers import Integral
 from pathlib import Path
@@ -54,6 +54,9 @@ class Result:
     # a regression model's read-out on the user's own scale (`emotag train --task regression`,
     # docs/finetune.md §6): set from `emotions` when the model's one label is a scale, `stars[1,5]`
     score: float | None = None
+    # whether aspects were asked for: then a record without units (an error row) still carries
+    # `aspects: null` (SPEC §7), as the CLI and the service write it
+    asked_aspects: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.score is None and self.emotions is not None and len(self.emotions) == 1:
@@ -98,8 +101,8 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         units = d.pop("aspects")
-        if units is not None:
-            d["aspects"] = [a.to_dict() for a in self.aspects or []]
+        if d.pop("asked_aspects") or units is not None:
+            d["aspects"] = None if units is None else [a.to_dict() for a in self.aspects or []]
         if d["score"] is None:  # only a regression model's records carry `score`
             del d["score"]
         else:
@@ -229,6 +232,8 @@ class Tagger:
 
                 self._aspects = AspectExtractor.load()
             return self._aspects
+        if not callable(getattr(aspects, "extract_many", None)):
+            raise TypeError(f"aspects= takes True, False or an emotag.aspects.AspectExtractor, not {aspects!r}")
         return aspects
 
     def tag_many(
@@ -419,6 +424,7 @@ class Tagger:
                                       aspects=next(units) if units is not None else None))
             else:
                 results.append(Result.failed(id_, p))
+                results[-1].asked_aspects = chunk.aspects is not None
         return results
 
     def _text_arrays(self, chunk: _PreparedChunk, experts: bool = False

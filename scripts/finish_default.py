@@ -232,6 +232,7 @@ def main() -> None:
     ap.add_argument("--dialogue-lexicon-buckets", type=int, default=65536, help="0 = no TF-IDF dialogue feature")
     ap.add_argument("--calibration-texts", type=int, default=4096,
                     help="training texts that set the int8 activation ranges")
+    ap.add_argument("--model-version", help="the version config.json names (emotag info, /readyz, the model card)")
     a = ap.parse_args()
     model, data = Path(a.model), Path(a.data)
     log_path = model / "training_log.json"
@@ -256,6 +257,11 @@ def main() -> None:
 
         EmotagModel.load(model).save(model, int8_tables=True, tables_in_onnx=True)  # after every step that reads the weights
     log_path.write_text(json.dumps(log, indent=1, ensure_ascii=False))
+    if a.model_version:
+        cfg_path = model / "config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["version"] = a.model_version
+        cfg_path.write_text(json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

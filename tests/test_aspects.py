@@ -38,8 +38,19 @@ HARD = [
     # negation inside the opinion flips it
     ("海鲜不太新鲜", [("海鲜", "不太新鲜", "negative")]),
     ("服务员态度不太好", [("服务员", "态度不太好", "negative")]),
-    # traditional characters and emoji: strings are the text as given
-    ("這個面膜很保濕👍", [("面膜", "很保濕👍", "positive")]),
+    # traditional characters and emoji: strings are the text as given; an emoji is a clause break, never
+    # part of a span, and never the start of an aspect (🙂包 | 装破损了 before)
+    ("這個面膜很保濕👍", [("面膜", "很保濕", "positive")]),
+    ("🙂包装破损了", [("包装", "破损了", "negative")]),
+    ("物流很快😂包装破损了", [("物流", "很快", "positive"), ("包装", "破损了", "negative")]),
+    # a carriage return ends a sentence, a tab a clause, as a line break and a comma do
+    ("物流很快\r包装破损了", [("物流", "很快", "positive"), ("包装", "破损了", "negative")]),
+    ("物流很快\t\t包装破损了", [("物流", "很快", "positive"), ("包装", "破损了", "negative")]),
+    # e-commerce complaints the restaurant-trained tagger reads as praise: the word lists decide
+    ("包装很随便", [("包装", "很随便", "negative")]),
+    ("包装太随便了", [("包装", "太随便了", "negative")]),
+    ("面膜袋都皱了", [("面膜袋", "都皱了", "negative")]),
+    ("包装一点也不随便", [("包装", "一点也不随便", "positive")]),
     # coordination: one opinion, two aspects
     ("环境和服务都很好", [("环境", "很好", "positive"), ("服务", "很好", "positive")]),
 ]
@@ -92,6 +103,30 @@ def test_sentences_are_tagged_one_by_one(ex):
         ("物流", "很快", "positive"), ("包装", "破损了", "negative"), ("面膜", "还不错", "positive")]
     units = ex.extract("包装很好。" * 2000)
     assert len(units) == 2000 and all(u.opinion == "很好" for u in units)
+
+
+def test_spec_example_units_and_categories(ex):
+    """SPEC §7's own example: three units, the product itself (面膜本身) under the default category, not under
+    包装 (its last character 身 is the head of 瓶身)."""
+    units = ex.extract("物流很快，但是包装破损了，面膜本身还不错")
+    assert [(u.aspect, u.opinion, u.polarity, u.category) for u in units] == [
+        ("物流", "很快", "positive", "物流"), ("包装", "破损了", "negative", "包装"),
+        ("面膜本身", "还不错", "positive", "整体")]
+
+
+def test_one_long_text_does_not_pad_a_chunk():
+    """Batches are capped by padded characters as well as by count: the 20,000-character text goes alone, so
+    the short sentences beside it are not padded to its length; the units are the same either way."""
+    from emotag.aspects.extract import _length_batches
+
+    pieces = [(k, 0, 10) for k in range(600)] + [(600, 0, 20_000)]
+    batches = list(_length_batches(pieces, 512))
+    assert [len(b) for b in batches] == [512, 88, 1]
+    assert all(len(b) * max(e - s for _, s, e in b) <= 1 << 15 or len(b) == 1 for b in batches)
+    short = ["物流很快，但是包装破损了", "面膜很保湿，但是味道太刺鼻了"]
+    ex = AspectExtractor.load()
+    alone = ex.extract_many(short)
+    assert [triples(u) for u in ex.extract_many(short + ["好" * 20_000])[:2]] == [triples(u) for u in alone]
 
 
 def test_odd_characters_do_not_break_a_chunk(ex):
@@ -265,6 +300,35 @@ def test_aspects_command(ex, tmp_path):
     assert scored.read_bytes() == before
 
 
+def test_aspects_command_says_what_it_did_not_count(tmp_path):
+    """A file scored without --aspects beside one scored with them is an error naming it; a damaged aspects
+    cell or a unit of the wrong types is skipped with one line saying how many, never a traceback."""
+    unit = {"aspect": "包装", "opinion": "破损了", "polarity": "negative", "score": -0.5, "category": "包装",
+            "aspect_span": [0, 2], "opinion_span": [2, 5]}
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"id": 1, "product": "a", "aspects": [unit]},
+        {"id": 2, "product": "a", "aspects": "[{\"aspect\": \"包装\""},  # a damaged cell
+        {"id": 3, "product": "a", "aspects": [unit | {"category": 123}, unit | {"polarity": "weird"}]},
+        {"id": 4, "product": "a", "aspects": None, "error": "text is empty"},
+    ]) + "\n", encoding="utf-8")
+    res = runner.invoke(app, ["aspects", str(good), "--by", "product"])
+    assert res.exit_code == 0, res.output
+    assert "skipped 1 records without an aspects list" in res.output and "2 units whose polarity" in res.output
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": 5, "product": "a", "polarity": "negative"}) + "\n", encoding="utf-8")
+    res = runner.invoke(app, ["aspects", str(good), str(plain), "--by", "product"])
+    assert res.exit_code == 1 and "plain.jsonl: no record has an 'aspects' list" in res.output
+    from emotag.aspects.aggregate import AspectTable
+
+    table = AspectTable("product")
+    for line in good.read_text(encoding="utf-8").splitlines():
+        table.add(json.loads(line))
+    (row,) = table.rows()
+    assert (row["category"], row["mentions"], row["negative"]) == ("包装", 1, 1)
+    assert table.skipped == {"no_aspects": 1, "bad_units": 2, "error": 1}
+
+
 def test_category_source_changes_when_the_file_is_edited(tmp_path):
     """`score --resume` compares the category setting: an edited file must not read as the same one."""
     f = tmp_path / "cats.toml"
@@ -294,6 +358,17 @@ def test_score_with_aspects(tiny_model_dir, tmp_path, ext):
     assert got[4]["aspects"][0]["aspect"] is None
 
 
+def test_kept_aspects_column_never_replaces_the_units(tiny_model_dir, tmp_path):
+    inp = tmp_path / "in.csv"
+    inp.write_text("id,text,aspects\n1,包装破损了,x\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["score", str(inp), "-o", str(out), "--model", str(tiny_model_dir), "--aspects",
+                              "--keep", "aspects", "-q"])
+    assert res.exit_code == 0, res.output
+    (rec,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert rec["input.aspects"] == "x" and rec["aspects"][0]["opinion"] == "破损了"
+
+
 def test_plain_score_has_no_aspects_field(tiny_model_dir, tmp_path):
     inp = tmp_path / "in.jsonl"
     inp.write_text('{"id": 1, "text": "很好"}\n', encoding="utf-8")
@@ -315,6 +390,11 @@ def test_tagger_library_api(tiny_model_dir):
     custom = AspectExtractor.load(CategorySet.from_toml(DATA / "cosmetics_categories.toml"))
     rs = list(tagger.tag_many(["包装破损了", 5], aspects=custom))
     assert rs[0].aspects[0].category == "包装" and rs[1].error and rs[1].aspects is None
+    # asked for, an error record still says so (SPEC §7: null), as the CLI and the service write it
+    assert rs[1].to_dict()["aspects"] is None and tagger.tag("", aspects=True).to_dict()["aspects"] is None
+    for bad in ("yes", 1, 0):  # not an extractor: a TypeError naming the argument, not an AttributeError
+        with pytest.raises(TypeError, match="aspects= takes True, False or an emotag.aspects.AspectExtractor"):
+            tagger.tag("物流很快", aspects=bad)
 
 
 def test_report_aspect_section(ex, tmp_path):

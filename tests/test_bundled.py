@@ -78,3 +78,13 @@ def test_int8_matches_fp32_on_samples_when_fp32_present(bundled_model_dir):
     fp32 = [r.emotion for r in Tagger.load(fp32_dir, backend="onnx-fp32").tag_many(texts)]
     int8 = [r.emotion for r in Tagger.load(bundled_model_dir, backend="onnx-int8").tag_many(texts)]
     assert sum(a == b for a, b in zip(fp32, int8, strict=True)) >= len(texts) - 1
+
+
+def test_config_names_the_version_the_card_describes(bundled_model_dir):
+    """`emotag info` and the service's /readyz print config.json's version: it must be the card's."""
+    import json
+    import re
+
+    version = json.loads((bundled_model_dir / "config.json").read_text(encoding="utf-8"))["version"]
+    header = (bundled_model_dir / "MODEL_CARD.md").read_text(encoding="utf-8").splitlines()[0]
+    assert re.search(r"\(v([\d.]+)\)", header).group(1) == version

@@ -310,6 +310,19 @@ def _eval(tiny_model_dir, path):
     return res.exit_code, res.output
 
 
+@pytest.mark.parametrize(("content", "problem"), [
+    ("text,stars\n很好,5\n很差,1\n还行,\n", "row 3: stars '' is not a whole number"),
+    ("text,stars\n很好,5\n很差,4.5\n", "row 2: stars '4.5' is not a whole number"),
+    ("text,stars\n很好,五星\n", "row 1: stars '五星' is not a whole number"),
+    ("Text,Valence_Mean,Arousal_Mean\n很好,7.2,5\n很差,,3\n", "row 2: Valence_Mean '' is not a number"),
+])
+def test_eval_bad_gold_values_are_one_line_errors(tiny_model_dir, tmp_path, content, problem):
+    path = tmp_path / "gold.csv"
+    path.write_text(content, encoding="utf-8")
+    code, out = _eval(tiny_model_dir, path)
+    assert code == 1 and f"gold.csv: {problem}" in out and "Traceback" not in out and "internal error" not in out
+
+
 def test_eval_reads_labels_however_they_are_written(tiny_model_dir, tmp_path):
     """1/0 in CSV, 1/0 as JSON numbers, pos/neg and 正面/负面 are the same gold; GBK is read."""
     texts = ["很好很喜欢", "太差了失望", "非常满意", "质量很差"]

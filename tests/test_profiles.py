@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -625,6 +626,48 @@ def test_out_of_range_values_are_bad_rows(field: str, value: Any) -> None:
         run_profile([rec("a", 0, 0.2), rec("a", 1, 0.2) | {field: value}])
 
 
+HUGE = 10**400  # valid JSON (any number of digits), but past float range
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"emotion": ["anger"]}, "field 'emotion' must be a label string, got list"),
+        ({"emotion": {"a": 1}}, "field 'emotion' must be a label string, got dict"),
+        ({"emotion": ["anger"], "emotions": None}, "field 'emotion' must be a label string"),  # the one-hot path
+        ({"polarity": ["negative"]}, "field 'polarity' must be a label string, got list"),
+        ({"polarity": {"x": 1}}, "field 'polarity' must be a label string, got dict"),
+        ({"channel": "support", "resolved": False, "end_emotion": ["x"]}, "field 'end_emotion' must be a label"),
+        ({"polarity_score": HUGE}, "field 'polarity_score' is out of range: 1000"),
+        ({"intensity": HUGE}, "field 'intensity' is out of range"),
+        ({"emotions": {"anger": HUGE}}, "field 'emotions' holds a non-number"),
+        ({"emotions": None, "emotions.anger": HUGE}, "field 'emotions.anger' is out of range"),
+        ({"emotions": "[" * 100_000}, "field 'emotions' is not a JSON object"),
+        ({"time": HUGE}, "field 'time': invalid timestamp 1000"),
+        ({"time": -HUGE}, "field 'time': invalid timestamp -1000"),
+    ],
+)
+def test_unhashable_and_overflowing_values_are_bad_rows(extra: dict[str, Any], problem: str) -> None:
+    """Lists where a label belongs and numbers past float range are bad rows like any other: refused
+    (strict) or skipped, counted and named (lenient), never a TypeError or OverflowError."""
+    data = [rec("a", 0, -0.2), rec("a", 1, -0.2) | extra]
+    with pytest.raises(ProfileInputError, match=f"row 2: {re.escape(problem)}") as info:
+        run_profile(data)
+    assert len(str(info.value)) < 200  # the value is named, not echoed whole
+    from emotag.profiles import FoldStats
+
+    stats, named = FoldStats(), []
+    states = build_profiles(data, strict=False, stats=stats, on_invalid=lambda row, msg: named.append((row, msg)))
+    assert states["a"].n == 1 and (stats.folded, stats.skipped_invalid) == (1, 1)
+    assert named and named[0][0] == 1 and problem in named[0][1]
+
+
+def test_a_nan_label_is_a_missing_cell() -> None:
+    """pandas writes a missing `emotion`/`polarity` cell as NaN: missing, not a damaged row."""
+    (st,) = build_profiles([rec("a", 0, -0.5, "anger") | {"emotion": math.nan, "polarity": math.nan}]).values()
+    assert st.n == 1
+
+
 def test_a_burst_within_one_day_is_not_a_trend() -> None:
     burst = [rec("b", h / 24, s) for h, s in ((10, 0.6), (14, 0.0), (20, -0.6))]
     (state,) = build_profiles(burst).values()
@@ -693,6 +736,20 @@ def test_cli_profile_skips_and_names_a_bad_row(tmp_path: Path) -> None:
     assert strict.exit_code == 1
     assert f"{src}, row 3: field 'time': empty timestamp" in strict.output
     assert not (tmp_path / "strict.jsonl").exists()
+
+
+def test_cli_profile_skips_rows_with_lists_for_labels_and_huge_numbers(tmp_path: Path) -> None:
+    records = [rec("u1", d, 0.5) for d in range(3)]
+    records += [rec("u1", 3, 0.5, emotion=["anger"]), rec("u1", 4, 0.5, polarity={"x": 1}),
+                rec("u1", 5, 0.5, polarity_score=10**400)]
+    src = _write_jsonl(tmp_path / "scored.jsonl", records)
+    res = _profile_cli(str(src), "-o", str(tmp_path / "profiles.jsonl"))
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output and "invalid 3" in res.output
+    assert "3 records folded into 1 users" in res.output
+    assert f"{src}, row 4: field 'emotion' must be a label string" in res.output
+    assert f"{src}, row 5: field 'polarity' must be a label string" in res.output
+    assert f"{src}, row 6: field 'polarity_score' is out of range" in res.output
 
 
 def test_cli_profile_error_report_is_bounded_and_a_store_keeps_the_good_rows(tmp_path: Path) -> None:
@@ -948,3 +1005,17 @@ def test_cli_profiles_what_a_custom_label_model_scored(review_model_dir: Path, t
     for row in rows:
         assert set(row["emotions"]) == {"好评", "差评"} and math.isclose(sum(row["emotions"].values()), 1.0)
         assert row["top_emotion"] in ("好评", "差评")
+
+
+
+def test_conversation_with_an_overflowing_number_is_an_invalid_row() -> None:
+    """A dialogue record whose satisfaction has hundreds of digits (valid JSON) is a bad row like "n/a": an
+    error naming the row when strict, skipped and counted when not, never an OverflowError."""
+    turn = {"speaker": "customer", "emotions": dict.fromkeys(EMOTIONS, 0.125), "polarity_score": -0.5,
+            "intensity": 0.5, "error": None}
+    conv = {"id": "c", "user_id": "u", "time": BASE, "turns": [turn], "satisfaction": 10 ** 400, "error": None}
+    with pytest.raises(ProfileInputError, match="row 1: conversation record"):
+        run_profile([conv])
+    seen = []
+    assert build_profiles([conv], strict=False, on_invalid=lambda row, problem: seen.append(row)) == {}
+    assert seen == [0]

@@ -41,6 +41,8 @@ PSEUDO_KEY = "serve-test-pseudonym-key-0123456789"
 LONG = "这个东西质量很好，物流也很快，客服态度不错，下次还会再来买的。" * 16  # ~500 characters, 16 sentences
 EMOTIONS = {"neutral": 0.1, "like": 0.1, "happiness": 0.5, "sadness": 0.1, "anger": 0.05, "disgust": 0.05,
             "fear": 0.05, "surprise": 0.05}
+SCORED = {"user_id": "u9", "time": "2024-05-01T10:00:00+08:00", "emotions": {"anger": 1.0}, "polarity_score": -0.6}
+HUGE = 10**400  # valid JSON (any number of digits), but past float range
 
 
 def _free_port() -> int:
@@ -183,6 +185,11 @@ def test_keys_and_scopes(server: Server) -> None:
         ("/v1/tag?aspects=maybe", b'{"text": "x"}', 422, "aspects"),
         ("/v1/dialogues", b'{"turns": [{"speaker": "customer"}]}', 422, "turns[0].text"),
         ("/v1/dialogues/c9/turns", b'{"speaker": "customer", "text": "x", "time": "soon"}', 422, "body.time"),
+        ("/v1/tag", b"[" * 100_000 + b"]" * 100_000, 400, "body"),  # deeper than the parser's stack
+        ("/v1/dialogues/c1/turns", b'{"speaker": "customer", "text": "x", "time": 1%s}' % (b"0" * 400), 422,
+         "body.time"),
+        ("/v1/dialogues", b'{"turns": [{"speaker": "customer", "text": "x", "time": 1%s}]}' % (b"0" * 400), 422,
+         "turns[0].time"),
     ],
 )
 def test_bad_requests_name_the_field(server: Server, path: str, raw: bytes, status: int, field: str) -> None:
@@ -203,11 +210,38 @@ def test_bad_requests_name_the_field(server: Server, path: str, raw: bytes, stat
          "events[0]"),
         ({"user_id": "u1", "time": "1960-01-01T00:00:00+00:00", "polarity_score": 0.5, "emotions": EMOTIONS},
          "events[0]"),
+        # values the fold cannot hash or turn into a float: a 422 for the event, never a 500
+        (SCORED | {"emotion": ["anger"]}, "events[0]"),
+        (SCORED | {"emotion": {"a": 1}}, "events[0]"),
+        (SCORED | {"polarity": ["negative"]}, "events[0]"),
+        (SCORED | {"channel": "support", "resolved": False, "end_emotion": ["x"]}, "events[0]"),
+        (SCORED | {"intensity": HUGE}, "events[0]"),
+        (SCORED | {"emotions": {"anger": HUGE}}, "events[0]"),
+        (SCORED | {"polarity_score": HUGE}, "events[0].polarity_score"),
+        (SCORED | {"time": HUGE}, "events[0].time"),
+        (SCORED | {"error": ["text is empty"]}, "events[0].error"),
     ],
 )
 def test_bad_events_are_refused_and_fold_nothing(server: Server, event: dict[str, Any], field: str) -> None:
+    audit = server.workdir / "p.db.audit.jsonl"
+    seen = len(audit.read_text(encoding="utf-8").splitlines()) if audit.exists() else 0
     status, _, body = call(server.port, "POST", "/v1/events", {"events": [event]}, key=WRITE)
     assert status == 422 and body["error"]["field"] == field, body
+    # every event write is audited, accepted or refused (docs/serve.md)
+    (entry,) = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()[seen:]]
+    assert (entry["action"], entry["status"]) == ("events.write", 422)
+
+
+def test_error_records_from_emotag_score_are_skipped_and_counted(server: Server) -> None:
+    """A record `emotag score` wrote for a text it could not score folds nothing, as in `emotag profile`."""
+    failed = {"emotion": None, "emotions": None, "polarity": None, "polarity_score": None, "intensity": None,
+              "error": "text is empty", "user_id": "u22", "time": "2026-03-20T15:59:00+08:00"}
+    good = SCORED | {"user_id": "u23"}
+    status, _, body = call(server.port, "POST", "/v1/events", {"events": [failed, good]}, key=WRITE)
+    assert status == 200 and (body["folded"], body["skipped_error"]) == (1, 1), body
+    assert body["users"] == [Pseudonymizer(PSEUDO_KEY)("u23")]
+    status, _, body = call(server.port, "POST", "/v1/events", {"events": [failed | {"text": ""}]}, key=WRITE)
+    assert status == 200 and (body["folded"], body["skipped_error"]) == (0, 1), body  # its text is not scored
 
 
 def test_events_fold_into_profiles_once_with_an_audit_trail(server: Server) -> None:
@@ -346,8 +380,15 @@ def test_probes_and_metrics(server: Server) -> None:
     status, _, body = call(server.port, "GET", "/v1/tag")
     assert status == 405 and body["error"]["field"] == "path"
     for path in ("/v1/dialogues//turns", "/v1/dialogues/a/turns/x", "/v1/profiles/"):
-        assert call(server.port, "POST" if "turns" in path else "GET", path, {})[0] in (404, 307), path
+        assert call(server.port, "POST" if "turns" in path else "GET", path, {})[0] == 404, path
     assert call(server.port, "HEAD", "/healthz", key=None)[0] == 200
+
+
+def test_a_trailing_slash_is_a_404_not_a_redirect(server: Server) -> None:
+    """A bare 307 with an empty body is no answer for a client posting JSON: the error shape, like any path."""
+    for method, path in (("POST", "/v1/tag/"), ("GET", "/healthz/"), ("POST", "/v1/events/")):
+        status, headers, body = call(server.port, method, path, {"text": "很好吃"})
+        assert status == 404 and body["error"]["field"] == "path" and "location" not in headers, (path, body)
 
 
 def test_backpressure_and_kill_9_durability(tmp_path: Path) -> None:

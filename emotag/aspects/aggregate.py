@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emotag.aspects.features import normalize_aligned
+from emotag.labels import POLARITY
 
 NO_GROUP = "(all)"
 NO_CATEGORY = "(none)"
@@ -68,11 +69,15 @@ class AspectTable:
         self.cells: dict[str, dict[str, Cell]] = {}
         self.texts: Counter = Counter()
         self.months: dict[tuple[str, str, str], list[int]] = {}  # (group, category, yyyy-mm) -> [negative, n]
+        # what was not counted, so a caller can say so: error rows, records whose `aspects` is not a list (a
+        # file scored without --aspects, a damaged cell) and units whose fields are not SPEC §7's types
+        self.skipped: Counter = Counter()
 
     def add(self, rec: Mapping[str, Any]) -> bool:
         """Fold one record; False when it carries no aspects list (an error row, or scored without them)."""
         units = rec.get("aspects")
         if not isinstance(units, list):
+            self.skipped["error" if rec.get("error") else "no_aspects"] += 1
             return False
         value = rec.get(self.by) if self.by else None
         group = str(value) if value not in (None, "") else NO_GROUP
@@ -80,7 +85,8 @@ class AspectTable:
         per = self.cells.setdefault(group, {})
         month = _month(rec.get(self.time_col))
         for u in units:
-            if not isinstance(u, Mapping):
+            if not _valid_unit(u):
+                self.skipped["bad_units"] += 1
                 continue
             cat = u.get("category") or NO_CATEGORY
             per.setdefault(cat, Cell()).add(u, rec.get(self.id_col), self.examples)
@@ -116,6 +122,12 @@ class AspectTable:
         return sorted((m, v[0], v[1]) for (g, c, m), v in self.months.items() if g == group and c == category)
 
 
+def _valid_unit(u: Any) -> bool:
+    """A unit as SPEC §7 types it: a polarity label, and text (or null) for aspect, opinion and category."""
+    return (isinstance(u, Mapping) and u.get("polarity") in POLARITY
+            and all(u.get(k) is None or isinstance(u.get(k), str) for k in ("aspect", "opinion", "category")))
+
+
 def _month(value: Any) -> str | None:
     if value in (None, ""):
         return None
@@ -137,6 +149,18 @@ def aggregate(records: Iterable[Mapping[str, Any]], by: str | None = None, top: 
     for rec in records:
         table.add(rec)
     return table.rows()
+
+
+def skipped_note(table: AspectTable) -> str | None:
+    """One line on what `table` did not count beyond error rows, or None: a count that shrank is visible."""
+    parts = []
+    if table.skipped["no_aspects"]:
+        parts.append(f"{table.skipped['no_aspects']} records without an aspects list (not an error row: scored "
+                     "without --aspects, or a damaged cell)")
+    if table.skipped["bad_units"]:
+        parts.append(f"{table.skipped['bad_units']} units whose polarity, aspect, opinion or category is not as "
+                     "SPEC §7 types it")
+    return "skipped " + "; ".join(parts) if parts else None
 
 
 def top_complaints(rows: list[dict[str, Any]], min_negative: int = 2) -> list[dict[str, Any]]:

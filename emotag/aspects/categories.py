@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from emotag.aspects.features import lexicon_pattern, normalize_aligned
-from emotag.aspects.lexicon import BUILTIN_CATEGORIES, BUILTIN_DEFAULT, SEED_OPINIONS
+from emotag.aspects.lexicon import BUILTIN_CATEGORIES, BUILTIN_DEFAULT, PRODUCTS, SEED_OPINIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,6 +31,8 @@ else:  # pragma: no cover
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 SIMILARITY_THRESHOLD = 0.8  # an aspect this close to a listed term takes its category when the opinion says nothing
+_SELF = re.compile(r"(?:本身|自身|本体)$")
+_PRODUCTS = frozenset(normalize_aligned(p) for p in PRODUCTS)
 STRONG_SIMILARITY = 0.9  # this close, the aspect's category wins over the opinion's
 
 
@@ -223,8 +225,13 @@ class CategorySet:
         key = (aspect, opinion)
         if key in self._cache:
             return self._cache[key]
+        if aspect:  # 面膜本身 is 面膜: the self-reference names no part
+            aspect = _SELF.sub("", aspect) or aspect
         cat = self._match(aspect) if aspect else None
-        near, sim = self.nearest(aspect) if aspect and cat is None and len(aspect) <= 6 else (None, 0.0)
+        # a whole product (面膜, 手机) as the aspect is the product itself: its category comes from the opinion,
+        # else the default, never from the vectors (which would follow its last character: 膜, 机)
+        product = cat is None and aspect in _PRODUCTS
+        near, sim = self.nearest(aspect) if aspect and not product and cat is None and len(aspect) <= 6 else (None, 0.0)
         if cat is None and sim >= STRONG_SIMILARITY:
             cat = near
         if cat is None:

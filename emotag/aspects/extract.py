@@ -27,10 +27,10 @@ from emotag.aspects.neural import NeuralTagger
 from emotag.aspects.tagger import OPINION_POLARITY, SpanTagger, spans
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
-SENTENCE_END = re.compile(r"[。！？!?；;\n]|\.(?!\d)|~{2,}|…+")
-CLAUSE_END = re.compile(r"[，,、：:]")
+SENTENCE_END = re.compile(r"[。！？!?；;\n\r]|\.(?!\d)|~{2,}|…+")
+CLAUSE_END = re.compile(r"[，,、：:\t]")
 FINAL = set("。！？!?.…~")
-SENTENCE_CUT = re.compile(r"[。！？!?；;\n]+|…+|\.{2,}|~{2,}")
+SENTENCE_CUT = re.compile(r"[。！？!?；;\n\r]+|…+|\.{2,}|~{2,}")
 CLAUSE_OR_SENTENCE = re.compile(SENTENCE_END.pattern + "|" + CLAUSE_END.pattern)
 COORD = set("和、跟与及,，") | {"还有", "以及"}
 
@@ -184,17 +184,32 @@ def _negated_seed_pattern() -> re.Pattern[str]:
                       + "|".join(map(re.escape, kept)) + ")[了的啦]*$")
 
 
-def _negated_seed(text: str, o0: int, o1: int) -> str | None:
-    """The polarity of a tagger opinion that ends in a negated listed word: 一点没压坏 is praise, 不划算 a
-    complaint. The restaurant-trained tagger reads a negative word (压坏) inside the span and keeps its
-    polarity; the word lists know both the word and the negation. None when the span is not of that shape."""
+def _listed_polarity(text: str, o0: int, o1: int) -> str | None:
+    """The polarity the word lists give a tagger opinion that ends in a listed e-commerce word: negated
+    (一点没压坏 is praise, 不划算 a complaint) or plain after degree words (包装很随便, 袋子都皱了 are complaints).
+    The restaurant-trained tagger keeps the polarity its training sentences taught, and they rarely hold
+    these words; the hand-written lists know them. None when the span is not of either shape."""
     m = _negated_seed_pattern().search(text, o0, o1)
+    if m is not None:
+        return "negative" if _seed_matcher()[1][m.group(1)] == 3 else "positive"
+    m = _plain_seed_pattern().fullmatch(text, o0, o1)
     if m is None:
         return None
-    return "negative" if _seed_matcher()[1][m.group(1)] == 3 else "positive"
+    return "positive" if _seed_matcher()[1][m.group(1)] == 3 else "negative"
 
 
-_EDGE = set("，,。！!？?；;、：:~…\n \t\u3000")
+@lru_cache(maxsize=1)
+def _plain_seed_pattern() -> re.Pattern[str]:
+    """A whole opinion span that is a listed opinion word of two or more characters after nothing but
+    degree words and particles (很随便, 都皱了, 有点简陋), for `fullmatch` over the span."""
+    _, words, _ = _seed_matcher()
+    mods = sorted({"也", "都", "还", "就", "又", "很", "太", "有点", "有些", *DEGREE}, key=len, reverse=True)
+    kept = sorted(words, key=len, reverse=True)
+    return re.compile("(?:" + "|".join(map(re.escape, mods)) + ")*(" + "|".join(map(re.escape, kept)) + ")[了的啦啊]*")
+
+
+_EDGE_CHARS = "，,。！!？?；;、：:~…\n\r \t\u3000"
+_EDGE = set(_EDGE_CHARS)
 
 
 def _trim_punctuation(text: str, found: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
@@ -267,6 +282,22 @@ def pair(text: str, aspects: Sequence[tuple[int, int]], opinions: Sequence[tuple
     return out
 
 
+def _length_batches(pieces: list[tuple[int, int, int]], batch: int, cells: int = 1 << 15
+                    ) -> Iterator[list[tuple[int, int, int]]]:
+    """Length-sorted (text, start, end) pieces in batches of at most `batch` pieces and `cells` padded
+    characters. Why the second cap: a batch is padded to its longest sentence, so one 20,000-character
+    text in a batch of 512 short ones made every one of them cost 20,000 (a review dump with one pasted
+    log took minutes); past `cells` a long sentence goes alone."""
+    out: list[tuple[int, int, int]] = []
+    for p in pieces:  # ascending length: the newest piece is the batch's longest
+        if out and (len(out) >= batch or (len(out) + 1) * (p[2] - p[1] + 1) > cells):
+            yield out
+            out = []
+        out.append(p)
+    if out:
+        yield out
+
+
 class AspectExtractor:
     """Opinion units for texts. Load once (`AspectExtractor.load()`), call `extract_many` per chunk."""
 
@@ -311,11 +342,16 @@ class AspectExtractor:
                 pieces.append((k, start, len(t)))
         tags_of: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         order = sorted(range(len(pieces)), key=lambda i: pieces[i][2] - pieces[i][1])
-        for s in range(0, len(order), batch):
-            sel = [pieces[i] for i in order[s:s + batch]]
+        for sel in _length_batches([pieces[i] for i in order], batch):
+            # the tagger never saw a sentence open with punctuation (，包装破损了 from 🙂包装破损了 read 包 as
+            # the aspect's end): it tags each sentence from its first other character, the rest outside
             sents = [norm[k][a:b] for k, a, b in sel]
-            tags, ems = self.tagger.tag([t if t[-1:] in FINAL else t + "。" for t in sents])
-            for (k, a, b), tg, em in zip(sel, tags, ems, strict=True):
+            leads = [len(t) - len(t.lstrip(_EDGE_CHARS)) for t in sents]
+            tags, ems = self.tagger.tag([t[n:] if t[-1:] in FINAL else t[n:] + "。" for t, n in zip(sents, leads, strict=True)])
+            for (k, a, b), n, tg, em in zip(sel, leads, tags, ems, strict=True):
+                if n:
+                    tg = np.concatenate([np.zeros(n, tg.dtype), tg])
+                    em = np.concatenate([np.zeros((n, em.shape[1]), em.dtype), em])
                 tags_of[(k, a)] = (tg[:b - a], em[:b - a])
         out: list[list[Aspect]] = []
         by_text: dict[int, list[tuple[int, int, int]]] = {}
@@ -367,7 +403,7 @@ class AspectExtractor:
             if kind >= 100:  # a seed-word opinion the tagger missed: its strength from the word list
                 polarity = OPINION_POLARITY[kind - 100]
                 mean = [2.0, 0.0, -2.0] if polarity == "positive" else [-2.0, 0.0, 2.0]
-            elif polarity != "neutral" and (flipped := _negated_seed(text, o0, o1)) and flipped != polarity:
+            elif polarity != "neutral" and (flipped := _listed_polarity(text, o0, o1)) and flipped != polarity:
                 polarity = flipped
                 mean = [2.0, 0.0, -2.0] if polarity == "positive" else [-2.0, 0.0, 2.0]
             score = self._strength(mean, polarity)

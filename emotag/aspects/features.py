@@ -38,10 +38,20 @@ _BOS, _EOS = 1, 2
 _char_cache: dict[str, str] = {}
 
 
+# emoji and other pictographs, their skin-tone modifiers, joiners, presentation selectors and tabs: the tagger
+# reads them as a clause break (a comma), which is how reviews use them (物流很快😂包装破损了). Read as unknown
+# characters, a leading 🙂 became the first character of an aspect (🙂包 | 装破损了).
+_SYMBOL_CATEGORIES = ("So", "Sk")
+_JOINERS = "\u200d\ufe0e\ufe0f\t"  # and a tab: between clauses it is a comma too
+
+
 def norm_char(c: str) -> str:
-    """One character in, one character out: simplified, half width, lower case."""
+    """One character in, one character out: simplified, half width, lower case; a pictograph reads as a comma."""
     out = _char_cache.get(c)
     if out is None:
+        if c in _JOINERS or unicodedata.category(c) in _SYMBOL_CATEGORIES:
+            _char_cache[c] = ","  # the half-width comma that ， normalises to
+            return ","
         converter, trad = _t2s()
         out = c
         if c in trad:

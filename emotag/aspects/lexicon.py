@@ -26,15 +26,21 @@ NEGATIVE_WORDS = (
     "没人理", "不理人", "不回复", "拖延", "卡粉", "搓泥", "闷痘", "长痘", "爆痘", "红肿", "刺痛", "泛红", "紧绷", "假白",
     "浮粉", "脱妆", "斑驳", "廉价", "劣质", "山寨", "有异味", "异味", "发霉", "全是灰", "有灰", "划痕", "不明显",
     "没感觉", "不值", "不划算", "太薄", "太少", "不多", "太小", "偏小", "偏大", "卡住", "不出", "不顺手", "难用",
+    "随便", "太随便", "寒酸", "皱了", "起皱", "凹了", "瘪",
 )
 SEED_OPINIONS = POSITIVE_WORDS + NEGATIVE_WORDS
-# product nouns of e-commerce reviews (aspect candidates the restaurant data rarely shows)
-PRODUCT_TERMS = (
+# whole products of e-commerce reviews: as the aspect (面膜本身还不错) they are the product itself, the default
+# category, not whatever part their last character names (身 -> 瓶身 -> 包装)
+PRODUCTS = (
     "面膜", "面霜", "精华", "精华液", "乳液", "爽肤水", "化妆水", "洗面奶", "卸妆水", "卸妆油", "眼霜", "防晒", "防晒霜",
     "口红", "唇膏", "粉底", "粉底液", "气垫", "散粉", "眼影", "睫毛膏", "香水", "洗发水", "沐浴露", "身体乳", "护手霜",
-    "面膜纸", "瓶盖", "泵头", "喷头", "外盒", "包装袋", "塑料袋", "说明书", "衣服", "裤子", "鞋子", "手机", "电池",
-    "屏幕", "充电器", "耳机", "书", "纸张", "印刷", "电脑", "键盘", "鼠标", "热水器", "冰箱", "洗衣机", "水果", "零食",
-    "留香", "遮瑕", "遮瑕力", "持妆", "妆效", "肤感", "泡沫", "膏体", "颜色", "色号", "尺码", "做工", "面料", "续航",
+    "衣服", "裤子", "鞋子", "手机", "书", "电脑", "鼠标", "热水器", "冰箱", "洗衣机", "水果", "零食",
+)
+# product nouns of e-commerce reviews (aspect candidates the restaurant data rarely shows): products and parts
+PRODUCT_TERMS = PRODUCTS + (
+    "面膜纸", "瓶盖", "泵头", "喷头", "外盒", "包装袋", "塑料袋", "说明书", "电池", "屏幕", "充电器", "耳机", "纸张",
+    "印刷", "键盘", "留香", "遮瑕", "遮瑕力", "持妆", "妆效", "肤感", "泡沫", "膏体", "颜色", "色号", "尺码", "做工",
+    "面料", "续航",
 )
 
 BUILTIN_DEFAULT = "整体"

@@ -104,7 +104,8 @@ def build_profiles(
         if "turns" in rec and isinstance(rec["turns"], list):
             try:
                 rec = conversation_to_record(rec, user_col, time_col)
-            except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a damaged score-dialogues record
+            # a damaged score-dialogues record (OverflowError: a satisfaction of hundreds of digits)
+            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
                 if strict:
                     st_.read += row + 1
                     raise ProfileInputError(row, f"conversation record: {exc}") from None

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from emotag.labels import EMOTION_POLARITY, EMOTIONS, POLARITY
-from emotag.profiles.timeutil import TimeParseError, format_time, parse_time
+from emotag.profiles.timeutil import TimeParseError, format_time, parse_time, short_repr
 
 _EARLIEST, _LATEST = 0.0, 7258118400.0  # 1970-01-01 .. 2200-01-01 UTC: record times outside are unit mix-ups
 #: |polarity_score| below this counts as neutral when a record carries no `polarity` label.
@@ -39,10 +39,26 @@ def _as_float(value: object, field: str) -> float:
     try:
         f = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise RecordError(f"field {field!r} is not a number: {value!r}") from None
+        raise RecordError(f"field {field!r} is not a number: {short_repr(value)}") from None
+    except OverflowError:  # an int past float range (JSON allows any number of digits)
+        raise RecordError(f"field {field!r} is out of range: {short_repr(value)}") from None
     if f != f or f in (math.inf, -math.inf):
-        raise RecordError(f"field {field!r} is not finite: {value!r}")
+        raise RecordError(f"field {field!r} is not finite: {short_repr(value)}")
     return f
+
+
+def _label(record: Mapping[str, Any], field: str) -> str | None:
+    """A label field (`emotion`, `polarity`, `end_emotion`): its string, or None when missing.
+
+    Any other type (a list, an object, a number) is a damaged record, not an unknown label: refused here,
+    where the value is read, because the lookups that follow hash it and a list cannot be hashed. An
+    unknown *string* stays lenient (the probabilities or the score decide instead)."""
+    value = record.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float) and value != value:  # NaN: a missing cell in a pandas-written table
+        return None
+    raise RecordError(f"field {field!r} must be a label string, got {type(value).__name__} {short_repr(value)}")
 
 
 def _as_bool(value: object) -> bool | None:
@@ -121,7 +137,7 @@ class EmotionLabels:
         if isinstance(em, str):
             try:
                 em = json.loads(em)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested thousands deep
                 raise RecordError(f"field 'emotions' is not a JSON object: {em[:60]!r}") from None
         if isinstance(em, Mapping):
             if not (em.keys() <= self._keys):
@@ -130,8 +146,8 @@ class EmotionLabels:
             get = em.get
             try:
                 vec = [float(get(lab, 0.0) or 0.0) for lab in self.names]  # type: ignore[union-attr]
-            except (TypeError, ValueError):
-                raise RecordError(f"field 'emotions' holds a non-number: {dict(em)!r}") from None
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float range
+                raise RecordError(f"field 'emotions' holds a non-number: {short_repr(dict(em))}") from None
         elif em is None:
             return self._flat_or_top(record)
         else:
@@ -146,7 +162,7 @@ class EmotionLabels:
             self.check(flat)
             names = self.names or ()
             return _normalised([_as_float(flat.get(lab, 0.0) or 0.0, "emotions." + lab) for lab in names])
-        top = record.get("emotion")
+        top = _label(record, "emotion")
         if self.names is None and top in _DEFAULT_KEYS:
             self.resolve((top,))
         if top not in self.index:
@@ -199,14 +215,15 @@ def extract(record: Mapping[str, Any], time_col: str = "time", labels: EmotionLa
                           "without a polarity head (custom labels on a plain encoder) gives none")
     y = ys if type(ys) is float else _as_float(ys, "polarity_score")
     if y != y or not (-1.000001 <= y <= 1.000001):
-        raise RecordError(f"field 'polarity_score' must be in [-1, 1], got {ys!r}")
+        raise RecordError(f"field 'polarity_score' must be in [-1, 1], got {short_repr(ys)}")
     if labels is None:
         labels = EmotionLabels()
+    emotion, polarity = _label(record, "emotion"), _label(record, "polarity")
     vec = labels.vector(record)
-    top = labels.index.get(record.get("emotion"))  # type: ignore[arg-type]
+    top = labels.index.get(emotion)  # type: ignore[arg-type]
     if top is None:
         top = max(range(len(vec)), key=vec.__getitem__)
-    pol = _POLARITY_INDEX.get(record.get("polarity"))  # type: ignore[arg-type]
+    pol = _POLARITY_INDEX.get(polarity)  # type: ignore[arg-type]
     if pol is None:
         pol = 0 if y < -NEUTRAL_BAND else (2 if y > NEUTRAL_BAND else 1)
     inten = record.get("intensity")
@@ -216,12 +233,13 @@ def extract(record: Mapping[str, Any], time_col: str = "time", labels: EmotionLa
         elif inten != inten:  # NaN: a missing cell in a pandas-written table
             inten = None
         if inten is not None and not (-1e-6 <= inten <= 1.000001):  # also rejects inf
-            raise RecordError(f"field 'intensity' must be in [0, 1], got {record.get('intensity')!r}")
+            raise RecordError(f"field 'intensity' must be in [0, 1], got {short_repr(record.get('intensity'))}")
     ch = record.get("channel")
     chi = _CHANNEL_INDEX.get(ch, 3) if isinstance(ch, str) else 3
+    end = _label(record, "end_emotion")
     flag = False
     if chi == SUPPORT and _as_bool(record.get("resolved")) is False:
-        flag = y < 0.0 or record.get("end_emotion") in _NEG_EMOTIONS
+        flag = y < 0.0 or end in _NEG_EMOTIONS
     prod = record.get("product")
     if prod is not None:
         if isinstance(prod, float):

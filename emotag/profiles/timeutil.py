@@ -68,12 +68,13 @@ def parse_time(value: object) -> float:
         return _from_number(num, value)
     if isinstance(value, bool) or value is None:
         raise TimeParseError(f"missing or invalid timestamp {value!r}")
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+    # only 8- and 14-digit numbers can be compact dates; the bound also keeps str() off huge ints
+    if (isinstance(value, int) or (isinstance(value, float) and value.is_integer())) and 0 < value < 1e14:
         compact = _compact_date(str(int(value)))
         if compact is not None:
             return compact
     if isinstance(value, (int, float)):
-        return _from_number(float(value), value)
+        return _from_number(_float(value), value)
     if isinstance(value, datetime):
         dt = value if value.tzinfo is not None else value.replace(tzinfo=CST)
         return dt.timestamp()
@@ -81,14 +82,32 @@ def parse_time(value: object) -> float:
         return datetime(value.year, value.month, value.day, tzinfo=CST).timestamp()
     # numpy scalars and the like
     try:
-        return _from_number(float(value), value)  # type: ignore[arg-type]
+        num = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise TimeParseError(f"unsupported timestamp {value!r}") from None
+        raise TimeParseError(f"unsupported timestamp {short_repr(value)}") from None
+    except OverflowError:
+        raise TimeParseError(f"invalid timestamp {short_repr(value)}") from None
+    return _from_number(num, value)
+
+
+def _float(value: int | float) -> float:
+    """float(value), with an int past float range (JSON allows any number of digits) a TimeParseError."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise TimeParseError(f"invalid timestamp {short_repr(value)}") from None
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters: an error names the value (a 400-digit number, a whole
+    object) without echoing all of it back."""
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
 def _from_number(num: float, original: object) -> float:
     if not math.isfinite(num):
-        raise TimeParseError(f"invalid timestamp {original!r}")
+        raise TimeParseError(f"invalid timestamp {short_repr(original)}")
     for threshold, per_second in ((1e17, 1e9), (1e14, 1e6), (_MS_THRESHOLD, 1e3)):  # ns, µs, ms
         if abs(num) >= threshold:
             return num / per_second

@@ -324,7 +324,10 @@ def _error(status: int, field: str, message: str, headers: dict[str, str] | None
     return JSONAnswer({"error": {"field": field, "message": message}}, status_code=status, headers=headers)
 
 
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Result))
+#: Result fields that are not record keys as such: `aspects` (a record with units takes `to_dict`) and
+#: `asked_aspects` (a flag that gives an error row `aspects: null`; `to_dict` again), where Result has it.
+_NOT_RECORD_KEYS = frozenset({"aspects", "asked_aspects"})
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Result) if f.name not in _NOT_RECORD_KEYS)
 
 
 def record_dict(r: Result) -> dict[str, Any]:
@@ -332,10 +335,9 @@ def record_dict(r: Result) -> dict[str, Any]:
     into the emotions dict of every record, a tenth of the event loop's time per one-text request. The
     dict is serialised at once, so sharing the Result's emotions dict is safe. tests/test_serve.py checks
     that it equals `to_dict()`; a record with aspects takes `to_dict()` itself."""
-    if r.aspects is not None:
+    if r.aspects is not None or getattr(r, "asked_aspects", False):
         return r.to_dict()
     d = {name: getattr(r, name) for name in _RECORD_FIELDS}
-    del d["aspects"]
     if d["score"] is None:  # only a regression model's records carry `score`, as the last field
         del d["score"]
     else:
@@ -520,7 +522,36 @@ async def events(service: Service, request: AnyRequest) -> Answer:
     if batch_id is None:  # the CLI's rule: the same content is the same batch (a retried request is a no-op)
         canon = json.dumps(evs, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         batch_id = "events-sha256:" + hashlib.sha256(canon.encode("utf-8")).hexdigest()
-    raw = [i for i, e in enumerate(evs) if e.get("polarity_score") is None]
+    what = {"batch_id": batch_id, "events": len(evs)}
+    # every write is audited, accepted or refused (docs/serve.md): a refusal raised below is too, even a bug's
+    try:
+        await _score_raw_texts(service, evs)
+        body = await asyncio.to_thread(service.commit_events, evs, batch_id)
+    except ProfileInputError as exc:
+        service.record(caller, "events.write", 422, **what)
+        raise schema.BadRequest(422, f"events[{exc.row}]", exc.problem) from None
+    except StoreError as exc:
+        service.record(caller, "events.write", 409, **what)
+        raise schema.BadRequest(409, "store", str(exc)) from None
+    except schema.BadRequest as exc:  # 503: the model is still loading
+        service.record(caller, "events.write", exc.status, **what)
+        raise
+    except QueueFull:
+        service.record(caller, "events.write", 503, **what)
+        raise
+    except Exception:
+        service.record(caller, "events.write", 500, **what)
+        raise
+    service.metrics.folded(body["folded"] if not body["already_applied"] else 0)
+    service.record(caller, "events.write", 200, batch_id=batch_id, events=len(evs), folded=body["folded"],
+                   users=len(body["users"]), already_applied=body["already_applied"])
+    return JSONAnswer(body)
+
+
+async def _score_raw_texts(service: Service, evs: list[dict[str, Any]]) -> None:
+    """Score the events that came as raw text, in place, and drop every event's text (never folded)."""
+    # an `error` record is no text to score: the fold skips and counts it, as `emotag profile` does
+    raw = [i for i, e in enumerate(evs) if e.get("polarity_score") is None and not e.get("error")]
     if raw:
         results = await service.ready_batcher().submit([evs[i]["text"] for i in raw])
         for i, r in zip(raw, results, strict=True):
@@ -529,18 +560,6 @@ async def events(service: Service, request: AnyRequest) -> Answer:
             evs[i].update(scored)
     for e in evs:
         e.pop("text", None)  # raw text is never folded (the fold ignores it too)
-    try:
-        body = await asyncio.to_thread(service.commit_events, evs, batch_id)
-    except ProfileInputError as exc:
-        service.record(caller, "events.write", 422, batch_id=batch_id, events=len(evs))
-        raise schema.BadRequest(422, f"events[{exc.row}]", exc.problem) from None
-    except StoreError as exc:
-        service.record(caller, "events.write", 409, batch_id=batch_id, events=len(evs))
-        raise schema.BadRequest(409, "store", str(exc)) from None
-    service.metrics.folded(body["folded"] if not body["already_applied"] else 0)
-    service.record(caller, "events.write", 200, batch_id=batch_id, events=len(evs), folded=body["folded"],
-                   users=len(body["users"]), already_applied=body["already_applied"])
-    return JSONAnswer(body)
 
 
 async def profile(service: Service, request: AnyRequest) -> Answer:
@@ -603,6 +622,9 @@ def create_app(settings: ServeSettings) -> FrontRouter:
         return _error(status, "path", getattr(exc, "detail", "") or "no such endpoint or method")
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})
+    # no 307 from /v1/tag/ to /v1/tag: a redirected POST is a bare, empty answer many clients do not follow
+    # with their body; an unknown path is a 404 in the error shape, like any other
+    app.router.redirect_slashes = False
     app.state.service = service
     return FrontRouter(app, endpoints)
 

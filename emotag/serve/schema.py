@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from emotag.profiles.timeutil import TimeParseError, parse_time
+from emotag.profiles.timeutil import TimeParseError, parse_time, short_repr
 
 #: Fields an event may carry: a scored record's (SPEC §2 and the fold's extras) or a raw text to score.
 EVENT_FIELDS = frozenset({
@@ -55,6 +55,8 @@ def parse_json(raw: bytes) -> Any:
         raise BadRequest(400, "body", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except ValueError as exc:
         raise BadRequest(400, "body", f"invalid JSON: {exc}") from None
+    except RecursionError:  # the parser recurses per level: '[' * 100000 fits in a body, not in the stack
+        raise BadRequest(400, "body", "invalid JSON: arrays or objects nested too deeply") from None
 
 
 def _no_constant(name: str) -> Any:
@@ -124,7 +126,10 @@ def events(body: Any, limits: Limits) -> tuple[list[dict[str, Any]], str | None]
     """(events, client batch id) from ``{"events": [...], "batch_id": "..."}``.
 
     An event is a scored record (it has `polarity_score`; any `text` in it is ignored, as the CLI ignores
-    it) or a raw text to score (`text` without scores). Both need `user_id` and `time`.
+    it), a raw text to score (`text` without scores), or a record `emotag score` could not score (a
+    non-empty `error`: accepted, and skipped and counted as `skipped_error` by the fold, as `emotag profile`
+    does). All need `user_id` and `time`. Only the shapes checked here are the service's own; the values
+    of a scored record are checked by the fold (`profiles.records.extract`), the one gate for every writer.
     """
     obj = _object(body, "body", frozenset({"events", "batch_id"}))
     batch_id = obj.get("batch_id")
@@ -141,15 +146,31 @@ def events(body: Any, limits: Limits) -> tuple[list[dict[str, Any]], str | None]
         if "time" not in ev:
             raise BadRequest(422, f"{where}.time", "required")
         _time(ev["time"], f"{where}.time", True)
+        error = ev.get("error")
+        if error is not None and not isinstance(error, str):
+            raise BadRequest(422, f"{where}.error", f"expected a string or null, got {_type(error)}")
+        if error:  # nothing to score or fold: the null scores beside it are what `emotag score` writes
+            out.append(ev)
+            continue
         score = ev.get("polarity_score")
         if score is None:
             if "text" not in ev:
                 raise BadRequest(422, where, "needs 'text' to score or the scores of a record (polarity_score)")
             _text(ev["text"], f"{where}.text", limits)
-        elif isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        elif isinstance(score, bool) or not isinstance(score, (int, float)):
             raise BadRequest(422, f"{where}.polarity_score", f"expected a number, got {_type(score)}")
+        elif not _finite(score):  # 1e400, or an integer of hundreds of digits: valid JSON, not a float
+            raise BadRequest(422, f"{where}.polarity_score", f"expected a finite number, got {short_repr(score)}")
         out.append(ev)
     return out, batch_id
+
+
+def _finite(number: float) -> bool:
+    """math.isfinite, with an int past float range (JSON allows any number of digits) not finite."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def turn(body: Any, field: str, limits: Limits) -> dict[str, Any]:
