@@ -649,3 +649,159 @@ def test_write_text_atomically_keeps_the_old_file_on_failure(tmp_path: Path) -> 
         write_text_atomically(out, "<p>\ud800</p>")  # a lone surrogate cannot be UTF-8
     assert out.read_text(encoding="utf-8") == "<p>第一版</p>"
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
+
+
+# -------------------------------------------------------------------------------------- mixed encodings
+
+
+_REVIEWS = ["物流很快，包装破损了", "服务态度很差", "质量非常好，很满意", "发货太慢了", "价格便宜，性价比高"]
+
+
+@pytest.mark.parametrize("utf8_rows, gbk_rows", [(20, 3), (5, 5), (2, 8)])
+def test_gbk_rows_appended_to_a_utf8_file_leave_the_utf8_rows_alone(tmp_path: Path, utf8_rows: int,
+                                                                    gbk_rows: int) -> None:
+    """Enough GBK rows to flip the sniffed encoding must not turn the UTF-8 rows into GB18030 mojibake."""
+    utf8 = [_REVIEWS[i % 5] for i in range(utf8_rows)]
+    gbk = [_REVIEWS[i % 5] for i in range(gbk_rows)]
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(b"id,text\n" + "".join(f"u{i},{t}\n" for i, t in enumerate(utf8)).encode()
+                     + "".join(f"g{i},{t}\n" for i, t in enumerate(gbk)).encode("gbk"))
+    rows = list(read_rows(str(path)))
+    assert [(r.text, r.error) for r in rows] == [(t, None) for t in utf8 + gbk]
+
+
+def test_a_junk_row_does_not_garble_the_utf8_rows_of_a_small_file(tmp_path: Path) -> None:
+    path = tmp_path / "junk.csv"
+    path.write_bytes(b"id,text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(_REVIEWS[:3])).encode()
+                     + b"6,\xff\xfe\x80\x81abc\n")
+    rows = list(read_rows(str(path)))
+    assert [r.text for r in rows[:3]] == _REVIEWS[:3]
+    assert rows[3].text is None and rows[3].error is not None and "not valid" in rows[3].error
+
+
+def test_short_gbk_texts_that_happen_to_be_valid_utf8_stay_gbk(tmp_path: Path) -> None:
+    """小, 要, 喜 in GBK are valid two-byte UTF-8 (С, Ҫ, ϲ): a GBK file reads them as GBK all the same."""
+    texts = [*_REVIEWS, "小", "要", "喜", "一"]
+    path = tmp_path / "gbk.csv"
+    path.write_bytes(("id,text\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts))).encode("gbk"))
+    assert [(r.text, r.error) for r in read_rows(str(path))] == [(t, None) for t in texts]
+
+
+# ---------------------------------------------------------------------------------------------- empty input
+
+
+@pytest.mark.parametrize("name, content", [("e.jsonl", ""), ("blank.jsonl", "\n  \n\n"), ("e.json", ""),
+                                           ("a.json", "[]\n"), ("e.txt", ""), ("blank.txt", "\n\n")])
+def test_an_empty_input_is_a_one_line_error_in_every_text_format(tmp_path: Path, name: str,
+                                                                 content: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    _one_line_error(lambda: read_rows(str(path)), name, "file is empty")
+
+
+@pytest.mark.parametrize("piped", ["", "\n\n"])
+def test_empty_stdin_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, piped: str) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(piped.encode()), encoding="utf-8"))
+    _one_line_error(lambda: read_rows("-"), "<stdin>", "standard input is empty")
+
+
+def test_a_file_whose_rows_all_fail_is_not_empty(tmp_path: Path) -> None:
+    jsonl, txt = tmp_path / "bad.jsonl", tmp_path / "bad.txt"
+    jsonl.write_text('{"text": ""}\nnot json\n', encoding="utf-8")
+    txt.write_text("\n\n  \n好\n", encoding="utf-8")  # blank lines are rows when there is text at all
+    assert [r.error is not None for r in read_rows(str(jsonl))] == [True, True]
+    assert [r.text for r in read_rows(str(txt))] == [None, None, None, "好"]
+
+
+# ------------------------------------------------------------------------------------------ xlsx limits
+
+
+def test_xlsx_says_which_cells_it_had_to_cut_or_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import openpyxl
+
+    long_text, control = "好" * 50_000, "物流\x0b很快\x00"
+    out = tmp_path / "long.xlsx"
+    with RecordWriter(str(out)) as w:
+        w.write_many([{"id": 1, "text": long_text}, {"id": 2, "text": "正常"}, {"id": 3, "text": control}])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("emotag: warning: ") and str(out) in err, err
+    for fragment in ("1 cell cut to Excel's 32,767-character limit (row 1; column text)",
+                     "1 cell with characters", "(row 3; column text)", "jsonl, csv or parquet to keep every text whole"):
+        assert fragment in err, err
+    assert w.warnings == [err.strip()]
+    stored = [r[1] for r in openpyxl.load_workbook(out, read_only=True).worksheets[0].iter_rows(values_only=True)]
+    assert stored[1] == long_text[:32_767] and stored[2] == "正常"
+    assert stored[3] == "物流\ufffd很快\ufffd"  # same length: aspect spans into the text still fit
+
+    _write(tmp_path / "fine.xlsx", [_record(i) for i in range(4)])
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------- failed starts and concurrent runs
+
+
+def test_a_run_that_fails_before_its_first_record_leaves_no_partial(tmp_path: Path) -> None:
+    """A wrong column name is found after the writer opened: no empty partial may block a later --resume."""
+    src = tmp_path / "in.csv"
+    src.write_text("id,text\n1,好\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(InputError), RecordWriter(str(out), inputs=[str(src)], settings={"--text-col": "nope"}):
+        read_rows(str(src), text_col="nope")
+    assert not list(tmp_path.glob("out.jsonl*"))
+    with RecordWriter(str(out), resume=True, inputs=[str(src)], settings={"--text-col": "text"}) as w:
+        assert w.rows_done == 0
+        w.write({"id": 1})
+    assert [r["id"] for r in read_records(str(out))] == [1]
+
+
+def test_a_resumed_partial_stays_when_the_resumed_run_fails_at_once(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt), RecordWriter(str(out)) as w:
+        w.write({"id": 0})
+        raise KeyboardInterrupt
+    with pytest.raises(InputError), RecordWriter(str(out), resume=True):
+        raise InputError("in.csv", "column 'nope' is missing")
+    assert (tmp_path / "out.jsonl.partial").read_text(encoding="utf-8") == '{"id":0}\n'
+
+
+def test_a_second_writer_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "res.jsonl"
+    with RecordWriter(str(out)) as first:
+        first.write({"id": 0})
+        for resume in (False, True):
+            _one_line_error(lambda resume=resume: RecordWriter(str(out), resume=resume), "res.jsonl:",
+                            "another emotag run is writing this file", "res.jsonl.partial.lock")
+        first.write({"id": 1})
+    assert [r["id"] for r in read_records(str(out))] == [0, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.jsonl"]  # the lock went with the run
+
+    with pytest.raises(KeyboardInterrupt), RecordWriter(str(out)) as w:  # Ctrl-C releases it too
+        w.write({"id": 2})
+        raise KeyboardInterrupt
+    with RecordWriter(str(out), resume=True) as w:
+        w.write({"id": 3})
+    assert [r["id"] for r in read_records(str(out))] == [2, 3]
+
+
+def test_a_killed_run_does_not_leave_its_output_locked(tmp_path: Path) -> None:
+    import subprocess
+
+    pytest.importorskip("fcntl")
+    out = tmp_path / "res.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from emotag.io import RecordWriter; "
+         "w = RecordWriter(sys.argv[1]); w.write({'id': 0}); w._flush(); print('ready', flush=True); "
+         "time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        _one_line_error(lambda: RecordWriter(str(out), resume=True), "another emotag run")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / "res.jsonl.partial.lock").exists()  # left behind by kill -9, but no longer held
+    with RecordWriter(str(out), resume=True) as w:
+        assert w.rows_done == 1
+        w.write({"id": 1})
+    assert [r["id"] for r in read_records(str(out))] == [0, 1]
+    assert not (tmp_path / "res.jsonl.partial.lock").exists()

@@ -156,6 +156,10 @@ def _guess_encoding(path: str, fb: IO[bytes], head: bytes) -> str:
             return "utf-8"
         # A few damaged bytes (texts cut mid-character by a database export) must not flip a UTF-8 file to
         # GB18030 mojibake: an encoding whose damage is rare is kept, and read_rows flags the damaged rows.
+        # Nor must a few GBK rows appended to a UTF-8 file: each of them damages every character it holds,
+        # so a handful of rows crosses 10% of characters while the lines still say UTF-8 by a majority.
+        if _mostly_utf8_lines(sample, at_eof):
+            return "utf-8"
         for enc in ("utf-8", "gb18030"):
             text = codecs.getincrementaldecoder(enc)(errors="replace").decode(sample, final=at_eof)
             damaged = text.count("\ufffd")
@@ -178,6 +182,23 @@ def _guess_encoding(path: str, fb: IO[bytes], head: bytes) -> str:
                 where = f" (line {first} is the first that is not UTF-8: mixed UTF-8 and GBK?)"
         raise InputError(path, f"cannot tell the text encoding{where}; save the file as UTF-8")
     return str(best.encoding)
+
+
+def _mostly_utf8_lines(sample: bytes, at_eof: bool) -> bool:
+    """Whether more of the sample's non-ASCII lines are valid UTF-8 than not (the last, possibly cut line
+    left out unless the sample reaches the end of the file)."""
+    lines = sample.split(b"\n")
+    if not at_eof:
+        lines = lines[:-1]
+    valid = invalid = 0
+    for line in lines:
+        if line.isascii():
+            continue
+        if _decodes(line, "utf-8"):
+            valid += 1
+        else:
+            invalid += 1
+    return valid > invalid
 
 
 def _decodes(data: bytes, encoding: str) -> bool:
@@ -204,8 +225,15 @@ def _decoded_lines(fb: IO[bytes], encoding: str, problems: list[str]) -> Iterato
     Bad bytes become U+FFFD and are reported through `problems`; the caller attributes them to the row
     being parsed (csv.reader pulls exactly the lines of one record at a time).
     """
-    other = _OTHER_CHINESE_ENCODING.get(codecs.lookup(encoding).name)
+    name = codecs.lookup(encoding).name
+    other = _OTHER_CHINESE_ENCODING.get(name)
+    utf8_first = name in _GB_ENCODINGS
     for raw in fb:
+        if utf8_first and not raw.isascii():
+            text = _plainly_utf8(raw)
+            if text is not None:  # a UTF-8 row in a GBK file: almost any bytes are GB18030, so test UTF-8 first
+                yield text
+                continue
         try:
             yield raw.decode(encoding)
         except UnicodeDecodeError:
@@ -222,7 +250,23 @@ _OTHER_CHINESE_ENCODING = {"utf-8": "gb18030", "utf-8-sig": "gb18030", "gb18030"
                            "gb2312": "gb18030"}
 
 
+_GB_ENCODINGS = frozenset({"gb18030", "gbk", "gb2312"})  # codecs.lookup() names
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _plainly_utf8(raw: bytes) -> str | None:
+    """The line as UTF-8 when it plainly is UTF-8, else None (then it is read in the GB encoding).
+
+    Valid UTF-8 with a character from U+0800 up (every Chinese character, CJK punctuation, emoji) almost
+    never happens by chance in GBK. A GBK line that happens to be valid UTF-8 is nearly always a short one
+    whose byte pairs read as two-byte UTF-8 (U+0080-U+07FF: Latin, Greek, Cyrillic, Arabic), e.g. one in
+    seven single-character texts; those stay GBK.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if any(c >= "\u0800" for c in text) else None
 
 
 def _in_other_encoding(raw: bytes, other: str) -> str | None:

@@ -53,7 +53,8 @@ class Format:
     lenient_records: Callable[[str], Iterator[Any]] | None = None  # broken records in place (default: text view)
     delimiter: str | None = None  # csv/tsv: the writer writes rows as they come
     bom: bool = False  # csv: a UTF-8 BOM, so that Excel shows Chinese correctly
-    spool: Callable[[str, str, _Layout | None], None] | None = None  # JSONL spool -> OUT; None: the partial is OUT
+    # JSONL spool -> OUT, returning a warning when OUT could not hold everything; None: the partial is OUT
+    spool: Callable[[str, str, _Layout | None], str | None] | None = None
     layout: str | None = None  # spooled flat formats: "typed" (parquet's schema needs value types) or "plain"
     max_rows: int | None = None  # xlsx: Excel's sheet limit
 
@@ -70,7 +71,7 @@ def _delimited(name: str, delimiter: str, bom: bool) -> Format:
     )
 
 
-def _json(name: str, spool: Callable[[str, str, _Layout | None], None] | None = None) -> Format:
+def _json(name: str, spool: Callable[[str, str, _Layout | None], str | None] | None = None) -> Format:
     return Format(
         name,
         rows=lambda path, spec, skip, stats, source: _rows_json(path, spec, skip, name, stats, source),

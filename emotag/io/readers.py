@@ -301,10 +301,16 @@ def _rows_text(path: str, spec: _Spec, skip: int, stats: ReadStats, source: _Sou
     else:
         lines, encoding, problems = source
     try:
+        flagged = _with_problems(_counted(lines, stats), problems)
+        head: list[tuple[str, bool]] = []
+        for item in flagged:  # blank lines are rows, but a file of nothing else has no text to score
+            head.append(item)
+            if item[0].strip():
+                break
+        else:
+            raise _empty(path, "no text, only blank lines" if head else "")
         yield _READY
-        for index, line in enumerate(_counted(lines, stats)):
-            bad = bool(problems)
-            problems.clear()
+        for index, (line, bad) in enumerate(chain(head, flagged)):
             if index < skip:
                 continue
             text = line.rstrip("\r\n")
@@ -315,6 +321,20 @@ def _rows_text(path: str, spec: _Spec, skip: int, stats: ReadStats, source: _Sou
     finally:
         if closer is not None:
             closer.close()
+
+
+def _with_problems(lines: Iterable[str], problems: list[str]) -> Iterator[tuple[str, bool]]:
+    """(line, whether decoding it hit bytes its encoding cannot read) for each line, clearing `problems`."""
+    for line in lines:
+        bad = bool(problems)
+        problems.clear()
+        yield line, bad
+
+
+def _empty(path: str, why: str = "") -> InputError:
+    """The one error for an input with nothing in it, whatever its format (as for an empty CSV)."""
+    what = "standard input is empty" if path == "-" else "file is empty"
+    return InputError(path, f"{what} ({why})" if why else what)
 
 
 def _json_error(e: ValueError) -> str:
@@ -409,7 +429,9 @@ def _rows_json(
                     break
             elif objects == 0 and len(pending) >= _MAX_LEADING_BAD:
                 break
-        if objects == 0 and pending:
+        if not pending:
+            raise _empty(path, "no JSON records")
+        if objects == 0:
             value, err, _ = pending[0]
             why = err or f"expected a JSON object, got {_json_type(value)}"
             raise InputError(path, f"no JSON object in the first {len(pending)} records (row 1: {why})")

@@ -2,7 +2,8 @@
 
 The writer spools those formats as JSON Lines (which a resumed run can append to) and converts at close,
 in bounded memory: parquet batch by batch with a schema learnt while spooling, xlsx through openpyxl's
-write-only mode.
+write-only mode. A converter returns a one-line warning when the format could not hold everything (xlsx
+cells have a length limit and no control characters), which the writer prints: nothing is lost silently.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from emotag.io.readers import _BATCH
 
 _XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit (1,048,576) minus the header row
 _XLSX_MAX_EXACT_INT = 10**15  # Excel keeps 15 significant digits; longer ints (ids) are written as text
+_XLSX_MAX_CELL = 32_767  # Excel's limit on the characters of one cell, counted in UTF-16 units
+_XLSX_NAMED_ROWS = 5  # rows a warning names before it only counts
 _JSON_FIELD_META = {b"emotag.encoding": b"json"}
 
 
@@ -145,8 +148,72 @@ def _write_parquet(
     _fsync_file(target)
 
 
-def _spool_to_xlsx(partial: str, target: str, layout: _Layout) -> None:
-    """An xlsx sheet written with openpyxl's write-only mode (rows go straight to disk)."""
+def _cut_for_excel(text: str) -> str | None:
+    """`text` cut to the longest prefix an Excel cell holds, or None when it fits whole."""
+    if len(text) <= _XLSX_MAX_CELL // 2:  # fits even if every character takes two UTF-16 units
+        return None
+    units = text.encode("utf-16-le")
+    if len(units) <= 2 * _XLSX_MAX_CELL:
+        return None
+    return units[: 2 * _XLSX_MAX_CELL].decode("utf-16-le", errors="ignore")  # never half a surrogate pair
+
+
+class _CellChanges:
+    """Which data cells an xlsx could not hold as they were: cut at the length limit, or with characters
+    replaced. Counted, with the first rows and the columns named, for the one warning line."""
+
+    def __init__(self) -> None:
+        self.cut: list[tuple[int, str]] = []  # (1-based data row, column), the first few
+        self.altered: list[tuple[int, str]] = []
+        self.cut_count = 0
+        self.altered_count = 0
+        self.cut_columns: dict[str, None] = {}
+        self.altered_columns: dict[str, None] = {}
+
+    def note(self, kind: str, row: int, column: str) -> None:
+        if kind == "cut":
+            self.cut_count += 1
+            self.cut_columns[column] = None
+            named = self.cut
+        else:
+            self.altered_count += 1
+            self.altered_columns[column] = None
+            named = self.altered
+        if len(named) < _XLSX_NAMED_ROWS:
+            named.append((row, column))
+
+    def warning(self) -> str | None:
+        if not self.cut_count and not self.altered_count:
+            return None
+        parts = []
+        if self.cut_count:
+            parts.append(f"{_cells(self.cut_count)} cut to Excel's {_XLSX_MAX_CELL:,}-character limit "
+                         f"({_where(self.cut, self.cut_count, self.cut_columns)})")
+        if self.altered_count:
+            parts.append(f"{_cells(self.altered_count)} with characters an xlsx cannot store (control "
+                         "characters, unpaired surrogates) replaced "
+                         f"({_where(self.altered, self.altered_count, self.altered_columns)})")
+        return "; ".join(parts) + "; write jsonl, csv or parquet to keep every text whole and unchanged"
+
+
+def _cells(n: int) -> str:
+    return f"{n:,} cell{'s' if n != 1 else ''}"
+
+
+def _where(named: list[tuple[int, str]], count: int, columns: dict[str, None]) -> str:
+    rows = list(dict.fromkeys(r for r, _ in named))
+    more = ", ..." if count > len(named) else ""
+    row_list = f"row{'s' if len(rows) > 1 or more else ''} {', '.join(map(str, rows))}{more}"
+    return f"{row_list}; column{'s' if len(columns) > 1 else ''} {', '.join(columns)}"
+
+
+def _spool_to_xlsx(partial: str, target: str, layout: _Layout) -> str | None:
+    """An xlsx sheet written with openpyxl's write-only mode (rows go straight to disk).
+
+    Returns a warning when a cell could not be stored as it was. Excel's cell limit would otherwise cut a
+    text silently (openpyxl does), and openpyxl refuses control characters: each is replaced by U+FFFD
+    instead of dropped, so the stored text keeps its length and `aspects` spans still index it.
+    """
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
@@ -154,8 +221,9 @@ def _spool_to_xlsx(partial: str, target: str, layout: _Layout) -> None:
     flat = _Flattener(layout.columns())
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("emotag")
+    changes = _CellChanges()
 
-    def cell(v: Any) -> Any:
+    def cell(v: Any, row: int = 0, column: str = "") -> Any:
         if v is None:
             return None
         if isinstance(v, bool):
@@ -164,7 +232,14 @@ def _spool_to_xlsx(partial: str, target: str, layout: _Layout) -> None:
             return v if abs(v) < _XLSX_MAX_EXACT_INT else str(v)
         if isinstance(v, float):
             return v if math.isfinite(v) else None
-        text = ILLEGAL_CHARACTERS_RE.sub("", _no_surrogates(v if isinstance(v, str) else _dumps(v)))
+        given = v if isinstance(v, str) else _dumps(v)
+        text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", _no_surrogates(given))
+        if text != given:
+            changes.note("altered", row, column)
+        cut = _cut_for_excel(text)
+        if cut is not None:
+            changes.note("cut", row, column)
+            text = cut
         if not text:
             return None
         if text.startswith("="):  # text, not a formula
@@ -174,8 +249,9 @@ def _spool_to_xlsx(partial: str, target: str, layout: _Layout) -> None:
         return text
 
     ws.append([cell(c) for c in flat.columns])
-    for rec in _spooled(partial):
-        ws.append([cell(v) for v in flat.values(rec)])
+    for row, rec in enumerate(_spooled(partial), start=1):
+        ws.append([cell(v, row, c) for v, c in zip(flat.values(rec), flat.columns, strict=True)])
     wb.save(target)
     _fsync_file(target)
+    return changes.warning()
 

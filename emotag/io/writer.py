@@ -6,11 +6,17 @@
 * A resumed partial must belong to this run: `OUT.partial.meta` records its inputs (path, size, a hash of
   the first MiB) and the settings that change the output; a mismatch is refused. An output (or partial)
   that is one of the inputs, under any name, is refused before anything is written.
+* Two runs writing one OUT would interleave their records and race for the rename, so a writer holds
+  `OUT.partial.lock` (an flock, which the OS drops when its process dies) from start to finish.
+* A run that fails before its first record (a wrong column name) leaves no partial behind: an empty one
+  would only block a later `--resume` with the right options.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -28,6 +34,8 @@ from emotag.io.layout import _dumps, _Flattener, _Layout, _text_cell
 from emotag.io.spool import _spooled
 
 _HEADER_BUFFER = 1000  # csv/tsv output: records held back while the column layout is still unknown
+_LOCK_SUFFIX = ".lock"  # OUT.partial.lock: held by the one run writing OUT
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}  # flock errors of file systems that cannot lock
 
 
 def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
@@ -66,6 +74,68 @@ def _fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class _OutputLock:
+    """An exclusive lock on OUT.partial.lock for as long as one writer owns OUT.partial.
+
+    flock where the OS has it: the kernel drops it when the holder dies, so a killed run leaves no stale
+    lock (the file is removed on release only to keep the directory tidy). Elsewhere the lock file itself,
+    created with O_EXCL, is the lock; a run killed hard leaves it behind, which the message covers.
+    """
+
+    def __init__(self, out: str, lock_path: str) -> None:
+        self.path = lock_path
+        self._fh: IO[str] | None = None
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            try:
+                fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                raise InputError(out, f"another emotag run is writing this file (lock {lock_path}); wait for "
+                                      "it, or remove the lock if that run is gone") from None
+            self._fh = os.fdopen(fd, "w")
+            self._fh.write(f"{os.getpid()}\n")
+            self._fh.flush()
+            return
+        while True:
+            fh = open(lock_path, "a")  # noqa: SIM115 - held until release()
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # EWOULDBLOCK: another process holds it
+                fh.close()
+                # held by a live process (the OS drops the lock of a dead one): removing the file would not help
+                raise InputError(out, f"another emotag run is writing this file (lock {lock_path}); wait for "
+                                      "it to finish, or stop it") from None
+            except OSError as e:
+                if e.errno not in _NO_LOCKS:
+                    fh.close()
+                    raise
+                self._fh = fh  # a file system without locks (some network mounts): write as before, unlocked
+                return
+            except BaseException:
+                fh.close()
+                raise
+            # The holder before us may have removed the file between our open and our flock: then we hold
+            # a lock on a file no one else will open, so start over with the one at the path now.
+            try:
+                same = os.path.samestat(os.fstat(fh.fileno()), os.stat(lock_path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fh = fh
+                return
+            fh.close()
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it, so no one locks a file about to vanish), unlock."""
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        with contextlib.suppress(OSError):
+            os.remove(self.path)
+        fh.close()
 
 
 def _recover_jsonl(partial: str) -> int:
@@ -140,10 +210,13 @@ class RecordWriter:
                  settings: Mapping[str, Any] | None = None) -> None:
         self.path = path
         self.fmt = _resolve_format(path, fmt)
-        spec = self._format = FORMAT_TABLE[self.fmt]
+        self._format = FORMAT_TABLE[self.fmt]
         self.rows_done = 0
         self.partial_path: str | None = None
         self._closed = False
+        self._lock: _OutputLock | None = None
+        self._fresh = False  # this run created the partial (nothing resumed), so it may remove it again
+        self.warnings: list[str] = []  # what the output could not hold as given (also printed to stderr)
         self._written = 0
         self._since_flush = 0
         self._pending: list[dict[str, Any]] = []  # csv/tsv records held back until the columns are known
@@ -167,6 +240,23 @@ class RecordWriter:
             raise InputError(path, f"cannot write: directory '{parent}' does not exist")
         self.partial_path = partial = path + ".partial"
         _refuse_overwriting_inputs(path, partial, inputs)
+        try:
+            self._lock = _OutputLock(path, partial + _LOCK_SUFFIX)
+        except OSError as e:
+            raise InputError(path, f"cannot write {partial}{_LOCK_SUFFIX}: {e.strerror or e}") from None
+        try:
+            self._open_partial(resume, template, inputs, settings)
+        except BaseException:
+            self._close_handles()
+            self._discard_unused_partial()
+            self._lock.release()
+            raise
+
+    def _open_partial(self, resume: bool, template: Mapping[str, Any] | None, inputs: Sequence[str],
+                      settings: Mapping[str, Any] | None) -> None:
+        """Open OUT.partial: recover and append to it when resuming, else start it afresh."""
+        path, partial, spec = self.path, self.partial_path, self._format
+        assert partial is not None
         delimited = spec.delimiter is not None
         delimiter = spec.delimiter or ","
         header: list[str] | None = None
@@ -193,6 +283,7 @@ class RecordWriter:
             else:
                 self._bin = open(partial, "ab" if resuming else "wb")  # noqa: SIM115
             if not resuming:
+                self._fresh = True
                 _write_origin(partial, origin)
         except OSError as e:
             raise InputError(path, f"cannot write {partial}: {e.strerror or e}") from None
@@ -278,6 +369,13 @@ class RecordWriter:
         if self._stdout:
             self._flush()
             return
+        try:
+            self._finish()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _finish(self) -> None:
         assert self.partial_path is not None
         try:
             if self._text is not None and self._flat is None and self._pending:
@@ -291,16 +389,25 @@ class RecordWriter:
         else:
             tmp = self.path + ".converting"
             try:
-                spool(self.partial_path, tmp, self._layout)
+                warning = spool(self.partial_path, tmp, self._layout)
                 os.replace(tmp, self.path)
             except BaseException:
                 if os.path.exists(tmp):
                     os.remove(tmp)
                 raise
             os.remove(self.partial_path)
+            if warning:
+                self._warn(warning)
         if os.path.exists(self.partial_path + _ORIGIN_SUFFIX):
             os.remove(self.partial_path + _ORIGIN_SUFFIX)
         _fsync_dir(self.path)
+
+    def _warn(self, problem: str) -> None:
+        """Say on stderr, in one line, what the output format could not hold (the run still succeeds: the
+        file is written, and the line says how to keep everything). Also kept in `warnings` for callers."""
+        line = f"emotag: warning: {InputError(self.path, problem)}"
+        self.warnings.append(line)
+        print(line, file=sys.stderr, flush=True)
 
     def abort(self) -> None:
         """Stop without finishing: the partial stays on disk (complete records only) for a resumed run."""
@@ -315,6 +422,20 @@ class RecordWriter:
             pass  # already failing: never mask the original error
         finally:
             self._close_handles()
+            if not self._stdout:
+                self._discard_unused_partial()
+                if self._lock is not None:
+                    self._lock.release()
+
+    def _discard_unused_partial(self) -> None:
+        """Remove a partial this run started but never wrote a record to (a wrong column name stops the run
+        before its first row): it holds nothing to resume, and its record of this run's options would make
+        a later `--resume` with the right ones refuse it."""
+        if not self._fresh or self._written or self.partial_path is None:
+            return
+        for leftover in (self.partial_path, self.partial_path + _ORIGIN_SUFFIX):
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
 
     def _close_handles(self) -> None:
         for fh in (self._text, self._bin):
