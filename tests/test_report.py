@@ -179,3 +179,65 @@ def test_report_renders_in_chromium(report: Path, tmp_path: Path) -> None:
     rows_with_content = [y for y in range(0, 3000, 10)
                          if any(img.getpixel((x, y)) != bg for x in range(0, 1280, 8))]
     assert rows_with_content and rows_with_content[-1] > 2000, "page is implausibly short"
+
+
+def _records(path: Path, rows: list[dict]) -> str:
+    import json
+
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def _rec(i: int, product: str, score: float = -0.6, **extra: object) -> dict:
+    return {"id": i, "product": product, "time": "2026-03-0" + str(1 + i % 9), "text": "包装破损了",
+            "emotion": "anger" if score < 0 else "like", "emotions": {"anger": 0.8, "like": 0.2},
+            "polarity": "negative" if score < 0 else "positive", "polarity_score": score, "intensity": 0.5,
+            "error": None, **extra}
+
+
+def test_user_data_is_escaped_even_when_it_looks_like_a_cell(tmp_path: Path) -> None:
+    """A product name, record id or dialogue id that starts with '<td' is the user's data: escaped, never
+    passed through as a rendered cell (one ran as a script in the page)."""
+    from emotag.report import build_report
+
+    evil = "<td><script>alert(1)</script>"
+    unit = {"aspect": "包装", "opinion": "破损了", "polarity": "negative", "score": -0.5, "category": "包装",
+            "aspect_span": [0, 2], "opinion_span": [2, 5]}
+    rows = [_rec(i, f"p{i}") for i in range(4)] + [_rec(9, evil, 0.8)]
+    rows += [_rec(10, "面膜", aspects=[unit]) | {"id": evil}, _rec(11, "面膜", aspects=[unit])]
+    page = build_report([_records(tmp_path / "r.jsonl", rows)], str(tmp_path / "r.html")).read_text(encoding="utf-8")
+    assert "<script>alert(1)" not in page and "&lt;td&gt;&lt;script&gt;alert(1)" in page
+
+
+def test_dollar_signs_in_product_names_are_text_not_math(tmp_path: Path) -> None:
+    """matplotlib reads $…$ as math markup: a product named `$5 off_50% $9` crashed the chart."""
+    from emotag.report import build_report
+
+    rows = [_rec(i, name) for i, name in enumerate(["$5 off_50% $9", "$$", "满$100减$20", "普通"])]
+    page = build_report([_records(tmp_path / "r.jsonl", rows)], str(tmp_path / "r.html")).read_text(encoding="utf-8")
+    assert "$5 off_50% $9" in page
+
+
+def test_aspect_categories_past_the_table_are_counted(tmp_path: Path) -> None:
+    """The aspect table shows a product's six most complained-about categories; the rest are named with
+    their mention counts, not dropped (emotag aspects lists them all)."""
+    from emotag.report import build_report
+
+    cats = ["包装", "物流", "价格", "服务", "效果", "外观", "尺寸", "体验"]
+    rows = [_rec(i, "面膜", aspects=[{"aspect": c, "opinion": "差", "polarity": "negative", "score": -0.5,
+                                       "category": c, "aspect_span": None, "opinion_span": [0, 1]}])
+            for i, c in enumerate(cats)]
+    page = build_report([_records(tmp_path / "r.jsonl", rows)], str(tmp_path / "r.html")).read_text(encoding="utf-8")
+    assert "2 more categories, 2 mentions, 2 negative" in page
+
+
+def test_a_file_of_error_rows_says_so_not_that_columns_are_missing(tmp_path: Path) -> None:
+    from emotag.report import build_report
+
+    rows = [{"id": i, "user_id": "u1", "time": "2024-05-01", "product": "P1", "text": "", "emotion": None,
+             "emotions": None, "polarity": None, "polarity_score": None, "intensity": None,
+             "error": "text is empty"} for i in range(2)]
+    page = build_report([_records(tmp_path / "e.jsonl", rows)], str(tmp_path / "e.html")).read_text(encoding="utf-8")
+    assert "no scored records: 2 of 2 have an error" in page
+    assert "no parseable time column" not in page and "no product column" not in page
+    assert "no text column" not in page

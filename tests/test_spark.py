@@ -434,3 +434,15 @@ def test_aspects_pass_through(reviews_df: Any, tiny_model_dir: Path) -> None:
         assert [{**u, "score": round(u["score"], 6)} for u in r["aspects"]] == \
             [{**u, "score": round(u["score"], 6)} for u in want]
     assert any(r["aspects"] for r in rows)
+
+
+def test_aspects_with_blank_and_null_texts(spark: Any, tiny_model_dir: Path) -> None:
+    """A null or blank text with aspects=True is an error row with `aspects` null (SPEC §7), not a failed
+    job (the missing key became NaN, which Arrow cannot cast to the aspects array)."""
+    from emotag.integrations.spark import score_dataframe
+
+    df = spark.createDataFrame([(1, "包装太简陋了"), (2, None), (3, "")], "id long, text string")
+    rows = {r["id"]: r.asDict(recursive=True) for r in score_dataframe(
+        df, "text", id_col="id", model=str(tiny_model_dir), backend=BACKEND, aspects=True).collect()}
+    assert rows[2]["error"] and rows[2]["aspects"] is None and rows[3]["error"] and rows[3]["aspects"] is None
+    assert rows[1]["error"] is None and rows[1]["aspects"][0]["opinion"] == "太简陋了"

@@ -149,10 +149,11 @@ def zh(chinese: str, english: str) -> str:
 
 
 def _safe_text(s: str) -> str:
-    """User strings (product names) in charts: without a CJK font, non-Latin text would be empty boxes."""
-    if cjk_available() or s.isascii():
-        return s
-    return s.encode("ascii", "replace").decode().replace("?", "·")
+    """User strings (product names) in charts: without a CJK font, non-Latin text would be empty boxes; a `$`
+    is escaped, or matplotlib reads `$5 off_50% $9` as math markup (and fails on it)."""
+    if not (cjk_available() or s.isascii()):
+        s = s.encode("ascii", "replace").decode().replace("?", "·")
+    return s.replace("$", r"\$")
 
 
 def emotion_color(e: str, i: int = 0) -> str:
@@ -207,7 +208,7 @@ def emotion_chart(labels: Sequence[str], counts: Sequence[int], mean_probs: Sequ
                    label=zh("平均概率", "mean probability"))
         for yi, s, c in zip(y, shares, counts, strict=True):
             ax.text(s + 0.01, yi, f"{c} ({s:.0%})", va="center", fontsize=9)
-        ax.set_yticks(y, [emotion_label(e) for e in labels])
+        ax.set_yticks(y, [_safe_text(emotion_label(e)) for e in labels])
         ax.set_xlim(0, min(1.0, max([*shares, *mean_probs, 0.1]) * 1.25 + 0.05))
         ax.xaxis.set_major_formatter(ticker.PercentFormatter(1.0, decimals=0))
         ax.legend(loc="lower right", frameon=False, fontsize=9)
@@ -317,7 +318,7 @@ def start_end_chart(labels: Sequence[str], start: Sequence[int], end: Sequence[i
         x = list(range(len(labels)))
         ax.bar([i - 0.2 for i in x], start, width=0.4, color="#f28e2b", label=zh("首轮情绪", "first turn"))
         ax.bar([i + 0.2 for i in x], end, width=0.4, color="#4e79a7", label=zh("末轮情绪", "last turn"))
-        ax.set_xticks(x, [emotion_label(e) for e in labels], rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(x, [_safe_text(emotion_label(e)) for e in labels], rotation=30, ha="right", fontsize=8)
         ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.legend(frameon=False, fontsize=9)
         ax.set_title(zh("客户首轮与末轮情绪", "Customer emotion, first vs last turn"), loc="left")

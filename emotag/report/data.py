@@ -443,6 +443,9 @@ def profiles_in_memory(states: Mapping[str, Any], data: ReportData) -> None:
     """Tag counts from profiles folded from the report's own records (nothing is persisted)."""
     from emotag.profiles import load_rules, profile_rows
 
+    if not states and data.records and not data.scored:
+        data.profiles_note = "没有成功打分的记录，无法计算用户画像标签 (no scored records: every one has an error)."
+        return
     if not states:
         data.profiles_note = "记录中没有 user_id 与 time 字段，无法计算用户画像标签 (no user_id/time in the records)."
         return

@@ -88,18 +88,24 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v:.1%}"
 
 
-def _signed_cell(v: float | None) -> str:
+class _Cell(str):
+    """A table cell rendered here, from numbers only: `_table` passes it through. Why a type and not a
+    prefix: a record id or product name that starts with '<td' is the user's data and must be escaped
+    (one did: `<td><script>…` as a dialogue id ran in the page)."""
+
+
+def _signed_cell(v: float | None) -> _Cell:
     cls = "" if v is None else " neg" if v < 0 else " pos" if v > 0 else ""
-    return f'<td class="n{cls}">{_num(v)}</td>'
+    return _Cell(f'<td class="n{cls}">{_num(v)}</td>')
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = ()) -> str:
-    """Rows are already-rendered cells; plain strings are escaped, strings starting with '<td' pass through."""
+    """Rows of cells: plain strings are escaped, `_Cell`s (rendered here from numbers) pass through."""
     out = ["<table><thead><tr>", *(f"<th>{_e(h)}</th>" for h in headers), "</tr></thead><tbody>"]
     for row in rows:
         out.append("<tr>")
         for i, cell in enumerate(row):
-            if cell.startswith("<td"):
+            if isinstance(cell, _Cell):
                 out.append(cell)
             else:
                 out.append(f'<td class="n">{_e(cell)}</td>' if i in numeric else f"<td>{_e(cell)}</td>")
@@ -154,7 +160,18 @@ def _emotions(d: ReportData) -> str:
             f"平均极性分 {_num(d.polarity_mean)}，平均强度 {_num(d.intensity_mean, '{:.3f}')}。</p>")
 
 
+def _none_scored(d: ReportData) -> str | None:
+    """The notice for a section with nothing to show because no record was scored (every one an error row):
+    then a missing time, product or text column is not the reason, and saying so would send the user off."""
+    if d.scored or not d.records:  # (dialogue-only input: the sections say what they lack as before)
+        return None
+    return _notice(f"没有成功打分的记录（{d.errors} 条出错） (no scored records: {d.errors} of {d.records} "
+                   "have an error; see their error field).")
+
+
 def _timeline(d: ReportData) -> str:
+    if (none := _none_scored(d)) is not None:
+        return none
     if not d.timeline:
         return _notice("记录中没有可解析的 <code>time</code> 字段，无法画时间趋势 "
                        "(no parseable time column; keep it with <code>--keep time</code>).")
@@ -174,6 +191,8 @@ def _timeline(d: ReportData) -> str:
 
 
 def _products(d: ReportData) -> str:
+    if (none := _none_scored(d)) is not None:
+        return none
     if not d.products:
         return _notice("记录中没有 <code>product</code> 字段 (no product column; keep it with "
                        "<code>--keep product</code>).")
@@ -199,7 +218,8 @@ def _aspects(d: ReportData, per_product: int = 6, trend_categories: int = 3) -> 
     rows = table.rows()
     out = []
     for group in dict.fromkeys(r["group"] for r in rows):
-        mine = [r for r in rows if r["group"] == group][:per_product]
+        everything = [r for r in rows if r["group"] == group]
+        mine = everything[:per_product]  # the categories with the most complaints; the rest counted below
         body = [[r["category"], str(r["mentions"]), str(r["positive"]), str(r["neutral"]), str(r["negative"]),
                  f"{r['negative_share']:.0%} ({r['negative_share_low']:.0%}–{r['negative_share_high']:.0%})",
                  "、".join(r["top_negative"][:4]) or "–", "、".join(r["top_positive"][:4]) or "–",
@@ -208,6 +228,11 @@ def _aspects(d: ReportData, per_product: int = 6, trend_categories: int = 3) -> 
         block = [f"<h3>{_e(name)} <small>{mine[0]['texts'] if mine else 0} 条 texts</small></h3>",
                  _table(["方面 category", "提及 mentions", "正 +", "中 =", "负 −", "负面占比 (95% CI)",
                          "差评原话 complaints", "好评原话 praise", "差评例 ids"], body, (1, 2, 3, 4))]
+        if len(everything) > len(mine):
+            rest = everything[len(mine):]
+            block.append(f'<p class="note">另有 {len(rest)} 个方面 ({len(rest)} more categories, '
+                         f'{sum(r["mentions"] for r in rest)} mentions, {sum(r["negative"] for r in rest)} negative): '
+                         f'{_e("、".join(str(r["category"]) for r in rest))}</p>')
         worst = [r for r in mine if r["negative"]][:trend_categories]
         months = sorted({m for r in worst for m, _, _ in table.trend(group, r["category"])})
         if worst and len(months) > 1:
@@ -238,6 +263,8 @@ def _word_block(t: WordTable) -> str:
 
 
 def _reasons(d: ReportData) -> str:
+    if (none := _none_scored(d)) is not None:
+        return none
     if not d.has_text:
         return _notice("输入中没有 <code>text</code> 字段，无法统计原话中的高频词。打分时用 "
                        "<code>emotag score INPUT --keep text</code> 保留原文即可 "

@@ -119,7 +119,9 @@ class _Scorer:
                 index += n
             problems = [_text_problem(t) for t in texts]
             ok = [i for i in range(n) if problems[i] is None]
-            rows: list[dict[str, Any]] = [Result.failed(ids[i], p).to_dict() if p is not None else {}
+            # a failed row asked for aspects says `aspects: null` (SPEC §7); a missing key would become NaN,
+            # which Arrow cannot cast to the aspects struct array, and the whole job failed on one blank text
+            rows: list[dict[str, Any]] = [_failed(ids[i], p, self.aspects) if p is not None else {}
                                           for i, p in enumerate(problems)]
             results = tagger.tag_many([texts[i] for i in ok], batch_size=self.batch_size,
                                       ids=[ids[i] for i in ok], chunk_size=chunk, aspects=self.aspects)
@@ -168,6 +170,12 @@ def _driver_labels(model: str | None) -> tuple[str, ...]:
         return tuple(EmotagConfig.load(path).emotion_labels)
     except Exception:  # noqa: BLE001 - the model may exist only on the executors (--archives)
         return EMOTIONS
+
+
+def _failed(id_: Any, problem: str, aspects: Any) -> dict[str, Any]:
+    r = Result.failed(id_, problem)
+    r.asked_aspects = bool(aspects)
+    return r.to_dict()
 
 
 def score_dataframe(
