@@ -142,9 +142,11 @@ def score(
             summary = score_file(tagger, input, output, text_col=text_col, id_col=id_col, keep=keep_cols,
                                  batch_size=batch_size, resume=resume, progress=advance, aspects=extractor)
     except KeyboardInterrupt:
-        if output != "-":
+        if output != "-" and Path(f"{output}.partial").exists():  # none when stopped before its first record
             typer.echo(f"emotag: interrupted; the rows scored so far are in {output}.partial: run the same "
                        "command with --resume to continue", err=True)
+        elif output != "-":
+            typer.echo("emotag: interrupted before the first record was written; nothing to resume", err=True)
         raise typer.Exit(130) from None
     except InputError as e:
         if e.problem.startswith("column 'text' is missing") and "text" in keep_cols and text_col != "text":
@@ -379,12 +381,13 @@ def aspects_cmd(
     seen: set[str] = set()
     table = AspectTable(by, top, examples, id_col)
     for path in scored:
-        n = with_list = 0
+        with_list, before = 0, table.skipped["no_aspects"]
         for rec in read_records(path):
             seen.update(rec)
-            n += 1
             with_list += table.add(rec)
-        if n and not with_list:  # one file scored without --aspects beside others would shrink the table unseen
+        # one file scored without --aspects beside others would shrink the table unseen (a file of error
+        # rows has no lists either, and says why in each row: it is counted, not refused)
+        if not with_list and table.skipped["no_aspects"] > before:
             raise UserError(f"{path}: no record has an 'aspects' list: score it with emotag score --aspects")
     rows = table.rows()
     if not rows and not any(table.texts.values()):

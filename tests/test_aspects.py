@@ -51,6 +51,11 @@ HARD = [
     ("包装太随便了", [("包装", "太随便了", "negative")]),
     ("面膜袋都皱了", [("面膜袋", "都皱了", "negative")]),
     ("包装一点也不随便", [("包装", "一点也不随便", "positive")]),
+    # ... but bare 随便 is no complaint (随便看看: just browsing)
+    ("随便看看，东西不错", [("东西", "不错", "positive")]),
+    ("这个包装也太随便了吧", [("包装", "也太随便了吧", "negative")]),
+    # a Kangxi radical (⼤, U+2F24, from a PDF) is its character, not a pictograph
+    ("尺码偏⼤", [("尺码", "偏⼤", "negative")]),
     # coordination: one opinion, two aspects
     ("环境和服务都很好", [("环境", "很好", "positive"), ("服务", "很好", "positive")]),
 ]
@@ -315,6 +320,11 @@ def test_aspects_command_says_what_it_did_not_count(tmp_path):
     res = runner.invoke(app, ["aspects", str(good), "--by", "product"])
     assert res.exit_code == 0, res.output
     assert "skipped 1 records without an aspects list" in res.output and "2 units whose polarity" in res.output
+    failed = tmp_path / "failed.jsonl"  # scored with --aspects, every row an error: counted, not refused
+    failed.write_text(json.dumps({"id": 6, "product": "a", "aspects": None, "error": "text is empty"}) + "\n",
+                      encoding="utf-8")
+    res = runner.invoke(app, ["aspects", str(good), str(failed), "--by", "product"])
+    assert res.exit_code == 0, res.output
     plain = tmp_path / "plain.jsonl"
     plain.write_text(json.dumps({"id": 5, "product": "a", "polarity": "negative"}) + "\n", encoding="utf-8")
     res = runner.invoke(app, ["aspects", str(good), str(plain), "--by", "product"])

@@ -1019,3 +1019,17 @@ def test_conversation_with_an_overflowing_number_is_an_invalid_row() -> None:
     seen = []
     assert build_profiles([conv], strict=False, on_invalid=lambda row, problem: seen.append(row)) == {}
     assert seen == [0]
+
+
+def test_digit_labels_read_back_from_csv_are_labels(tmp_path) -> None:
+    """A model with labels 1..5 scored to CSV: read_records gives the cell back as the integer 5, which is
+    the label it spells, not a damaged record."""
+    from emotag.io import read_records
+
+    path = tmp_path / "digits.csv"
+    path.write_text("id,user_id,time,emotion,emotions.1,emotions.5,polarity,polarity_score\n"
+                    "1,u1,2026-03-01 10:00,5,0.2,0.8,positive,0.6\n", encoding="utf-8")
+    rows = list(read_records(str(path)))
+    assert rows[0]["emotion"] == 5
+    states = build_profiles(rows, strict=True)
+    assert len(states) == 1

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from emotag.aspects.features import lexicon_pattern, normalize_aligned
-from emotag.aspects.lexicon import DEGREE, NEGATION, NEGATIVE_WORDS, POSITIVE_WORDS
+from emotag.aspects.lexicon import DEGREE, MODIFIED_NEGATIVE_WORDS, NEGATION, NEGATIVE_WORDS, POSITIVE_WORDS
 from emotag.aspects.neural import NeuralTagger
 from emotag.aspects.tagger import OPINION_POLARITY, SpanTagger, spans
 
@@ -79,6 +79,14 @@ def _seed_matcher() -> tuple[re.Pattern[str], dict[str, int], re.Pattern[str]]:
     modifiers = sorted({*NEGATION, *DEGREE, "也", "都", "还", "就", "又", "太", "很"}, key=len, reverse=True)
     before = re.compile("(?:" + "|".join(map(re.escape, modifiers)) + ")+$")
     return lexicon_pattern(words), words, before
+
+
+@lru_cache(maxsize=1)
+def _judged_words() -> dict[str, int]:
+    """The listed words that decide a tagged span's polarity (_listed_polarity): the seed words, and words
+    that are complaints only when a degree word or a negation says so (很随便, 一点也不随便; 随便看看 is none),
+    which therefore never become opinions by themselves (_add_seed_opinions)."""
+    return _seed_matcher()[1] | {normalize_aligned(w): 7 for w in MODIFIED_NEGATIVE_WORDS}
 
 
 def _add_seed_opinions(text: str, aspects: list[tuple[int, int]], opinions: list[tuple[int, int, int]],
@@ -176,7 +184,7 @@ _LATIN = re.compile(r"[a-z0-9]")
 @lru_cache(maxsize=1)
 def _negated_seed_pattern() -> re.Pattern[str]:
     """A negation (optionally with 一点/都/也/很 ...) right before a listed opinion word that ends the span."""
-    _, words, _ = _seed_matcher()
+    words = _judged_words()
     neg = sorted((n for n in NEGATION if n not in ("别", "非")), key=len, reverse=True)  # 特别, 非常
     mods = sorted({"一点", "一点也", "一点都", "也", "都", "还", "很", "太", *DEGREE}, key=len, reverse=True)
     kept = sorted((w for w in words if not w.startswith(tuple(NEGATION))), key=len, reverse=True)
@@ -184,28 +192,29 @@ def _negated_seed_pattern() -> re.Pattern[str]:
                       + "|".join(map(re.escape, kept)) + ")[了的啦]*$")
 
 
-def _listed_polarity(text: str, o0: int, o1: int) -> str | None:
+def _listed_polarity(text: str, o0: int, o1: int, polar: bool = True) -> str | None:
     """The polarity the word lists give a tagger opinion that ends in a listed e-commerce word: negated
     (一点没压坏 is praise, 不划算 a complaint) or plain after degree words (包装很随便, 袋子都皱了 are complaints).
     The restaurant-trained tagger keeps the polarity its training sentences taught, and they rarely hold
-    these words; the hand-written lists know them. None when the span is not of either shape."""
-    m = _negated_seed_pattern().search(text, o0, o1)
+    these words; the hand-written lists know them. A span tagged neutral (`polar` False) takes the lists'
+    polarity only from the plain shape (也太随便了吧). None when the span is not of either shape."""
+    m = _negated_seed_pattern().search(text, o0, o1) if polar else None  # a neutral span's negation: its own
     if m is not None:
-        return "negative" if _seed_matcher()[1][m.group(1)] == 3 else "positive"
+        return "negative" if _judged_words()[m.group(1)] == 3 else "positive"
     m = _plain_seed_pattern().fullmatch(text, o0, o1)
     if m is None:
         return None
-    return "positive" if _seed_matcher()[1][m.group(1)] == 3 else "negative"
+    return "positive" if _judged_words()[m.group(1)] == 3 else "negative"
 
 
 @lru_cache(maxsize=1)
 def _plain_seed_pattern() -> re.Pattern[str]:
     """A whole opinion span that is a listed opinion word of two or more characters after nothing but
     degree words and particles (很随便, 都皱了, 有点简陋), for `fullmatch` over the span."""
-    _, words, _ = _seed_matcher()
+    words = _judged_words()
     mods = sorted({"也", "都", "还", "就", "又", "很", "太", "有点", "有些", *DEGREE}, key=len, reverse=True)
     kept = sorted(words, key=len, reverse=True)
-    return re.compile("(?:" + "|".join(map(re.escape, mods)) + ")*(" + "|".join(map(re.escape, kept)) + ")[了的啦啊]*")
+    return re.compile("(?:" + "|".join(map(re.escape, mods)) + ")*(" + "|".join(map(re.escape, kept)) + ")[了的啦啊吧呀呢]*")
 
 
 _EDGE_CHARS = "，,。！!？?；;、：:~…\n\r \t\u3000"
@@ -403,7 +412,7 @@ class AspectExtractor:
             if kind >= 100:  # a seed-word opinion the tagger missed: its strength from the word list
                 polarity = OPINION_POLARITY[kind - 100]
                 mean = [2.0, 0.0, -2.0] if polarity == "positive" else [-2.0, 0.0, 2.0]
-            elif polarity != "neutral" and (flipped := _listed_polarity(text, o0, o1)) and flipped != polarity:
+            elif (flipped := _listed_polarity(text, o0, o1, polarity != "neutral")) and flipped != polarity:
                 polarity = flipped
                 mean = [2.0, 0.0, -2.0] if polarity == "positive" else [-2.0, 0.0, 2.0]
             score = self._strength(mean, polarity)

@@ -3,8 +3,8 @@
 The tagger reads a *character-aligned* normalisation of the text: every input character maps to exactly
 one character (traditional -> simplified per character, full -> half width, lower case), so a span found
 in the normalised text is the same span in the text as the user gave it. emotag's scoring normalisation
-(emoji -> words, repeat collapsing, masking) changes lengths and is not used here; an emoji simply stays
-one character the tagger can learn from.
+(emoji -> words, repeat collapsing, masking) changes lengths and is not used here; an emoji reads as a
+comma (norm_char), a clause break, which is how reviews use one.
 
 Features are 64-bit integer keys computed with numpy for a whole batch of texts at once: character
 uni/bi/trigrams at fixed offsets around each position, plus lexicon-match features (a position inside a
@@ -49,9 +49,6 @@ def norm_char(c: str) -> str:
     """One character in, one character out: simplified, half width, lower case; a pictograph reads as a comma."""
     out = _char_cache.get(c)
     if out is None:
-        if c in _JOINERS or unicodedata.category(c) in _SYMBOL_CATEGORIES:
-            _char_cache[c] = ","  # the half-width comma that ， normalises to
-            return ","
         converter, trad = _t2s()
         out = c
         if c in trad:
@@ -61,6 +58,9 @@ def norm_char(c: str) -> str:
             s = unicodedata.normalize("NFKC", out)
             out = s if len(s) == 1 else out
         out = out.lower() if len(out.lower()) == 1 else out
+        # after NFKC: a Kangxi radical (⼤, category So) is 大 by then, an emoji still a pictograph
+        if c in _JOINERS or unicodedata.category(out) in _SYMBOL_CATEGORIES:
+            out = ","  # the half-width comma that ， normalises to
         _char_cache[c] = out
     return out
 

@@ -26,8 +26,11 @@ NEGATIVE_WORDS = (
     "没人理", "不理人", "不回复", "拖延", "卡粉", "搓泥", "闷痘", "长痘", "爆痘", "红肿", "刺痛", "泛红", "紧绷", "假白",
     "浮粉", "脱妆", "斑驳", "廉价", "劣质", "山寨", "有异味", "异味", "发霉", "全是灰", "有灰", "划痕", "不明显",
     "没感觉", "不值", "不划算", "太薄", "太少", "不多", "太小", "偏小", "偏大", "卡住", "不出", "不顺手", "难用",
-    "随便", "太随便", "寒酸", "皱了", "起皱", "凹了", "瘪",
+    "太随便", "很随便", "有点随便", "寒酸", "皱了", "起皱", "凹了", "瘪了",
 )
+# complaints only after a degree word or a negation (包装很随便, 一点也不随便): bare, 随便看看 is just browsing,
+# so they decide a tagged span's polarity but never become an opinion by themselves
+MODIFIED_NEGATIVE_WORDS = ("随便",)
 SEED_OPINIONS = POSITIVE_WORDS + NEGATIVE_WORDS
 # whole products of e-commerce reviews: as the aspect (面膜本身还不错) they are the product itself, the default
 # category, not whatever part their last character names (身 -> 瓶身 -> 包装)

@@ -50,7 +50,8 @@ def _as_float(value: object, field: str) -> float:
 def _label(record: Mapping[str, Any], field: str) -> str | None:
     """A label field (`emotion`, `polarity`, `end_emotion`): its string, or None when missing.
 
-    Any other type (a list, an object, a number) is a damaged record, not an unknown label: refused here,
+    An integer is the label it spells (csv/tsv cells come back typed: a model with labels 1..5 writes 5).
+    Any other type (a list, an object, a float, a bool) is a damaged record, not an unknown label: refused here,
     where the value is read, because the lookups that follow hash it and a list cannot be hashed. An
     unknown *string* stays lenient (the probabilities or the score decide instead)."""
     value = record.get(field)
@@ -58,6 +59,8 @@ def _label(record: Mapping[str, Any], field: str) -> str | None:
         return value
     if isinstance(value, float) and value != value:  # NaN: a missing cell in a pandas-written table
         return None
+    if isinstance(value, int) and not isinstance(value, bool):  # a digit label (1..5) read back from a CSV cell
+        return str(value)
     raise RecordError(f"field {field!r} must be a label string, got {type(value).__name__} {short_repr(value)}")
 
 
