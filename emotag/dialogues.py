@@ -74,22 +74,19 @@ class Conversation:
 def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableRecord]) -> Iterator[Conversation]:
     """Accept nested conversations (`turns`) or a flat turn table (`conversation_id`, `speaker`, `text`, `time`).
 
-    Flat rows are grouped by consecutive `conversation_id` (the table is expected grouped, as exports are),
-    which keeps memory bounded for big files. An unreadable record becomes a conversation with `error` set,
-    in its place, so every input record still has its output record.
+    Flat rows are grouped by `conversation_id` wherever they stand: an export sorted by time interleaves its
+    conversations (a, b, a, b), and grouping only consecutive rows cut each one into fragments with the same
+    id, most of them without a customer turn. The flat conversations are therefore yielded once the input
+    is read, in the order their ids first appear, and a flat table is held in memory (its turns only;
+    nested conversations stream). A nested or unreadable record is yielded in its place, so every input
+    record still has its output record.
     """
-    current: Conversation | None = None
+    flat: dict[Any, Conversation] = {}
     for i, rec in enumerate(records):
         if isinstance(rec, UnreadableRecord):
-            if current is not None:
-                yield current
-                current = None
             yield Conversation(rec.index, [], None, error=rec.error)
             continue
         if "turns" in rec or "conversation_id" not in rec:
-            if current is not None:
-                yield current
-                current = None
             cid = rec.get("id", i)
             turns = rec.get("turns")
             if not isinstance(turns, list):
@@ -102,14 +99,12 @@ def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableReco
             yield Conversation(cid, turns, rec.get("user_id"))
             continue
         cid = rec["conversation_id"]
-        turn = {k: rec.get(k) for k in ("speaker", "text", "time")}
-        if current is None or current.id != cid:
-            if current is not None:
-                yield current
-            current = Conversation(cid, [], rec.get("user_id"))
-        current.turns.append(turn)
-    if current is not None:
-        yield current
+        key = (type(cid).__name__, cid) if isinstance(cid, (str, int, float)) else ("repr", repr(cid))
+        conv = flat.get(key)
+        if conv is None:
+            conv = flat[key] = Conversation(cid, [], rec.get("user_id"))
+        conv.turns.append({k: rec.get(k) for k in ("speaker", "text", "time")})
+    yield from flat.values()
 
 
 def dialogue_grams(featurizer: Featurizer, texts: Iterable[Any]) -> np.ndarray:

@@ -57,3 +57,18 @@ def test_speakers_rules():
     assert Speakers.from_names(["", " "], [""]) == Speakers()
     with pytest.raises(ValueError, match="both customer and agent"):
         Speakers.from_names(["Ann"], ["ann"])
+
+
+def test_flat_tables_group_turns_by_conversation_id_wherever_they_stand():
+    """An export sorted by time interleaves its conversations: each id is still one conversation, in the
+    order ids first appear (grouping consecutive rows cut them into fragments with repeated ids)."""
+    from emotag.dialogues import conversations_from_records
+
+    rows = [{"conversation_id": c, "speaker": s, "text": t} for c, s, t in [
+        ("a", "customer", "我的快递丢了"), ("b", "customer", "请问怎么退货"), ("a", "agent", "马上补发"),
+        ("b", "agent", "点击退货"), ("a", "customer", "好的谢谢"), (1, "customer", "一号"), ("b", "customer", "666")]]
+    nested = {"id": "n", "turns": [{"speaker": "customer", "text": "还行"}]}
+    convs = list(conversations_from_records([*rows[:3], nested, *rows[3:]]))
+    assert [c.id for c in convs] == ["n", "a", "b", 1]
+    assert [[t["text"] for t in c.turns] for c in convs[1:]] == [
+        ["我的快递丢了", "马上补发", "好的谢谢"], ["请问怎么退货", "点击退货", "666"], ["一号"]]
