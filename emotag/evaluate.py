@@ -105,6 +105,7 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
     cols, rows = _rows(path)
     if not rows:
         raise ValueError(f"{path}: no labelled rows")
+    cols = _alias_trained_columns(tagger, cols, rows)
     f = _File(path, cols, rows, tagger)
     kind = _kind(f)
     if kind is None:
@@ -139,8 +140,11 @@ def _kind(f: _File) -> str | None:
         ("smp2020", text_label and values <= set(L.SMP2020) and bool(values & {"happy", "angry", "sad"})
          and f.taxonomy),
         ("clue", {"content", "label"} <= c and f.taxonomy),
-        ("polarity", {"review", "label"} <= c or (text_label and bool(f.tagger.config.polarity_labels)
-                                                  and _reads_as_polarity(values) and not values <= f.own)),
+        # review + label is a polarity set, unless the labels are the model's own (a custom-label model
+        # trained on a review column: 表扬/投诉)
+        ("polarity", ({"review", "label"} <= c and not (values and values <= f.own and not f.taxonomy))
+                     or (text_label and bool(f.tagger.config.polarity_labels)
+                         and _reads_as_polarity(values) and not values <= f.own)),
         ("stars", {"text", "stars"} <= c),
         ("cvat", {"Text", "Valence_Mean", "Arousal_Mean"} <= c),
         ("nlpcc", f.taxonomy and ({"text", "emotion1"} <= c or (text_label and values <= set(L.NLPCC)
@@ -253,18 +257,44 @@ def _labels(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     return {"n": len(rows), "accuracy": _acc(gold, pred), "macroF1": macro_f1(gold, pred, present)}, out
 
 
+def _trained_columns(tagger: Tagger) -> tuple[str | None, list[str]]:
+    """The text and label columns a fine-tuned model was trained with (`--text-col`, `--label-col`, as its
+    eval_report.json records them), or (None, []) for a model without that report."""
+    report = tagger.model_dir / "eval_report.json" if tagger.model_dir else None
+    if report is None or not report.is_file():
+        return None, []
+    try:
+        data = json.loads(report.read_text(encoding="utf-8")).get("data", {})
+        text, labels = data.get("text_col"), data.get("label_cols") or []
+    except (OSError, ValueError, AttributeError):
+        return None, []
+    return (text if isinstance(text, str) else None,
+            [c for c in labels if isinstance(c, str)] if isinstance(labels, list) else [])
+
+
+def _alias_trained_columns(tagger: Tagger, cols: list[str], rows: list[dict[str, str]]) -> list[str]:
+    """A dev file in the columns the model was trained with (`--text-col review --label-col sentiment`) is
+    read as `text` / `label`, as `emotag train` read it: the numbers its report promises `emotag eval`
+    reproduces come from the same file, not from one renamed for eval."""
+    text, labels = _trained_columns(tagger)
+    alias = {}
+    if text and text != "text" and text in cols and "text" not in cols:
+        alias["text"] = text
+    if len(labels) == 1 and labels[0] != "label" and labels[0] in cols and "label" not in cols:
+        alias["label"] = labels[0]
+    for r in rows:
+        for new, old in alias.items():
+            r[new] = r.get(old, "")
+    return cols + list(alias)
+
+
 def _text_column(f: _File) -> str | None:
     """The text column of a file for a fine-tuned model: `text`, `review`, or the column the model was
     trained with (`--text-col`, as its eval_report.json records it), whichever the file has."""
     names = ["text", "review"]
-    report = f.tagger.model_dir / "eval_report.json" if f.tagger.model_dir else None
-    if report is not None and report.is_file():
-        try:
-            col = json.loads(report.read_text(encoding="utf-8")).get("data", {}).get("text_col")
-        except (OSError, ValueError, AttributeError):
-            col = None
-        if isinstance(col, str):
-            names.insert(0, col)
+    col, _ = _trained_columns(f.tagger)
+    if col is not None:
+        names.insert(0, col)
     return next((n for n in names if n in f.cols), None)
 
 

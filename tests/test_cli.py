@@ -323,6 +323,23 @@ def test_eval_bad_gold_values_are_one_line_errors(tiny_model_dir, tmp_path, cont
     assert code == 1 and f"gold.csv: {problem}" in out and "Traceback" not in out and "internal error" not in out
 
 
+def test_eval_reads_a_dev_file_in_the_columns_the_model_was_trained_with(tiny_model_dir, tmp_path):
+    """`emotag train --text-col comment --label-col mood` writes that into eval_report.json; `emotag eval`
+    reads the same dev file the same way (it said: columns match no known labelled format)."""
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "eval_report.json").write_text(json.dumps({"data": {"text_col": "comment", "label_cols": ["mood"]}}),
+                                            encoding="utf-8")
+    dev = tmp_path / "dev.csv"
+    dev.write_text("comment,mood\n太开心了,happiness\n气死我了,anger\n", encoding="utf-8")
+    code, out = _eval(model, dev)
+    assert code == 0 and "kind=labels" in out and "n=2" in out, out
+    code, out = _eval(tiny_model_dir, dev)  # a model trained on other columns: still an error naming them
+    assert code == 1 and "match no known labelled format" in out
+
+
 def test_eval_reads_labels_however_they_are_written(tiny_model_dir, tmp_path):
     """1/0 in CSV, 1/0 as JSON numbers, pos/neg and 正面/负面 are the same gold; GBK is read."""
     texts = ["很好很喜欢", "太差了失望", "非常满意", "质量很差"]
