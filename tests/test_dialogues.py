@@ -72,3 +72,18 @@ def test_flat_tables_group_turns_by_conversation_id_wherever_they_stand():
     assert [c.id for c in convs] == ["n", "a", "b", 1]
     assert [[t["text"] for t in c.turns] for c in convs[1:]] == [
         ["我的快递丢了", "马上补发", "好的谢谢"], ["请问怎么退货", "点击退货", "666"], ["一号"]]
+
+
+def test_number_cells_of_an_xlsx_turn_table_are_words(tiny_model_dir, tmp_path):
+    """Excel stores a turn reading 666 as a number; it is the words the customer typed, as in csv."""
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    for row in (["conversation_id", "speaker", "text"], ["a", "customer", 666], ["a", "agent", "好的"]):
+        ws.append(row)
+    wb.save(tmp_path / "flat.xlsx")
+    res = CliRunner().invoke(app, ["score-dialogues", str(tmp_path / "flat.xlsx"), "--model", str(tiny_model_dir),
+                                   "-q"])
+    assert res.exit_code == 0, res.output
+    (conv,) = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
+    assert conv["error"] is None and conv["turns"][0]["error"] is None

@@ -8,7 +8,7 @@ adding a format is one entry, not an edit to six if/elif ladders.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -190,6 +190,19 @@ def read_conversation_records(path: str, fmt: str | None = None) -> Iterator[dic
     a malformed JSON line becomes an UnreadableRecord in its place instead of ending the run.
     """
     f = format_of(path, fmt)
-    view = f.lenient_records or f.text_records or f.records
-    assert view is not None
-    return view(path)
+    if f.lenient_records or f.text_records:
+        return (f.lenient_records or f.text_records)(path)  # type: ignore[misc]
+    assert f.records is not None
+    return _turn_text_as_typed(f.records(path))
+
+
+def _turn_text_as_typed(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """A flat turn table from a typed format (xlsx, parquet): a number cell in `text` is the words the
+    customer typed (Excel stores a turn reading 666 as a number), as csv cells and `emotag score` read it."""
+    from emotag.io.readers import _number_text
+
+    for rec in records:
+        t = rec.get("text") if isinstance(rec, dict) else None
+        if isinstance(t, (int, float)) and not isinstance(t, bool):
+            rec = {**rec, "text": _number_text(t)}
+        yield rec
