@@ -273,7 +273,11 @@ def test_starts_from_a_local_hugging_face_checkpoint(tmp_path: Path, hf_checkpoi
     path = _write_csv(tmp_path / "emo.csv", rows, ["text", "label"])
     out = tmp_path / "from-bert"
     r = finetune(path, out, base_model=str(hf_checkpoint), epochs=4, batch_size=16, lr=2e-3, progress=False)
-    assert r.dev_before is None and r.dev_after["accuracy"] >= 0.75  # two classes, 19 dev texts
+    report = json.loads((out / "eval_report.json").read_text(encoding="utf-8"))
+    # the emotion head itself (two classes, 19 dev texts). Not `dev_after`, which reads the records' `emotion`
+    # as `emotag eval` does: a fresh checkpoint's polarity head is untrained when the linear head is kept,
+    # and the consistency rule then moves the emotion (accuracy below 0.5 here: a known gap, reported separately)
+    assert r.dev_before is None and report["dev_after_torch"]["accuracy"] >= 0.75
     assert r.steps == 0 or r.loss_end < r.loss_start  # no fine-tuning when the linear head is already perfect
     cfg = EmotagConfig.load(out)
     assert cfg.encoder["model_type"] == "bert" and cfg.base_model == str(hf_checkpoint)
@@ -765,3 +769,138 @@ def test_choose_on_regression_compares_mae_with_its_standard_error() -> None:
     assert choose(c, 100, fitted) == "fine-tuned"  # 0.05 better than the linear head's CV MAE: past 0.04
     assert choose(c, 100, {**fitted, "cv_neg_mae": {"start": -0.6, "0.01": -0.47}}) == "linear head"
     assert choose(c, 100, {"l2": None, "cv_neg_mae": {"start": -0.47, "0.01": -0.48}}) == "polarity start"
+
+
+# -- input hygiene and train/eval agreement (bug report hE) ---------------------------------------------
+
+
+def test_final_and_zero_shot_dev_numbers_are_what_emotag_eval_reads(tmp_path: Path, base_dir: Path,
+                                                                     monkeypatch) -> None:
+    """Taxonomy labels: `emotag eval` reads each record's `emotion`, which the consistency rule (the emotion
+    follows the polarity) can move off the most probable label; the report must read the same. Here the
+    rule is made to forbid `like` outright, so the two readings differ on every positive text."""
+    import numpy as np
+
+    import emotag.tagger as T
+    from emotag.evaluate import evaluate_file
+    from emotag.train.finetune import finetune
+
+    def no_like(emotion_labels, polarity_labels):
+        return np.array([[e != "like" for e in emotion_labels] for _ in polarity_labels])
+
+    monkeypatch.setattr(T, "emotion_polarity_table", no_like)
+    rows = [{"text": t, "label": "like" if pos else "anger"} for t, pos in _sentiment_rows(60, 7)]
+    dev = _write_csv(tmp_path / "d.csv", [{"text": t, "label": "like" if pos else "anger"}
+                                          for t, pos in _sentiment_rows(30, 8)], ["text", "label"])
+    out = tmp_path / "m"
+    r = finetune(_write_csv(tmp_path / "t.csv", rows, ["text", "label"]), out, dev_path=dev, base_model=base_dir,
+                 epochs=0, progress=False, export=False)
+    after = evaluate_file(T.Tagger.load(out, backend="torch"), dev)
+    assert after["kind"] == "labels"
+    assert r.dev_after["accuracy"] == pytest.approx(after["accuracy"])
+    assert r.dev_after["macro_f1"] == pytest.approx(after["macroF1"])
+    before = evaluate_file(T.Tagger.load(base_dir, backend="torch"), dev)
+    assert r.dev_before is not None and r.dev_before["accuracy"] == pytest.approx(before["accuracy"])
+    assert r.dev_before["macro_f1"] == pytest.approx(before["macroF1"])
+
+
+def test_as_eval_reads_smp_labels_by_summed_classes_over_all_six() -> None:
+    """SMP2020 labels are read as `emotag eval` reads an SMP2020 file: the six classes' summed probabilities
+    (not the record's `emotion`), macro-F1 over all six."""
+    from types import SimpleNamespace
+
+    from emotag.train.corpora import Example
+    from emotag.train.finetune import _as_eval_reads, plan_labels
+
+    plan = plan_labels("emotion", ["label"], {"happy", "angry"}, None)
+    probs = dict.fromkeys(EMOTIONS, 0.0)
+    happy = SimpleNamespace(emotion="anger", error=None, emotions={**probs, "like": 0.3, "happiness": 0.3,
+                                                                    "anger": 0.4})
+    angry = SimpleNamespace(emotion="anger", error=None, emotions={**probs, "anger": 0.9})
+    rows = [Example("a", "finetune", emotions=("like", "happiness")), Example("b", "finetune", emotions=("anger",
+                                                                                                         "disgust"))]
+    m = _as_eval_reads([happy, angry], rows, plan, detail=True)
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == pytest.approx(2 / 6)
+    assert _as_eval_reads([happy, angry], rows, plan, judged=False)["macro_f1"] == 1.0
+
+
+def test_dev_split_keeps_every_class_in_training(tmp_path: Path, base_dir: Path) -> None:
+    """The automatic split never takes a class's only row (nor all of a class's rows) into dev, and many
+    classes with one row each are a one-line error, not an empty training set."""
+    from emotag.train.corpora import Example
+    from emotag.train.finetune import finetune, plan_labels
+    from emotag.train.finetune.data import split_dev
+
+    plan = plan_labels("emotion", ["label"], {"a", "b"}, None)
+    rows = [Example(f"t{i}", "finetune", emotions=("a",)) for i in range(26)]
+    rows.append(Example("lonely", "finetune", emotions=("b",)))
+    for seed in range(20):
+        train, dev = split_dev(rows, plan, seed)
+        assert any(e.emotions == ("b",) for e in train) and all(e.emotions == ("a",) for e in dev) and dev
+    plan = plan_labels("emotion", ["label"], {str(k) for k in range(15)}, None)
+    pairs = [Example(f"t{i}", "finetune", emotions=(str(i // 2),)) for i in range(30)]  # 15 classes of 2
+    for seed in range(5):
+        train, dev = split_dev(pairs, plan, seed)
+        assert sorted(e.emotions for e in train) == sorted(e.emotions for e in dev)  # one of each on each side
+    ids = _write_csv(tmp_path / "ids.csv", [{"text": f"文本{i}", "label": f"c{i}"} for i in range(30)],
+                     ["text", "label"])
+    with pytest.raises(ValueError, match="too few rows per class") as e:
+        finetune(ids, tmp_path / "m", base_model=base_dir, epochs=0, progress=False, export=False)
+    assert "\n" not in str(e.value) and "ids.csv" in str(e.value) and "--dev" in str(e.value)
+    assert "30 labelled rows in 30 classes" in str(e.value)
+
+
+def test_a_class_left_only_in_skipped_rows_is_a_one_class_error(tmp_path: Path, base_dir: Path) -> None:
+    """The documented "only one class" error holds for the rows that remain: a label whose rows are all
+    skipped (empty text) leaves training with one class, which is an error, not a silent one-class model."""
+    from emotag.train.finetune import finetune
+
+    rows = [{"text": t, "label": "好"} for t, _ in _sentiment_rows(20, 9)] + [{"text": "", "label": "坏"}] * 3
+    dev = _write_csv(tmp_path / "d.csv", [{"text": "很好", "label": "好"}], ["text", "label"])
+    with pytest.raises(ValueError, match="only one class") as e:
+        finetune(_write_csv(tmp_path / "t.csv", rows, ["text", "label"]), tmp_path / "m", dev_path=dev,
+                 base_model=base_dir, epochs=0, progress=False, export=False)
+    assert "\n" not in str(e.value) and "t.csv" in str(e.value)
+
+
+def test_whole_number_labels_are_one_class_however_written() -> None:
+    """`1`, `1.0` and ` 1 ` in a CSV column are one label, as 1 and 1.0 are in JSON."""
+    from emotag.train.finetune.data import cell, label_values
+
+    assert [cell(v) for v in ("1.0", " 1 ", "-2.00", 3.0, "1.5", "01", "1.0.0")] == \
+        ["1", "1", "-2", "3", "1.5", "01", "1.0.0"]
+    assert label_values({"label": ["0", "1.0", "1", " 1 ", None, ""]}, ["label"]) == {"0", "1"}
+
+
+def test_cells_that_are_not_plain_values_are_skipped_and_counted(tmp_path: Path) -> None:
+    """JSONL lists and objects are no labels and no texts (nor is a number a text, as `emotag score` rules;
+    a spreadsheet's number cell is text there too): such rows are skipped and counted, never trained on as
+    their Python repr."""
+    from emotag.train.finetune import plan_labels
+    from emotag.train.finetune.data import examples, label_values, read_table
+
+    recs = [{"text": "好的", "label": ["1"]}, {"text": "好的", "label": {"a": 1}}, {"text": 12345, "label": "1"},
+            {"text": ["a", "b"], "label": "1"}, {"text": {"x": 1}, "label": "1"}, {"text": "很好", "label": 1},
+            {"text": "很差", "label": "0"}]
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in recs) + "\n", encoding="utf-8")
+    rows = read_table(path, ["text", "label"])
+    assert label_values(rows, ["label"]) == {"0", "1"}
+    plan = plan_labels("emotion", ["label"], label_values(rows, ["label"]), None)
+    got, skipped = examples(rows, "text", ["label"], plan, path)
+    assert [(e.text, e.emotions) for e in got] == [("很好", ("1",)), ("很差", ("0",))] and skipped == 5
+    got, skipped = examples({"text": [666, "好"], "label": ["1", "0"]}, "text", ["label"], plan, tmp_path / "x.xlsx")
+    assert [e.text for e in got] == ["666", "好"] and skipped == 0
+
+
+def test_an_empty_multi_label_flag_skips_the_row(tmp_path: Path) -> None:
+    """An empty flag cell is no answer, not a 0: the row is skipped and counted; a bad flag is still an error."""
+    from emotag.train.finetune import plan_labels
+    from emotag.train.finetune.data import examples
+
+    plan = plan_labels("emotion", ["good", "room"], set(), None)
+    rows = {"text": ["a", "b", "c"], "good": ["1", "0", "T"], "room": ["", "1", None]}
+    got, skipped = examples(rows, "text", ["good", "room"], plan, tmp_path / "ml.csv")
+    assert [(e.text, e.emotions) for e in got] == [("b", ("room",))] and skipped == 2
+    with pytest.raises(ValueError, match=r"row 1, column 'room'.*not a 0/1"):
+        examples({"text": ["a"], "good": ["1"], "room": ["maybe"]}, "text", ["good", "room"], plan, tmp_path / "m.csv")

@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from emotag.metrics import fit_temperature, majority_rate
+from emotag import labels as L
+from emotag.metrics import accuracy, fit_temperature, macro_f1, majority_rate
 from emotag.model.config import (
     CONFIG_NAME,
     DIALOGUE_LEXICAL_NAME,
@@ -61,6 +62,7 @@ from emotag.train.finetune.base import (
 )
 from emotag.train.finetune.data import class_weights, examples, label_key, label_values, read_table, split_dev
 from emotag.train.finetune.heads import (
+    add_detail,
     calibration,
     fit_linear_head,
     gold_mask,
@@ -357,8 +359,19 @@ def _read_data(train_p: Path, dev_path: str | os.PathLike[str] | None, text_col:
         if not dev_ex:
             raise ValueError(f"{dev_path}: no labelled rows")
     else:
-        train_ex, dev_ex = split_dev(rows_ex, plan, seed)
+        train_ex, dev_ex = split_dev(rows_ex, plan, seed, where=f"{train_p}: ")
         dev_source = "split"
+    if not plan.multi_label and not plan.regression:
+        # what the labels promised, checked on the rows that remain (skipped rows, the split): a model
+        # needs two classes to learn from, and cannot be measured on a class it never saw
+        seen = Counter(label_key(e, plan) for e in train_ex)
+        if len(seen) < 2:
+            raise ValueError(f"{train_p}: the training rows have only one class ({', '.join(seen) or 'none'}); "
+                             "need two or more")
+        unseen = sorted({label_key(e, plan) for e in dev_ex} - set(seen))
+        if unseen:
+            raise ValueError(f"{dev_path or train_p}: dev labels {unseen[:5]} do not occur in the training rows "
+                             f"(labels: {', '.join(seen)})")
     weights = class_weights(train_ex, plan)
     for e in train_ex:
         e.source = f"w:{label_key(e, plan)}"  # the trainer's per-source multiplier carries the class weight
@@ -484,9 +497,15 @@ def _zero_shot_through_tagger(src: str, dev: Any, plan: LabelPlan, start: dict[s
 
     backend = "onnx" if any((Path(src) / f).exists() for f in (ONNX_INT8_NAME, ONNX_NAME)) else "torch"
     tagger = Tagger.load(src, backend=backend, threads=torch.get_num_threads())  # the run's --threads
+    results = list(tagger.tag_many([e.text for e in dev.examples], batch_size=64))
+    if plan.task == "emotion" and not plan.multi_label and not start and not plan.groups() and \
+            not _smp_file(plan) and tuple(tagger.config.emotion_labels) == plan.labels:
+        # the base's own head: the label users read. Macro-F1 over the classes present, as the candidates
+        # it is compared with are measured (SMP2020's summed classes: `head_metrics` on the probabilities)
+        return _as_eval_reads(results, dev.examples, plan, judged=False)
     source = [start.get(lab, f"{plan.head}:{lab}").split(":", 1) for lab in plan.labels]
     probs = np.zeros((len(dev.examples), len(plan.labels)))
-    for i, r in enumerate(tagger.tag_many([e.text for e in dev.examples], batch_size=64)):
+    for i, r in enumerate(results):
         if r.error is None:
             probs[i] = [_polarity_probability(r, lab) if head == "polarity" else (r.emotions or {}).get(lab, 0.0)
                         for head, lab in source]
@@ -699,10 +718,52 @@ def _measure_written(out: Path, dev: Any, plan: LabelPlan, export: bool
         return m, m
     if plan.task == "polarity":
         probs = np.array([[_polarity_probability(r, lab) for lab in cfg.polarity_labels] for r in results])
-    else:
+        detail = head_metrics(probs, gold_mask(dev, plan), plan, detail=True)
+    elif plan.multi_label or (plan.groups() and not _smp_file(plan)):
+        # sigmoids, or partial labels `emotag eval` has no reading for (spelt Happy, say): the probabilities
         probs = np.array([[(r.emotions or {}).get(lab, 0.0) for lab in cfg.emotion_labels] for r in results])
-    detail = head_metrics(probs, gold_mask(dev, plan), plan, detail=True)
+        detail = head_metrics(probs, gold_mask(dev, plan), plan, detail=True)
+    else:
+        detail = _as_eval_reads(results, dev.examples, plan, detail=True)
     return {k: v for k, v in detail.items() if k not in ("per_class", "confusion", "confusion_labels")}, detail
+
+
+def _smp_file(plan: LabelPlan) -> bool:
+    """Labels `emotag eval` reads as an SMP2020 file (happy, angry, sad ...: its `_kind` check)."""
+    sources = set(plan.value_map)
+    return plan.default_taxonomy and sources <= set(L.SMP2020) and bool(sources & {"happy", "angry", "sad"})
+
+
+def _as_eval_reads(results: Sequence[Any], rows: Sequence[Example], plan: LabelPlan, detail: bool = False,
+                   judged: bool = True) -> dict[str, Any]:
+    """Accuracy and macro-F1 of single-label emotion records, read the way `emotag eval` reads them
+    (emotag.evaluate `_labels`, `_nlpcc`, `_smp2020`), so that the report's final numbers are the ones it
+    prints on the same file.
+
+    The predicted class is the record's `emotion`, what a user reads: docs/taxonomy.md's consistency rule
+    (the emotion follows the polarity) can make it differ from the most probable entry of `emotions`.
+    SMP2020 labels (happy = like|happiness ...) are the exception, as in `emotag eval`: the one of the six
+    classes whose labels' summed probability is highest. Macro-F1 is over the gold classes present, or,
+    with `judged`, over the fixed class set `emotag eval` judges SMP2020 (its six) and NLPCC (`none`
+    labels: the eight emotions) files on.
+    """
+    if _smp_file(plan):
+        names = {groups: name for name, groups in L.SMP2020.items()}
+        gold = [names.get(tuple(e.emotions or ()), "") for e in rows]
+        pred = [max(L.SMP2020, key=lambda k, r=r: sum((r.emotions or {}).get(x, 0.0) for x in L.SMP2020[k]))
+                for r in results]
+        classes = list(L.SMP2020)
+    else:
+        gold = [(e.emotions or ("",))[0] for e in rows]
+        pred = [r.emotion or "" for r in results]
+        nlpcc = plan.default_taxonomy and "none" in plan.value_map and set(plan.value_map) <= set(L.NLPCC)
+        classes = list(L.EMOTIONS) if nlpcc else [lab for lab in plan.labels if lab in set(gold)]
+    if not judged:
+        classes = [lab for lab in classes if lab in set(gold)]
+    m: dict[str, Any] = {"n": len(gold), "accuracy": accuracy(gold, pred), "macro_f1": macro_f1(gold, pred, classes)}
+    if detail:
+        add_detail(m, gold, pred, classes)
+    return m
 
 
 def _polarity_probability(r: Any, label: str) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ log = logging.getLogger("emotag.finetune")
 DEV_FRACTION = 0.12  # of the training file, when no dev file is given
 CLASS_WEIGHT_CLIP = (0.2, 5.0)  # inverse-frequency row weights are clipped to this range
 _TRUE = {"1", "t", "true", "yes", "y", "是", "真"}
-_FALSE = {"0", "f", "false", "no", "n", "否", "假", ""}
+_FALSE = {"0", "f", "false", "no", "n", "否", "假"}  # an empty cell is no answer: the row is skipped
+_WHOLE = re.compile(r"[+-]?\d+\.0*")  # "1.0", "-2.00": a whole number written as a float (pandas, Excel)
 
 
 @dataclass
@@ -58,8 +60,12 @@ def read_table(path: str | os.PathLike[str], columns: Sequence[str]) -> dict[str
 
 
 def cell(v: Any) -> str | None:
-    """A label cell as a clean string: 1.0 -> "1", True -> "1", NaN/None/"" -> None."""
-    if v is None:
+    """A label cell as a clean string: 1.0 and "1.0" -> "1", " a " -> "a", True -> "1", NaN/None/"" -> None.
+
+    A JSON list or object is no label (its Python repr would become a class of its own): None, so the row
+    is skipped and counted like an empty one.
+    """
+    if v is None or isinstance(v, (list, tuple, dict, set)):
         return None
     if isinstance(v, bool):
         return "1" if v else "0"
@@ -69,12 +75,26 @@ def cell(v: Any) -> str | None:
         if v.is_integer():
             return str(int(v))
     s = str(v).strip()
+    if _WHOLE.fullmatch(s):  # so "1.0" and "1" in one CSV column are one class, as 1.0 and 1 in JSON are
+        s = str(int(float(s)))
     return s or None
 
 
-def _flag(v: Any, col: str, row: int, path: Path) -> bool:
+def _text(v: Any, numbers_are_text: bool = False) -> str | None:
+    """A text cell, stripped; None (a skipped row) when empty or not a string: a number, list or object is no
+    text, the rule `emotag score` applies ("text is not a string"). Spreadsheets (`numbers_are_text`) are
+    the exception, as there too: Excel stores a review typed as 666 as a number."""
+    if numbers_are_text and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return cell(v)
+    return (v.strip() or None) if isinstance(v, str) else None
+
+
+def _flag(v: Any, col: str, row: int, path: Path) -> bool | None:
+    """A multi-label flag cell: True/False, or None when the cell is empty (the row is skipped)."""
     s = cell(v)
-    s = "" if s is None else s.lower()
+    if s is None:
+        return None
+    s = s.lower()
     if s in _TRUE:
         return True
     if s in _FALSE:
@@ -91,18 +111,23 @@ def label_values(rows: dict[str, list[Any]], label_cols: Sequence[str]) -> set[s
 
 def examples(rows: dict[str, list[Any]], text_col: str, label_cols: Sequence[str], plan: LabelPlan,
              path: Path) -> tuple[list[Example], int]:
-    """Rows -> Examples (skipping rows without text or label); the returned int counts skipped rows."""
+    """Rows -> Examples, skipping rows without a text or a label (an empty cell, a text that is not a string,
+    a JSON list or object, an empty flag cell); the returned int counts skipped rows."""
     out: list[Example] = []
     skipped = 0
     texts = rows[text_col]
+    sheet = path.suffix.lower() == ".xlsx"  # emotag.io reads xlsx number cells as text, the others not
     for i, t in enumerate(texts):
-        text = cell(t) if not isinstance(t, str) else t.strip()
+        text = _text(t, sheet)
         if not text:
             skipped += 1
             continue
         if plan.multi_label and not plan.regression:
-            present = tuple(c for c in label_cols if _flag(rows[c][i], c, i, path))
-            out.append(Example(text, "finetune", emotions=present))
+            flags = [_flag(rows[c][i], c, i, path) for c in label_cols]
+            if None in flags:  # an unanswered flag is not a "no": training on it as 0 would teach a wrong label
+                skipped += 1
+                continue
+            out.append(Example(text, "finetune", emotions=tuple(c for c, f in zip(label_cols, flags, strict=True) if f)))
             continue
         v = cell(rows[label_cols[0]][i])
         if v is None:
@@ -164,23 +189,38 @@ def class_weights(rows: Sequence[Example], plan: LabelPlan) -> dict[str, float]:
     return {k: round(w / mean, 4) for k, w in zip(keys, row, strict=True)}
 
 
-def split_dev(rows: list[Example], plan: LabelPlan, seed: int) -> tuple[list[Example], list[Example]]:
-    """Stratified hold-out of DEV_FRACTION; falls back to a plain random split when a class is too rare."""
+def split_dev(rows: list[Example], plan: LabelPlan, seed: int, where: str = ""
+              ) -> tuple[list[Example], list[Example]]:
+    """Stratified hold-out of DEV_FRACTION (`where` prefixes error messages: the file name).
+
+    Every class keeps at least one row in training: a class with one row stays there (dev would measure a
+    label the model never saw), a class with more gives dev at most all but one. Multi-label rows, whose
+    label sets are too varied to stratify on, fall back to a plain random split when a set is too rare.
+    """
     if len(rows) < 10:
-        raise ValueError(f"only {len(rows)} labelled rows: too few to hold out a dev set; add rows or pass --dev")
+        raise ValueError(f"{where}only {len(rows)} labelled rows: too few to hold out a dev set; add rows or pass "
+                         "--dev FILE")
     keys = [label_key(e, plan) for e in rows]
     counts = Counter(keys)
     n_dev = max(math.ceil(len(rows) * DEV_FRACTION), len(counts))
     rng = np.random.default_rng(seed)
-    if min(counts.values()) >= 2 and n_dev < len(rows) - len(counts):
-        # per class, its share of n_dev (at least one row), by largest remainder
-        by_class: dict[str, list[int]] = {}
-        for i, k in enumerate(keys):
-            by_class.setdefault(k, []).append(i)
-        quota = {k: max(1, math.floor(len(ix) * n_dev / len(rows))) for k, ix in by_class.items()}
-        dev_idx = [i for k, ix in by_class.items() for i in rng.permutation(ix)[: quota[k]].tolist()]
-    else:
-        log.warning("a class has fewer than 2 rows: dev split is random, not stratified")
-        dev_idx = rng.permutation(len(rows))[:n_dev].tolist()
+    if plan.multi_label and not plan.regression and not (min(counts.values()) >= 2 and
+                                                         n_dev < len(rows) - len(counts)):
+        log.warning("a label set has fewer than 2 rows: dev split is random, not stratified")
+        chosen = set(rng.permutation(len(rows))[:n_dev].tolist())
+        return [e for i, e in enumerate(rows) if i not in chosen], [rows[i] for i in sorted(chosen)]
+    by_class: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        by_class.setdefault(k, []).append(i)
+    # per class, its share of n_dev (at least one row, at most all but one); a single row stays in training
+    quota = {k: min(len(ix) - 1, max(1, math.floor(len(ix) * n_dev / len(rows)))) for k, ix in by_class.items()}
+    dev_idx = [i for k, ix in by_class.items() if quota[k] > 0 for i in rng.permutation(ix)[: quota[k]].tolist()]
+    if not dev_idx:
+        raise ValueError(f"{where}{len(rows)} labelled rows in {len(counts)} classes, none with more than one row: "
+                         "too few rows per class to hold out a dev split; pass --dev FILE or add rows")
+    single = sorted(k for k, q in quota.items() if q == 0)
+    if single:
+        log.warning("%d class(es) with a single row stay in training and are not measured on dev: %s",
+                    len(single), ", ".join(single[:5]) + (" ..." if len(single) > 5 else ""))
     chosen = set(dev_idx)
     return [e for i, e in enumerate(rows) if i not in chosen], [rows[i] for i in sorted(chosen)]

@@ -119,11 +119,17 @@ def head_metrics(probs: np.ndarray, mask: np.ndarray, plan: LabelPlan, detail: b
             m["sign_accuracy"] = float(((p[binary, ipos] - p[binary, ineg] > 0) == (gm[binary].argmax(-1) == ipos))
                                        .mean())
     if detail:
-        shown = [lab for lab in labels if lab in set(gold) | set(pred)]
-        m["per_class"] = per_class(gold, pred, shown)
-        m["confusion_labels"] = shown
-        m["confusion"] = confusion(gold, pred, shown).tolist()
+        add_detail(m, gold, pred, labels)
     return m
+
+
+def add_detail(m: dict[str, Any], gold: list[Any], pred: list[Any], labels: list[Any]) -> None:
+    """The report's per-class table and confusion matrix, over the labels that occur in gold or pred: one
+    home for the head's metrics and the written model's (the eval_report reads both the same way)."""
+    shown = [lab for lab in labels if lab in set(gold) | set(pred)]
+    m["per_class"] = per_class(gold, pred, shown)
+    m["confusion_labels"] = shown
+    m["confusion"] = confusion(gold, pred, shown).tolist()
 
 
 def calibration(probs: np.ndarray, mask: np.ndarray, plan: LabelPlan) -> float:
