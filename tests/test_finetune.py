@@ -904,3 +904,31 @@ def test_an_empty_multi_label_flag_skips_the_row(tmp_path: Path) -> None:
     assert [(e.text, e.emotions) for e in got] == [("b", ("room",))] and skipped == 2
     with pytest.raises(ValueError, match=r"row 1, column 'room'.*not a 0/1"):
         examples({"text": ["a"], "good": ["1"], "room": ["maybe"]}, "text", ["good", "room"], plan, tmp_path / "m.csv")
+
+
+def test_a_run_stopped_while_writing_leaves_a_model_that_is_refused_then_replaced(tmp_path: Path, base_dir: Path,
+                                                                                  monkeypatch) -> None:
+    """Ctrl-C during the ONNX export left new weights beside no (or old) ONNX files and an old report: the
+    directory now says it is incomplete until its last model file is written, scoring refuses it with one
+    line, and the next run replaces it without --force."""
+    import emotag.model.export as export
+    from emotag.model.config import INCOMPLETE_NAME, resolve_model_dir
+    from emotag.train.finetune import finetune
+
+    rows = [{"text": t, "label": "好评" if pos else "差评"} for t, pos in _sentiment_rows(60, 6)]
+    path = _write_csv(tmp_path / "t.csv", rows, ["text", "label"])
+    out = tmp_path / "m"
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_onnx", stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(path, out, base_model=base_dir, epochs=0, progress=False)
+    assert (out / INCOMPLETE_NAME).exists() and not (out / "eval_report.json").exists()
+    with pytest.raises(ValueError, match="incomplete model: an emotag train run stopped while writing it"):
+        resolve_model_dir(out)
+    monkeypatch.undo()
+    finetune(path, out, base_model=base_dir, epochs=0, progress=False)  # no --force needed
+    assert not (out / INCOMPLETE_NAME).exists() and resolve_model_dir(out) == out
+    assert (out / "eval_report.json").exists() and (out / "model.int8.onnx").exists()

@@ -21,6 +21,9 @@ ONNX_NAME = "model.onnx"
 ONNX_INT8_NAME = "model.int8.onnx"
 TOKENIZER_NAME = "tokenizer.json"
 DIALOGUE_LEXICAL_NAME = "dialogue_lexical.npy"
+# present while `emotag train` writes a model directory: a run stopped there (Ctrl-C, a kill) left weights and
+# config of one model beside ONNX files of another, or none; such a directory is refused, not scored
+INCOMPLETE_NAME = ".incomplete"
 
 # The bundled default model, committed in the repository (or installed beside the package).
 _REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -176,6 +179,9 @@ def resolve_model_dir(model: str | os.PathLike[str] | None) -> Path:
         return path
     path = Path(model)
     if path.is_dir():
+        if (path / INCOMPLETE_NAME).exists():
+            raise ValueError(f"{path}: incomplete model: an emotag train run stopped while writing it; run it "
+                             "again (it replaces this directory without --force)")
         return path
     if _looks_like_hub_id(str(model)) and not path.exists():
         return _download_from_hub(str(model))

@@ -45,6 +45,7 @@ from emotag.metrics import accuracy, fit_temperature, macro_f1, majority_rate
 from emotag.model.config import (
     CONFIG_NAME,
     DIALOGUE_LEXICAL_NAME,
+    INCOMPLETE_NAME,
     ONNX_INT8_NAME,
     ONNX_NAME,
     TOKENIZER_NAME,
@@ -73,6 +74,9 @@ from emotag.train.finetune.heads import (
 )
 from emotag.train.finetune.labelplan import MIN_REGRESSION_ROWS, TASKS, LabelPlan, plan_labels
 from emotag.train.finetune.report import (
+    CONFUSION_PNG,
+    REPORT_JSON,
+    REPORT_MD,
     ZERO_SHOT_SCORE,
     confusion_png,
     model_card,
@@ -249,7 +253,7 @@ def finetune(
         _keep_base_temperature(run, calib, base_temperature)
     better, verdict = _is_better(calib["torch_after"], run.dev_before, data.majority, data.plan.multi_label,
                                  data.mean)
-    if not better and (out / CONFIG_NAME).exists() and not force:
+    if not better and (out / CONFIG_NAME).exists() and not (out / INCOMPLETE_NAME).exists() and not force:
         raise NotBetterError(f"not better than the baselines ({verdict}); {out} already holds a model and was "
                              "left as it was (--force replaces it)")
 
@@ -674,6 +678,12 @@ def _write_model(out: Path, model: Any, tok: Any, cfg: EmotagConfig, src: str, k
     # (a base written as it is keeps it: its network is the one the composer was fit on)
     if not as_base:
         cfg.composer = None
+    # until the last file is written the directory says it is incomplete (resolve_model_dir refuses it), and
+    # an earlier model's report and card go first: they must never describe these weights
+    out.mkdir(parents=True, exist_ok=True)
+    (out / INCOMPLETE_NAME).write_text("an emotag train run is writing this model\n", encoding="utf-8")
+    for stale in (REPORT_JSON, REPORT_MD, CONFUSION_PNG, "MODEL_CARD.md"):
+        (out / stale).unlink(missing_ok=True)
     model.save(out, tokenizer=tok)
     files = [out / CONFIG_NAME, out / TOKENIZER_NAME, out / WEIGHTS_NAME]
     # ONNX files of an earlier model in this directory would be scored in preference to the new weights
@@ -700,6 +710,7 @@ def _write_model(out: Path, model: Any, tok: Any, cfg: EmotagConfig, src: str, k
             files += export_onnx(out, quantize="int8", calibration_texts=[e.text for e in train_ex[:1024]])
         finally:
             root.setLevel(level)
+    (out / INCOMPLETE_NAME).unlink()
     return files
 
 
