@@ -99,6 +99,11 @@ def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableReco
             yield Conversation(cid, turns, rec.get("user_id"))
             continue
         cid = rec["conversation_id"]
+        missing = [c for c in ("speaker", "text") if c not in rec]
+        if missing:  # a flat table without the column: each row says so (not "no scorable customer turn")
+            yield Conversation(cid, [], rec.get("user_id"),
+                               error=f"flat turn table has no {' or '.join(repr(c) for c in missing)} column")
+            continue
         key = (type(cid).__name__, cid) if isinstance(cid, (str, int, float)) else ("repr", repr(cid))
         conv = flat.get(key)
         if conv is None:

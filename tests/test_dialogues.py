@@ -87,3 +87,13 @@ def test_number_cells_of_an_xlsx_turn_table_are_words(tiny_model_dir, tmp_path):
     assert res.exit_code == 0, res.output
     (conv,) = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
     assert conv["error"] is None and conv["turns"][0]["error"] is None
+
+
+@pytest.mark.parametrize(("header", "row", "missing"), [
+    ("conversation_id,speaker,time", "a,customer,2024-05-01", "'text'"),
+    ("conversation_id,text", "a,你好", "'speaker'")])
+def test_a_flat_table_without_a_turn_column_says_which(tiny_model_dir, tmp_path, header, row, missing):
+    path = tmp_path / "flat.csv"
+    path.write_text(f"{header}\n{row}\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["score-dialogues", str(path), "--model", str(tiny_model_dir), "-q"])
+    assert res.exit_code == 1 and f"flat turn table has no {missing} column" in res.output
