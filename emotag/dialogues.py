@@ -108,7 +108,8 @@ def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableReco
         conv = flat.get(key)
         if conv is None:
             conv = flat[key] = Conversation(cid, [], rec.get("user_id"))
-        conv.turns.append({k: rec.get(k) for k in ("speaker", "text", "time")})
+        # a flat table's own turn ids (an `id` column) are the turns' ids, as a nested turn's `id` field is
+        conv.turns.append({k: rec.get(k) for k in ("speaker", "text", "time", "id") if k != "id" or k in rec})
     yield from flat.values()
 
 

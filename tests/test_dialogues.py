@@ -70,6 +70,7 @@ def test_flat_tables_group_turns_by_conversation_id_wherever_they_stand():
     nested = {"id": "n", "turns": [{"speaker": "customer", "text": "还行"}]}
     convs = list(conversations_from_records([*rows[:3], nested, *rows[3:]]))
     assert [c.id for c in convs] == ["n", "a", "b", 1]
+    assert all("id" not in t for c in convs[1:] for t in c.turns)  # no id column: the position is the id
     assert [[t["text"] for t in c.turns] for c in convs[1:]] == [
         ["我的快递丢了", "马上补发", "好的谢谢"], ["请问怎么退货", "点击退货", "666"], ["一号"]]
 
@@ -97,3 +98,13 @@ def test_a_flat_table_without_a_turn_column_says_which(tiny_model_dir, tmp_path,
     path.write_text(f"{header}\n{row}\n", encoding="utf-8")
     res = CliRunner().invoke(app, ["score-dialogues", str(path), "--model", str(tiny_model_dir), "-q"])
     assert res.exit_code == 1 and f"flat turn table has no {missing} column" in res.output
+
+
+def test_a_flat_tables_id_column_names_its_turns(tiny_model_dir, tmp_path):
+    path = tmp_path / "flat.csv"
+    path.write_text("conversation_id,id,speaker,text\nc,t1,customer,快递太慢了\nc,t2,agent,抱歉\nc,t3,customer,好吧\n",
+                    encoding="utf-8")
+    res = CliRunner().invoke(app, ["score-dialogues", str(path), "--model", str(tiny_model_dir), "-q"])
+    assert res.exit_code == 0, res.output
+    (conv,) = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
+    assert [t["id"] for t in conv["turns"]] == ["t1", "t3"]
