@@ -932,3 +932,18 @@ def test_a_run_stopped_while_writing_leaves_a_model_that_is_refused_then_replace
     finetune(path, out, base_model=base_dir, epochs=0, progress=False)  # no --force needed
     assert not (out / INCOMPLETE_NAME).exists() and resolve_model_dir(out) == out
     assert (out / "eval_report.json").exists() and (out / "model.int8.onnx").exists()
+
+
+@pytest.mark.parametrize(("task", "labels", "cells", "problem"), [
+    ("regression", None, ["4", "5", "abc", "1"], "row 3, column 'label': 'abc' is not a number"),
+    ("emotion", "好评,差评", ["好评", "差评", "中评", "好评"], "row 3, column 'label': label '中评' is not in --labels"),
+])
+def test_a_bad_training_label_names_its_row(tmp_path: Path, base_dir: Path, task, labels, cells, problem) -> None:
+    """SPEC §5: file, row and problem, for the training file as for the dev file (the plan saw only the
+    set of values and named no row)."""
+    from emotag.train.finetune import finetune
+
+    rows = [{"text": t, "label": c} for (t, _), c in zip(_sentiment_rows(4, 9), cells, strict=True)]
+    path = _write_csv(tmp_path / "t.csv", rows * 5, ["text", "label"])
+    with pytest.raises(ValueError, match=f"t.csv: {problem}"):
+        finetune(path, tmp_path / "m", base_model=base_dir, task=task, labels=labels, epochs=0, progress=False)

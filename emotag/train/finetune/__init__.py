@@ -61,7 +61,15 @@ from emotag.train.finetune.base import (
     resolve_base,
     start_from_polarity,
 )
-from emotag.train.finetune.data import class_weights, examples, label_key, label_values, read_table, split_dev
+from emotag.train.finetune.data import (
+    cell,
+    class_weights,
+    examples,
+    label_key,
+    label_values,
+    read_table,
+    split_dev,
+)
 from emotag.train.finetune.heads import (
     add_detail,
     calibration,
@@ -336,12 +344,38 @@ class _Data:
     mean: dict[str, float] | None = None  # regression: dev metrics of predicting the training mean
 
 
+def _first_bad_row(path: Path, rows: dict[str, list[Any]], label_cols: tuple[str, ...], task: str,
+                   labels: Sequence[str] | None) -> None:
+    """The row a label plan would refuse, named: a regression value that is not a number, a label outside
+    --labels. plan_labels sees only the set of values, and SPEC §5 asks for file, row and problem."""
+    if len(label_cols) != 1 or not (task == "regression" or (labels and task != "polarity")):
+        return
+    col = label_cols[0]
+    allowed = set(labels or ())
+    for i, raw in enumerate(rows[col]):
+        v = cell(raw)
+        if v is None:
+            continue
+        if task == "regression":
+            try:
+                ok = math.isfinite(float(v))
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{path}: row {i + 1}, column {col!r}: {v!r} is not a number (task 'regression' "
+                                 "reads a score per row)")
+        elif v not in allowed:
+            raise ValueError(f"{path}: row {i + 1}, column {col!r}: label {v!r} is not in --labels "
+                             f"({', '.join(dict.fromkeys(labels or ()))})")
+
+
 def _read_data(train_p: Path, dev_path: str | os.PathLike[str] | None, text_col: str, label_cols: tuple[str, ...],
                labels: Sequence[str] | None, task: str, base_cfg: EmotagConfig | None, seed: int) -> _Data:
     """Read the table(s), decide the label plan, hold out dev, weigh the classes, find the majority class."""
     rows = read_table(train_p, [text_col, *label_cols])
     dev_rows = read_table(dev_path, [text_col, *label_cols]) if dev_path else None
     base_polarity = base_cfg.polarity_labels if base_cfg else EmotagConfig().polarity_labels
+    _first_bad_row(train_p, rows, label_cols, task, labels)
     plan = plan_labels(task, label_cols, label_values(rows, label_cols), labels, base_polarity, where=f"{train_p}: ")
     if dev_rows is not None and not plan.multi_label and not plan.regression:
         unseen = sorted(label_values(dev_rows, label_cols) - set(plan.value_map))
