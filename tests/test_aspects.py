@@ -119,6 +119,15 @@ def test_spec_example_units_and_categories(ex):
         ("面膜本身", "还不错", "positive", "整体")]
 
 
+def test_lather_and_the_foam_box_are_told_apart(ex):
+    """泡沫 is a cleanser's lather (体验), 泡沫箱 the foam box (包装): the tagger cut 泡沫|箱破了, and the span now
+    grows to the whole category term."""
+    got = [(u.aspect, u.opinion, u.category, u.polarity) for t in ("泡沫很丰富", "泡沫箱破了", "洗完不紧绷")
+           for u in ex.extract(t)]
+    assert got == [("泡沫", "很丰富", "体验", "positive"), ("泡沫箱", "破了", "包装", "negative"),
+                   (None, "不紧绷", "体验", "positive")]
+
+
 def test_one_long_text_does_not_pad_a_chunk():
     """Batches are capped by padded characters as well as by count: the 20,000-character text goes alone, so
     the short sentences beside it are not padded to its length; the units are the same either way."""

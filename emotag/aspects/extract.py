@@ -261,6 +261,25 @@ def _whole_words(text: str, found: list[tuple[int, int, int]]) -> list[tuple[int
     return out
 
 
+def _whole_terms(text: str, found: list[tuple[int, int, int]], terms: re.Pattern[str] | None
+                 ) -> list[tuple[int, int, int]]:
+    """An aspect span the tagger ended inside a longer category term grows to the whole term, and the
+    opinion right after it starts after the term: 泡沫|箱破了 -> 泡沫箱|破了 (the tagger knew 泡沫, a cleanser's
+    lather, and cut the foam box there, filing a packaging complaint under 体验)."""
+    if terms is None:
+        return found
+    out = list(found)
+    for k, (a, b, kind) in enumerate(out):
+        if kind != 1 or k + 1 >= len(out):
+            continue
+        o0, o1, okind = out[k + 1]
+        m = terms.match(text, a)
+        if okind != 1 and o0 == b and m is not None and b < m.end() < o1:
+            out[k] = (a, m.end(), kind)
+            out[k + 1] = (m.end(), o1, okind)
+    return out
+
+
 def pair(text: str, aspects: Sequence[tuple[int, int]], opinions: Sequence[tuple[int, int]]
          ) -> list[list[tuple[int, int] | None]]:
     """For each opinion span, the aspect spans it is about (an empty list = implicit). `aspects` are
@@ -314,6 +333,9 @@ class AspectExtractor:
         # a user's category terms are aspect candidates too (their 泵头 is an aspect even if no review taught it)
         self.tagger = tagger.with_aspect_terms(categories.terms) if categories is not None else tagger
         self.categories = categories
+        # category terms (built-in and the user's), not the restaurant-learned aspect lexicon: growing spans
+        # to those cost 0.35 points of exact triple F1 in domain, where the annotation cuts aspects shorter
+        self._category_terms = lexicon_pattern(categories.terms) if categories is not None else None
         self.temperature = temperature
         self.seed_opinions = True  # add opinions from the hand-written word lists that the tagger missed
 
@@ -389,6 +411,7 @@ class AspectExtractor:
     def _units(self, original: str, text: str, tags: np.ndarray, em: np.ndarray) -> list[Aspect]:
         found = _trim_punctuation(text, spans(tags))
         found = _whole_words(text, found) if _LATIN.search(text) else found
+        found = _whole_terms(text, found, self._category_terms)
         aspects = [(a, b) for a, b, kind in found if kind == 1]
         opinions = [(a, b, kind) for a, b, kind in found if kind != 1]
         if self.seed_opinions:
