@@ -256,6 +256,7 @@ def profile(
                 "key_file": key_file, "allow_raw_ids": allow_raw_ids, "half_life_days": half_life, "now": now,
                 "strict": strict, "on_invalid": on_invalid, "inputs": scored}
     folded = 0
+    recorded_with_bad: list[str] = []  # files the store recorded as applied although some of their rows were bad
     try:
         if store is None:  # one fold over every file
             records = chain.from_iterable(with_channel(p, c) for p, c in zip(scored, per_file, strict=True))
@@ -266,16 +267,19 @@ def profile(
             for i, (path, channel) in enumerate(zip(scored, per_file, strict=True)):
                 last = i == len(scored) - 1
                 batch = file_batch_id(path) if path != "-" else None
+                bad_before = bad_count[0]
                 result = run_profile(with_channel(path, channel), output if last else None, batch_id=batch,
                                      **settings)
                 folded += result.stats.folded + result.already_applied
+                if bad_count[0] > bad_before and result.stats.folded:  # a batch is recorded only when it folded
+                    recorded_with_bad.append(path)
                 typer.echo((f"{path}: " if len(scored) > 1 else "") + result.message(), err=True)
     except ProfileInputError as e:
         raise UserError(f"{where[0]}, row {where[1]}: {e.problem}") from None
     except USER_ERRORS as e:
         raise UserError((f"{where[0]}: " if where[0] and len(scored) > 1 else "") + str(e)) from None
     if bad_count[0]:
-        _report_bad_rows(bad_rows, bad_count[0], store is not None)
+        _report_bad_rows(bad_rows, bad_count[0], recorded_with_bad)
         if not folded:  # every row was bad: nothing to show for the run, so it failed
             raise UserError(f"no row could be folded; first problem: {bad_rows[0]}")
 
@@ -284,17 +288,18 @@ def profile(
 PROFILE_ERRORS_SHOWN = 20
 
 
-def _report_bad_rows(shown: list[str], total: int, with_store: bool) -> None:
-    """The bounded error report of `emotag profile`: the first rows named, the rest counted."""
+def _report_bad_rows(shown: list[str], total: int, recorded: list[str]) -> None:
+    """The bounded error report of `emotag profile`: the first rows named, the rest counted; and the files a
+    store recorded as applied although some of their rows were skipped (none: nothing to warn about)."""
     typer.echo(f"emotag: skipped {total} bad row{'s' if total != 1 else ''} (--strict stops at the first):",
                err=True)
     for line in shown:
         typer.echo(f"  {line}", err=True)
     if total > len(shown):
         typer.echo(f"  ... and {total - len(shown)} more", err=True)
-    if with_store:
-        typer.echo("  the store recorded this file as applied: fold the corrected rows as a file of their own "
-                   "(re-running the whole corrected file would count its good rows twice)", err=True)
+    if recorded:
+        typer.echo(f"  the store recorded {', '.join(recorded)} as applied: fold the corrected rows as a file of "
+                   "their own (re-running the whole corrected file would count its good rows twice)", err=True)
 
 
 @app.command()

@@ -767,6 +767,7 @@ def test_cli_profile_error_report_is_bounded_and_a_store_keeps_the_good_rows(tmp
     assert f"{src}, row 6: " in res.output and f"{src}, row {5 + n_bad}: " not in res.output
     with ProfileStore(db) as store:
         assert len(store) == 1 and sum(st.n for _, st in store.iter_states()) == 5
+    assert f"the store recorded {src} as applied" in res.output
 
 
 def test_cli_profile_fails_when_every_row_is_bad(tmp_path: Path) -> None:
@@ -776,6 +777,7 @@ def test_cli_profile_fails_when_every_row_is_bad(tmp_path: Path) -> None:
     res = _profile_cli(str(src), "--store", str(db))
     assert res.exit_code == 1
     assert f"no row could be folded; first problem: {src}, row 1: field 'time'" in res.output
+    assert "recorded" not in res.output  # nor does the output claim it was
     with ProfileStore(db) as store:
         assert store.batches() == []  # nothing recorded: the corrected file will still be applied
 
@@ -1033,3 +1035,25 @@ def test_digit_labels_read_back_from_csv_are_labels(tmp_path) -> None:
     assert rows[0]["emotion"] == 5
     states = build_profiles(rows, strict=True)
     assert len(states) == 1
+
+
+@pytest.mark.parametrize("value", ["20240230", 20240230, "20241301", "20240000", "30001231", 12345678])
+def test_an_invalid_compact_date_is_a_bad_time_not_1970(value) -> None:
+    """An 8-digit value is YYYYMMDD or nothing: a typo (20240230) was read as epoch seconds, a day in 1970."""
+    from emotag.profiles.timeutil import TimeParseError, parse_time
+
+    with pytest.raises(TimeParseError, match="invalid compact date"):
+        parse_time(value)
+    assert parse_time("21991231") > parse_time("20240501") == parse_time(20240501)
+
+
+def test_a_neutral_support_contact_is_not_an_unresolved_negative_one() -> None:
+    """The flag reads the record's polarity (the ±band around 0 is neutral): a satisfaction of -0.005 is a
+    neutral contact in polarity.*, and was counted as an unresolved negative one."""
+    from emotag.profiles.records import extract
+
+    base = rec("u1", 0, -0.0026, channel="support", resolved=False, end_emotion="neutral")
+    assert extract(base | {"polarity": "neutral"})[7] is False
+    assert extract(base | {"polarity": "negative"})[7] is True
+    assert extract(base | {"polarity": None, "polarity_score": -0.6})[7] is True
+    assert extract(base | {"polarity": "neutral", "end_emotion": "anger"})[7] is True

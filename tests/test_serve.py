@@ -452,3 +452,11 @@ def test_bad_settings_fail_before_serving(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv("EMOTAG_PSEUDONYM_KEY")
     res = CliRunner().invoke(app, ["serve", "--api-keys", str(keys), "--store", str(tmp_path / "p.db")])
     assert res.exit_code == 1 and "no pseudonymisation key" in res.output
+
+
+def test_the_bearer_scheme_is_case_insensitive() -> None:
+    from emotag.serve.security import KeyRing
+
+    ring = KeyRing({"k" * 32: "read"})
+    assert all(ring.lookup(f"{scheme} {'k' * 32}") is not None for scheme in ("Bearer", "bearer", "BEARER"))
+    assert ring.lookup("Basic " + "k" * 32) is None and ring.lookup("Bearer wrong") is None

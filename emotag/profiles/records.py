@@ -242,7 +242,9 @@ def extract(record: Mapping[str, Any], time_col: str = "time", labels: EmotionLa
     end = _label(record, "end_emotion")
     flag = False
     if chi == SUPPORT and _as_bool(record.get("resolved")) is False:
-        flag = y < 0.0 or end in _NEG_EMOTIONS
+        # negative polarity as the record's polarity says it (the ±band around 0 is neutral): a satisfaction
+        # of -0.005 is a neutral contact in polarity.*, so not an unresolved negative one either
+        flag = pol == 0 or end in _NEG_EMOTIONS
     prod = record.get("product")
     if prod is not None:
         if isinstance(prod, float):

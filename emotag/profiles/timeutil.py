@@ -115,15 +115,20 @@ def _from_number(num: float, original: object) -> float:
 
 
 def _compact_date(s: str) -> float | None:
-    """YYYYMMDD or YYYYMMDDHHMMSS (UTC+8) when `s` is exactly that and a valid date in 1900-2099."""
+    """YYYYMMDD or YYYYMMDDHHMMSS (UTC+8) when `s` has exactly that shape (8 or 14 digits), else None.
+
+    A value of that shape is a date or nothing: an invalid one (20240230, 20241301) or one outside
+    1900-2199 is a TimeParseError, never epoch seconds, which would store a typo as a day in 1970-1973."""
     m = _COMPACT.fullmatch(s)
-    if not m or not 1900 <= int(m.group(1)) <= 2099:
+    if not m:
         return None
     parts = [int(g) for g in m.groups() if g is not None]
     try:
+        if not 1900 <= parts[0] <= 2199:
+            raise ValueError
         return datetime(*parts, tzinfo=CST).timestamp()  # type: ignore[misc]
     except ValueError:
-        return None
+        raise TimeParseError(f"invalid compact date {s!r} (YYYYMMDD or YYYYMMDDHHMMSS)") from None
 
 
 def _parse_loose(m: re.Match[str], s: str) -> float:

@@ -95,7 +95,7 @@ class KeyRing:
         return len(self._keys)
 
     def lookup(self, authorization: str | None) -> Caller | None:
-        if not authorization or not authorization.startswith("Bearer "):
+        if not authorization or authorization[:7].lower() != "bearer ":  # the scheme is case-insensitive (RFC 7235)
             return None
         token = authorization[7:].strip().encode("utf-8")
         found = None
