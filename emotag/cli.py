@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import click
 import typer
 
 from emotag import __version__
@@ -60,12 +61,21 @@ def _user_errors(fn):
             _fail(f"profile store: {e}")
         except ValueError as e:  # emotag raises ValueError with a one-line message for bad settings/data
             if not str(e) or not _raised_on_purpose(e):
-                typer.echo("emotag: internal error (a bug, not your input): please report it with the "
-                           "traceback below", err=True)
+                _internal_error()
                 raise
             _fail(str(e).splitlines()[0])
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit, click.exceptions.ClickException):
+            raise
+        except Exception:  # a KeyError, ZeroDivisionError ... out of emotag: a bug, and it looks like one
+            _internal_error()
+            raise
 
     return wrapper
+
+
+def _internal_error() -> None:
+    typer.echo("emotag: internal error (a bug, not your input): please report it with the traceback below",
+               err=True)
 
 
 def _raised_on_purpose(e: BaseException) -> bool:
@@ -119,7 +129,7 @@ def score(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     threads: ThreadsOpt = None,
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue a killed or interrupted run from OUTPUT.partial (same input, options and model only)")] = False,
-    preview: Annotated[int, typer.Option("--preview", help="print a table of the first N results")] = 0,
+    preview: Annotated[int, typer.Option("--preview", min=0, help="print a table of the first N results")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="no progress bar and no closing summary")] = False,
     aspects: Annotated[bool, typer.Option("--aspects", metavar="", help="add SPEC §7 opinion units per record: aspect, opinion, polarity, score, category, spans (see docs/aspects.md)")] = False,
     aspect_categories: Annotated[Optional[str], typer.Option("--aspect-categories", metavar="FILE", help="your own aspect categories (TOML, SPEC §7); implies --aspects")] = None,  # noqa: UP045
@@ -593,7 +603,10 @@ def _preview(input: str, output: str, text_col: str, n: int) -> None:
     from emotag.io import read_records, read_rows
     from emotag.labels import EMOTION_ZH, POLARITY_ZH
 
-    texts = [r.text or "" for r in islice(read_rows(input, text_col=text_col), n)]
+    if input == "-":  # standard input was read by the scoring: show a kept text column, if any
+        texts = [str(r.get(text_col) or r.get("text") or "") for r in islice(read_records(output), n)]
+    else:
+        texts = [r.text or "" for r in islice(read_rows(input, text_col=text_col), n)]
     table = Table(title=f"{output} (first {len(texts)})", show_lines=False)
     for col in ("text", "emotion", "polarity", "score", "intensity"):
         table.add_column(col, overflow="fold", max_width=48 if col == "text" else None)

@@ -65,7 +65,8 @@ def _polarity_gold(path: Path, rows: list[dict[str, str]]) -> list[str]:
     """Gold polarity per row from 1/0, -1/0/1, pos/neg, positive/negative, 正面/负面, 好评/差评 ... (the
     aliases `emotag train` maps polarity labels with, so both read a file the same way)."""
     values = {r["label"] for r in rows}
-    numeric = numeric_polarity(values) or {}
+    # a binary review file whose sample holds one class only (the head of a sorted file) is still 0/1
+    numeric = numeric_polarity(values) or (numeric_polarity(values | {"0", "1"}) if values <= {"0", "1"} else None) or {}
     gold = []
     for i, r in enumerate(rows, start=1):
         v = numeric.get(r["label"]) or POLARITY_ALIASES.get(r["label"].lower())
@@ -94,14 +95,17 @@ def _ps(r: Result) -> float:
 
 def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dict[str, Any]:
     """Metrics for one labelled file; raises ValueError when the columns match no known kind."""
-    raw, _, span = str(data).partition("@")
-    path = Path(raw)
+    path, span = Path(str(data)), ""
+    if not path.exists() and "@" in str(data):  # "file@A:B": a slice of an STC-3 file (a path may hold an @)
+        raw, _, span = str(data).rpartition("@")
+        path = Path(raw)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.name.endswith(".json.gz") or path.name.startswith("train_data_cn"):
         # STC-3 dialogues; "file@A:B" scores dialogues A..B only (e.g. a held-out dev slice)
-        a, b = (int(x) if x else None for x in span.split(":")) if span else (None, None)
-        return _stc3(tagger, path, batch_size, slice(a, b))
+        return _stc3(tagger, path, batch_size, _span(path, span))
+    if span:
+        raise ValueError(f"{path}@{span}: a slice (@A:B) applies to STC-3 dialogue files only")
     cols, rows = _rows(path)
     if not rows:
         raise ValueError(f"{path}: no labelled rows")
@@ -337,16 +341,48 @@ _SCORERS = {"regression": _regression, "aste": _aste, "smp2020": _smp2020, "clue
             "nlpcc": _nlpcc, "codeswitch": _codeswitch, "cped": _cped, "labels": _labels}
 
 
+def _span(path: Path, span: str) -> slice:
+    """`A:B` (either end may be empty) as a slice, or a one-line error naming the file."""
+    if not span:
+        return slice(None)
+    parts = span.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        a, b = (int(x) if x.strip() else None for x in parts)
+    except ValueError:
+        raise ValueError(f"{path}@{span}: a slice is @A:B with whole numbers (either may be empty)") from None
+    return slice(a, b)
+
+
 def _stc3(tagger: Tagger, path: Path, batch_size: int, span: slice | None = None) -> dict[str, Any]:
     from emotag.dialogues import Conversation, score_conversations
 
     op = gzip.open if path.name.endswith(".gz") else open
-    with op(path, "rt", encoding="utf-8") as f:
-        dialogs = json.load(f)
-    if span is not None:
-        dialogs = dialogs[span]
-    convs = [Conversation(str(x["id"]), [{"speaker": "customer" if t["sender"] == "customer" else "agent", "text": u}
-                                         for t in x["turns"] for u in t["utterances"]]) for x in dialogs]
-    gold = [sum(a["quality"]["S"] for a in x["annotations"]) / len(x["annotations"]) for x in dialogs]
+    try:
+        with op(path, "rt", encoding="utf-8") as f:
+            dialogs = json.load(f)
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as e:  # BadGzipFile is an OSError
+        raise ValueError(f"{path}: not an STC-3 dialogue file (JSON, gzipped when .gz): {e}") from None
+    if not isinstance(dialogs, list):
+        raise ValueError(f"{path}: not an STC-3 dialogue file (a JSON list of dialogues)")
+    first = 0 if span is None else range(len(dialogs))[span].start if dialogs else 0
+    dialogs = dialogs if span is None else dialogs[span]
+    convs, gold = [], []
+    for i, x in enumerate(dialogs, start=first):
+        try:
+            turns = [{"speaker": "customer" if t["sender"] == "customer" else "agent", "text": u}
+                     for t in x["turns"] for u in t["utterances"]]
+            scores = [a["quality"]["S"] for a in x["annotations"]]
+            gold.append(sum(scores) / len(scores))
+        except (KeyError, TypeError, ZeroDivisionError):
+            raise ValueError(f"{path}: dialogue {i}: needs turns (sender, utterances) and annotations with "
+                             "quality.S") from None
+        convs.append(Conversation(str(x.get("id", i)), turns))
+    if len(convs) < 2:  # a correlation of fewer than two dialogues is no number to report
+        raise ValueError(f"{path}: {len(convs)} dialogue{'s' if len(convs) != 1 else ''} in the slice; the "
+                         "satisfaction correlation needs two or more")
     got = [r.get("satisfaction") or 0.0 for r in score_conversations(tagger, convs, batch_size)]
-    return {"file": str(path), "kind": "stc3", "n": len(dialogs), "satisfaction_r": pearson(got, gold)}
+    where = f"{path}@{span.start if span.start is not None else ''}:{span.stop if span.stop is not None else ''}" \
+        if span is not None and (span.start is not None or span.stop is not None) else str(path)
+    return {"file": where, "kind": "stc3", "n": len(dialogs), "satisfaction_r": pearson(got, gold)}

@@ -340,6 +340,70 @@ def test_eval_reads_a_dev_file_in_the_columns_the_model_was_trained_with(tiny_mo
     assert code == 1 and "match no known labelled format" in out
 
 
+def test_eval_stc3_slices_and_damaged_files_are_one_line_errors(tiny_model_dir, tmp_path):
+    import gzip
+
+    good = [{"id": i, "turns": [{"sender": "customer", "utterances": ["快递太慢了" if i else "谢谢，解决了"]}],
+             "annotations": [{"quality": {"S": float(i)}}]} for i in range(3)]
+    path = tmp_path / "d.json.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        json.dump(good, f)
+    code, out = _eval(tiny_model_dir, f"{path}@0:3")
+    assert code == 0 and f"file={path}@0:3 kind=stc3 n=3" in out
+    for span, problem in (("abc", "a slice is @A:B"), ("1:2:3", "a slice is @A:B"), ("0:1", "1 dialogue in the slice")):
+        code, out = _eval(tiny_model_dir, f"{path}@{span}")
+        assert code == 1 and problem in out and "Traceback" not in out, (span, out)
+    for content, problem in (([{"id": 1}], "dialogue 0: needs turns"),
+                             ([{**good[0], "annotations": []}] * 2, "dialogue 0: needs turns")):
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            json.dump(content, f)
+        code, out = _eval(tiny_model_dir, path)
+        assert code == 1 and problem in out and "Traceback" not in out
+    path.write_text("not gzip", encoding="utf-8")
+    code, out = _eval(tiny_model_dir, path)
+    assert code == 1 and "not an STC-3 dialogue file" in out
+
+
+def test_eval_reads_a_one_class_review_sample_and_a_path_with_an_at(tiny_model_dir, tmp_path):
+    """The head of a sorted review file holds label 1 only: it is still a 0/1 file. A path may hold an @."""
+    path = tmp_path / "my@reviews.csv"
+    path.write_text("label,review\n1,很好很喜欢\n1,非常满意\n", encoding="utf-8")
+    code, out = _eval(tiny_model_dir, path)
+    assert code == 0 and "kind=polarity" in out, out
+
+
+def test_a_crash_that_is_not_a_value_error_says_it_is_a_bug(monkeypatch, tiny_model_dir, tmp_path):
+    """Anything but an error raised for the user is a bug, and looks like one: the banner, then the traceback."""
+    import emotag.evaluate as ev
+
+    def boom(*args, **kwargs):
+        raise KeyError("turns")
+
+    monkeypatch.setattr(ev, "evaluate_file", boom)
+    path = tmp_path / "x.csv"
+    path.write_text("text,label\n好,like\n", encoding="utf-8")
+    res = runner.invoke(app, ["eval", str(tiny_model_dir), str(path)])
+    assert res.exit_code == 1 and "internal error (a bug, not your input)" in res.output
+    assert isinstance(res.exception, KeyError)
+
+
+def test_preview_after_standard_input_and_a_negative_preview(tiny_model_dir, tmp_path):
+    out = tmp_path / "o.jsonl"
+    res = runner.invoke(app, ["score", "-", "-o", str(out), "--model", str(tiny_model_dir), "--preview", "3"],
+                        input="今天好开心\n太差劲了\n")
+    assert res.exit_code == 0, res.output  # it read stdin again and said: standard input is empty
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 2
+    res = runner.invoke(app, ["score", "-", "-o", str(out), "--model", str(tiny_model_dir), "--preview", "-3"],
+                        input="好\n")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_a_damaged_model_config_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("{bad", encoding="utf-8")
+    res = runner.invoke(app, ["info", str(tmp_path)])
+    assert res.exit_code == 1 and "config.json: not valid JSON" in res.output
+
+
 def test_eval_reads_labels_however_they_are_written(tiny_model_dir, tmp_path):
     """1/0 in CSV, 1/0 as JSON numbers, pos/neg and 正面/负面 are the same gold; GBK is read."""
     texts = ["很好很喜欢", "太差了失望", "非常满意", "质量很差"]

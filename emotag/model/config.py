@@ -155,6 +155,10 @@ class EmotagConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"{directory}: not an emotag model directory (no {CONFIG_NAME})") from None
+        except (ValueError, UnicodeDecodeError) as e:  # a hand-edited or truncated config
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not an emotag config (a JSON object)")
         if "emotion_labels" not in data:
             raise ValueError(f"{path}: not an emotag config (no emotion_labels); train it with `emotag train`")
         return cls.from_dict(data)
