@@ -165,8 +165,10 @@ def score(
         raise
     if not quiet and output != "-":
         lines = f" from {summary.lines} lines" if summary.lines is not None else ""
-        typer.echo(f"scored {summary.rows} rows{lines} ({summary.errors} with errors"
-                   f"{f', {summary.skipped} resumed' if summary.skipped else ''}) in {summary.seconds:.1f}s "
+        # resumed: the errors and the mix cover every row of the output, the resumed ones read back included
+        counts = (f"{summary.skipped} resumed; {summary.errors} of all {summary.rows + summary.skipped} with errors"
+                  if summary.skipped else f"{summary.errors} with errors")
+        typer.echo(f"scored {summary.rows} rows{lines} ({counts}) in {summary.seconds:.1f}s "
                    f"({summary.rate:.0f} rows/s) -> {output}", err=True)
         if summary.mix():
             typer.echo(f"  {summary.mix()}", err=True)

@@ -51,6 +51,11 @@ class ScoreSummary:
     def count(self, rec: dict[str, Any], emotion_key: str = "emotion") -> None:
         """Add one written record to the tallies."""
         self.rows += 1
+        self.tally(rec, emotion_key)
+
+    def tally(self, rec: dict[str, Any], emotion_key: str = "emotion") -> None:
+        """Add a record to the errors and the label mix only: a resumed run's rows read back from the partial,
+        so the closing line describes the whole output, not just what this run scored."""
         if rec.get("error") is not None:
             self.errors += 1
             self.reasons[str(rec["error"])] += 1
@@ -113,6 +118,8 @@ def score_file(
     with RecordWriter(output_path, resume=resume, template=template, inputs=[input_path],
                       settings=settings) as writer:
         summary.skipped = skipped = writer.rows_done
+        for rec in writer.resumed_records():
+            summary.tally(rec)
         source: Iterator[InputRow] = read_rows(input_path, text_col=text_col, id_col=id_col, keep=keep,
                                                skip=skipped, stats=stats)
         # Rows read but not yet written, in input order. One `tag_many` stream scores the readable rows, so

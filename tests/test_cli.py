@@ -106,6 +106,23 @@ def test_resume_continues_partial_output(tiny_model_dir, tmp_path, monkeypatch):
     assert not list(tmp_path.glob("out.jsonl.partial*"))
 
 
+@pytest.mark.parametrize("ext", ["jsonl", "csv"])
+def test_a_resumed_runs_summary_counts_the_resumed_rows_errors(tiny_model_dir, tmp_path, monkeypatch, ext):
+    """The closing line describes the whole output: errors among the resumed rows are counted (it said
+    0 with errors when all of them were in the part written before the interruption)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": "" if i < 5 else f"第{i}条评论，很好"}, ensure_ascii=False)
+                           + "\n" for i in range(40)), encoding="utf-8")
+    out = tmp_path / f"out.{ext}"
+    _interrupt_after(monkeypatch, 20)
+    runner.invoke(app, ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir)])
+    monkeypatch.undo()
+    res = runner.invoke(app, ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert "scored 20 rows" in res.output and "(20 resumed; 5 of all 40 with errors)" in res.output
+    assert "text is empty (5)" in res.output
+
+
 def _interrupt_after(monkeypatch, rows: int) -> None:
     """Make the next scoring run stop as Ctrl-C would, after `rows` records were written."""
     from emotag.io import RecordWriter

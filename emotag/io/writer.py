@@ -24,12 +24,13 @@ import os
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from types import TracebackType
 from typing import IO, Any
 
 from emotag.io.detect import InputError, _open_binary, _parses, _resolve_format
-from emotag.io.formats import FORMAT_TABLE
+from emotag.io.formats import FORMAT_TABLE, read_records
 from emotag.io.layout import _dumps, _Flattener, _Layout, _text_cell
 from emotag.io.spool import _spooled
 
@@ -408,6 +409,15 @@ class RecordWriter:
         line = f"emotag: warning: {InputError(self.path, problem)}"
         self.warnings.append(line)
         print(line, file=sys.stderr, flush=True)
+
+    def resumed_records(self) -> Iterator[dict[str, Any]]:
+        """The complete records a resumed partial already holds (none for a fresh run), read back as the
+        output format's reader reads them."""
+        if not self.rows_done or self.partial_path is None:
+            return iter(())
+        self._flush()  # nothing of this run is written yet; a csv header held back is not a record either
+        fmt = {",": "csv", "\t": "tsv"}.get(self._format.delimiter or "", "jsonl")
+        return islice(read_records(self.partial_path, fmt=fmt), self.rows_done)
 
     def abort(self) -> None:
         """Stop without finishing: the partial stays on disk (complete records only) for a resumed run."""
