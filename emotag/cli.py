@@ -550,9 +550,12 @@ def info(model: Annotated[Optional[str], typer.Argument(help="model directory (d
     enc = cfg.encoder
     typer.echo(f"emotag {__version__}")
     typer.echo(f"model      {cfg.name} {cfg.version} at {d}")
-    typer.echo(f"encoder    {enc.get('model_type')} layers={enc.get('num_hidden_layers')} "
-               f"hidden={enc.get('hidden_size')} vocab={enc.get('vocab_size')}"
-               f"{f' base={cfg.base_model}' if cfg.base_model else ''}")
+    # what the config says (a USE encoder has no layer count: its size is fixed, see emotag.model.use)
+    size = " ".join(f"{name}={enc[key]}" for name, key in (("layers", "num_hidden_layers"), ("hidden", "hidden_size"),
+                                                          ("vocab", "vocab_size")) if enc.get(key) is not None)
+    kind = enc.get("model_type")
+    typer.echo(f"encoder    {kind}{' (USE-multilingual v3: DAN + CNN n-grams, 512-d)' if kind == 'use' else ''} "
+               f"{size}{f' base={cfg.base_model}' if cfg.base_model else ''}")
     typer.echo(f"n-grams    buckets={cfg.ngram.buckets} dim={cfg.ngram.dim} orders={list(cfg.ngram.orders)}")
     if cfg.lexical.buckets:
         scales = " ".join(f"{k}={v:g}" for k, v in cfg.lexical.scales.items())

@@ -39,6 +39,9 @@ def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """
     from emotag.io import read_text_records
 
+    if path.suffix.lower() == ".txt":  # (the shared reader's word for it is about writing)
+        raise ValueError(f"{path}: a labelled file needs columns (csv, tsv, jsonl, json, xlsx, parquet); "
+                         "a .txt file holds texts only")
     records = read_text_records(str(path))
     rows: list[dict[str, str]] = []
     cols: dict[str, None] = {}

@@ -415,6 +415,13 @@ def test_preview_after_standard_input_and_a_negative_preview(tiny_model_dir, tmp
     assert res.exit_code == 2 and "Traceback" not in res.output
 
 
+def test_eval_of_a_txt_file_says_it_needs_columns(tiny_model_dir, tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("很好\n", encoding="utf-8")
+    code, out = _eval(tiny_model_dir, path)
+    assert code == 1 and "a labelled file needs columns" in out
+
+
 def test_a_damaged_model_config_is_one_line(tmp_path):
     (tmp_path / "config.json").write_text("{bad", encoding="utf-8")
     res = runner.invoke(app, ["info", str(tmp_path)])
