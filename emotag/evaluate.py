@@ -144,8 +144,9 @@ def _kind(f: _File) -> str | None:
     checks = (
         ("regression", scale is not None and _text_column(f) is not None and bool({scale[0], "label"} & c)),
         ("aste", "text" in c and bool({"triples", "quads"} & c)),  # SPEC §7 aspect triples (chinese_aste)
-        ("smp2020", text_label and values <= set(L.SMP2020) and bool(values & {"happy", "angry", "sad"})
-         and f.taxonomy),
+        # SMP2020's six labels in any case (HAPPY, Angry), as `emotag train` reads them
+        ("smp2020", text_label and (low := {v.lower() for v in values}) <= set(L.SMP2020)
+         and bool(low & {"happy", "angry", "sad"}) and f.taxonomy),
         ("clue", {"content", "label"} <= c and f.taxonomy),
         # review + label is a polarity set, unless the labels are the model's own (a custom-label model
         # trained on a review column: 表扬/投诉)
@@ -171,7 +172,7 @@ def _smp2020(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     rows, out = f.scored("text", "label", bs)
     merge = L.SMP2020
     pred = [max(merge, key=lambda k, r=r: sum(_p(r, e) for e in merge[k])) for r in out]
-    gold = [r["label"] for r in rows]
+    gold = [r["label"].lower() for r in rows]
     return {"n": len(rows), "macroF1": macro_f1(gold, pred, list(merge)), "accuracy": _acc(pred, gold)}, out
 
 

@@ -415,6 +415,16 @@ def test_preview_after_standard_input_and_a_negative_preview(tiny_model_dir, tmp
     assert res.exit_code == 2 and "Traceback" not in res.output
 
 
+def test_eval_reads_smp_labels_in_any_case(tiny_model_dir, tmp_path):
+    """emotag train takes HAPPY/Angry as SMP2020's labels; eval read them as labels outside the model's set."""
+    lower, upper = tmp_path / "l.csv", tmp_path / "u.csv"
+    lower.write_text("text,label\n今天好开心,happy\n气死我了,angry\n好难过,sad\n", encoding="utf-8")
+    upper.write_text("text,label\n今天好开心,HAPPY\n气死我了,Angry\n好难过,SAD\n", encoding="utf-8")
+    (code_l, out_l), (code_u, out_u) = _eval(tiny_model_dir, lower), _eval(tiny_model_dir, upper)
+    assert code_l == code_u == 0 and "kind=smp2020" in out_u
+    assert out_l.split("kind=")[1] == out_u.split("kind=")[1]
+
+
 def test_eval_of_a_txt_file_says_it_needs_columns(tiny_model_dir, tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("很好\n", encoding="utf-8")
