@@ -64,7 +64,8 @@ def _user_errors(fn):
                 _internal_error()
                 raise
             _fail(str(e).splitlines()[0])
-        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit, click.exceptions.ClickException):
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit, click.exceptions.ClickException,
+                BrokenPipeError):  # a reader that stopped early (| head): click ends quietly, as before
             raise
         except Exception:  # a KeyError, ZeroDivisionError ... out of emotag: a bug, and it looks like one
             _internal_error()

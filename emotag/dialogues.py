@@ -82,6 +82,7 @@ def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableReco
     record still has its output record.
     """
     flat: dict[Any, Conversation] = {}
+    seen: set[str] = set()  # turn columns any flat row had (a JSONL line may leave one out: a system event)
     for i, rec in enumerate(records):
         if isinstance(rec, UnreadableRecord):
             yield Conversation(rec.index, [], None, error=rec.error)
@@ -99,18 +100,18 @@ def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableReco
             yield Conversation(cid, turns, rec.get("user_id"))
             continue
         cid = rec["conversation_id"]
-        missing = [c for c in ("speaker", "text") if c not in rec]
-        if missing:  # a flat table without the column: each row says so (not "no scorable customer turn")
-            yield Conversation(cid, [], rec.get("user_id"),
-                               error=f"flat turn table has no {' or '.join(repr(c) for c in missing)} column")
-            continue
+        seen.update(c for c in ("speaker", "text") if c in rec)
         key = (type(cid).__name__, cid) if isinstance(cid, (str, int, float)) else ("repr", repr(cid))
         conv = flat.get(key)
         if conv is None:
             conv = flat[key] = Conversation(cid, [], rec.get("user_id"))
         # a flat table's own turn ids (an `id` column) are the turns' ids, as a nested turn's `id` field is
         conv.turns.append({k: rec.get(k) for k in ("speaker", "text", "time", "id") if k != "id" or k in rec})
-    yield from flat.values()
+    missing = [c for c in ("speaker", "text") if c not in seen]
+    for conv in flat.values():
+        if missing:  # no row had the column: say so, not "no scorable customer turn"
+            conv.turns, conv.error = [], f"flat turn table has no {' or '.join(map(repr, missing))} column"
+        yield conv
 
 
 def dialogue_grams(featurizer: Featurizer, texts: Iterable[Any]) -> np.ndarray:

@@ -16,6 +16,7 @@ import csv
 import gzip
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,8 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
     if not path.exists() and "@" in str(data):  # "file@A:B": a slice of an STC-3 file (a path may hold an @)
         raw, _, span = str(data).rpartition("@")
         path = Path(raw)
+        if not path.exists():
+            raise FileNotFoundError(f"{data}: no such file")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.name.endswith(".json.gz") or path.name.startswith("train_data_cn"):
@@ -113,6 +116,9 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
     if not rows:
         raise ValueError(f"{path}: no labelled rows")
     cols = _alias_trained_columns(tagger, cols, rows)
+    for r in rows:  # 1.0 and 1 are one label, as `emotag train` reads them (pandas writes 1.0 beside gaps)
+        if _WHOLE.fullmatch(r.get("label", "")):
+            r["label"] = str(int(float(r["label"])))
     f = _File(path, cols, rows, tagger)
     kind = _kind(f)
     if kind is None:
@@ -263,6 +269,9 @@ def _labels(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     pred = [o.emotion or "" for o in out]
     present = [lab for lab in f.tagger.config.emotion_labels if lab in set(gold)]  # as the training report
     return {"n": len(rows), "accuracy": _acc(gold, pred), "macroF1": macro_f1(gold, pred, present)}, out
+
+
+_WHOLE = re.compile(r"[+-]?\d+\.0+")  # a whole number written with decimals
 
 
 def _trained_columns(tagger: Tagger) -> tuple[str | None, list[str]]:

@@ -425,6 +425,28 @@ def test_eval_reads_smp_labels_in_any_case(tiny_model_dir, tmp_path):
     assert out_l.split("kind=")[1] == out_u.split("kind=")[1]
 
 
+def test_eval_reads_whole_number_labels_written_with_decimals(tiny_model_dir, tmp_path):
+    """pandas writes 1.0 in a column with gaps; train reads it as 1, so eval must too."""
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("label,review\n1,很好很喜欢\n0,太差了\n", encoding="utf-8")
+    b.write_text("label,review\n1.0,很好很喜欢\n0.0,太差了\n", encoding="utf-8")
+    assert _eval(tiny_model_dir, a)[1].split("kind=")[1] == _eval(tiny_model_dir, b)[1].split("kind=")[1]
+    code, out = _eval(tiny_model_dir, tmp_path / "reviews@2024.csv")
+    assert code == 1 and "reviews@2024.csv: no such file" in out
+
+
+def test_a_closed_pipe_is_not_called_a_bug(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"第{i}条，很好\n" for i in range(3000)), encoding="utf-8")
+    cmd = (f"{sys.executable} -m emotag.cli score {src} --model {tiny_model_dir} --threads 1 -q 2>{tmp_path / 'err'}"
+           " | head -1")
+    subprocess.run(cmd, shell=True, check=False, capture_output=True)
+    assert "internal error" not in (tmp_path / "err").read_text(encoding="utf-8")
+
+
 def test_eval_of_a_txt_file_says_it_needs_columns(tiny_model_dir, tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("很好\n", encoding="utf-8")

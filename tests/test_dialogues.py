@@ -108,3 +108,15 @@ def test_a_flat_tables_id_column_names_its_turns(tiny_model_dir, tmp_path):
     assert res.exit_code == 0, res.output
     (conv,) = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
     assert [t["id"] for t in conv["turns"]] == ["t1", "t3"]
+
+
+def test_a_jsonl_turn_without_text_stays_in_its_conversation():
+    """A flat JSONL line may leave a key out (a system event without text): it is a turn of its conversation,
+    not a conversation of its own with a claim that the table lacks the column."""
+    from emotag.dialogues import conversations_from_records
+
+    rows = [{"conversation_id": "a", "speaker": "customer", "text": "快递丢了"},
+            {"conversation_id": "a", "speaker": "system"},
+            {"conversation_id": "a", "speaker": "customer", "text": "好的"}]
+    (conv,) = list(conversations_from_records(rows))
+    assert conv.error is None and len(conv.turns) == 3

@@ -822,6 +822,8 @@ def test_as_eval_reads_smp_labels_by_summed_classes_over_all_six() -> None:
     m = _as_eval_reads([happy, angry], rows, plan, detail=True)
     assert m["accuracy"] == 1.0 and m["macro_f1"] == pytest.approx(2 / 6)
     assert _as_eval_reads([happy, angry], rows, plan, judged=False)["macro_f1"] == 1.0
+    upper = plan_labels("emotion", ["label"], {"HAPPY", "Angry"}, None)  # eval reads these as SMP2020 too
+    assert _as_eval_reads([happy, angry], rows, upper, detail=True)["macro_f1"] == pytest.approx(2 / 6)
 
 
 def test_dev_split_keeps_every_class_in_training(tmp_path: Path, base_dir: Path) -> None:

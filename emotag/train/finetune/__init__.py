@@ -765,7 +765,7 @@ def _measure_written(out: Path, dev: Any, plan: LabelPlan, export: bool
         probs = np.array([[_polarity_probability(r, lab) for lab in cfg.polarity_labels] for r in results])
         detail = head_metrics(probs, gold_mask(dev, plan), plan, detail=True)
     elif plan.multi_label or (plan.groups() and not _smp_file(plan)):
-        # sigmoids, or partial labels `emotag eval` has no reading for (spelt Happy, say): the probabilities
+        # sigmoids, or partial labels `emotag eval` has no reading for (not SMP2020's): the probabilities
         probs = np.array([[(r.emotions or {}).get(lab, 0.0) for lab in cfg.emotion_labels] for r in results])
         detail = head_metrics(probs, gold_mask(dev, plan), plan, detail=True)
     else:
@@ -775,7 +775,7 @@ def _measure_written(out: Path, dev: Any, plan: LabelPlan, export: bool
 
 def _smp_file(plan: LabelPlan) -> bool:
     """Labels `emotag eval` reads as an SMP2020 file (happy, angry, sad ...: its `_kind` check)."""
-    sources = set(plan.value_map)
+    sources = {v.lower() for v in plan.value_map}  # in any case (HAPPY, Angry), as eval reads them
     return plan.default_taxonomy and sources <= set(L.SMP2020) and bool(sources & {"happy", "angry", "sad"})
 
 
