@@ -165,6 +165,8 @@ def _kind(f: _File) -> str | None:
                                                                    and "none" in values))),
         ("codeswitch", "text_segmented" in c and set(L.CODESWITCH_FLAGS) <= c),
         ("cped", {"Utterance", "Emotion", "Sentiment"} <= c),
+        ("multilabel", len(trained := _trained_columns(f.tagger)[1]) > 1 and set(trained) <= c
+         and list(f.tagger.config.emotion_labels) == trained),
         ("labels", text_label),
     )
     return next((kind for kind, ok in checks if ok), None)
@@ -274,6 +276,29 @@ def _labels(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
 _WHOLE = re.compile(r"[+-]?\d+\.0+")  # a whole number written with decimals
 
 
+def _multilabel(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
+    """A multi-label model's flag columns (emotag train --label-col a,b,c), read as its training report reads
+    its dev rows: per label p > 0.5 against the flag, macro/micro-F1 and exact match; a row with an empty
+    flag is skipped, as in training."""
+    from emotag.train.finetune.data import _flag
+    from emotag.train.finetune.heads import head_metrics
+    from emotag.train.finetune.labelplan import LabelPlan
+
+    labels = list(f.tagger.config.emotion_labels)
+    text = _text_column(f) or "text"
+    rows, flags = [], []
+    for i, r in enumerate(f.rows):
+        got = [_flag(r.get(lab, ""), lab, i, f.path) for lab in labels]
+        if r.get(text) and None not in got:
+            rows.append(r)
+            flags.append(got)
+    out = _score(f.tagger, [r[text] for r in rows], bs)
+    probs = np.array([[(o.emotions or {}).get(lab, 0.0) for lab in labels] for o in out])
+    m = head_metrics(probs.reshape(len(rows), len(labels)), np.array(flags, dtype=float).reshape(len(rows), len(labels)),
+                     LabelPlan("emotion", tuple(labels), True, False))
+    return {k: m[k] for k in ("n", "exact_match", "macro_f1", "micro_f1")}, out
+
+
 def _trained_columns(tagger: Tagger) -> tuple[str | None, list[str]]:
     """The text and label columns a fine-tuned model was trained with (`--text-col`, `--label-col`, as its
     eval_report.json records them), or (None, []) for a model without that report."""
@@ -351,7 +376,7 @@ def _aste(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
 
 
 _SCORERS = {"regression": _regression, "aste": _aste, "smp2020": _smp2020, "clue": _clue, "polarity": _polarity, "stars": _stars, "cvat": _cvat,
-            "nlpcc": _nlpcc, "codeswitch": _codeswitch, "cped": _cped, "labels": _labels}
+            "nlpcc": _nlpcc, "codeswitch": _codeswitch, "cped": _cped, "multilabel": _multilabel, "labels": _labels}
 
 
 def _span(path: Path, span: str) -> slice:

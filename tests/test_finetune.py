@@ -949,3 +949,34 @@ def test_a_bad_training_label_names_its_row(tmp_path: Path, base_dir: Path, task
     path = _write_csv(tmp_path / "t.csv", rows * 5, ["text", "label"])
     with pytest.raises(ValueError, match=f"t.csv: {problem}"):
         finetune(path, tmp_path / "m", base_model=base_dir, task=task, labels=labels, epochs=0, progress=False)
+
+
+def test_emotag_eval_reads_a_multi_label_dev_file_as_the_report_does(tmp_path: Path, base_dir: Path) -> None:
+    """--label-col a,b,c: `emotag eval` on the dev file gives the report's exact match and F1s (it said the
+    columns match no known labelled format)."""
+    import random
+
+    from emotag.evaluate import evaluate_file
+    from emotag.tagger import Tagger
+    from emotag.train.finetune import finetune
+
+    rng = random.Random(3)
+    aspects = {"price": ["价格实惠", "太贵了"], "room": ["房间很大", "房间很小"], "food": ["早餐丰盛", "饭菜难吃"]}
+
+    def rows(n: int) -> list[dict]:
+        out = []
+        for _ in range(n):
+            present = [a for a in aspects if rng.random() < 0.5]
+            row = {"text": "".join(rng.choice(aspects[a]) for a in present) + "，还行"}
+            out.append(row | {a: int(a in present) for a in aspects})
+        return out
+
+    train = _write_csv(tmp_path / "train.csv", rows(120), ["text", *aspects])
+    dev = _write_csv(tmp_path / "dev.csv", rows(30), ["text", *aspects])
+    out = tmp_path / "m"
+    r = finetune(train, out, dev_path=dev, base_model=base_dir, label_cols=tuple(aspects), epochs=0,
+                 progress=False, export=False)
+    got = evaluate_file(Tagger.load(out, backend="torch"), dev)
+    assert got["kind"] == "multilabel" and got["n"] == r.dev_after["n"] == 30
+    for k in ("exact_match", "macro_f1", "micro_f1"):
+        assert got[k] == pytest.approx(r.dev_after[k]), k
