@@ -674,3 +674,15 @@ def test_new_user_walkthrough(tmp_path):
                        timeout=600, cwd=script.parents[1])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "walkthrough: all checks passed" in r.stdout and "FAIL" not in r.stdout + r.stderr
+
+
+def test_export_warns_when_calibrated_on_a_handful_of_texts(tiny_model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    one = tmp_path / "one.txt"
+    one.write_text("物流很快\n", encoding="utf-8")
+    res = runner.invoke(app, ["export-onnx", str(model), "--quantize", "int8", "--calibration", str(one)])
+    assert res.exit_code == 0, res.output
+    assert "only 1 calibration text;" in res.output and (model / "model.int8.onnx").is_file()
