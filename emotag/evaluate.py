@@ -16,7 +16,6 @@ import csv
 import gzip
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +114,14 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
     cols, rows = _rows(path)
     if not rows:
         raise ValueError(f"{path}: no labelled rows")
-    cols = _alias_trained_columns(tagger, cols, rows)
+    from emotag.train.finetune.data import cell
+
+    trained = _trained_columns(tagger)
+    cols = _alias_trained_columns(trained, cols, rows)
     for r in rows:  # 1.0 and 1 are one label, as `emotag train` reads them (pandas writes 1.0 beside gaps)
-        if _WHOLE.fullmatch(r.get("label", "")):
-            r["label"] = str(int(float(r["label"])))
-    f = _File(path, cols, rows, tagger)
+        if "label" in r:
+            r["label"] = cell(r["label"]) or ""
+    f = _File(path, cols, rows, tagger, trained)
     kind = _kind(f)
     if kind is None:
         raise ValueError(f"{path}: columns {cols[:8]} match no known labelled format (see `emotag eval --help`)")
@@ -130,8 +132,10 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
 class _File:
     """A labelled file as the kind dispatch sees it: its columns, rows, label values and the model."""
 
-    def __init__(self, path: Path, cols: list[str], rows: list[dict[str, str]], tagger: Tagger) -> None:
+    def __init__(self, path: Path, cols: list[str], rows: list[dict[str, str]], tagger: Tagger,
+                 trained: tuple[str | None, list[str]] = (None, [])) -> None:
         self.path, self.cols, self.rows, self.tagger = path, set(cols), rows, tagger
+        self.trained_text, self.trained_labels = trained  # the model's training columns (_trained_columns)
         self.values = {r["label"] for r in rows if r.get("label")} if "label" in self.cols else set()
         self.own = set(tagger.config.emotion_labels)
         self.taxonomy = self.own == set(L.EMOTIONS)
@@ -165,8 +169,8 @@ def _kind(f: _File) -> str | None:
                                                                    and "none" in values))),
         ("codeswitch", "text_segmented" in c and set(L.CODESWITCH_FLAGS) <= c),
         ("cped", {"Utterance", "Emotion", "Sentiment"} <= c),
-        ("multilabel", len(trained := _trained_columns(f.tagger)[1]) > 1 and set(trained) <= c
-         and list(f.tagger.config.emotion_labels) == trained),
+        ("multilabel", len(f.trained_labels) > 1 and set(f.trained_labels) <= c
+         and list(f.tagger.config.emotion_labels) == f.trained_labels),
         ("labels", text_label),
     )
     return next((kind for kind, ok in checks if ok), None)
@@ -273,9 +277,6 @@ def _labels(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     return {"n": len(rows), "accuracy": _acc(gold, pred), "macroF1": macro_f1(gold, pred, present)}, out
 
 
-_WHOLE = re.compile(r"[+-]?\d+\.0+")  # a whole number written with decimals
-
-
 def _multilabel(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     """A multi-label model's flag columns (emotag train --label-col a,b,c), read as its training report reads
     its dev rows: per label p > 0.5 against the flag, macro/micro-F1 and exact match; a row with an empty
@@ -314,11 +315,12 @@ def _trained_columns(tagger: Tagger) -> tuple[str | None, list[str]]:
             [c for c in labels if isinstance(c, str)] if isinstance(labels, list) else [])
 
 
-def _alias_trained_columns(tagger: Tagger, cols: list[str], rows: list[dict[str, str]]) -> list[str]:
+def _alias_trained_columns(trained: tuple[str | None, list[str]], cols: list[str], rows: list[dict[str, str]]
+                           ) -> list[str]:
     """A dev file in the columns the model was trained with (`--text-col review --label-col sentiment`) is
     read as `text` / `label`, as `emotag train` read it: the numbers its report promises `emotag eval`
     reproduces come from the same file, not from one renamed for eval."""
-    text, labels = _trained_columns(tagger)
+    text, labels = trained
     alias = {}
     if text and text != "text" and text in cols and "text" not in cols:
         alias["text"] = text
@@ -334,9 +336,8 @@ def _text_column(f: _File) -> str | None:
     """The text column of a file for a fine-tuned model: `text`, `review`, or the column the model was
     trained with (`--text-col`, as its eval_report.json records it), whichever the file has."""
     names = ["text", "review"]
-    col, _ = _trained_columns(f.tagger)
-    if col is not None:
-        names.insert(0, col)
+    if f.trained_text is not None:
+        names.insert(0, f.trained_text)
     return next((n for n in names if n in f.cols), None)
 
 
