@@ -80,20 +80,16 @@ def parse_time(value: object) -> float:
         return dt.timestamp()
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=CST).timestamp()
-    # numpy scalars and the like
+    return _from_number(_float(value), value)  # numpy scalars and the like
+
+
+def _float(value: object) -> float:
+    """float(value), or a TimeParseError: an int past float range (JSON allows any number of digits), or a
+    value float() does not take."""
     try:
-        num = float(value)  # type: ignore[arg-type]
+        return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise TimeParseError(f"unsupported timestamp {short_repr(value)}") from None
-    except OverflowError:
-        raise TimeParseError(f"invalid timestamp {short_repr(value)}") from None
-    return _from_number(num, value)
-
-
-def _float(value: int | float) -> float:
-    """float(value), with an int past float range (JSON allows any number of digits) a TimeParseError."""
-    try:
-        return float(value)
     except OverflowError:
         raise TimeParseError(f"invalid timestamp {short_repr(value)}") from None
 
