@@ -68,6 +68,7 @@ from emotag.train.finetune.data import (
     label_key,
     label_values,
     read_table,
+    regression_value,
     split_dev,
 )
 from emotag.train.finetune.heads import (
@@ -357,13 +358,7 @@ def _first_bad_row(path: Path, rows: dict[str, list[Any]], label_cols: tuple[str
         if v is None:
             continue
         if task == "regression":
-            try:
-                ok = math.isfinite(float(v))
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ValueError(f"{path}: row {i + 1}, column {col!r}: {v!r} is not a number (task 'regression' "
-                                 "reads a score per row)")
+            regression_value(v, path, i, col)
         elif v not in allowed:
             raise ValueError(f"{path}: row {i + 1}, column {col!r}: label {v!r} is not in --labels "
                              f"({', '.join(dict.fromkeys(labels or ()))})")

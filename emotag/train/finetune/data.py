@@ -89,6 +89,18 @@ def _text(v: Any, numbers_are_text: bool = False) -> str | None:
     return (v.strip() or None) if isinstance(v, str) else None
 
 
+def regression_value(v: str, path: Path | str, row: int, col: str) -> float:
+    """A regression cell (already `cell`-cleaned) as a finite number, or a one-line error naming file, row
+    (0-based `row`, shown 1-based) and column."""
+    try:
+        y = float(v)
+    except ValueError:
+        y = float("nan")
+    if not math.isfinite(y):
+        raise ValueError(f"{path}: row {row + 1}, column {col!r}: {v!r} is not a number (task 'regression')")
+    return y
+
+
 def _flag(v: Any, col: str, row: int, path: Path) -> bool | None:
     """A multi-label flag cell: True/False, or None when the cell is empty (the row is skipped)."""
     s = cell(v)
@@ -134,13 +146,7 @@ def examples(rows: dict[str, list[Any]], text_col: str, label_cols: Sequence[str
             skipped += 1
             continue
         if plan.regression:
-            try:
-                y = float(v)
-            except ValueError:
-                y = float("nan")
-            if not math.isfinite(y):
-                raise ValueError(f"{path}: row {i + 1}, column {label_cols[0]!r}: {v!r} is not a number "
-                                 "(task 'regression')")
+            y = regression_value(v, path, i, label_cols[0])
             out.append(ScoredExample(text, "finetune", emotions=plan.labels, target=float(plan.unit(y))))
             continue
         if v not in plan.value_map:
