@@ -159,40 +159,28 @@ def _cut_for_excel(text: str) -> str | None:
 
 
 class _CellChanges:
-    """Which data cells an xlsx could not hold as they were: cut at the length limit, or with characters
-    replaced. Counted, with the first rows and the columns named, for the one warning line."""
+    """Which data cells an xlsx could not hold as they were: "cut" at the length limit, or "altered" (with
+    characters replaced). Counted per kind, with the first rows and the columns named, for one warning."""
+
+    WHAT = {"cut": f"cut to Excel's {_XLSX_MAX_CELL:,}-character limit",
+            "altered": "with characters an xlsx cannot store (control characters, unpaired surrogates) replaced"}
 
     def __init__(self) -> None:
-        self.cut: list[tuple[int, str]] = []  # (1-based data row, column), the first few
-        self.altered: list[tuple[int, str]] = []
-        self.cut_count = 0
-        self.altered_count = 0
-        self.cut_columns: dict[str, None] = {}
-        self.altered_columns: dict[str, None] = {}
+        self.count: dict[str, int] = dict.fromkeys(self.WHAT, 0)
+        self.named: dict[str, list[tuple[int, str]]] = {k: [] for k in self.WHAT}  # (1-based row, column)
+        self.columns: dict[str, dict[str, None]] = {k: {} for k in self.WHAT}
 
     def note(self, kind: str, row: int, column: str) -> None:
-        if kind == "cut":
-            self.cut_count += 1
-            self.cut_columns[column] = None
-            named = self.cut
-        else:
-            self.altered_count += 1
-            self.altered_columns[column] = None
-            named = self.altered
-        if len(named) < _XLSX_NAMED_ROWS:
-            named.append((row, column))
+        self.count[kind] += 1
+        self.columns[kind][column] = None
+        if len(self.named[kind]) < _XLSX_NAMED_ROWS:
+            self.named[kind].append((row, column))
 
     def warning(self) -> str | None:
-        if not self.cut_count and not self.altered_count:
+        parts = [f"{_cells(n)} {self.WHAT[k]} ({_where(self.named[k], n, self.columns[k])})"
+                 for k, n in self.count.items() if n]
+        if not parts:
             return None
-        parts = []
-        if self.cut_count:
-            parts.append(f"{_cells(self.cut_count)} cut to Excel's {_XLSX_MAX_CELL:,}-character limit "
-                         f"({_where(self.cut, self.cut_count, self.cut_columns)})")
-        if self.altered_count:
-            parts.append(f"{_cells(self.altered_count)} with characters an xlsx cannot store (control "
-                         "characters, unpaired surrogates) replaced "
-                         f"({_where(self.altered, self.altered_count, self.altered_columns)})")
         return "; ".join(parts) + "; write jsonl, csv or parquet to keep every text whole and unchanged"
 
 
