@@ -115,6 +115,11 @@ def score_file(
     regression = Result.scale_of(tagger.emotion_labels) is not None  # records carry `score` (docs/finetune.md §6)
     if regression:
         template["score"] = ""
+    # Kept columns are the user's data, not ours: a JSON input's objects may have other keys in every row (or
+    # turn into a number), which no column layout fixed by the first rows can hold. Shown as plain values
+    # here, they stay one column each in csv/tsv/parquet/xlsx, a dict or list as one JSON cell that reads
+    # back as the value.
+    template.update(dict.fromkeys(names.values(), ""))
     with RecordWriter(output_path, resume=resume, template=template, inputs=[input_path],
                       settings=settings) as writer:
         summary.skipped = skipped = writer.rows_done

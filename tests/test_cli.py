@@ -686,3 +686,74 @@ def test_export_warns_when_calibrated_on_a_handful_of_texts(tiny_model_dir, tmp_
     res = runner.invoke(app, ["export-onnx", str(model), "--quantize", "int8", "--calibration", str(one)])
     assert res.exit_code == 0, res.output
     assert "only 1 calibration text;" in res.output and (model / "model.int8.onnx").is_file()
+
+
+@pytest.mark.parametrize("ext", ["csv", "tsv", "jsonl", "parquet", "xlsx"])
+def test_kept_json_objects_reach_every_output_format_whole(tiny_model_dir, tmp_path, ext):
+    """A kept column of objects whose keys differ row to row used to stop a csv run at the second row:
+    flat outputs hold it as one JSON cell, which reads back as the object (and a resume goes on)."""
+    from emotag.io import read_records
+
+    src = tmp_path / "in.jsonl"
+    metas = [{"a": 1}, {"b": 2}, None, {"a": {"deep": "值"}, "c": [1, 2]}]
+    src.write_text("".join(json.dumps({"id": i, "text": "好开心" if i % 2 else "太差了", "meta": m},
+                                      ensure_ascii=False) + "\n" for i, m in enumerate(metas)), encoding="utf-8")
+    out = tmp_path / f"m.{ext}"
+    res = _score(tiny_model_dir, src, "-o", out, "--keep", "meta", "-q")
+    assert res.exit_code == 0, res.output
+    got = list(read_records(str(out)))
+    assert [g["id"] for g in got] == [0, 1, 2, 3] and [g["meta"] for g in got] == metas
+    assert all(g["error"] is None for g in got) and not list(tmp_path.glob("*.partial"))
+
+
+def test_kept_column_of_an_object_then_a_number_keeps_every_row(tiny_model_dir, tmp_path):
+    from emotag.io import read_records
+
+    src = tmp_path / "m.jsonl"
+    src.write_text('{"id":1,"text":"好开心","meta":{"a":1}}\n{"id":2,"text":"太差了","meta":5}\n', encoding="utf-8")
+    out = tmp_path / "m.csv"
+    assert _score(tiny_model_dir, src, "-o", out, "--keep", "meta", "-q").exit_code == 0
+    assert [g["meta"] for g in read_records(str(out))] == [{"a": 1}, 5]
+
+
+def _columns(path, ext):
+    """The column names of a flat output file, read with the format's own library."""
+    if ext in ("csv", "tsv"):
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return next(csv.reader(f, delimiter="," if ext == "csv" else "\t"), [])
+    if ext == "xlsx":
+        import openpyxl
+
+        wb = openpyxl.load_workbook(path, read_only=True)
+        try:
+            return [c.value for c in next(wb.worksheets[0].rows, ())]
+        finally:
+            wb.close()
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
+@pytest.mark.parametrize("ext", ["csv", "tsv", "parquet", "xlsx"])
+def test_a_header_only_input_gives_an_output_with_the_usual_columns(tiny_model_dir, tmp_path, ext):
+    """No rows in, no records out, but still a table: the same header a non-empty run writes, which reads
+    back (and scores again) instead of failing as 'file is empty'."""
+    from emotag import Tagger
+    from emotag.io import read_records
+
+    src = tmp_path / "h.csv"
+    src.write_text("id,text,shop\n", encoding="utf-8")
+    out = tmp_path / f"h.out.{ext}"
+    res = _score(tiny_model_dir, src, "-o", out, "--keep", "shop", "-q")
+    assert res.exit_code == 0, res.output
+    assert list(read_records(str(out))) == []
+    columns = _columns(out, ext)
+    labels = Tagger.load(tiny_model_dir).emotion_labels
+    assert columns[:2] == ["id", "emotion"] and columns[-1] == "shop"
+    assert [c for c in columns if c.startswith("emotions.")] == [f"emotions.{e}" for e in labels]
+    full = tmp_path / "full.csv"
+    full.write_text("id,text,shop\n1,好开心,a\n", encoding="utf-8")
+    assert _score(tiny_model_dir, full, "-o", tmp_path / f"full.out.{ext}", "--keep", "shop", "-q").exit_code == 0
+    assert _columns(tmp_path / f"full.out.{ext}", ext) == columns
+    again = _score(tiny_model_dir, out, "-o", tmp_path / "again.jsonl", "--text-col", "emotion", "-q")
+    assert again.exit_code == 0, again.output

@@ -101,21 +101,29 @@ def test_round_trip_every_format(tmp_path: Path, fmt: str) -> None:
         assert _same(got, want, exact=fmt != "xlsx"), (got, want)
 
 
+def _header(out: Path, fmt: str) -> list[Any]:
+    """The column names a flat output file holds, read with another tool than emotag's own reader."""
+    if fmt in ("csv", "tsv"):
+        with open(out, encoding="utf-8-sig", newline="") as f:
+            return next(csv.reader(f, delimiter="," if fmt == "csv" else "\t"), [])
+    if fmt == "xlsx":
+        import openpyxl
+
+        wb = openpyxl.load_workbook(out, read_only=True)
+        try:
+            return [c.value for c in next(wb.worksheets[0].rows, ())]
+        finally:
+            wb.close()
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(out).names)
+
+
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "xlsx", "parquet"])
 def test_flat_formats_spread_nested_dicts_over_columns(tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"scores.{fmt}"
     _write(out, [_record(i) for i in range(4)])  # the first record has emotions=None: columns still right
-    if fmt in ("csv", "tsv"):
-        with open(out, encoding="utf-8-sig", newline="") as f:
-            header = next(csv.reader(f, delimiter="," if fmt == "csv" else "\t"))
-    elif fmt == "xlsx":
-        import openpyxl
-
-        header = [c.value for c in next(openpyxl.load_workbook(out, read_only=True).worksheets[0].rows)]
-    else:
-        import pyarrow.parquet as pq
-
-        header = pq.read_schema(out).names
+    header = _header(out, fmt)
     assert header == [
         "id",
         "emotion",
@@ -161,6 +169,34 @@ def test_json_default_handles_numpy_and_dates(tmp_path: Path) -> None:
     csv_out = tmp_path / "s.csv"
     _write(csv_out, [{"d": np.float64(0.25)}])
     assert "0.25" in csv_out.read_text(encoding="utf-8-sig")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "xlsx", "parquet"])
+def test_an_output_without_records_still_has_the_templates_columns(tmp_path: Path, fmt: str) -> None:
+    """A header-only input scores to no records; its output must still be a table that reads back (a csv
+    holding only a BOM is refused as 'file is empty'), with the columns a non-empty run would have."""
+    out = tmp_path / f"none.{fmt}"
+    template = {"id": "", "emotion": "", "emotions": dict.fromkeys(LABELS, 0.0), "error": "", "shop": ""}
+    with RecordWriter(str(out), template=template):
+        pass
+    assert _header(out, fmt) == ["id", "emotion", *(f"emotions.{k}" for k in LABELS), "error", "shop"]
+    assert list(read_records(str(out))) == []
+    with RecordWriter(str(tmp_path / "bare.csv")):  # no template: nothing to say, and no made-up columns
+        pass
+    assert list(read_records(str(tmp_path / "bare.csv"))) == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "xlsx", "parquet"])
+def test_template_scalars_are_never_spread_over_columns(tmp_path: Path, fmt: str) -> None:
+    """A kept input column may hold objects whose keys differ row to row (or an object, then a number):
+    a column the template shows as one value stays one JSON cell, so no later row can fail to fit."""
+    out = tmp_path / f"kept.{fmt}"
+    metas = [{"a": 1}, {"b": [2, 3]}, None, {"a": {"deep": "值"}}]
+    with RecordWriter(str(out), template={"id": "", "meta": ""}) as w:
+        for i, m in enumerate(metas):
+            w.write({"id": i, "meta": m})
+    assert _header(out, fmt) == ["id", "meta"]
+    assert [r["meta"] for r in read_records(str(out))] == metas
 
 
 def test_records_that_do_not_fit_the_columns_are_refused(tmp_path: Path) -> None:
@@ -547,6 +583,32 @@ def test_csv_stray_quote_does_not_swallow_later_rows(tmp_path: Path) -> None:
     assert [r.text for r in rows] == ["第一行,还有\n第二行", '"好评', "不错", '差"评', "正常", "多行\n没有逗号",
                                       '"又一个', "最后"]
     assert stats.lines == 11 and count_rows(str(path)) is not None
+
+
+def test_csv_multiline_cell_with_a_comma_is_one_row(tmp_path: Path) -> None:
+    """A quoted cell holding a line break and a comma is valid csv (Excel writes such cells): it is one
+    row, as Python's csv module reads it, and the progress count agrees. Only a quote that breaks csv's
+    rules (one never closed, or one closed mid-cell) is taken for a stray quote."""
+    content = 'id,text\n1,"第一行\n第二行,还不错"\n2,好开心\n3,"a,\nb"\n'
+    path = tmp_path / "ml.csv"
+    path.write_text(content, encoding="utf-8")
+    rows = list(read_rows(str(path), id_col="id"))
+    want = list(csv.reader(io.StringIO(content, newline="")))[1:]
+    assert [[r.id, r.text] for r in rows] == want == [["1", "第一行\n第二行,还不错"], ["2", "好开心"], ["3", "a,\nb"]]
+    assert all(r.error is None for r in rows) and count_rows(str(path)) == 3
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_a_stray_carriage_return_in_a_cell_spoils_nothing(tmp_path: Path, sep: str) -> None:
+    """A lone \\r inside a cell (pasted from an old Mac or Windows tool) made csv refuse the whole file;
+    it is kept in the text as the line break it is, quoted or not, and every row is read."""
+    path = tmp_path / ("cr.csv" if sep == "," else "cr.tsv")
+    lines = ["id", "text"], ["1", "好开心"], ["2", "好\r开心"], ["3", '"引\r号"'], ["4", "坏"]
+    path.write_text("\n".join(sep.join(f) for f in lines) + "\r\n", encoding="utf-8", newline="")
+    rows = list(read_rows(str(path), id_col="id"))
+    assert [(r.id, r.text, r.error) for r in rows] == [("1", "好开心", None), ("2", "好\r开心", None),
+                                                        ("3", "引\r号", None), ("4", "坏", None)]
+    assert count_rows(str(path)) == 4
 
 
 def test_read_stats_count_lines_of_text_formats(tmp_path: Path) -> None:

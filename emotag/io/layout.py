@@ -92,8 +92,9 @@ class _Layout:
 
     Keys come in first-seen order (the first record's order). A key that only ever holds None cannot be
     told apart from a dict that has not shown up yet, hence `settled()`; a key holding both dicts and
-    scalars is not flattened (its dicts are written as JSON). With `track_types`, the value types of every
-    column are recorded too, so parquet gets a schema without another pass over the data.
+    scalars is not flattened (its dicts are written as JSON): so a template that shows a key as "" keeps
+    it one column for good. With `track_types`, the value types of every column are recorded too, so
+    parquet gets a schema without another pass over the data.
     """
 
     def __init__(self, track_types: bool = False) -> None:
@@ -105,7 +106,13 @@ class _Layout:
         # Records of a run share a handful of shapes (scored, failed); one seen before teaches nothing new.
         self._shapes: set[Any] = set()
 
-    def observe(self, record: Mapping[Any, Any]) -> None:
+    def observe(self, record: Mapping[Any, Any], value_types: bool = True) -> None:
+        """Learn the columns of `record` (and, when tracking types, its value types).
+
+        `value_types=False` learns the columns only: a template's placeholder values ("" for an id) say
+        nothing about the types the data will have, and counting them would turn an int column into text.
+        Its shape is not remembered either, so a real record of the same shape still has its types counted.
+        """
         values = record.values()
         shape = (
             tuple(record),
@@ -114,9 +121,9 @@ class _Layout:
         )
         if shape in self._shapes:
             return
-        if len(self._shapes) < 10_000:
+        types = self.types if value_types else None
+        if len(self._shapes) < 10_000 and (value_types or self.types is None):
             self._shapes.add(shape)
-        types = self.types
         for k, v in record.items():
             if k not in self.keys:
                 self.keys[k] = None

@@ -160,24 +160,48 @@ def _header_indices(
     return text_i, id_i, keep
 
 
+# Stands in for a carriage return inside a line while the csv module parses it. A noncharacter: Unicode
+# reserves it for a program's own use, so real text does not hold it.
+_CR_STAND_IN = "\ufdd0"
+
+
 class _LineTap:
     """The physical lines a csv reader consumed for its last record (to undo a runaway quote), and how
-    many lines were read in all (into `stats.lines`)."""
+    many lines were read in all (into `stats.lines`).
+
+    A lone \\r inside a line (a text pasted from an old Mac tool, a cell edited on Windows) makes the csv
+    module refuse the whole file ("new-line character seen in unquoted field"), though it is only a line
+    break inside a text. The tap hands such a line on with each of those \\r as `_CR_STAND_IN`, and
+    `restore` puts them back into the parsed fields, so the text keeps its \\r, quoted or not; `cr` says
+    whether any line needed it.
+    """
 
     def __init__(self, lines: Iterator[str], stats: ReadStats | None = None) -> None:
         self._lines = lines
         self.taken: list[str] = []
         self.stats = stats if stats is not None else ReadStats()
         self.stats.lines = 0
+        self.cr = False
 
     def __iter__(self) -> _LineTap:
         return self
 
     def __next__(self) -> str:
         line = next(self._lines)
+        if "\r" in line:
+            body = line.rstrip("\r\n")
+            if "\r" in body:
+                line = body.replace("\r", _CR_STAND_IN) + line[len(body):]
+                self.cr = True
         self.taken.append(line)
         self.stats.lines += 1  # type: ignore[operator]  # set to 0 above
         return line
+
+    def restore(self, record: list[str]) -> list[str]:
+        """`record` with the carriage returns the tap stood in for put back."""
+        if not self.cr:
+            return record
+        return [f.replace(_CR_STAND_IN, "\r") if _CR_STAND_IN in f else f for f in record]
 
 
 _QUOTED_FIELD = re.compile(r'"((?:[^"]|"")*)"')
@@ -209,14 +233,25 @@ def _runaway_quote(record: list[str], lines: list[str], delimiter: str, width: i
     Chinese text often holds a stray " ("好评 at the start of a cell); csv quoting then reads on through
     the following rows until the next quote (or the end of the file), silently merging them into one text.
     A real multi-line TSV cell with a tab in it is rarer by far than that. A real multi-line CSV cell may
-    hold a comma, so a CSV record also needs one of its later lines to read, on its own, as a whole row
-    (the header's number of fields). Such a record is split back into its lines, one row each.
+    hold a comma (Excel writes such cells), so a CSV record needs two more signs: one of its later lines
+    reads, on its own, as a whole row (the header's number of fields), and its lines break csv's rules,
+    the quote never closed or closed mid-cell (`"好评,b ... 差"评`), which a strict parse refuses. The
+    first sign alone proves nothing in a file of one or two columns, where almost any line reads as a
+    whole row; the second keeps every cell that Python's csv module and Excel read whole in one row. Such
+    a record is split back into its lines, one row each.
     """
     if len(lines) < 2 or not any(delimiter in f and ("\n" in f or "\r" in f) for f in record):
         return False
     if delimiter == "\t":
         return True
-    return any(len(next(csv.reader([line.rstrip("\r\n")]), [])) == width for line in lines[1:] if line.strip())
+    if not any(len(next(csv.reader([line.rstrip("\r\n")]), [])) == width for line in lines[1:] if line.strip()):
+        return False
+    try:
+        for _ in csv.reader(lines, delimiter=delimiter, strict=True):
+            pass
+    except csv.Error:  # "unexpected end of data" or "',' expected after '\"'"
+        return True
+    return False
 
 
 def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str, stats: ReadStats) -> Iterator[Any]:
@@ -242,9 +277,9 @@ def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str, stats: Re
             if (rec is not None and len(tap.taken) > 1 and (width or delimiter == "\t")
                     and _runaway_quote(rec, tap.taken, delimiter, width)):
                 split = _split_tsv_line if delimiter == "\t" else lambda line: _split_csv_line(line, width)
-                pending.extend(split(line) for line in tap.taken if line.strip("\r\n"))
-                return pending.popleft() if pending else rec
-            return rec
+                pending.extend(tap.restore(split(line)) for line in tap.taken if line.strip("\r\n"))
+                return pending.popleft() if pending else tap.restore(rec)
+            return rec if rec is None else tap.restore(rec)
 
         header: list[str] | None = None
         while header is None:

@@ -202,8 +202,11 @@ class RecordWriter:
 
     csv/tsv/xlsx/parquet are flat: dict values are spread over `key.sub` columns. Columns follow the first
     record's key order; csv is UTF-8 with a BOM so that Excel shows Chinese correctly. A `template` record
-    (never written) fixes the csv/tsv columns it shows up front, so a run that starts with a thousand
-    error rows (whose `emotions` is null) still gets its `emotions.<label>` columns.
+    (never written) fixes the columns it shows up front, in every flat format: a run that starts with a
+    thousand error rows (whose `emotions` is null) still gets its `emotions.<label>` columns, a run with no
+    records at all still gets a header, and a key the template shows as a plain value ("") stays one
+    column whatever the records hold there: a dict in it is one JSON cell (read back as the dict), never
+    spread over `key.sub` columns that the first records would fix and a later record could not fit.
     """
 
     def __init__(self, path: str, fmt: str | None = None, resume: bool = False,
@@ -267,6 +270,8 @@ class RecordWriter:
             _check_resume_origin(partial, origin, strict=bool(inputs))
         if spec.layout is not None:
             self._layout = _Layout(track_types=spec.layout == "typed")
+            if template is not None:  # columns only: "" placeholders must not make parquet's int ids text
+                self._layout.observe(template, value_types=False)
         try:
             if resuming and delimited:
                 self.rows_done, header = _recover_delimited(partial, delimiter)
@@ -350,6 +355,10 @@ class RecordWriter:
             self._flat.check(rec)
             self._csv.writerow([_text_cell(v) for v in self._flat.values(rec)])
 
+    def _has_columns(self) -> bool:
+        """Whether the csv/tsv layout knows any column yet (from the template or a record)."""
+        return self._layout is not None and bool(self._layout.keys)
+
     def _flush(self, sync: bool = False) -> None:
         self._since_flush = 0
         fh: IO[Any] | None = self._text if self._text is not None else self._bin
@@ -379,7 +388,9 @@ class RecordWriter:
     def _finish(self) -> None:
         assert self.partial_path is not None
         try:
-            if self._text is not None and self._flat is None and self._pending:
+            # With nothing written yet the header still goes out (when a template or a record gave columns):
+            # a header-only input must give a table that reads back, not a file holding only a BOM.
+            if self._text is not None and self._flat is None and (self._pending or self._has_columns()):
                 self._start_table()
             self._flush(sync=True)
         finally:
