@@ -43,9 +43,34 @@ from emotag.model.features import tfidf_dot
     ("不好用.下次不买了", ["好用", "买了"]),  # an ASCII full stop ends a scope
     ("不好用(已退货)", ["好用"]),  # so does an aside in parentheses
     ("不好用[怒]", ["好用"]),  # and an emoji word tag
+    # counter-expectation words and 别提 (别提多好吃了: "too good for words") hold a negator character but
+    # negate nothing; each against a real negation of the same opinion
+    ("想不到这么好吃", []),
+    ("这么不好吃", ["好吃"]),
+    ("不料很好吃", []),
+    ("别提多好吃了", []),
+    ("别买,不好吃", ["买", "好吃"]),
+    # a scope ends where the opinion turns, and at a second predicate joined by 也/而且
+    ("不太甜不过很好吃", ["太甜"]),
+    ("不好吃但是便宜", ["好吃"]),
+    ("不贵却很难吃", ["贵"]),
+    ("不好吃也不便宜", ["好吃", "便宜"]),
+    ("不好吃而且很贵", ["好吃"]),
+    ("不只是好吃", ["只是好吃"]),  # a marker opening the scope is what is negated
+    # 一点儿...也不: the negated thing is the opinion, not the 儿 of 一点儿
+    ("一点儿也不好吃", ["好吃"]),
+    ("一点儿异味都没有", ["异味"]),
 ])
 def test_negation_scopes(text: str, scopes: list[str]) -> None:
     assert negation_scopes(text) == scopes
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="不没好吃贵很可是却也,", max_size=30))
+def test_no_negation_scope_runs_past_a_turn_or_a_second_predicate(text: str) -> None:
+    """Whatever the text, a scope may open with 可是/却/也 (the negated word) but never holds one later."""
+    for scope in negation_scopes(text):
+        assert not any(marker in scope[1:] for marker in ("可是", "却", "也")), (text, scope)
 
 
 @pytest.mark.parametrize(("text", "split"), [
@@ -57,6 +82,16 @@ def test_negation_scopes(text: str, scopes: list[str]) -> None:
     ("质量不错却很贵", ("质量不错", "却很贵")),
     ("冷却效果很好", None),  # 却 inside a word (冷却) is no turn
     ("这个风扇冷却很快", None),
+    # markers inside words are no turn: 认可是, 自然而然, 非但, 望而却步, 了却心愿; each against the marker
+    ("他的认可是对我最大的鼓励", None),
+    ("他很认可,可是没有用", ("他很认可", "可是没有用")),
+    ("自然而然就喜欢上了", None),
+    ("物流很快然而包装破损了", ("物流很快", "然而包装破损了")),
+    ("他非但不帮忙还骂人", None),
+    ("他帮忙但还骂人", ("他帮忙", "但还骂人")),
+    ("价格让人望而却步", None),
+    ("终于了却心愿", None),
+    ("买了却一直没用", ("买了", "却一直没用")),  # after the particle 了, 却 does turn
 ])
 def test_turn_split(text: str, split: tuple[str, str] | None) -> None:
     assert turn_split(text) == split

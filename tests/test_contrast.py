@@ -17,6 +17,8 @@ from emotag.text.sentences import contrast_clauses, turns_opinion
     ("味道不错,就是有点贵", ["味道不错,", "就是有点贵"]),
     ("挺好的,可惜没货了", ["挺好的,", "可惜没货了"]),
     ("好吃,不过,量少,但是便宜", ["好吃,", "不过,量少,", "但是便宜"]),
+    ("物流很快然而包装破损了", ["物流很快", "然而包装破损了"]),
+    ("他很认可,可是没有用", ["他很认可,", "可是没有用"]),
 ])
 def test_contrast_markers_cut_before_the_turn(text, clauses):
     assert contrast_clauses(text) == clauses
@@ -32,6 +34,14 @@ def test_contrast_markers_cut_before_the_turn(text, clauses):
     "但是很好",  # a turn from an earlier text: nothing to weigh against
     "环境好但愿常来",
     "今天天气很好",
+    # markers inside words: 认可是/许可是, X然而 idioms, 非但 (not only)
+    "他的认可是对我最大的鼓励",
+    "你的许可是必要的",
+    "自然而然就喜欢上了",
+    "香味油然而生",
+    "音乐戛然而止",
+    "他非但不帮忙还骂人",
+    "他非但是好人而且聪明",
 ])
 def test_words_that_only_look_like_a_turn_do_not_cut(text):
     assert contrast_clauses(text) == [text]

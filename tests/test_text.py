@@ -8,10 +8,12 @@ the model is trained on.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import emoji as _emoji
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,9 +28,11 @@ from emotag.text import (
     stopwords,
     windows,
 )
+from emotag.text.normalize import URL_TOKEN, USER_TOKEN
 from emotag.text.pii import luhn_ok
 
 ROOT = Path(__file__).resolve().parents[1]
+_SKIN_TONE = re.compile("[\U0001f3fb-\U0001f3ff]")
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ---------------------------------------------------------------- strategies
@@ -41,6 +45,7 @@ _PIECES = [
     "#今日话题#", "13812345678", "+86 138 1234 5678", "110101199003071234", "4111111111111111",
     "a.b@example.com", "這款產品", "ＡＢＣ１２３", "10000", "哈哈哈哈哈", "!!!!!", "yyds", "绝绝子",
     "\ud83d", "\ude02", "👍🏿", "·", "@客服为什么还没发货气死我了",
+    "\u200d", "😮\u200d💨", "\ufe0f", "\u2028", "\x85", "http://x.com!", "http://t.cn/abc#", "@客服、",
 ]
 _CJK = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF)
 mixed_text = st.lists(
@@ -92,6 +97,68 @@ def test_normalize_is_idempotent(text: str) -> None:
     assert normalize(once).text == once
 
 
+# Characters of OpenCC phrases none of whose characters is traditional alone (沈默 -> 沉默, 瞭解 -> 了解):
+# deleting a space or a # between them makes a phrase that t2s converts only if it runs after the deletion.
+_PHRASE_PARTS = st.lists(st.sampled_from(["沈", "默", "瞭", "解", "反", "覆", "藉", "口", " ", "#", "@", "好"]),
+                         max_size=12).map("".join)
+
+
+@PROPS
+@given(_PHRASE_PARTS)
+def test_normalize_is_idempotent_when_deleting_joins_a_t2s_phrase(text: str) -> None:
+    once = normalize(text).text
+    assert normalize(once).text == once
+
+
+def test_t2s_sees_the_text_after_spaces_and_topics_are_deleted() -> None:
+    # t2s used to run before the space was removed: 沈 默 -> 沈默, which a second normalisation made 沉默
+    for raw in ("沈 默", "沈#默#", "沈默"):
+        assert normalize(raw).text == normalize(normalize(raw).text).text == "沉默"
+    assert normalize("沈 船").text == "沉船"
+    assert normalize("沈 先生").text == "沈先生"  # the surname stays: 沈 alone is not traditional
+
+
+_ZWJ_EMOJI = sorted(e for e in _emoji.EMOJI_DATA if "\u200d" in e)
+
+
+@PROPS
+@given(st.sampled_from(_ZWJ_EMOJI), st.sampled_from(["", "好", "😂"]))
+def test_zero_width_joiner_sequences_become_words(seq: str, tail: str) -> None:
+    """The joiner goes only after the emoji are words: nothing of the sequence is left raw, twice or once."""
+    out = normalize(seq + tail).text
+    assert "\u200d" not in out and "\ufe0f" not in out
+    assert _emoji.emoji_count(out) == 0
+    assert normalize(out).text == out
+    if not _SKIN_TONE.search(seq):  # a sequence the library names is one word, not its parts
+        assert out.removesuffix(normalize(tail).text).count("[") == 1
+
+
+def test_zero_width_joiner_makes_one_emoji_not_two() -> None:
+    # 😮‍💨 (face exhaling) used to lose its joiner first and read as 😮 💨: [吃惊][尾气]
+    assert normalize("累死了😮\u200d💨").text == "累死了[呼气]"
+    assert normalize("累死了😮💨").text == "累死了[吃惊][尾气]"
+    assert normalize("好\u200d的").text == "好的"  # a stray joiner still goes
+
+
+@PROPS
+@given(st.text(st.one_of(_CJK, st.sampled_from("abcXYZ019_-·")), min_size=1, max_size=6),
+       st.sampled_from(["、", "。", ",", "!", "?", ":"]), st.text(_CJK, min_size=1, max_size=6))
+def test_a_mention_ends_at_punctuation(name: str, punct: str, rest: str) -> None:
+    """Whatever the nickname, punctuation after it is the post's, and so is what follows."""
+    out = normalize(f"@{name}{punct}{rest}").text
+    assert out.startswith(USER_TOKEN + punct)
+    assert out.endswith(normalize(rest).text)
+
+
+@PROPS
+@given(st.sampled_from(["http://x.com", "https://a.com/p?q=1", "www.example.com/a", "http://t.cn/A6abc"]),
+       st.text(",.;:!?'", min_size=1, max_size=3), st.text(_CJK, min_size=1, max_size=6))
+def test_url_leaves_the_punctuation_after_it(url: str, punct: str, rest: str) -> None:
+    out = normalize(f"{url}{punct}{rest}").text
+    assert out.startswith(URL_TOKEN + punct)
+    assert out.endswith(normalize(rest).text)
+
+
 @PROPS
 @given(any_text)
 def test_mask_pii_is_idempotent(text: str) -> None:
@@ -116,6 +183,10 @@ def test_mask_pii_is_idempotent(text: str) -> None:
         ("看这个 https://t.cn/A6abc 哈哈", "看这个<url>哈哈"),
         ("www.example.com/page 不错", "<url>不错"),
         ("@小明 你好", "<user>你好"),
+        # a nickname ends at CJK punctuation: the sentence after 、 or 。 is the post's
+        ("@客服、你们太差了", "<user>、你们太差了"),
+        ("@客服。太慢了", "<user>。太慢了"),
+        ("@客服你们太差了", "<user>"),  # the minimal pair: with no mark, where the name ends is unknowable
         ("回复@王羊羊的微博:是的", "回复<user>:是的"),
         ("//@汪苏泷·光影星云:好", "//<user>:好"),
         ("//@王源曰有一次我和王俊凯睡觉:哇", "//<user>:哇"),  # a repost's long nickname, ended by the colon
@@ -131,6 +202,11 @@ def test_mask_pii_is_idempotent(text: str) -> None:
         ("+86 138 1234 5678", "<phone>"),
         ("身份证110101199003071234", "身份证<idcard>"),
         ("邮箱 test.user@example.com 联系", "邮箱<email>联系"),
+        # line and paragraph separators separate words like a newline
+        ("hello\u2028world", "hello world"),
+        ("hello\u2029world", "hello world"),
+        ("hello\x85world", "hello world"),
+        ("hello\nworld", "hello world"),
     ],
 )
 def test_normalize_examples(raw: str, expected: str) -> None:
@@ -204,6 +280,17 @@ def test_url_does_not_swallow_a_following_emoticon() -> None:
     # the URL pattern used to take the "[" of [哈哈], leaving <url>哈哈]
     assert normalize("看 http://t.cn/A6abc[哈哈]").text == "看<url>[哈哈]"
     assert normalize("https://a.com/x?a[0]=1 好").text == "<url>好"
+
+
+def test_url_keeps_sentence_punctuation_and_topics_out() -> None:
+    # the URL pattern used to take the punctuation that ends the sentence, and a #topic# as a fragment
+    assert normalize("http://x.com!好评").text == "<url>!好评"
+    assert normalize("http://a.com,很好").text == "<url>,很好"
+    assert normalize("看 http://a.com. 很好").text == "看<url>.很好"
+    assert normalize("http://t.cn/abc#好看#").text == "<url>好看"
+    assert normalize("http://a.com/#/p?q=1 好").text == "<url>好"  # an ASCII fragment is the URL's
+    assert normalize("https://a.com/wiki/Foo_(bar) 好").text == "<url>好"  # a ) the URL opened is its own
+    assert normalize("(见 http://a.com/x)").text == "(见<url>)"
 
 
 # ---------------------------------------------------------------- sentences and windows

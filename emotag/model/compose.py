@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from emotag.text.sentences import contrast_clauses, turns_opinion
+from emotag.text.sentences import CONTRAST_RE, contrast_clauses, turns_opinion
 
 # -- units ----------------------------------------------------------------------------------------------
 
@@ -49,12 +49,16 @@ NEGATORS = (
     "没有", "不是", "没", "不", "别",
 )
 _NEGATOR_RE = re.compile("|".join(map(re.escape, NEGATORS)))
+# counter-expectation turns that contrast_clauses does not cut at (本来以为会很难吃，没想到特别好吃); those
+# holding a negator character (没想到, 想不到, 不料) are words, not negations, so LEXICALISED takes them from here
+COUNTER_EXPECTATION = ("没想到", "想不到", "谁知道", "谁知", "不料", "结果却")
 # words in which a negator character is part of the word, not a negation of what follows
 LEXICALISED = (
     "不错", "不过", "不但", "不仅", "不管", "不论", "不断", "不久", "不少", "不同", "不如", "不然", "不得不",
     "不禁", "不免", "不愧", "差不多", "了不起", "对不起", "不好意思", "怪不得", "忍不住", "不止", "不得了",
-    "要不", "不知不觉", "没想到", "没事", "没关系", "没准", "别人", "别的", "特别", "区别", "分别", "级别",
-    "不怎么样",
+    "要不", "不知不觉", "没事", "没关系", "没准", "别人", "别的", "特别", "区别", "分别", "级别",
+    "不怎么样", "别提",  # 别提多好吃了: "it is so good that words fail", no negation
+    *COUNTER_EXPECTATION,
     "类别", "告别", "个别", "差别", "性别", "别墅", "识别", "派别", "辨别", "别致", "不然的话",
 )
 _LEX_AT: dict[str, list[tuple[str, int]]] = {}
@@ -68,10 +72,19 @@ _SCOPE_STOP = set(",，、;；:：。.!！?？~～…()（）[]【】\n\t ")
 _SCOPE_SKIP = re.compile(r"^(?:怎么|那么|这么|是)")
 MAX_SCOPE = 10
 # 一点异味都没有, 一个问题也没有: the negated thing stands before the negator
-_POST_NEGATED = re.compile(r"(?:一点儿|一点|一丝|一个|一次|一件|任何)([^,，、;；:：。!！?？~～…\s]{1,6}?)(?:都|也)(?:没有|没|不)")
-# counter-expectation turns that contrast_clauses does not cut at (本来以为会很难吃，没想到特别好吃)
-# 却 alone turns (质量好却很贵) but not inside words (冷却, 忘却, 退却, 推却)
-_EXTRA_TURN = re.compile(r"没想到|想不到|谁知道|谁知|不料|结果却|(?<![冷忘退推])却")
+# (一点 never stops short of 一点儿: 一点儿也不好吃 has no negated 儿)
+_POST_NEGATED = re.compile(r"(?:一点儿|一点(?!儿)|一丝|一个|一次|一件|任何)([^,，、;；:：。!！?？~～…\s]{1,6}?)(?:都|也)(?:没有|没|不)")
+# 却 alone turns (质量好却很贵) but not inside words (冷却, 忘却, 退却, 推却, 却步, 了却心愿); after the aspect
+# particle 了 it does turn (买了却不用), unless it is the verb 了却
+_LIAOQUE_OBJECTS = ("心愿", "心事", "心结", "夙愿", "一桩", "一件", "遗憾", "此生", "尘缘", "残生")
+_EXTRA_TURN = re.compile(
+    "|".join(COUNTER_EXPECTATION)
+    + rf"|(?<![冷忘退推了])却(?!步)|(?<=了)却(?!步|{'|'.join(_LIAOQUE_OBJECTS)})"
+)
+# A negator governs its own clause only: its scope ends where the opinion turns (不太甜不过很好吃: 太甜) and
+# at a second predicate joined by 而且/并且/也 (不好吃也不便宜: 好吃, then 便宜). 还 is left out: it is as
+# often "still" or the verb "return" (不想还钱) as "and also".
+_SCOPE_END = re.compile(rf"{CONTRAST_RE.pattern}|{_EXTRA_TURN.pattern}|而且|并且|也")
 MAX_SCOPES = 3
 
 
@@ -95,6 +108,11 @@ def negation_scopes(text: str) -> list[str]:
         k = j
         while k < len(text) and k - j < MAX_SCOPE and text[k] not in _SCOPE_STOP:
             k += 1
+        # a marker opening the scope (不就是, 不只是) is what is negated; one after it ends the scope. The
+        # search may look a few characters past k, for the markers' look-aheads (但愿, 却步).
+        end = _SCOPE_END.search(text, j + 1, min(len(text), k + 4))
+        if end and end.start() < k:
+            k = end.start()
         scope = _SCOPE_SKIP.sub("", text[j:k])
         if scope:
             scopes.append(scope)

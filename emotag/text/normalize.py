@@ -3,9 +3,12 @@
 Every text, at training time and at scoring time, goes through `normalize` with the options stored in
 the model's `config.json`, so the model always sees text shaped the same way. The steps, in order:
 
-1. repair UTF-16 surrogates (pairs joined, lone halves dropped), drop control and zero-width characters
-   and emoji skin-tone modifiers, NFKC (full-width ASCII -> half-width);
+1. repair UTF-16 surrogates (pairs joined, lone halves dropped), line and paragraph separators -> newline,
+   drop control and zero-width characters (but the zero-width joiner, see 2) and emoji skin-tone
+   modifiers, NFKC (full-width ASCII -> half-width);
 2. emoji -> Chinese words in Weibo-emoticon brackets (😂 -> ``[笑哭了]``), via the maintained `emoji` package;
+   only then are the zero-width joiner and variation selector 16 dropped, since they build one emoji out of
+   several (😮‍💨 is [呼气], not [吃惊][尾气]);
 3. traditional -> simplified (OpenCC t2s), only when the text holds a traditional character (fast path);
 4. ASCII lower-casing;
 5. PII masking (emails, ID-card, bank-card and mainland mobile numbers) -> placeholders; URLs are masked
@@ -17,7 +20,8 @@ the model's `config.json`, so the model always sees text shaped the same way. Th
 
 The order matters for idempotence (``normalize(normalize(x).text) == normalize(x)``), which the property
 tests check: every step produces text that no earlier step would change again, and steps 5-8, which can
-create new matches for one another, are repeated until the text is stable.
+create new matches for one another, are repeated until the text is stable. Step 3 is repeated with them:
+deleting a space or a ``#`` can join two characters into an OpenCC phrase (``沈 默`` -> ``沈默`` -> ``沉默``).
 """
 
 from __future__ import annotations
@@ -41,28 +45,37 @@ PLACEHOLDERS: tuple[str, ...] = (URL_TOKEN, USER_TOKEN, *PII_PLACEHOLDERS)
 _CJK = r"\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
 _SPACES = re.compile(r"\s+")
+# Line and paragraph separators (NEL, U+2028, U+2029) separate words like a newline does; deleted as
+# controls, they would glue hello\u2028world into one word.
+_LINE_BREAKS = str.maketrans(dict.fromkeys("\x85\u2028\u2029", "\n"))
 # Cc/Cf controls and zero-width characters, except tab/newline which become whitespace; and emoji skin-tone
-# modifiers, so 👍🏻 and 👍🏿 read as the 👍 they qualify (the tone says nothing about emotion).
+# modifiers, so 👍🏻 and 👍🏿 read as the 👍 they qualify (the tone says nothing about emotion). The
+# zero-width joiner (U+200D) is not here: it is part of emoji sequences and goes only after them (_JOINERS).
 _CONTROL = re.compile(
-    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202f\u2060-\u206f\ufeff\ufff0-\ufffb"
-    "\U0001f3fb-\U0001f3ff]"
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200c\u200e\u200f\u202a-\u202f\u2060-\u206f\ufeff"
+    r"\ufff0-\ufffb\U0001f3fb-\U0001f3ff]"
 )
+# What is left of emoji sequences once the emoji are words: joiners and the emoji-presentation selector.
+_JOINERS = re.compile("[\u200d\ufe0f]")
 # UTF-16 surrogates: a pair written as two code points, or half of one (Weibo cuts posts at 140 UTF-16
 # units, which can split an emoji). Neither can be encoded, so both are repaired before anything else.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A URL may hold brackets (?a[0]=1) but never runs into a Weibo emoticon written right after it:
-# http://t.cn/x[哈哈] must leave [哈哈] whole, not <url>哈哈].
+# http://t.cn/x[哈哈] must leave [哈哈] whole, not <url>哈哈]. A ``#`` followed by a non-ASCII character
+# opens a #topic#, not a fragment (http://t.cn/x#好看#).
 _URL = re.compile(
     r"(?:https?://|www\.)(?:(?!\[[^\[\]\s]{0,19}[^\x00-\x7f\[\]\s][^\[\]\s]{0,19}\])"
-    r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%])+|\bt\.cn/[A-Za-z0-9]+",
+    r"(?:#(?![^\x00-\x7f])|[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]))+|\bt\.cn/[A-Za-z0-9]+",
     re.ASCII,
 )
-# Weibo mention: @ followed by a nickname (CJK, letters, digits, _, - and ·), which ends at the first other
-# character. Weibo allows a nickname 30 units, a CJK character counting 2. Reposts and replies end a
+# Punctuation that ends the sentence around a URL far more often than the URL itself (http://x.com!好评).
+_URL_TRAILING = ",.;:!?')"
+# Weibo mention: @ followed by a nickname (word characters, which cover hanzi, letters, digits and _; and
+# - and ·), which ends at the first other character, CJK punctuation included (@客服、你们太差了). Weibo allows a nickname 30 units, a CJK character counting 2. Reposts and replies end a
 # name with a colon or a space (//@王源曰有一次我和王俊凯睡觉:), so there any name up to 30 units is one.
 # Elsewhere a run longer than MENTION_MAX_UNITS is more likely the post's own words
 # (@客服为什么还没发货气死我了), and is kept.
-_MENTION = re.compile(rf"@[\w\-·{_CJK}]+")
+_MENTION = re.compile(r"@[\w\-·]+")
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 MENTION_MAX_UNITS = 20
 _NAME_END = frozenset(":：/@ \t\n\r\u3000")
@@ -195,6 +208,20 @@ def _mask_mention(m: re.Match[str]) -> str:
     return USER_TOKEN if units <= limit else m.group(0)
 
 
+def _mask_url(m: re.Match[str]) -> str:
+    """The URL as a placeholder, with the sentence punctuation it ended on kept outside it.
+
+    A ``)`` stays in the URL while it closes a ``(`` of the URL (wiki/Foo_(bar)).
+    """
+    url = m.group(0)
+    end = len(url)
+    while end > 0 and url[end - 1] in _URL_TRAILING:
+        if url[end - 1] == ")" and url.count("(", 0, end) >= url.count(")", 0, end):
+            break
+        end -= 1
+    return URL_TOKEN + url[end:]
+
+
 def _repair_surrogates(text: str) -> str:
     """Join surrogate pairs into the character they encode and drop lone halves."""
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
@@ -207,7 +234,7 @@ def _late_steps(t: str, opts: NormalizeOptions) -> tuple[str, int, int]:
     if opts.mask_pii:
         t = mask_emails(t)
     if opts.mask_urls:
-        t = _URL.sub(URL_TOKEN, t)
+        t = _URL.sub(_mask_url, t)
     if opts.mask_pii:
         t = mask_pii(t)
     if opts.mask_mentions:
@@ -235,22 +262,31 @@ def normalize(text: str, options: NormalizeOptions | None = None) -> Normalized:
         "question": len(_QUESTION.findall(text)),
         "emoji": _emoji.emoji_count(text) if _EMOJI_HINT.search(text) else 0,
     }
-    t = _CONTROL.sub("", text)
+    t = _CONTROL.sub("", text.translate(_LINE_BREAKS))
     t = unicodedata.normalize("NFKC", t)
     if opts.emoji_to_words:
         t = unicodedata.normalize("NFKC", _demojize(t))
+    if _JOINERS.search(t):
+        t = _JOINERS.sub("", t)
+        if opts.emoji_to_words:
+            # a sequence the library does not know (🧑🏿‍❤️‍🧑🏻 without its skin tones) leaves some of its
+            # parts unconverted; without the joiners they are plain emoji, converted now, not on a second run
+            t = unicodedata.normalize("NFKC", _demojize(t))
     if opts.t2s:
         t = to_simplified(t)
     if opts.lowercase:
         t = t.lower()
     # Steps 5-8 can feed each other (stripping ``#`` in ``@#x#`` makes a new mention, collapsing a run can
-    # join digits into a phone number), so they are repeated until the text stops changing. Ordinary texts
+    # join digits into a phone number), so they are repeated until the text stops changing; t2s with them,
+    # since deleting a space or ``#`` can join an OpenCC phrase (沈 默 -> 沈默 -> 沉默). Ordinary texts
     # settle on the first pass; the second is only the check.
     signals["topics"] = 0
     repeat = 0
     for _ in range(_MAX_PASSES):
         before = t
         t, topics, removed = _late_steps(t, opts)
+        if opts.t2s:
+            t = to_simplified(t)
         signals["topics"] += topics
         repeat += removed
         if t == before:

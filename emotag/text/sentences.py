@@ -147,9 +147,14 @@ def windows(text: str, max_chars: int) -> list[str]:
 # Contrast: in 物流很快但是包装破损了 the clause after the turn decides. A marker starts a new clause when
 # real text stands before it; 就是/只是/不过/可惜 also open sentences with other senses (就是好吃,
 # 不过如此), so they count only right after a comma-like or sentence mark. 但 alone is a marker except
-# in 不但 (not only) and 但愿/但凡.
+# in 不但/非但 (not only) and 但愿/但凡. Markers that end or start other words are no turn there:
+# 认可是/许可是 (the 可 belongs to the verb), and 然而 after the first half of an X然 adverb in an idiom
+# (自然而然, 油然而生, 戛然而止, 悄然而至).
 CONTRAST_MARKERS = ("但是", "可是", "然而", "不过", "只是", "就是", "可惜", "但")
-_CONTRAST = re.compile(r"但是|可是|然而|不过|只是|就是|可惜|但(?![愿凡])")
+_IDIOM_RAN = "自油戛悄突飘欣毅贸潸怅嫣翩黯蓦猝陡骤倏恍豁昂泰"
+CONTRAST_RE = re.compile(
+    rf"(?<![不非])但是|(?<![认许宁])可是|(?<![{_IDIOM_RAN}])然而|不过|只是|就是|可惜|(?<![不非])但(?![愿凡])"
+)
 _AFTER_PUNCT_ONLY = {"不过", "只是", "就是", "可惜"}
 _CLAUSE_PUNCT = set(",，、;；:：。!！?？~～… \t")
 
@@ -160,10 +165,10 @@ def contrast_clauses(text: str) -> list[str]:
     Every character lands in exactly one clause, in order; a text without a turn comes back whole.
     """
     cuts = [0]
-    for m in _CONTRAST.finditer(text):
+    for m in CONTRAST_RE.finditer(text):
         p = m.start()
         before = text[cuts[-1] : p].rstrip("".join(_CLAUSE_PUNCT))
-        if len(before) < 2 or (m.group().startswith("但") and text[p - 1] == "不"):
+        if len(before) < 2:
             continue
         if m.group() in _AFTER_PUNCT_ONLY and text[p - 1] not in _CLAUSE_PUNCT:
             continue
