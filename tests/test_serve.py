@@ -75,7 +75,8 @@ class Server:
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Server:
+    def start(self, ready: bool = True) -> Server:
+        """Start and wait until /readyz is 200 (`ready`) or, for a model meant to fail, reports the error."""
         env = {**os.environ, "OMP_NUM_THREADS": "1", "EMOTAG_PSEUDONYM_KEY": PSEUDO_KEY, **self.env}
         self.log = (self.workdir / f"server-{self.port}.log").open("ab")
         self.proc = subprocess.Popen(
@@ -85,7 +86,8 @@ class Server:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.workdir / f"server-{self.port}.log").read_text()
             try:
-                if call(self.port, "GET", "/readyz", key=None)[0] == 200:
+                status, _, body = call(self.port, "GET", "/readyz", key=None)
+                if status == 200 if ready else isinstance(body, dict) and body.get("error"):
                     return self
             except OSError:
                 pass
@@ -184,10 +186,14 @@ def test_keys_and_scopes(server: Server) -> None:
         ("/v1/tag", b"[" + b'"x",' * 400_000 + b'"x"]', 413, "body"),
         ("/v1/tag?aspects=maybe", b'{"text": "x"}', 422, "aspects"),
         ("/v1/dialogues", b'{"turns": [{"speaker": "customer"}]}', 422, "turns[0].text"),
-        ("/v1/dialogues/c9/turns", b'{"speaker": "customer", "text": "x", "time": "soon"}', 422, "body.time"),
+        # a posted turn's fields are top-level: named bare, as on every endpoint (docs/serve.md)
+        ("/v1/dialogues/c9/turns", b'{"speaker": "customer", "text": "x", "time": "soon"}', 422, "time"),
+        ("/v1/dialogues/c9/turns", '{"speaker": "", "text": "好"}'.encode(), 422, "speaker"),
+        ("/v1/dialogues/c9/turns", b'{"speaker": "customer", "text": "x", "extra": 1}', 422, "extra"),
+        ("/v1/dialogues/c9/turns", b'{"speaker": "customer"}', 422, "text"),
         ("/v1/tag", b"[" * 100_000 + b"]" * 100_000, 400, "body"),  # deeper than the parser's stack
         ("/v1/dialogues/c1/turns", b'{"speaker": "customer", "text": "x", "time": 1%s}' % (b"0" * 400), 422,
-         "body.time"),
+         "time"),
         ("/v1/dialogues", b'{"turns": [{"speaker": "customer", "text": "x", "time": 1%s}]}' % (b"0" * 400), 422,
          "turns[0].time"),
     ],
@@ -365,6 +371,50 @@ def test_record_dict_is_to_dict() -> None:
         assert record_dict(r) == r.to_dict() and list(record_dict(r)) == list(r.to_dict())
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "key", "where"),
+    [
+        ("/v1/tag?aspects=1", {"text": "菜\ud800很好吃"}, READ, "text"),
+        ("/v1/tag", {"texts": ["很好吃", "\udfff"]}, READ, "texts[1]"),
+        ("/v1/dialogues", {"id": "d\ud8002", "turns": [{"speaker": "customer", "text": "好"}]}, READ, "id"),
+        ("/v1/dialogues", {"user_id": "u\ud800", "turns": []}, READ, "user_id"),
+        ("/v1/dialogues", {"turns": [{"id": "t\ud800", "speaker": "customer", "text": "好"}]}, READ, "turns[0].id"),
+        ("/v1/dialogues/c7/turns", {"speaker": "customer\udc00", "text": "好"}, READ, "speaker"),
+        ("/v1/events", {"events": [{"user_id": "u1", "time": 1740800000, "text": "菜\ud800"}]}, WRITE,
+         "events[0].text"),
+        ("/v1/events", {"events": [{"user_id": "u\ud800", "time": 1740800000, "text": "好"}]}, WRITE,
+         "events[0].user_id"),
+        ("/v1/events", {"events": [SCORED | {"channel": "\ud800"}]}, WRITE, "events[0].channel"),
+        ("/v1/events", {"events": [SCORED], "batch_id": "b\ud800"}, WRITE, "batch_id"),
+        ("/v1/events", {"events": [SCORED | {"k\ud800": 1}]}, WRITE, "events[0].k\\ud800 (a key)"),
+    ],
+)
+def test_lone_surrogates_are_a_400_not_a_500(server: Server, path: str, body: Any, key: str, where: str) -> None:
+    """'\ud800' is valid JSON but not Unicode: refused once at parse time (400 `body`, naming where), before
+    the answer, the batch id's hash, the store or the audit line can fail on it with a 500."""
+    audit = server.workdir / "p.db.audit.jsonl"
+    seen = len(audit.read_text(encoding="utf-8").splitlines()) if audit.exists() else 0
+    status, _, got = call(server.port, "POST", path, key=key, raw=json.dumps(body).encode())  # ASCII escapes
+    assert status == 400 and got["error"] == {
+        "field": "body", "message": f"lone surrogate (invalid Unicode) at {where}"}, got
+    if path == "/v1/events":  # a refused write is audited like any other
+        (entry,) = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()[seen:]]
+        assert (entry["action"], entry["status"], entry["field"]) == ("events.write", 400, "body")
+    # a valid surrogate pair (an emoji) is text like any other
+    assert call(server.port, "POST", "/v1/tag", raw=json.dumps({"text": "很好吃😀"}).encode())[0] == 200
+
+
+def test_the_audit_log_keeps_a_line_with_a_value_that_is_not_unicode(tmp_path: Path) -> None:
+    """Parsing refuses lone surrogates, but an audit write must never fail over what it records."""
+    from emotag.serve.security import AuditLog
+
+    log = AuditLog(tmp_path / "a.jsonl")
+    log.record(None, "events.write", 400, batch_id="b\ud800")
+    log.close()
+    (line,) = (tmp_path / "a.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["batch_id"] == "b\ud800"
+
+
 def test_probes_and_metrics(server: Server) -> None:
     assert call(server.port, "GET", "/healthz", key=None)[:1] == (200,)
     status, _, ready = call(server.port, "GET", "/readyz", key=None)
@@ -377,8 +427,12 @@ def test_probes_and_metrics(server: Server) -> None:
     assert status == 404 and body["error"]["field"] == "path"
     # the front router hands what it does not serve to Starlette: a known path with another method is 405,
     # an empty path parameter or a trailing segment is no route
-    status, _, body = call(server.port, "GET", "/v1/tag")
-    assert status == 405 and body["error"]["field"] == "path"
+    status, headers, body = call(server.port, "GET", "/v1/tag")
+    assert status == 405 and body["error"]["field"] == "path" and headers["allow"] == "POST"
+    status, headers, body = call(server.port, "PUT", "/v1/tag", {"text": "x"})  # a 405 says what is allowed
+    assert status == 405 and headers["allow"] == "POST" and body["error"]["field"] == "path"
+    allow = call(server.port, "POST", "/healthz", key=None)[1]["allow"]
+    assert sorted(allow.split(", ")) == ["GET", "HEAD"]
     for path in ("/v1/dialogues//turns", "/v1/dialogues/a/turns/x", "/v1/profiles/"):
         assert call(server.port, "POST" if "turns" in path else "GET", path, {})[0] == 404, path
     assert call(server.port, "HEAD", "/healthz", key=None)[0] == 200
@@ -392,9 +446,10 @@ def test_a_trailing_slash_is_a_404_not_a_redirect(server: Server) -> None:
 
 
 def test_backpressure_and_kill_9_durability(tmp_path: Path) -> None:
-    """A full queue answers 503 + Retry-After; an acknowledged batch survives kill -9, exactly once."""
+    """A full queue answers 503 + Retry-After; a request larger than the bound 422; an acknowledged batch
+    survives kill -9, exactly once."""
     env = {"EMOTAG_API_KEYS": f"{READ},{WRITE}:write"}
-    args = ("--store", "p.db", "--max-queue", "1", "--batch-window-ms", "1500")
+    args = ("--store", "p.db", "--max-queue", "64", "--batch-window-ms", "1500")
     srv = Server(tmp_path, *args, env=env).start()
     answers: list[tuple[int, dict[str, str], Any]] = []
 
@@ -407,11 +462,18 @@ def test_backpressure_and_kill_9_durability(tmp_path: Path) -> None:
     time.sleep(0.2)
     waiting = post({"text": "很好吃"})  # the model is busy: it waits in its 1.5 s window, the queue is full
     time.sleep(0.3)
-    status, headers, body = call(srv.port, "POST", "/v1/tag", {"text": "太难吃了"})
+    status, headers, body = call(srv.port, "POST", "/v1/tag", {"texts": ["太难吃了"] * 64})  # 1 + 64 > 64
     busy.join()
     waiting.join()
     assert status == 503 and headers["retry-after"] == "1" and body["error"]["field"] == "queue"
     assert sorted(a[0] for a in answers) == [200, 200]
+    # more texts than the bound can never be queued, not even alone: 422 naming the bound, not 200 or 503
+    status, headers, body = call(srv.port, "POST", "/v1/tag", {"texts": ["很好吃"] * 65})
+    assert status == 422 and body["error"]["field"] == "texts" and "64" in body["error"]["message"], body
+    assert "retry-after" not in headers
+    raw = [{"user_id": "u1", "time": 1740800000, "text": "好"}] * 65
+    status, _, body = call(srv.port, "POST", "/v1/events", {"events": raw}, key=WRITE)
+    assert status == 422 and body["error"]["field"] == "events" and "64" in body["error"]["message"], body
 
     pseudo = Pseudonymizer(PSEUDO_KEY)
     events = [{"user_id": f"u{i % 3}", "time": 1740800000 + i * 3600, "polarity_score": 0.5, "emotions": EMOTIONS}
@@ -427,7 +489,7 @@ def test_backpressure_and_kill_9_durability(tmp_path: Path) -> None:
             assert call(srv.port, "GET", f"/v1/profiles/{pseudo(u)}")[2]["evidence"] == 3
         # graceful shutdown: a request in flight when SIGTERM arrives is answered before the server exits
         answers.clear()
-        t = post({"texts": [LONG] * 64 + ["很好吃"]})
+        t = post({"texts": [LONG] * 63 + ["很好吃"]})
         time.sleep(0.3)
     finally:
         srv.stop()
@@ -449,6 +511,13 @@ def test_bad_settings_fail_before_serving(tmp_path: Path, monkeypatch: pytest.Mo
     res = CliRunner().invoke(app, ["serve", "--api-keys", str(keys)])
     assert res.exit_code == 1 and f"{keys}, line 1: scope 'admin'" in res.output
     keys.write_text(f"{READ}\n", encoding="utf-8")
+    # a model or backend that cannot load: one line and exit 1, not a server answering 503 forever
+    res = CliRunner().invoke(app, ["serve", "--api-keys", str(keys), "--model", str(tmp_path / "nonexistent")])
+    assert res.exit_code == 1 and "no such directory" in res.output, res.output
+    res = CliRunner().invoke(app, ["serve", "--api-keys", str(keys), "--model", str(tmp_path)])
+    assert res.exit_code == 1 and "not an emotag model directory" in res.output, res.output
+    res = CliRunner().invoke(app, ["serve", "--api-keys", str(keys), "--backend", "nope"])
+    assert res.exit_code == 1 and "unknown backend 'nope'" in res.output, res.output
     monkeypatch.delenv("EMOTAG_PSEUDONYM_KEY")
     res = CliRunner().invoke(app, ["serve", "--api-keys", str(keys), "--store", str(tmp_path / "p.db")])
     assert res.exit_code == 1 and "no pseudonymisation key" in res.output
@@ -460,3 +529,43 @@ def test_the_bearer_scheme_is_case_insensitive() -> None:
     ring = KeyRing({"k" * 32: "read"})
     assert all(ring.lookup(f"{scheme} {'k' * 32}") is not None for scheme in ("Bearer", "bearer", "BEARER"))
     assert ring.lookup("Basic " + "k" * 32) is None and ring.lookup("Bearer wrong") is None
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """No --store, an --audit-log, and a model that passes the pre-bind check (its config.json) but fails
+    to load (no tokenizer): the server stays up and /readyz reports the error."""
+    import shutil
+
+    from emotag.model.config import resolve_model_dir
+
+    work = tmp_path_factory.mktemp("bare")
+    (work / "broken-model").mkdir()
+    shutil.copy(resolve_model_dir(None) / "config.json", work / "broken-model")
+    srv = Server(work, "--model", "broken-model", "--audit-log", "audit.jsonl",
+                 env={"EMOTAG_API_KEYS": f"{READ},{WRITE}:write"})
+    srv.start(ready=False)
+    yield srv
+    assert srv.stop() in (0, -signal.SIGTERM)
+
+
+def test_a_model_that_failed_to_load_is_a_503_without_retry_after(bare: Server) -> None:
+    """Retry-After promises a retry can succeed; after a failed load none can until a restart."""
+    status, _, ready = call(bare.port, "GET", "/readyz", key=None)
+    assert status == 503 and "tokenizer.json" in ready["error"]
+    status, headers, body = call(bare.port, "POST", "/v1/tag", {"text": "很好吃"})
+    assert status == 503 and "retry-after" not in headers and body["error"]["field"] == "model"
+    assert "failed to load" in body["error"]["message"] and "tokenizer.json" in body["error"]["message"]
+
+
+def test_501_without_a_store_is_audited(bare: Server) -> None:
+    """A write or profile read refused for want of a store is a refusal like any other: it has its line."""
+    status, _, body = call(bare.port, "POST", "/v1/events", {"events": [SCORED]}, key=WRITE)
+    assert status == 501 and body["error"]["field"] == "store"
+    status, _, body = call(bare.port, "GET", "/v1/profiles/alice-42")
+    assert status == 501 and body["error"]["field"] == "store"
+    text = (bare.workdir / "audit.jsonl").read_text(encoding="utf-8")
+    entries = [json.loads(line) for line in text.splitlines()]
+    assert [(e["action"], e["status"], e["field"]) for e in entries[-2:]] == [
+        ("events.write", 501, "store"), ("profile.read", 501, "store")]
+    assert entries[-1]["requested"] and "alice-42" not in text  # a hash of what was asked, never the value

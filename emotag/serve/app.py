@@ -6,7 +6,7 @@ models and generated docs nothing to do but add a dependency and per-request val
 runs it; docs/serve.md has the full reasoning, the endpoints and the measured numbers.
 
 Every request is handled by one `_handler` wrapper: it times the request for /metrics, turns `BadRequest`
-into a 4xx JSON error, `QueueFull` into 503 + Retry-After, and anything unexpected into a 500 JSON error
+into a 4xx/5xx JSON error (with the headers it carries), `QueueFull` into 503 + Retry-After, and anything unexpected into a 500 JSON error
 (logged with its traceback) -- the server never dies on a request.
 
 The routes are dispatched by `FrontRouter`, a few lines of ASGI in front of Starlette: a dict lookup on
@@ -51,7 +51,7 @@ from emotag.profiles.privacy import resolve_pseudonymizer
 from emotag.profiles.rules import load_rules
 from emotag.profiles.store import ProfileStore, StoreError
 from emotag.serve import schema
-from emotag.serve.batcher import MicroBatcher, QueueFull
+from emotag.serve.batcher import MicroBatcher, QueueFull, TooManyTexts
 from emotag.serve.metrics import Metrics
 from emotag.serve.security import AuditLog, Caller, KeyRing, key_id, load_keys
 from emotag.tagger import Result
@@ -165,8 +165,12 @@ class Service:
             self.audit.close()
 
     def ready_batcher(self) -> MicroBatcher:
+        """The running batcher, or 503 `model`: with Retry-After while the model loads, without it once the
+        load has failed (a retry cannot succeed until the server is restarted; /readyz has the error)."""
         if self.batcher is None or not self.batcher.running:
-            raise schema.BadRequest(503, "model", self.load_error or "the model is still loading; retry shortly")
+            if self.load_error:
+                raise schema.BadRequest(503, "model", f"the model failed to load: {self.load_error}")
+            raise schema.BadRequest(503, "model", "the model is still loading; retry shortly", {"Retry-After": "2"})
         return self.batcher
 
     # -- auth and audit -------------------------------------------------------------------------------
@@ -369,12 +373,12 @@ def _handler(route: str, fn: Handler, service: Service) -> Endpoint:
         try:
             response = await fn(service, request)
         except schema.BadRequest as exc:
-            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            if exc.status == 503:
-                headers = {"Retry-After": "2"}
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
             response = _error(exc.status, exc.field, exc.message, headers)
         except QueueFull as exc:
             response = _error(503, "queue", str(exc), {"Retry-After": str(exc.retry_after)})
+        except TooManyTexts as exc:  # the routes check first (`_admissible`, naming their field); a safety net
+            response = _error(422, "texts", str(exc))
         except ClientDisconnect:  # nobody is left to answer; not a server error
             response = _error(400, "body", "the client disconnected before sending its body")
         except Exception:  # noqa: BLE001 - a bug answers 500; the server keeps serving
@@ -449,12 +453,21 @@ def _flag(request: AnyRequest, name: str) -> bool:
 # -- routes -------------------------------------------------------------------------------------------
 
 
+def _admissible(batcher: MicroBatcher, n: int, field: str) -> None:
+    """422 for a request of more texts than the queue bound: the queue could never take it, so the 503
+    "retry later" of a full queue would be a lie (docs/serve.md, backpressure)."""
+    if n > batcher.max_queue:
+        raise schema.BadRequest(422, field, f"{n} texts to score; this server queues at most {batcher.max_queue} "
+                                "(--max-queue): send them in smaller requests")
+
+
 async def tag(service: Service, request: AnyRequest) -> Answer:
     service.caller(request, "read")
     texts, single = schema.tag_texts(await _body(request, service.settings.limits.max_body_bytes),
                                      service.settings.limits)
     want_aspects = _flag(request, "aspects")
     batcher = service.ready_batcher()
+    _admissible(batcher, len(texts), "texts")
     records = [record_dict(r) for r in await batcher.submit(texts)]
     if want_aspects:
         ok = [i for i, r in enumerate(records) if r["error"] is None]
@@ -481,7 +494,7 @@ async def dialogue_turn(service: Service, request: AnyRequest) -> Answer:
     service.caller(request, "read")
     cid = request.path_params["conversation_id"]
     limits = service.settings.limits
-    turn = schema.turn(await _body(request, limits.max_body_bytes), "body", limits)
+    turn = schema.turn(await _body(request, limits.max_body_bytes), "body", limits)  # fields named bare
     batcher = service.ready_batcher()
     # read, score and store under the conversation's lock: a concurrent append waits for this one and then
     # starts from the conversation with this turn in it (no lost turns, one order for all answers)
@@ -511,33 +524,36 @@ def _no_store(service: Service) -> None:
 
 
 async def events(service: Service, request: AnyRequest) -> Answer:
-    caller = service.caller(request, "write", audit="events.write")
-    _no_store(service)
+    caller = service.caller(request, "write", audit="events.write")  # audits its own 401/403
+    what: dict[str, Any] = {}  # what the audit line can say so far: the count, then the batch id
+    # every write is audited, accepted or refused (docs/serve.md): everything after the key check runs in
+    # this one try, so a refusal -- no store, a bad body, the batch id's hash, the fold, even a bug's 500 --
+    # always leaves its line
     try:
+        _no_store(service)
         evs, batch_id = schema.events(await _body(request, service.settings.limits.max_body_bytes),
                                       service.settings.limits)
-    except schema.BadRequest as exc:
-        service.record(caller, "events.write", exc.status, field=exc.field)
-        raise
-    if batch_id is None:  # the CLI's rule: the same content is the same batch (a retried request is a no-op)
-        canon = json.dumps(evs, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        batch_id = "events-sha256:" + hashlib.sha256(canon.encode("utf-8")).hexdigest()
-    what = {"batch_id": batch_id, "events": len(evs)}
-    # every write is audited, accepted or refused (docs/serve.md): a refusal raised below is too, even a bug's
-    try:
+        what["events"] = len(evs)
+        if batch_id is None:  # the CLI's rule: the same content is the same batch (a retried request is a no-op)
+            canon = json.dumps(evs, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+            batch_id = "events-sha256:" + hashlib.sha256(canon.encode("utf-8")).hexdigest()
+        what["batch_id"] = batch_id
         await _score_raw_texts(service, evs)
         body = await asyncio.to_thread(service.commit_events, evs, batch_id)
     except ProfileInputError as exc:
-        service.record(caller, "events.write", 422, **what)
+        service.record(caller, "events.write", 422, field=f"events[{exc.row}]", **what)
         raise schema.BadRequest(422, f"events[{exc.row}]", exc.problem) from None
     except StoreError as exc:
-        service.record(caller, "events.write", 409, **what)
+        service.record(caller, "events.write", 409, field="store", **what)
         raise schema.BadRequest(409, "store", str(exc)) from None
-    except schema.BadRequest as exc:  # 503: the model is still loading
-        service.record(caller, "events.write", exc.status, **what)
+    except schema.BadRequest as exc:  # 501 no store, 4xx the body, 503 the model
+        service.record(caller, "events.write", exc.status, field=exc.field, **what)
         raise
     except QueueFull:
-        service.record(caller, "events.write", 503, **what)
+        service.record(caller, "events.write", 503, field="queue", **what)
+        raise
+    except ClientDisconnect:
+        service.record(caller, "events.write", 400, field="body", **what)
         raise
     except Exception:
         service.record(caller, "events.write", 500, **what)
@@ -553,7 +569,9 @@ async def _score_raw_texts(service: Service, evs: list[dict[str, Any]]) -> None:
     # an `error` record is no text to score: the fold skips and counts it, as `emotag profile` does
     raw = [i for i, e in enumerate(evs) if e.get("polarity_score") is None and not e.get("error")]
     if raw:
-        results = await service.ready_batcher().submit([evs[i]["text"] for i in raw])
+        batcher = service.ready_batcher()
+        _admissible(batcher, len(raw), "events")
+        results = await batcher.submit([evs[i]["text"] for i in raw])
         for i, r in zip(raw, results, strict=True):
             scored = r.to_dict()
             scored.pop("id")
@@ -563,10 +581,17 @@ async def _score_raw_texts(service: Service, evs: list[dict[str, Any]]) -> None:
 
 
 async def profile(service: Service, request: AnyRequest) -> Answer:
-    caller = service.caller(request, "read", audit="profile.read")
-    _no_store(service)
+    caller = service.caller(request, "read", audit="profile.read")  # audits its own 401/403
     pseudonym = request.path_params["pseudonym"]
-    row = await asyncio.to_thread(service.read_profile, pseudonym)
+    try:  # every profile read is audited, refused ones too (docs/serve.md)
+        _no_store(service)
+        row = await asyncio.to_thread(service.read_profile, pseudonym)
+    except schema.BadRequest as exc:
+        service.record(caller, "profile.read", exc.status, field=exc.field, requested=key_id(pseudonym))
+        raise
+    except Exception:
+        service.record(caller, "profile.read", 500, requested=key_id(pseudonym))
+        raise
     # a miss may be a raw id typed by mistake: the audit log keeps only a hash of it, never the value
     service.record(caller, "profile.read", 200 if row else 404,
                    **({"pseudonym": pseudonym} if row else {"requested": key_id(pseudonym)}))
@@ -618,8 +643,11 @@ def create_app(settings: ServeSettings) -> FrontRouter:
     routes = [Route(path, _starlette_endpoint(ep), methods=[method]) for method, path, ep in endpoints]
 
     async def http_error(request: Request, exc: Exception) -> Answer:
+        # the exception's headers travel with the answer: a 405 must name the methods it allows (`Allow`)
         status = getattr(exc, "status_code", 500)
-        return _error(status, "path", getattr(exc, "detail", "") or "no such endpoint or method")
+        headers = getattr(exc, "headers", None)
+        return _error(status, "path", getattr(exc, "detail", "") or "no such endpoint or method",
+                      dict(headers) if headers else None)
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})
     # no 307 from /v1/tag/ to /v1/tag: a redirected POST is a bare, empty answer many clients do not follow

@@ -21,7 +21,9 @@ The Tagger thus sees at most `in_flight` concurrent calls
 dialogue and aspect scoring run on the same model threads.
 
 The queue is bounded in *texts*: a request that would push it past `max_queue` is refused at once
-(`QueueFull`, HTTP 503 with Retry-After) instead of growing memory without limit.
+(`QueueFull`, HTTP 503 with Retry-After) instead of growing memory without limit. A request of more
+texts than the bound could never fit, not even in an empty queue, so a retry cannot help: it is refused
+with `TooManyTexts` (the routes check first and answer 422 naming the bound).
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ class QueueFull(Exception):
     def __init__(self, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__(f"server busy: retry after {retry_after}s")
+
+
+class TooManyTexts(ValueError):
+    """One request holds more texts than the queue's bound: no wait makes it fit (the app answers 422)."""
+
+    def __init__(self, n: int, bound: int) -> None:
+        self.n = n
+        self.bound = bound
+        super().__init__(f"{n} texts to score; the queue holds at most {bound} (--max-queue)")
 
 
 @dataclass
@@ -105,10 +116,13 @@ class MicroBatcher:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def submit(self, texts: Sequence[Any]) -> list[Result]:
-        """Score `texts` (ids 0..n-1 within the request); raises QueueFull when the queue is at its bound."""
+        """Score `texts` (ids 0..n-1 within the request); raises QueueFull when they would take the queue
+        past its bound, TooManyTexts when they are more than the bound itself."""
+        if len(texts) > self.max_queue:
+            raise TooManyTexts(len(texts), self.max_queue)
         if self._closing or self._wake is None:
             raise QueueFull(1)
-        if self._queued and self._queued + len(texts) > self.max_queue:
+        if self._queued + len(texts) > self.max_queue:
             raise QueueFull(1)
         fut: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(texts, fut))

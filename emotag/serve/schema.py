@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,12 +28,14 @@ DIALOGUE_FIELDS = frozenset({"id", "user_id", "turns"})
 
 
 class BadRequest(Exception):
-    """A request the client must fix: HTTP `status`, the offending `field` (a JSON path), a message."""
+    """A request the client must fix: HTTP `status`, the offending `field` (a JSON path), a message, and
+    any headers the answer needs (`Retry-After` when a retry can succeed)."""
 
-    def __init__(self, status: int, field: str, message: str) -> None:
+    def __init__(self, status: int, field: str, message: str, headers: dict[str, str] | None = None) -> None:
         self.status = status
         self.field = field
         self.message = message
+        self.headers = headers
         super().__init__(f"{field}: {message}")
 
     def body(self) -> dict[str, Any]:
@@ -48,15 +51,70 @@ class Limits:
     max_turns: int = 200
 
 
+#: A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF): the only way a lone surrogate gets into a parsed
+#: body, since the UTF-8 decoder refuses encoded ones. A valid pair (an emoji) matches too; the walk tells.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json(raw: bytes) -> Any:
+    """The body as JSON, or 400 `body`: not UTF-8, not JSON, nested too deeply, or a lone surrogate.
+
+    Why surrogates are refused here: ``"\\ud800"`` is valid JSON but no Unicode text, and every later step
+    that encodes the value (the answer, the batch id's hash, the store, the audit line) would fail with a
+    500 in its own place; refusing it once at the door keeps all of them on real text."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError as exc:
         raise BadRequest(400, "body", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except ValueError as exc:
         raise BadRequest(400, "body", f"invalid JSON: {exc}") from None
     except RecursionError:  # the parser recurses per level: '[' * 100000 fits in a body, not in the stack
         raise BadRequest(400, "body", "invalid JSON: arrays or objects nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(raw):  # the walk below only for a body that escapes a surrogate at all
+        where = _lone_surrogate(value)
+        if where is not None:
+            raise BadRequest(400, "body", f"lone surrogate (invalid Unicode) at {where}")
+    return value
+
+
+def _not_unicode(s: str) -> bool:
+    """Whether `s` holds a lone surrogate (it cannot be encoded as UTF-8)."""
+    if s.isascii():
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The path (``texts[1]``, ``events[0].user_id``) of the first string or key in `value` that holds a
+    lone surrogate, else None. Iterative: a body nested as deep as the parser allows must not overflow here."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, str):
+            if _not_unicode(v):
+                return path or "body"
+        elif isinstance(v, dict):
+            children = []
+            for k, item in v.items():
+                key_path = _at(path or "body", k)
+                if _not_unicode(k):  # the key itself, shown escaped so the message is valid text
+                    return key_path.encode("utf-8", "backslashreplace").decode("utf-8") + " (a key)"
+                children.append((item, key_path))
+            stack.extend(reversed(children))
+        elif isinstance(v, list):
+            stack.extend(reversed([(item, f"{path or 'body'}[{i}]") for i, item in enumerate(v)]))
+    return None
+
+
+def _at(field: str, name: str) -> str:
+    """The path of member `name` of the object at `field`: a top-level member (`field` "body") is named
+    bare (``text``, ``speaker``), as every endpoint and docs/serve.md name them; a nested one is
+    ``events[0].time``."""
+    return name if field == "body" else f"{field}.{name}"
 
 
 def _no_constant(name: str) -> Any:
@@ -68,8 +126,7 @@ def _object(value: Any, field: str, allowed: frozenset[str]) -> Mapping[str, Any
         raise BadRequest(422, field, f"expected a JSON object, got {_type(value)}")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        where = f"{field}.{unknown[0]}" if field != "body" else unknown[0]
-        raise BadRequest(422, where, f"unknown field (allowed: {', '.join(sorted(allowed))})")
+        raise BadRequest(422, _at(field, unknown[0]), f"unknown field (allowed: {', '.join(sorted(allowed))})")
     return value
 
 
@@ -174,11 +231,13 @@ def _finite(number: float) -> bool:
 
 
 def turn(body: Any, field: str, limits: Limits) -> dict[str, Any]:
+    """One turn ``{"speaker", "text", "time"}`` at `field`: ``turns[3]`` in a conversation, or "body" for
+    a turn posted alone (its members are then named bare: ``speaker``, ``time``, like other bodies')."""
     obj = dict(_object(body, field, TURN_FIELDS))
     if not isinstance(obj.get("speaker"), str) or not obj["speaker"].strip():
-        raise BadRequest(422, f"{field}.speaker", "required: a non-empty string ('customer' for the customer)")
-    obj["text"] = _text(obj.get("text"), f"{field}.text", limits)
-    _time(obj.get("time"), f"{field}.time", False)
+        raise BadRequest(422, _at(field, "speaker"), "required: a non-empty string ('customer' for the customer)")
+    obj["text"] = _text(obj.get("text"), _at(field, "text"), limits)
+    _time(obj.get("time"), _at(field, "time"), False)
     return obj
 
 

@@ -111,7 +111,9 @@ class AuditLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = self.path.open("a", encoding="utf-8")
+        # backslashreplace: a value that is not Unicode text (a lone surrogate) is written as its JSON escape
+        # rather than failing the write -- a refusal must never lose its audit line over what it refused
+        self._fh = self.path.open("a", encoding="utf-8", errors="backslashreplace")
         self._lock = threading.Lock()
 
     def record(self, caller: Caller | None, action: str, status: int, **what: Any) -> None:
@@ -119,7 +121,7 @@ class AuditLog:
         text, no raw user id ever reaches this method)."""
         entry = {"ts": round(time.time(), 3), "key_id": caller.key_id if caller else None, "action": action,
                  "status": status, **what}
-        line = json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
+        line = json.dumps(entry, ensure_ascii=False, sort_keys=True, default=str) + "\n"
         with self._lock:
             self._fh.write(line)
             self._fh.flush()
