@@ -240,13 +240,19 @@ def profile(
     from itertools import chain
 
     from emotag.io import read_records
-    from emotag.profiles import USER_ERRORS, ProfileInputError, file_batch_id, run_profile
+    from emotag.profiles import CHANNELS, USER_ERRORS, ProfileInputError, file_batch_id, run_profile
 
     if output is None and store is None:
         output = "-"  # like `score`: with nowhere else to go, the profiles go to standard output
     per_file = [c.strip() or None for c in channels.split(",")] if channels else [None] * len(scored)
     if len(per_file) != len(scored):
         raise UserError(f"--channels names {len(per_file)} channels for {len(scored)} files")
+    # Checked before any file is read: an unknown name would fold every record into `other`, and a store
+    # would record the files as applied, so the corrected run would be skipped as a repeat.
+    unknown = list(dict.fromkeys(c for c in per_file if c is not None and c not in CHANNELS))
+    if unknown:
+        raise UserError(f"--channels: unknown channel {', '.join(map(repr, unknown))}; "
+                        f"use {', '.join(CHANNELS)} (empty: the records' own `channel` field)")
 
     where: list[Any] = [None, 0]  # the file and 1-based row of the record being folded, for errors
 
@@ -272,8 +278,22 @@ def profile(
     recorded_with_bad: list[str] = []  # files the store recorded as applied although some of their rows were bad
     try:
         if store is None:  # one fold over every file
-            records = chain.from_iterable(with_channel(p, c) for p, c in zip(scored, per_file, strict=True))
+            # A file given twice (or two files with the same bytes) is folded once, as the store path does
+            # with its per-file batch ids: folded twice its evidence would double and could create tags.
+            first_of: dict[str, str] = {}  # batch id (content hash) -> the first path with it
+            repeated: list[tuple[str, str]] = []
+            unique: list[tuple[str, str | None]] = []
+            for path, channel in zip(scored, per_file, strict=True):
+                if path != "-":
+                    batch = file_batch_id(path)
+                    if batch in first_of:
+                        repeated.append((path, first_of[batch]))
+                        continue
+                    first_of[batch] = path
+                unique.append((path, channel))
+            records = chain.from_iterable(with_channel(p, c) for p, c in unique)
             result = run_profile(records, output, **settings)
+            result.repeated_inputs = repeated
             folded = result.stats.folded
             typer.echo(result.message(), err=True)
         else:  # one batch per file, so re-running any of them (alone or with others) is a no-op

@@ -1057,3 +1057,173 @@ def test_a_neutral_support_contact_is_not_an_unresolved_negative_one() -> None:
     assert extract(base | {"polarity": "negative"})[7] is True
     assert extract(base | {"polarity": None, "polarity_score": -0.6})[7] is True
     assert extract(base | {"polarity": "neutral", "end_emotion": "anger"})[7] is True
+
+
+# -- regressions: NaN errors, Chinese times, --channels, repeated inputs, key whitespace, deep round trip -----
+
+
+def test_a_nan_error_cell_is_no_error() -> None:
+    """pandas gives a missing `error` cell as NaN, which is truthy: every record of
+    `pd.read_csv(scored.csv).to_dict("records")` counted as an error row and nothing was folded."""
+    from emotag.profiles.records import record_error
+
+    nan = float("nan")
+    data = [rec("u1", d, 0.5, error=nan) for d in range(3)] + [rec("u2", 0, -0.5, error="")]
+    data += [rec("u3", 0, 0.1, error="empty text")]
+    res = run_profile(data, allow_raw_ids=True, strict=False)
+    assert res.stats.folded == 4 and res.stats.skipped_error == 1, res.message()
+    assert [record_error({"error": v}) for v in (None, "", "  ", nan)] == [None] * 4
+    assert record_error({}) is None and record_error({"error": "boom"}) == "boom"
+    st = ProfileState()
+    assert st.fold(rec("u1", 0, 0.5, error=nan)) is True and st.n == 1
+    assert st.fold(rec("u1", 1, 0.5, error="boom")) is False and st.n == 1
+    # a conversation (and its turns) read through pandas carries NaN errors too
+    turn = {"speaker": "customer", "text": "x", "emotions": rec("u", 0, 0.0)["emotions"], "polarity_score": 0.2,
+            "intensity": 0.3, "error": nan}
+    conv = {"id": 1, "user_id": "u4", "time": BASE, "turns": [turn], "satisfaction": 1.0, "error": nan}
+    converted = conversation_to_record(conv)
+    assert converted["error"] is None and converted["emotions"] is not None
+    assert run_profile([conv], allow_raw_ids=True).stats.folded == 1
+
+
+def test_pandas_read_scored_csv_folds_every_row(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    from emotag.io import RecordWriter
+
+    path = tmp_path / "scored.csv"
+    with RecordWriter(str(path)) as w:
+        for d in range(4):
+            w.write(rec("u1", d, 0.4))
+    df = pd.read_csv(path)
+    assert df["error"].isna().all()
+    res = run_profile(df.to_dict("records"), allow_raw_ids=True, strict=False)
+    assert res.stats.folded == 4 and res.stats.skipped == 0, res.message()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2024年5月1日 10时30分", "2024-05-01T10:30:00+08:00"),
+    ("2024年5月1日10时30分", "2024-05-01T10:30:00+08:00"),
+    ("2024年5月1日 10时30分15秒", "2024-05-01T10:30:15+08:00"),
+    ("2024年5月1日 10时30", "2024-05-01T10:30:00+08:00"),
+    ("2024年5月1日 10点30分", "2024-05-01T10:30:00+08:00"),
+    ("2024年5月1日 10点30分15秒", "2024-05-01T10:30:15+08:00"),
+    ("2024年5月1日 10点", "2024-05-01T10:00:00+08:00"),
+    ("2024年5月1日 10时", "2024-05-01T10:00:00+08:00"),
+    ("2024年5月1日 10点30分Z", "2024-05-01T10:30:00+00:00"),
+])
+def test_chinese_clock_times(value: str, expected: str) -> None:
+    assert parse_time(value) == parse_time(expected)
+
+
+@pytest.mark.parametrize("value", ["2024年5月1日 10点5", "2024年5月1日 10点30", "2024年5月1日 下午3点",
+                                   "2024年5月1日 25点", "2024年5月1日 10分"])
+def test_ambiguous_chinese_clock_times_are_refused(value: str) -> None:
+    """10点5 is said for 10:05 and for 10:30, 下午3点 is a 12-hour clock: a bad time, not a guess."""
+    from emotag.profiles.timeutil import TimeParseError
+
+    with pytest.raises(TimeParseError, match="unparseable timestamp"):
+        parse_time(value)
+
+
+def test_cli_profile_refuses_an_unknown_channel_before_applying_anything(tmp_path: Path) -> None:
+    """A typo in --channels moved every record to `other`, and with --store recorded the file as applied, so
+    the corrected run was skipped as a repeat."""
+    src = _write_jsonl(tmp_path / "scored.jsonl", [rec("u1", d, 0.5) for d in range(3)])
+    other = _write_jsonl(tmp_path / "other.jsonl", [rec("u2", d, 0.5) for d in range(3)])
+    db = tmp_path / "p.db"
+    res = _profile_cli(str(src), str(other), "--channels", "review,socail", "--store", str(db))
+    assert res.exit_code == 1
+    assert res.output.strip() == ("emotag: --channels: unknown channel 'socail'; use review, social, support, "
+                                  "other (empty: the records' own `channel` field)")
+    assert not db.exists()  # nothing opened, nothing recorded
+    ok = _profile_cli(str(src), str(other), "--channels", "review,social", "--store", str(db),
+                      "-o", str(tmp_path / "p.jsonl"))
+    assert ok.exit_code == 0, ok.output
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["channels"]["review"]["count"] + 10 * r["channels"]["social"]["count"] for r in rows) == [3, 30]
+    assert all(r["channels"]["other"]["count"] == 0 for r in rows)
+
+
+def test_cli_profile_folds_a_repeated_input_once_without_a_store(tmp_path: Path) -> None:
+    """Without --store the same file given twice was folded twice (evidence doubled); with --store its batch id
+    made the second a no-op. Both now fold it once, and say so."""
+    data = [rec("u1", d, 0.5) for d in range(3)]
+    src = _write_jsonl(tmp_path / "scored.jsonl", data)
+    copy = _write_jsonl(tmp_path / "copy.jsonl", data)
+    out = tmp_path / "p.jsonl"
+    res = _profile_cli(str(src), str(src), str(copy), "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert "3 records folded into 1 users" in res.output
+    assert (f"repeated input skipped, folded once: {src} (given twice), {copy} (same content as {src})"
+            in res.output)
+    (row,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert row["evidence"] == 3
+    db = tmp_path / "p.db"
+    stored = _profile_cli(str(src), str(src), "--store", str(db))
+    assert stored.exit_code == 0 and "batch already applied, unchanged" in stored.output
+    with ProfileStore(db) as store:
+        assert sum(st.n for _, st in store.iter_states()) == 3
+
+
+def test_env_key_and_key_file_strip_the_same_whitespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret mounted with a trailing newline gave other pseudonyms from the variable than from the file."""
+    from emotag.profiles import resolve_pseudonymizer
+
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    from_file = resolve_pseudonymizer(key_file)
+    for env in (KEY + "\n", KEY + " \r\n", KEY):
+        monkeypatch.setenv(KEY_ENV, env)
+        from_env = resolve_pseudonymizer()
+        assert from_env is not None and from_file is not None
+        assert from_env.fingerprint == from_file.fingerprint and from_env("alice") == from_file("alice")
+    monkeypatch.setenv(KEY_ENV, " \n")
+    with pytest.raises(PseudonymKeyError, match=f"{KEY_ENV} is empty"):
+        resolve_pseudonymizer()
+    key_file.write_text("\n\n")
+    with pytest.raises(PseudonymKeyError, match="key file is empty"):
+        resolve_pseudonymizer(key_file)
+
+
+def _assert_same_rows(got: Any, want: Any, path: str = "") -> None:
+    """Equal nested structure (same keys in the same order, same types of container); floats to 1e-14."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), path
+        for k in want:
+            _assert_same_rows(got[k], want[k], f"{path}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _assert_same_rows(g, w, f"{path}[{i}]")
+    elif type(want) is float:  # xlsx keeps 15-16 significant digits (and 0.0 as 0), the text formats all 17
+        assert got == pytest.approx(want, rel=1e-14, abs=1e-300), path
+    else:
+        assert got == want and type(got) is type(want), path
+
+
+@pytest.mark.parametrize("ext", ["csv", "tsv", "parquet", "jsonl", "xlsx"])
+def test_profile_export_reads_back_as_the_nested_rows(tmp_path: Path, ext: str) -> None:
+    """read_records nested one level only (`channels.review.count` came back as {'channels': {'review.count':
+    ...}}), and Parquet gave `products` back as JSON text while csv gave the dict."""
+    from emotag.io import read_records
+
+    data = synthetic(200, 9, seed=4) + [rec("angry", d, -0.7, "anger", 0.8, product="面膜") for d in range(5)]
+    data += [rec("chat", d, -0.3, channel="support", resolved=False) for d in range(3)]
+    ref_path = tmp_path / "ref.jsonl"
+    run_profile(data, out=str(ref_path))
+    ref = [json.loads(line) for line in ref_path.read_text(encoding="utf-8").splitlines()]
+    assert any(r["products"] for r in ref) and any(r["tags"] for r in ref)
+    out = tmp_path / f"profiles.{ext}"
+    run_profile(data, out=str(out))
+    back = list(read_records(str(out)))
+    assert isinstance(back[0]["channels"]["review"], dict) and isinstance(back[0]["products"], dict)
+    _assert_same_rows(back, ref)
+
+
+def test_dotted_columns_nest_at_every_depth_but_keep_decimal_labels(tmp_path: Path) -> None:
+    from emotag.io import read_records
+
+    path = tmp_path / "t.csv"
+    path.write_text("a,a.b,x.y.z,x.y.w,emotions.4.5,emotions.1\n1,2,3,4,0.25,0.75\n", encoding="utf-8")
+    (row,) = read_records(str(path))
+    assert row == {"a": 1, "a.b": 2, "x": {"y": {"z": 3, "w": 4}}, "emotions": {"4.5": 0.25, "1": 0.75}}

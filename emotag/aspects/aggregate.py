@@ -16,6 +16,7 @@ from typing import Any
 
 from emotag.aspects.features import normalize_aligned
 from emotag.labels import POLARITY
+from emotag.profiles.records import record_error
 
 NO_GROUP = "(all)"
 NO_CATEGORY = "(none)"
@@ -77,7 +78,7 @@ class AspectTable:
         """Fold one record; False when it carries no aspects list (an error row, or scored without them)."""
         units = rec.get("aspects")
         if not isinstance(units, list):
-            self.skipped["error" if rec.get("error") else "no_aspects"] += 1
+            self.skipped["no_aspects" if record_error(rec) is None else "error"] += 1
             return False
         value = rec.get(self.by) if self.by else None
         group = str(value) if value not in (None, "") else NO_GROUP

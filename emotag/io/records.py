@@ -1,6 +1,7 @@
 """Record views over the readers: whole records as dicts, for files emotag wrote and files people wrote.
 
-`read_records` (emotag's own output: csv cells get their types back, `a.b` columns nest again) raises on
+`read_records` (emotag's own output: csv cells get their types back, dotted columns nest again at every
+depth, so a profile export reads back as the rows it was written from) raises on
 damage, since machine-written files should not have any; the text view (`emotag eval`, `train`,
 conversations) keeps csv cells as the words they are, and the lenient JSON view turns a broken line into an
 `UnreadableRecord` in its place so that every input record still gets its output record.
@@ -56,31 +57,58 @@ def _json_or_text(cell: str) -> Any:
         return cell
 
 
-def _unflattener(names: Sequence[str]) -> Callable[[Sequence[Any]], dict[str, Any]]:
-    """Builds records from flat rows, turning `a.b` columns back into {'a': {'b': ...}}.
+def _column_path(name: str, present: set[str]) -> tuple[str, ...]:
+    """Where a flat column goes in its record: `channels.review.count` -> ('channels', 'review', 'count').
 
-    A group whose cells are all empty becomes None: that is how a null nested value (an error record's
-    `emotions`) was flattened.
+    Writers flatten at every depth (`emotag profile` exports) or one level (`emotag score`), so every dot
+    is a level, except where the text before it is itself a column (`a` and `a.b` both present: `a.b` is
+    a name) or, below the first level, where it sits between two digits: a decimal point in a label such
+    as `emotions.4.5`, not two levels. An empty segment never splits (`a..b` -> ('a', '.b')).
+    """
+    parts: list[str] = []
+    start = 0
+    pos = name.find(".")
+    while pos != -1:
+        segment, rest = name[start:pos], name[pos + 1 :]
+        decimal = bool(parts) and name[pos - 1].isdigit() and rest[:1].isdigit()
+        if segment and rest and name[:pos] not in present and not decimal:
+            parts.append(segment)
+            start = pos + 1
+        pos = name.find(".", pos + 1)
+    parts.append(name[start:])
+    return tuple(parts)
+
+
+def _unflattener(names: Sequence[str]) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """Builds records from flat rows, turning dotted columns back into nested dicts at every depth
+    (`a.b` -> {'a': {'b': ...}}, `a.b.c` -> {'a': {'b': {'c': ...}}}; see `_column_path`), so that what a
+    writer flattened, at one level or at all of them, reads back as the record it was.
+
+    A top-level group whose cells are all empty becomes None: that is how a null nested value (an error
+    record's `emotions`) was flattened.
     """
     present = set(names)
-    plan: list[tuple[str, str | None]] = []
-    for n in names:
-        group, dot, sub = n.partition(".")
-        if dot and group and sub and group not in present:
-            plan.append((group, sub))
-        else:
-            plan.append((n, None))
-    groups = list(dict.fromkeys(g for g, s in plan if s is not None))
+    paths = [_column_path(n, present) for n in names]
+    groups: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        if len(path) > 1:
+            groups.setdefault(path[0], []).append(i)
+    group_cells = list(groups.items())
 
     def build(values: Sequence[Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for (key, sub), v in zip(plan, values, strict=True):
-            if sub is None:
-                out[key] = v
+        for path, v in zip(paths, values, strict=True):
+            if len(path) == 1:
+                out[path[0]] = v
+            elif len(path) == 2:
+                out.setdefault(path[0], {})[path[1]] = v
             else:
-                out.setdefault(key, {})[sub] = v
-        for g in groups:
-            if all(v is None for v in out[g].values()):
+                node = out
+                for seg in path[:-1]:
+                    node = node.setdefault(seg, {})
+                node[path[-1]] = v
+        for g, cells in group_cells:
+            if all(values[i] is None for i in cells):
                 out[g] = None
         return out
 
@@ -142,6 +170,8 @@ def _records_json(path: str, fmt: str) -> Iterator[dict[str, Any]]:
 
 
 def _records_parquet(path: str) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+
     fb = _open_binary(path)
     with fb:
         pf = _open_parquet(path, fb)
@@ -149,11 +179,22 @@ def _records_parquet(path: str) -> Iterator[dict[str, Any]]:
         json_cols = {
             i for i, f in enumerate(schema) if f.metadata and f.metadata.get(b"emotag.encoding") == b"json"
         }
+        # Unmarked text columns: a cell holding a JSON object is a map JSON-encoded before writing (a
+        # profile export's `products`), read back as the dict, as csv and xlsx cells are. Lists are always
+        # marked, so a text such as "[图片]" or "[1,2]" stays text.
+        text_cols = {
+            i for i, f in enumerate(schema)
+            if i not in json_cols and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+        }
         build = _unflattener(schema.names)
         for batch in pf.iter_batches(batch_size=_BATCH):
             cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
             for i in json_cols:
                 cols[i] = [None if v is None else json.loads(v) for v in cols[i]]
+            for i in text_cols:
+                col = cols[i]
+                if any(v is not None and v[:1] == "{" for v in col):
+                    cols[i] = [_json_or_text(v) if v is not None and v[:1] == "{" else v for v in col]
             for values in zip(*cols, strict=True):
                 yield build(values)
 

@@ -22,7 +22,7 @@ from typing import Any
 from emotag.profiles.conversations import conversation_to_record
 from emotag.profiles.export import format_for, write_rows
 from emotag.profiles.privacy import Pseudonymizer, normalize_user_id, resolve_pseudonymizer
-from emotag.profiles.records import EmotionLabels, LabelSetError, RecordError, extract
+from emotag.profiles.records import EmotionLabels, LabelSetError, RecordError, extract, record_error
 from emotag.profiles.rules import RuleSet, load_rules
 from emotag.profiles.state import DEFAULT_HALF_LIFE_DAYS, DEFAULT_RECENT_HALF_LIFE_DAYS, ProfileState
 from emotag.profiles.store import ProfileStore, StoreError
@@ -76,7 +76,8 @@ def build_profiles(
 ) -> dict[str, ProfileState]:
     """Fold an iterable of scored records (SPEC §2) or conversation results (SPEC §3) into user states.
 
-    * Records with `error` set, or without a user id, are skipped and counted in `stats`.
+    * Records with an `error` (see `record_error`: None, blank and NaN are none), or without a user id, are
+      skipped and counted in `stats`.
     * `now` (epoch seconds or ISO string) builds profiles "as of" that instant: later records are skipped
       (counted as `skipped_future`), which makes back-testing tags reproducible. None = no cut-off.
     * Keys are ``pseudonymizer(user_id)`` when a pseudonymiser is given, else the normalised raw ids
@@ -114,7 +115,8 @@ def build_profiles(
                     on_invalid(row, f"conversation record: {exc}")
                 continue
             convs += 1
-        if rec.get("error"):
+        # the `is not None` pre-test keeps the common case (no error field, or null) free of a call
+        if rec.get("error") is not None and record_error(rec) is not None:
             err += 1
             continue
         uid = rec.get(user_col)
@@ -201,6 +203,10 @@ class ProfileRunResult:
     #: (tag, missing labels) of the rules these labels cannot fire, named in `message()`.
     rules_skipped: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     states: dict[str, ProfileState] = field(default_factory=dict, repr=False)
+    #: (input, the earlier input with the same content) for each input left out as a repeat: the caller
+    #: (`emotag profile` without --store) folds a file once, and `message()` says which were left out, so
+    #: a count that is smaller than the inputs suggest is explained.
+    repeated_inputs: list[tuple[str, str]] = field(default_factory=list)
 
     def message(self) -> str:
         s = self.stats
@@ -210,6 +216,10 @@ class ProfileRunResult:
                 f"skipped {s.skipped} (error {s.skipped_error}, no user {s.skipped_no_user}, "
                 f"invalid {s.skipped_invalid}, after cut-off {s.skipped_future})"
             )
+        if self.repeated_inputs:
+            parts.append("repeated input skipped, folded once: " + ", ".join(
+                f"{path} (same content as {first})" if path != first else f"{path} (given twice)"
+                for path, first in self.repeated_inputs))
         if self.store:
             parts.append(
                 f"store {self.store}: batch already applied, unchanged"

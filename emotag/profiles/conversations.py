@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from emotag.labels import EMOTIONS
+from emotag.profiles.records import record_error
 
 _NEUTRAL_BAND = 0.1
 
@@ -42,7 +43,7 @@ def conversation_to_record(
         for turn in turns
         if isinstance(turn, Mapping)
         and str(turn.get("speaker", "customer")).lower() == "customer"
-        and not turn.get("error")
+        and record_error(turn) is None
         and isinstance(turn.get("emotions"), Mapping)
     ]
     rec: dict[str, Any] = {
@@ -54,7 +55,7 @@ def conversation_to_record(
         "resolved": conv.get("resolved"),
         "start_emotion": conv.get("start_emotion"),
         "end_emotion": conv.get("end_emotion"),
-        "error": conv.get("error"),
+        "error": record_error(conv),
     }
     if conv.get("product") is not None:
         rec["product"] = conv.get("product")

@@ -58,16 +58,35 @@ class Pseudonymizer:
 
     @classmethod
     def from_key_file(cls, path: str | Path) -> Pseudonymizer:
-        """Key = the file's bytes with trailing whitespace/newlines stripped."""
+        """Key = the file's bytes as `key_material` reads them (trailing whitespace/newlines stripped)."""
         try:
-            data = Path(path).read_bytes().rstrip()
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise PseudonymKeyError(
                 f"{path}: cannot read pseudonymisation key file: {exc.strerror or exc}"
             ) from None
-        if not data:
-            raise PseudonymKeyError(f"{path}: pseudonymisation key file is empty")
-        return cls(data)
+        return cls(key_material(data, f"{path}: pseudonymisation key file"))
+
+    @classmethod
+    def from_env(cls, value: str) -> Pseudonymizer:
+        """Key = the value of ``$EMOTAG_PSEUDONYM_KEY`` as `key_material` reads it."""
+        return cls(key_material(value, f"{KEY_ENV}"))
+
+
+def key_material(raw: bytes | str, source: str) -> bytes:
+    """The key bytes of a key file or of ``$EMOTAG_PSEUDONYM_KEY``: UTF-8, trailing whitespace stripped.
+
+    One rule for both sources, because the same secret reaches emotag either way: a key file written by
+    ``print(secrets.token_hex(32))`` or an orchestrator's secret mount ends in a newline, and the same secret
+    exposed as an environment variable may keep it. Read differently, one secret would give two sets of
+    pseudonyms, and a store built one way would refuse runs made the other way (another key fingerprint).
+    `source` names where the key came from in the error for an empty key. (`Pseudonymizer(key)` itself
+    takes its bytes as given: a random binary key may end in a whitespace byte.)
+    """
+    data = (raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)).rstrip()
+    if not data:
+        raise PseudonymKeyError(f"{source} is empty (or only whitespace)")
+    return data
 
 
 def resolve_pseudonymizer(
@@ -75,6 +94,8 @@ def resolve_pseudonymizer(
 ) -> Pseudonymizer | None:
     """The pseudonymiser to use: key file if given, else ``$EMOTAG_PSEUDONYM_KEY``.
 
+    Both are read by `key_material` (trailing whitespace stripped), so one secret gives one pseudonym
+    whichever way it is mounted. An unset or empty variable means no key.
     Returns None (keep raw ids) only when no key is available and `allow_raw_ids` is True; a key, when
     present, is always used. Raises PseudonymKeyError otherwise, saying how to provide a key.
     """
@@ -82,7 +103,7 @@ def resolve_pseudonymizer(
         return Pseudonymizer.from_key_file(key_file)
     env = os.environ.get(KEY_ENV)
     if env:
-        return Pseudonymizer(env)
+        return Pseudonymizer.from_env(env)
     if allow_raw_ids:
         return None
     raise PseudonymKeyError(

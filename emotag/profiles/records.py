@@ -47,6 +47,24 @@ def _as_float(value: object, field: str) -> float:
     return f
 
 
+def record_error(record: Mapping[str, Any]) -> str | None:
+    """The record's `error` (why it could not be scored), or None when it has none.
+
+    The one test every reader of scored records uses (profile folds, `ProfileState.fold`, conversation
+    turns, the HTML report, aspect summaries), so that they agree on what "no error" looks like: a missing
+    field, None, a blank string (an empty csv/xlsx cell) and a float NaN (pandas' missing cell:
+    `pd.read_csv(...).to_dict("records")`). NaN is truthy, so a plain `if rec.get("error")` counted every
+    record of such a table as an error row and folded nothing.
+    Any other falsy value (False, 0) is no error either, as before; anything else is the error, as text.
+    """
+    err = record.get("error")
+    if err is None or (isinstance(err, float) and err != err):
+        return None
+    if isinstance(err, str):
+        return err if err.strip() else None
+    return str(err) if err else None
+
+
 def _label(record: Mapping[str, Any], field: str) -> str | None:
     """A label field (`emotion`, `polarity`, `end_emotion`): its string, or None when missing.
 

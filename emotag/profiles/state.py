@@ -36,7 +36,15 @@ from functools import lru_cache
 from typing import Any
 
 from emotag.labels import EMOTIONS, POLARITY
-from emotag.profiles.records import CHANNELS, NEUTRAL_BAND, SUPPORT, EmotionLabels, RecordError, extract
+from emotag.profiles.records import (
+    CHANNELS,
+    NEUTRAL_BAND,
+    SUPPORT,
+    EmotionLabels,
+    RecordError,
+    extract,
+    record_error,
+)
 from emotag.profiles.timeutil import format_time
 
 __all__ = ["CHANNELS", "METRIC_NAMES", "NEUTRAL_BAND", "ProfileState", "RecordError", "extract", "merge_profiles",
@@ -120,7 +128,7 @@ class ProfileState:
 
     def fold(self, record: Mapping[str, Any], time_col: str = "time") -> bool:
         """Fold one scored record; False (state untouched) when the record carries an `error`."""
-        if record.get("error"):
+        if record_error(record) is not None:
             return False
         self.add(*extract(record, time_col, EmotionLabels(self.labels, "this profile")))
         return True

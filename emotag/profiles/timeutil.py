@@ -9,8 +9,8 @@ Choices, and why:
 * Naive ISO strings (no offset) are read as China Standard Time (UTC+8): emotag targets Chinese platforms,
   whose exports overwhelmingly use Beijing time without saying so. Reading them as UTC would shift every
   record by 8 hours; the decay is insensitive to that, but first/last-seen dates would be wrong.
-* Slashed and Chinese dates as spreadsheets export them (``2024/5/1 10:00``, ``2024年5月1日``) follow the
-  same rule as naive ISO strings.
+* Slashed and Chinese dates as spreadsheets export them (``2024/5/1 10:00``, ``2024年5月1日``,
+  ``2024年5月1日 10时30分``, ``2024年5月1日 10点``) follow the same rule as naive ISO strings.
 * Compact digit dates, ``20240501`` and ``20240501103000`` (YYYYMMDD[HHMMSS], string or number, as CSV
   round trips leave them), are dates: read as epoch seconds they would land in 1970-1973 or after 2600,
   where no review or post comes from.
@@ -30,11 +30,19 @@ CST = timezone(timedelta(hours=8), "UTC+08:00")
 _MS_THRESHOLD = 1e11
 
 
-# 2024/5/1, 2024.05.01, 2024年5月1日, optionally followed by a time and an offset
+# 2024/5/1, 2024.05.01, 2024年5月1日, optionally followed by a time and an offset. Two time spellings:
+# * digits with `:` or 时: 10:30, 10:30:15.5, 10时30, 10时30分, 10时30分15秒 (and the mixes exports leave,
+#   10:30分15秒);
+# * an hour with 点 or 时 and nothing else (10点, 10时), or 点 with minutes that carry their 分 (10点30分,
+#   10点30分15秒). A bare 10点5 is not taken: people say it for 10:05 and for 10:30 (点五 = half past).
+# 上午/下午 (12-hour clock) is not taken either: 3点 alone cannot say which.
 _LOOSE_DATE = re.compile(
-    r"(\d{4})[/.年](\d{1,2})[/.月](\d{1,2})日?"
-    r"(?:[ T]*(\d{1,2})[:时](\d{1,2})(?:[:分](\d{1,2})(?:\.(\d{1,6}))?秒?)?)?"
-    r"\s*(Z|[+-]\d{2}:?\d{2})?"
+    r"(?P<y>\d{4})[/.年](?P<mo>\d{1,2})[/.月](?P<d>\d{1,2})日?"
+    r"(?:[ T]*(?:"
+    r"(?P<h>\d{1,2})[:时](?P<mi>\d{1,2})(?:[:分](?P<s>\d{1,2})(?:\.(?P<f>\d{1,6}))?秒?|分)?"
+    r"|(?P<h2>\d{1,2})[点时](?:(?P<mi2>\d{1,2})分(?:(?P<s2>\d{1,2})(?:\.(?P<f2>\d{1,6}))?秒?)?)?"
+    r"))?"
+    r"\s*(?P<off>Z|[+-]\d{2}:?\d{2})?"
 )
 _COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2}))?")
 
@@ -128,7 +136,10 @@ def _compact_date(s: str) -> float | None:
 
 
 def _parse_loose(m: re.Match[str], s: str) -> float:
-    y, mo, d, hh, mm, ss, frac, off = m.groups()
+    g = m.groupdict()
+    y, mo, d, off = g["y"], g["mo"], g["d"], g["off"]
+    # the two time spellings fill different groups (see _LOOSE_DATE); at most one of each pair is set
+    hh, mm, ss, frac = (g[k] or g[k + "2"] for k in ("h", "mi", "s", "f"))
     micro = int((frac or "0").ljust(6, "0"))
     try:
         tz = CST

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from emotag.labels import EMOTIONS, POLARITY
+from emotag.profiles.records import record_error
 
 #: How many texts at most go through jieba for the "reasons in their words" section.
 MAX_WORD_TEXTS = 50_000
@@ -234,7 +235,7 @@ class Aggregator:
         d.records += 1
         if "emotion" not in rec and "polarity_score" not in rec and "error" not in rec:
             d.unrecognized += 1
-        if rec.get("error"):
+        if record_error(rec) is not None:
             d.errors += 1
             return
         score = _float(rec.get("polarity_score"))
@@ -302,7 +303,7 @@ class Aggregator:
         d = self.data
         d.dialogue_records += 1
         sat = _float(rec.get("satisfaction"))
-        if rec.get("error") or sat is None:
+        if record_error(rec) is not None or sat is None:
             d.dialogue_errors += 1
             return
         turns = rec.get("turns")
