@@ -98,6 +98,39 @@ def skeleton_group(text: str) -> int:
 _TWIN_MARKS = re.compile("|".join(sorted(map(re.escape, NEGATORS + ("很",)), key=len, reverse=True)))
 
 
+def composer_rows(tagger: Tagger, data: Path, n_turned: int = 0, n_neutral: int = 400, n_compositional: int = 0,
+                  cache: Path | None = None) -> tuple[list[Example], np.ndarray]:
+    """The composer's training rows (see the module docstring) and their `composition_names` features.
+    `scripts/probe_composer.py` reads the same rows, so a probe measures the composer the recipe fits."""
+    dev = [e for e in corpora.load_all(data, dev_half="tune") if e.split == "dev" and e.polarity]
+    tune_text = {e.text for e in dev if e.source == "aste"}
+    negated = list(corpora.aste_negated(data, split="dev", keep=tune_text.__contains__))
+    negated += list(corpora.aste_opinion_pairs(data, split="dev", keep=tune_text.__contains__))
+    rows = dev + negated + turned([e for e in dev if e.source == "aste"], n_turned)
+    rows += list(neutral_forms(n_neutral))
+    rows += list(compositional_forms(n_compositional, seed=3))  # none at 0
+    rows = [e for e in rows if tagger.featurizer.prepare(e.text).windows]
+    count = Counter(e.source for e in rows)
+    print(f"{len(rows)} rows: " + ", ".join(f"{s} {n}" for s, n in count.most_common()), flush=True)
+    if cache and cache.exists():
+        X = np.load(cache)["X"]
+        if X.shape != (len(rows), len(tagger.composition_names)):
+            raise SystemExit(f"{cache}: features of other rows or another emotag; delete it")
+    else:
+        X, _ = tagger.composition_inputs([e.text for e in rows])
+        if cache:
+            np.savez(cache, X=X)
+    return rows, X
+
+
+def source_weights(src: np.ndarray, fit: np.ndarray, power: float) -> np.ndarray:
+    """Row weights that make each source's total ~ its size ** power over the `fit` rows (0 elsewhere),
+    scaled to a mean of 1 there: power 0 gives every source equal say, 1 plain counts."""
+    count = Counter(src[fit].tolist())
+    w = np.array([count[s] ** power / count[s] if f else 0.0 for s, f in zip(src, fit, strict=True)])
+    return w * (fit.sum() / w.sum())
+
+
 def fit_part(X: np.ndarray, y: np.ndarray, fit: np.ndarray, src: np.ndarray, groups: np.ndarray,
              columns: tuple[str, ...], names: tuple[str, ...], power: float, what: str
              ) -> tuple[Part, np.ndarray]:
@@ -110,10 +143,7 @@ def fit_part(X: np.ndarray, y: np.ndarray, fit: np.ndarray, src: np.ndarray, gro
 
     cols = [columns.index(k) for k in names]
     Xs = X[:, cols]
-    count = Counter(src[fit].tolist())
-    # each source's total weight ~ its size ** power (power 0: equal totals, 1: plain counts)
-    w = np.array([count[s] ** power / count[s] if f else 0.0 for s, f in zip(src, fit, strict=True)])
-    w *= fit.sum() / w.sum()
+    w = source_weights(src, fit, power)
     folds = list(GroupKFold(5).split(Xs, y, groups))
     best = None
     for C in CS:
@@ -149,28 +179,11 @@ def main() -> None:
     ap.add_argument("--sign-power", type=float, default=0.5,
                     help="source weighting of the sign part: totals ~ size**power (0 equal, 1 plain counts)")
     args = ap.parse_args()
-    data = Path(args.data)
-    dev = [e for e in corpora.load_all(data, dev_half="tune") if e.split == "dev" and e.polarity]
-    tune_text = {e.text for e in dev if e.source == "aste"}
-    negated = list(corpora.aste_negated(data, split="dev", keep=tune_text.__contains__))
-    negated += list(corpora.aste_opinion_pairs(data, split="dev", keep=tune_text.__contains__))
-    rows = dev + negated + turned([e for e in dev if e.source == "aste"], args.turned)
-    rows += list(neutral_forms(args.neutral_forms))
-    rows += list(compositional_forms(args.compositional, seed=3))  # none at 0
     tagger = load_uncomposed(args.model)
     labels = tuple(tagger.config.polarity_labels)
-    rows = [e for e in rows if tagger.featurizer.prepare(e.text).windows]
+    rows, X = composer_rows(tagger, Path(args.data), args.turned, args.neutral_forms, args.compositional,
+                            Path(args.cache) if args.cache else None)
     count = Counter(e.source for e in rows)
-    print(f"{len(rows)} rows: " + ", ".join(f"{s} {n}" for s, n in count.most_common()), flush=True)
-    cache = Path(args.cache) if args.cache else None
-    if cache and cache.exists():
-        X = np.load(cache)["X"]
-        if X.shape != (len(rows), len(tagger.composition_names)):
-            raise SystemExit(f"{cache}: features of other rows or another emotag; delete it")
-    else:
-        X, _ = tagger.composition_inputs([e.text for e in rows])
-        if cache:
-            np.savez(cache, X=X)
     src = np.array([e.source for e in rows])
     pol = np.array([e.polarity for e in rows])
     groups = np.array([skeleton_group(e.text) for e in rows])
