@@ -611,6 +611,78 @@ def test_a_stray_carriage_return_in_a_cell_spoils_nothing(tmp_path: Path, sep: s
     assert count_rows(str(path)) == 4
 
 
+def test_a_quoted_cell_that_holds_rows_is_one_cell_said_aloud(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stray quote that closes cleanly at the end of a later cell is valid csv: Python's csv and Excel
+    read one cell, so emotag does too, but the rows it may hold are named in one warning line (stderr and
+    `stats.warnings`). An ordinary multi-line review whose line reads as two fields is not warned about:
+    its first field is no id like the row's own."""
+    content = 'id,text\n1,"好评 满意\n2,还行\n3,东西不错"\n4,差\n'
+    path = tmp_path / "reviews.csv"
+    path.write_text(content, encoding="utf-8")
+    stats = ReadStats()
+    rows = list(read_rows(str(path), stats=stats))
+    assert [[r.id, r.text] for r in rows] == list(csv.reader(io.StringIO(content, newline="")))[1:]
+    assert stats.lines == 5
+    warning = ("emotag: warning: " + str(path) + ", row 1: a quoted cell spans lines 2-4, and lines 3-4 also "
+               "read as rows by themselves; kept as one cell, as csv reads it (if its opening quote is a "
+               "stray, fix the file)")
+    assert stats.warnings == [warning] and capsys.readouterr().err == warning + "\n"
+    list(read_rows(str(path), skip=1, stats=(resumed := ReadStats())))  # a resumed run warned the first time
+    assert resumed.warnings == []
+
+    for ordinary in ('id,text\n1,"第一行\n第二行,还不错"\n2,好\n', 'id,text\n1,"第一行\n第二行,还行\n第三行"\n',
+                     'id,text,u\n1,"第一行,还有\n第二行",a\n', '店,text\n店A,"第一行\n第二行,还不错"\n'):
+        path.write_text(ordinary, encoding="utf-8")
+        stats = ReadStats()
+        assert len(list(read_rows(str(path), stats=stats))) == len(list(csv.reader(io.StringIO(ordinary)))) - 1
+        assert stats.warnings == [], ordinary
+    path.write_text('店,text\n店A,"好评\n店B,还行"\n', encoding="utf-8")  # no id column: the shop is alike
+    assert len(list(read_rows(str(path), stats=(stats := ReadStats())))) == 1
+    assert stats.warnings and "spans lines 2-3, and line 3 also" in stats.warnings[0]
+    capsys.readouterr()
+
+    path.write_text("id,text\n" + "".join(f'{i},"好\n{i}0,坏"\n' for i in range(1, 9)), encoding="utf-8")
+    stats = ReadStats()
+    assert len(list(read_rows(str(path), stats=stats))) == 8
+    assert [w.split(": ")[2] for w in stats.warnings[:5]] == [f"{path}, row {i}" for i in range(1, 6)]
+    assert stats.warnings[5:] == [f"emotag: warning: {path}: 3 more quoted cells span lines that also read as "
+                                  "rows by themselves (rows 6, 7, 8); each kept as one cell, as csv reads it"]
+    assert capsys.readouterr().err.count("\n") == 6
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_a_lone_carriage_return_between_rows_separates_them(tmp_path: Path, sep: str) -> None:
+    """Old-Mac line ends mixed with others: a line whose \\r-separated parts each read as a whole row
+    (the header's width) is that many rows, and a one-column file's every part is a row; none is merged
+    into another's text or lost. A \\r that leaves a part short, or sits inside quotes, stays in the text."""
+    path = tmp_path / ("mac.csv" if sep == "," else "mac.tsv")
+    path.write_text("text\n好评\r差评\r一般\n", encoding="utf-8", newline="")
+    stats = ReadStats()
+    assert [(r.id, r.text) for r in read_rows(str(path), stats=stats)] == [(0, "好评"), (1, "差评"), (2, "一般")]
+    assert stats.lines == 4
+    path.write_text(f"id{sep}text\r1{sep}好评\r2{sep}差评\r\r3{sep}一般\n4{sep}好\r开心\n", encoding="utf-8",
+                    newline="")
+    stats = ReadStats()
+    rows = list(read_rows(str(path), stats=stats))
+    assert [(r.id, r.text, r.error) for r in rows] == [("1", "好评", None), ("2", "差评", None),
+                                                        ("3", "一般", None), ("4", "好\r开心", None)]
+    assert stats.lines == 6
+    if sep == ",":  # (a multi-line TSV cell with a tab is taken for a runaway quote: see the TSV tests)
+        path.write_text('id,text\n1,"多\n行\r2,x"\n3,好\n', encoding="utf-8", newline="")
+        assert [(r.id, r.text) for r in read_rows(str(path))] == [("1", "多\n行\r2,x"), ("3", "好")]
+
+
+def test_a_users_fdd0_survives_a_stand_in_elsewhere(tmp_path: Path) -> None:
+    """The stand-in for a lone \\r is put back only in the records that had one: U+FDD0 in another row's
+    text (a noncharacter, yet a text may hold anything) comes out as it went in."""
+    path = tmp_path / "fdd0.csv"
+    path.write_text("id,text\n2,好\r开心\n1,好\ufdd0评\n3,\"多\n行\ufdd0\"\n", encoding="utf-8", newline="")
+    assert [(r.id, r.text) for r in read_rows(str(path))] == [("2", "好\r开心"), ("1", "好\ufdd0评"),
+                                                              ("3", "多\n行\ufdd0")]
+
+
 def test_read_stats_count_lines_of_text_formats(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "一"}\n\n{"text": "二"}\n', encoding="utf-8")

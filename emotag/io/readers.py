@@ -14,9 +14,10 @@ import csv
 import io
 import json
 import re
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import IO, Any, NamedTuple
 
@@ -29,6 +30,7 @@ _FIELD_LIMIT = 64 * 1024 * 1024
 _BATCH = 10_000  # rows per parquet batch, read and write
 _HEADER_SCAN = 1000  # json/jsonl: leading objects whose keys stand in for a header
 _MAX_LEADING_BAD = 1000  # JSON lines inspected for a first valid object before giving up on the file
+_NAMED_WARNINGS = 5  # warnings of one kind printed one by one per file; the rest are counted in one more line
 
 
 if csv.field_size_limit() < _FIELD_LIMIT:
@@ -54,9 +56,22 @@ class InputRow:
 class ReadStats:
     """What a reader consumed, for the end-of-run summary: `lines` counts the physical lines of a text
     input (header and blank lines included) and stays None for parquet/xlsx. A summary that says "1,000
-    rows from 1,001 lines" makes a reader that merged rows visible instead of silent."""
+    rows from 1,001 lines" makes a reader that merged rows visible instead of silent.
+
+    `warnings` holds the one-line warnings the reader printed to stderr (as the writer prints its own):
+    an input read the standard way that may still not be what its author meant, so the user hears of it
+    while the run goes on."""
 
     lines: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _warn(stats: ReadStats, path: str, problem: str, row: int | None = None) -> None:
+    """Print one warning line on stderr, in the writer's form (`emotag: warning: FILE, row N: ...`), and
+    keep it in `stats.warnings` for callers that are not a terminal."""
+    line = f"emotag: warning: {InputError(path, problem, row)}"
+    stats.warnings.append(line)
+    print(line, file=sys.stderr, flush=True)
 
 
 class _Spec(NamedTuple):
@@ -166,40 +181,85 @@ _CR_STAND_IN = "\ufdd0"
 
 
 class _LineTap:
-    """The physical lines a csv reader consumed for its last record (to undo a runaway quote), and how
-    many lines were read in all (into `stats.lines`).
+    """The physical lines a csv reader consumed for its record (to undo a runaway quote), and how many
+    lines were read in all (into `stats.lines`). The reader calls `start` before each record.
 
-    A lone \\r inside a line (a text pasted from an old Mac tool, a cell edited on Windows) makes the csv
-    module refuse the whole file ("new-line character seen in unquoted field"), though it is only a line
-    break inside a text. The tap hands such a line on with each of those \\r as `_CR_STAND_IN`, and
-    `restore` puts them back into the parsed fields, so the text keeps its \\r, quoted or not; `cr` says
-    whether any line needed it.
+    A lone \\r inside a line makes the csv module refuse the whole file ("new-line character seen in
+    unquoted field"). It is one of two things, and the tap tells them apart by the header's `width`
+    (set by the reader once the header is read; 0 while the header itself is read, when the first part's
+    field count stands in for it):
+
+    - a row separator (old-Mac line ends mixed with others: `1,好评\\r2,差评\\r3,一般`): when each
+      \\r-separated part parses, strictly, as exactly `width` fields, the line is split at the \\r into
+      that many lines (each counted in `stats.lines`), so no row hides inside another's text. In a file of
+      one column every part is a row, as it would be after any other line break: keeping them as one text
+      would hide rows, splitting keeps every text. Empty parts are blank lines, which csv skips.
+    - a line break inside a text (`2,好\\r开心`: parts of 2 and 1 fields; `3,"引\\r号"`: a quote left
+      open): the tap hands the line on with each \\r as `_CR_STAND_IN`, and `restore` puts them back
+      into the parsed fields, so the text keeps its \\r, quoted or not.
+
+    A line that continues a record (the csv reader asks for it only while inside a quoted cell) is never
+    split: its \\r is inside the quotes. `swapped` says, per line of the record, whether a stand-in went
+    in, so `restore` touches only records that had one and a U+FDD0 of the user's own elsewhere is kept.
+    The corner left: a record that holds both a lone \\r and a U+FDD0 gets the latter back as \\r too.
     """
 
-    def __init__(self, lines: Iterator[str], stats: ReadStats | None = None) -> None:
+    def __init__(self, lines: Iterator[str], stats: ReadStats | None = None, delimiter: str = ",") -> None:
         self._lines = lines
+        self._parts: deque[str] = deque()  # the later parts of a line split at its \r, not yet handed on
+        self.delimiter = delimiter
+        self.width = 0  # the header's field count, once the reader knows it
         self.taken: list[str] = []
+        self.swapped: list[bool] = []  # per line in `taken`: whether its \r became `_CR_STAND_IN`
         self.stats = stats if stats is not None else ReadStats()
         self.stats.lines = 0
-        self.cr = False
 
     def __iter__(self) -> _LineTap:
         return self
 
+    def start(self) -> None:
+        """Forget the last record's lines: the next line read begins a record."""
+        self.taken.clear()
+        self.swapped.clear()
+
     def __next__(self) -> str:
-        line = next(self._lines)
+        line = self._parts.popleft() if self._parts else next(self._lines)
+        swapped = False
         if "\r" in line:
             body = line.rstrip("\r\n")
             if "\r" in body:
-                line = body.replace("\r", _CR_STAND_IN) + line[len(body):]
-                self.cr = True
+                parts = None if self.taken else self._rows_in(body)
+                if parts is None:
+                    line = body.replace("\r", _CR_STAND_IN) + line[len(body):]
+                    swapped = True
+                else:
+                    self._parts.extend(p + "\r" for p in parts[1:-1])
+                    self._parts.append(parts[-1] + line[len(body):])
+                    line = parts[0] + "\r"
         self.taken.append(line)
+        self.swapped.append(swapped)
         self.stats.lines += 1  # type: ignore[operator]  # set to 0 above
         return line
 
-    def restore(self, record: list[str]) -> list[str]:
-        """`record` with the carriage returns the tap stood in for put back."""
-        if not self.cr:
+    def _rows_in(self, body: str) -> list[str] | None:
+        """`body`'s \\r-separated parts when each reads as a whole row by itself (see the class), else None."""
+        parts = body.split("\r")
+        counts = []
+        for part in parts:
+            if not part:
+                continue  # a blank line
+            try:
+                fields = next(csv.reader([part], delimiter=self.delimiter, strict=True), [])
+            except csv.Error:  # a quote left open: the \r is inside a quoted cell
+                return None
+            counts.append(len(fields))
+        width = self.width or (counts[0] if counts else 0)
+        return parts if width == 1 or set(counts) == {width} else None
+
+    def restore(self, record: list[str], swapped: bool | None = None) -> list[str]:
+        """`record` with the carriage returns the tap stood in for put back: those of the record just read,
+        or, with `swapped`, of the one line a runaway record's row was split from."""
+        if not (any(self.swapped) if swapped is None else swapped):
             return record
         return [f.replace(_CR_STAND_IN, "\r") if _CR_STAND_IN in f else f for f in record]
 
@@ -254,12 +314,68 @@ def _runaway_quote(record: list[str], lines: list[str], delimiter: str, width: i
     return False
 
 
+def _shape(value: str) -> str:
+    """What kind of value a cell holds, for comparing cells: digits, Latin letters, other letters, spaces
+    and each other character, runs collapsed ("1" and "2031" are alike, "A-12" and "B-7", not "1" and "第二行")."""
+    out: list[str] = []
+    for ch in value.strip():
+        c = ("9" if ch.isdigit() else "a" if ch.isascii() and ch.isalpha() else "字" if ch.isalpha()
+             else " " if ch.isspace() else ch)
+        if not out or out[-1] != c:
+            out.append(c)
+    return "".join(out)
+
+
+def _rows_in_cell(record: list[str], lines: list[str], delimiter: str, width: int, first: int) -> str | None:
+    """A warning when a quoted multi-line cell may hold whole rows (a stray quote that closes cleanly at
+    the end of a later cell, `1,"好评\\n2,还行\\n3,不错"`), or None.
+
+    Such a record is valid csv, read as one cell by Python's csv, Excel and pandas, and a real multi-line
+    review reads the same way, so it is kept as one cell, but said aloud. The rule, to warn for merged
+    rows and not for an ordinary multi-line review: a later line of the record reads, on its own, as
+    exactly the header's number of fields (two or more), and each of its cells outside the multi-line
+    column (at least one not empty) has the shape (`_shape`) of the record's own cell in that column: an
+    id `2` beside the record's `1`, a shop `店B` beside `店A`. A review line `第二行,还不错"` fails the
+    id's shape. Left out: a record with several multi-line cells, and lines whose other cells happen to
+    look like the record's (two columns of Chinese text can): the warning says how to tell.
+    """
+    multi = [i for i, f in enumerate(record) if "\n" in f or "\r" in f]
+    if width < 2 or len(record) != width or len(multi) != 1:
+        return None
+    others = [j for j in range(width) if j != multi[0]]
+    own = {j: _shape(record[j]) for j in others}
+    hits = []
+    for k, line in enumerate(lines[1:], start=1):
+        fields = next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter), [])
+        if (len(fields) == width and any(fields[j].strip() for j in others)
+                and all(_shape(fields[j]) == own[j] for j in others)):
+            hits.append(first + k)
+    if not hits:
+        return None
+    last = first + len(lines) - 1
+    return (f"a quoted cell spans lines {first}-{last}, and {_line_list(hits)} also read as rows by "
+            f"themselves; kept as one cell, as csv reads it (if its opening quote is a stray, fix the file)")
+
+
+def _line_list(numbers: list[int]) -> str:
+    """'line 3', 'lines 3-4' or 'lines 3, 5-6' for ascending line numbers."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+    return f"line{'s' if len(numbers) > 1 else ''} {text}"
+
+
 def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str, stats: ReadStats) -> Iterator[Any]:
     fb, lines, encoding, problems = _open_lines(path)
     kind = "CSV" if delimiter == "," else "TSV"
-    tap = _LineTap(lines, stats)
+    tap = _LineTap(lines, stats, delimiter)
     width = 0  # fields in the header, once read
     pending: deque[list[str]] = deque()  # records recovered from a runaway quote, not yet returned
+    merged: list[int] = []  # rows whose quoted cell spans lines that read as rows by themselves
     with fb:
         reader = csv.reader(tap, delimiter=delimiter)
         index = 0
@@ -267,19 +383,29 @@ def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str, stats: Re
         def next_record(row: int | None) -> list[str] | None:
             if pending:
                 return pending.popleft()
-            tap.taken.clear()
+            tap.start()
             try:
                 rec = next(reader, None)
             except csv.Error as e:
                 raise InputError(path, f"malformed {kind}: {e}", row) from None
             except UnicodeDecodeError as e:
                 raise InputError(path, f"not valid {encoding} text ({e.reason})", row) from None
-            if (rec is not None and len(tap.taken) > 1 and (width or delimiter == "\t")
-                    and _runaway_quote(rec, tap.taken, delimiter, width)):
+            if rec is None or len(tap.taken) < 2:
+                return rec if rec is None else tap.restore(rec)
+            if (width or delimiter == "\t") and _runaway_quote(rec, tap.taken, delimiter, width):
                 split = _split_tsv_line if delimiter == "\t" else lambda line: _split_csv_line(line, width)
-                pending.extend(tap.restore(split(line)) for line in tap.taken if line.strip("\r\n"))
+                pending.extend(tap.restore(split(line), swapped)
+                               for line, swapped in zip(tap.taken, tap.swapped, strict=True)
+                               if line.strip("\r\n"))
                 return pending.popleft() if pending else tap.restore(rec)
-            return rec if rec is None else tap.restore(rec)
+            if row is not None and row > skip:
+                first = tap.stats.lines - len(tap.taken) + 1  # type: ignore[operator]  # counted by the tap
+                hidden = _rows_in_cell(rec, tap.taken, delimiter, width, first)
+                if hidden is not None:
+                    merged.append(row)
+                    if len(merged) <= _NAMED_WARNINGS:
+                        _warn(stats, path, hidden, row)
+            return tap.restore(rec)
 
         header: list[str] | None = None
         while header is None:
@@ -292,13 +418,18 @@ def _rows_delimited(path: str, spec: _Spec, skip: int, delimiter: str, stats: Re
         if names:
             names[0] = names[0].lstrip("\ufeff")
         text_i, id_i, keep_i = _header_indices(path, names, spec)
-        n = width = len(names)
+        n = width = tap.width = len(names)
         problems.clear()
         yield _READY
 
         while True:
             rec = next_record(index + 1)
             if rec is None:
+                if len(merged) > _NAMED_WARNINGS:
+                    more = merged[_NAMED_WARNINGS:]
+                    rows = ", ".join(map(str, more[:_NAMED_WARNINGS])) + (", ..." if more[_NAMED_WARNINGS:] else "")
+                    _warn(stats, path, f"{len(more)} more quoted cells span lines that also read as rows by "
+                                       f"themselves (rows {rows}); each kept as one cell, as csv reads it")
                 return
             if not rec:  # blank line
                 problems.clear()

@@ -285,7 +285,7 @@ def normalize(text: str, options: NormalizeOptions | None = None) -> Normalized:
     for _ in range(_MAX_PASSES):
         before = t
         t, topics, removed = _late_steps(t, opts)
-        if opts.t2s:
+        if opts.t2s and t != before:  # unchanged text was simplified already
             t = to_simplified(t)
         signals["topics"] += topics
         repeat += removed
