@@ -284,7 +284,7 @@ def profile(
             repeated: list[tuple[str, str]] = []
             unique: list[tuple[str, str | None]] = []
             for path, channel in zip(scored, per_file, strict=True):
-                if path != "-":
+                if _hashable(path):
                     batch = file_batch_id(path)
                     if batch in first_of:
                         repeated.append((path, first_of[batch]))
@@ -299,7 +299,7 @@ def profile(
         else:  # one batch per file, so re-running any of them (alone or with others) is a no-op
             for i, (path, channel) in enumerate(zip(scored, per_file, strict=True)):
                 last = i == len(scored) - 1
-                batch = file_batch_id(path) if path != "-" else None
+                batch = file_batch_id(path) if _hashable(path) else None
                 bad_before = bad_count[0]
                 result = run_profile(with_channel(path, channel), output if last else None, batch_id=batch,
                                      **settings)
@@ -315,6 +315,13 @@ def profile(
         _report_bad_rows(bad_rows, bad_count[0], recorded_with_bad)
         if not folded:  # every row was bad: nothing to show for the run, so it failed
             raise UserError(f"no row could be folded; first problem: {bad_rows[0]}")
+
+
+def _hashable(path: str) -> bool:
+    """Whether `profile` can take a content hash of an input before reading it: a regular file. Why ask: a
+    missing path then gets the reader's one-line "file not found" (not a bare errno), and a pipe or stdin
+    is read once, by the reader, instead of being drained by the hash (or blocking it)."""
+    return path != "-" and Path(path).is_file()
 
 
 #: Fewer calibration texts than this for `export-onnx --quantize int8` get a warning (the bundled model's

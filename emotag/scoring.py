@@ -106,7 +106,10 @@ def score_file(
     stats = ReadStats()
     names = {c: kept_name(c) for c in keep}
     # the columns of a scored record, known before the first one: csv/tsv headers never depend on the data
-    template = dict.fromkeys(OUTPUT_FIELDS, "") | {"emotions": dict.fromkeys(tagger.emotion_labels, 0.0)}
+    # (numbers stand where the field is a number, so a Parquet output of nothing but error rows still types
+    # those columns as floats and unions with the other parts of a dataset)
+    template = (dict.fromkeys(OUTPUT_FIELDS, "") | {"polarity_score": 0.0, "intensity": 0.0}
+                | {"emotions": dict.fromkeys(tagger.emotion_labels, 0.0)})
     settings = {"--text-col": text_col, "--id-col": id_col, "--keep": list(keep), "model": model_identity(tagger)}
     if aspects is not None:
         template["aspects"] = ""
@@ -114,7 +117,7 @@ def score_file(
         settings["--aspect-categories"] = getattr(getattr(aspects, "categories", None), "source", None)
     regression = Result.scale_of(tagger.emotion_labels) is not None  # records carry `score` (docs/finetune.md §6)
     if regression:
-        template["score"] = ""
+        template["score"] = 0.0
     # Kept columns are the user's data, not ours: a JSON input's objects may have other keys in every row (or
     # turn into a number), which no column layout fixed by the first rows can hold. Shown as plain values
     # here, they stay one column each in csv/tsv/parquet/xlsx, a dict or list as one JSON cell that reads

@@ -757,3 +757,39 @@ def test_a_header_only_input_gives_an_output_with_the_usual_columns(tiny_model_d
     assert _columns(tmp_path / f"full.out.{ext}", ext) == columns
     again = _score(tiny_model_dir, out, "-o", tmp_path / "again.jsonl", "--text-col", "emotion", "-q")
     assert again.exit_code == 0, again.output
+
+
+def test_an_all_error_parquet_output_types_the_emotion_columns_as_scored_outputs_do(tiny_model_dir, tmp_path):
+    """An output with no scored row (every text empty, or no rows at all) typed every column as text, so
+    reading it together with a scored part (a dataset union, Spark) failed on string vs double. The
+    template's 0.0 per label and for polarity_score/intensity types those columns as float either way; its
+    "" placeholders (ids, kept columns) still type nothing, so a scored output's types are what they were."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from emotag import Tagger
+
+    labels = Tagger.load(tiny_model_dir).emotion_labels
+    emotion_cols = [f"emotions.{e}" for e in labels]
+    inputs = {"ok": "id,text,shop\n1,好开心,a\n2,太差了,b\n", "errors": "id,text,shop\n1,,a\n2,   ,b\n",
+              "empty": "id,text,shop\n"}
+    schemas = {}
+    for name, text in inputs.items():
+        src = tmp_path / f"{name}.csv"
+        src.write_text(text, encoding="utf-8")
+        res = _score(tiny_model_dir, src, "-o", tmp_path / f"{name}.parquet", "--keep", "shop", "-q")
+        assert res.exit_code == 0, res.output
+        schemas[name] = pq.read_schema(tmp_path / f"{name}.parquet")
+    ok = schemas["ok"]
+    assert {c: ok.field(c).type for c in ("emotion", "polarity", "polarity_score", "intensity", "error", "shop")} == {
+        "emotion": pa.string(), "polarity": pa.string(), "polarity_score": pa.float64(),
+        "intensity": pa.float64(), "error": pa.string(), "shop": pa.string()}
+    numbers = emotion_cols + ["polarity_score", "intensity"]
+    for name in ("ok", "errors", "empty"):
+        assert [schemas[name].field(c).type for c in numbers] == [pa.float64()] * len(numbers), name
+    assert pq.read_table(tmp_path / "errors.parquet").column("emotions." + labels[0]).null_count == 2
+    assert pq.read_table(tmp_path / "errors.parquet").column("polarity_score").null_count == 2
+    # the number columns of a scored part and an all-error part now merge
+    merged = pa.unify_schemas([pa.schema([ok.field(c) for c in numbers]),
+                               pa.schema([schemas["errors"].field(c) for c in numbers])])
+    assert [f.type for f in merged] == [pa.float64()] * len(numbers)

@@ -1165,6 +1165,17 @@ def test_cli_profile_folds_a_repeated_input_once_without_a_store(tmp_path: Path)
         assert sum(st.n for _, st in store.iter_states()) == 3
 
 
+def test_cli_profile_names_a_missing_input_in_one_line_with_or_without_a_store(tmp_path: Path) -> None:
+    """The repeated-input check hashed every path before the reader opened it, so a missing file printed a
+    bare "[Errno 2] No such file or directory" instead of the reader's "FILE: file not found"."""
+    src = _write_jsonl(tmp_path / "scored.jsonl", [rec("u1", 0, 0.5)])
+    missing = tmp_path / "nosuch.jsonl"
+    for extra in ((), ("--store", str(tmp_path / "p.db"))):
+        res = _profile_cli(str(src), str(missing), "-o", str(tmp_path / "p.jsonl"), *extra)
+        assert res.exit_code == 1, res.output
+        assert f"{missing}: file not found" in res.output and "Errno" not in res.output, res.output
+
+
 def test_env_key_and_key_file_strip_the_same_whitespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A secret mounted with a trailing newline gave other pseudonyms from the variable than from the file."""
     from emotag.profiles import resolve_pseudonymizer
@@ -1227,3 +1238,94 @@ def test_dotted_columns_nest_at_every_depth_but_keep_decimal_labels(tmp_path: Pa
     path.write_text("a,a.b,x.y.z,x.y.w,emotions.4.5,emotions.1\n1,2,3,4,0.25,0.75\n", encoding="utf-8")
     (row,) = read_records(str(path))
     assert row == {"a": 1, "a.b": 2, "x": {"y": {"z": 3, "w": 4}}, "emotions": {"4.5": 0.25, "1": 0.75}}
+
+
+def test_parquet_text_that_looks_like_json_reads_back_as_text(tmp_path: Path) -> None:
+    """Parquet read-back used to guess: a text cell '{"味道":"好"}' or '{}' came back as a dict, so
+    `emotag profile` keyed a product '{"sku":1}' as the repr "{'sku': 1}". Only the columns the writer marked
+    as JSON (written from dicts and lists) are decoded; text stays text, whoever wrote the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from emotag.io import RecordWriter, read_records
+
+    texts = ['{"味道":"好"}', "{}", "[图片]", '{"sku":1}']
+    by_hand = tmp_path / "hand.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3, 4], "text": texts}), by_hand)
+    assert [r["text"] for r in read_records(str(by_hand))] == texts
+
+    ours = tmp_path / "ours.parquet"
+    rows = [{"id": i, "product": t, "meta": {"k": [i]} if i % 2 else None, "tags": ["a"] * i}
+            for i, t in enumerate(texts)]
+    with RecordWriter(str(ours), template={"id": "", "product": "", "meta": "", "tags": ""}) as w:
+        for r in rows:
+            w.write(r)
+    assert list(read_records(str(ours))) == rows
+    marked = {f.name for f in pq.read_schema(ours) if (f.metadata or {}).get(b"emotag.encoding") == b"json"}
+    assert marked == {"meta", "tags"}
+
+    scored = [rec("u1", d, 0.5, product=texts[3], channel="review") for d in range(3)]
+    with RecordWriter(str(tmp_path / "scored.parquet")) as w:
+        for r in scored:
+            w.write(r)
+    profiles = tmp_path / "p.jsonl"
+    run_profile(read_records(str(tmp_path / "scored.parquet")), out=str(profiles))
+    (row,) = [json.loads(line) for line in profiles.read_text(encoding="utf-8").splitlines()]
+    assert list(row["products"]) == ['{"sku":1}']
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet", "xlsx"])
+def test_whole_keys_stay_one_json_column_in_every_flat_format(tmp_path: Path, ext: str) -> None:
+    """An open-ended map (a profile's `products`) is one column, not a column per key, and reads back as
+    the map; in parquet that column is marked as JSON, which is what lets the reader decode it."""
+    import pyarrow.parquet as pq
+
+    from emotag.io import RecordWriter, read_records
+
+    rows = [{"user": "a", "products": {"手机": {"count": 2, "polarity": 0.5}}, "n": 1},
+            {"user": "b", "products": {}, "n": 2},
+            {"user": "c", "products": {"面膜": {"count": 1, "polarity": None}, "x.y": {"count": 3}}, "n": 3}]
+    out = tmp_path / f"w.{ext}"
+    with RecordWriter(str(out), whole_keys={"products"}) as w:
+        for r in rows:
+            w.write(r)
+    assert list(read_records(str(out))) == rows
+    if ext == "parquet":
+        field = pq.read_schema(out).field("products")
+        assert pq.read_schema(out).names == ["user", "products", "n"]
+        assert field.metadata == {b"emotag.encoding": b"json"}
+    if ext == "csv":
+        assert out.read_text(encoding="utf-8-sig").splitlines()[0] == "user,products,n"
+
+
+def test_profile_export_marks_products_as_json_in_parquet(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    data = [rec("u1", d, -0.4, product="面膜") for d in range(3)] + [rec("u2", 1, 0.5)]
+    out = tmp_path / "p.parquet"
+    run_profile(data, out=str(out))
+    schema = pq.read_schema(out)
+    marked = {f.name for f in schema if (f.metadata or {}).get(b"emotag.encoding") == b"json"}
+    assert marked == {"products", "tags"}
+    assert not any(n.startswith("products.") for n in schema.names)
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_a_column_beside_a_longer_dotted_name_keeps_that_name_flat(tmp_path: Path, ext: str) -> None:
+    """`a` and `a.b.c` read back as {'a': 1, 'a.b': {'c': 2}}: half the name nested under a key that is no
+    level of anything. Once a level of a dotted name is itself a column, the name is one flat key."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from emotag.io import read_records
+
+    names = ["a", "a.b.c", "x.y", "x.y.z.w", "p.q.r", "emotions.4", "emotions.4.5"]
+    values = [1, 2, 3, 4, 5, 0.25, 0.75]
+    path = tmp_path / f"t.{ext}"
+    if ext == "csv":
+        path.write_text(",".join(names) + "\n" + ",".join(map(str, values)) + "\n", encoding="utf-8")
+    else:
+        pq.write_table(pa.table({n: [v] for n, v in zip(names, values, strict=True)}), path)
+    (row,) = read_records(str(path))
+    assert row == {"a": 1, "a.b.c": 2, "x": {"y": 3}, "x.y.z.w": 4, "p": {"q": {"r": 5}},
+                   "emotions": {"4": 0.25, "4.5": 0.75}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, cast
 
@@ -87,20 +87,31 @@ def _kinds(types: set[type]) -> set[str]:
     return out
 
 
+def _number(v: Any) -> bool:
+    """A template placeholder that says its column's type: a number or bool (not "", which says nothing)."""
+    import numbers
+
+    return isinstance(v, numbers.Number) and not isinstance(v, (complex, Decimal))
+
+
 class _Layout:
     """Column layout of flat outputs, learnt from records: one level of dict values becomes `key.sub`.
 
     Keys come in first-seen order (the first record's order). A key that only ever holds None cannot be
     told apart from a dict that has not shown up yet, hence `settled()`; a key holding both dicts and
     scalars is not flattened (its dicts are written as JSON): so a template that shows a key as "" keeps
-    it one column for good. With `track_types`, the value types of every column are recorded too, so
-    parquet gets a schema without another pass over the data.
+    it one column for good, and so do `whole` keys (open-ended maps such as a profile's `products`, whose
+    keys would make a column each). A dict or list kept in one column is written as JSON, and parquet
+    marks that column as JSON, so it reads back as the value and a text that merely looks like JSON stays
+    text. With `track_types`, the value types of every column are recorded too, so parquet gets a schema
+    without another pass over the data.
     """
 
-    def __init__(self, track_types: bool = False) -> None:
+    def __init__(self, track_types: bool = False, whole: Iterable[Any] = ()) -> None:
         self.keys: dict[Any, None] = {}
         self.subkeys: dict[Any, dict[Any, None]] = {}
-        self.scalar: set[Any] = set()
+        self.whole = frozenset(whole)
+        self.scalar: set[Any] = set(self.whole)
         self.only_none: set[Any] = set()
         self.types: dict[Any, set[type]] | None = {} if track_types else None
         # Records of a run share a handful of shapes (scored, failed); one seen before teaches nothing new.
@@ -109,9 +120,12 @@ class _Layout:
     def observe(self, record: Mapping[Any, Any], value_types: bool = True) -> None:
         """Learn the columns of `record` (and, when tracking types, its value types).
 
-        `value_types=False` learns the columns only: a template's placeholder values ("" for an id) say
-        nothing about the types the data will have, and counting them would turn an int column into text.
-        Its shape is not remembered either, so a real record of the same shape still has its types counted.
+        `value_types=False` is for a template: its "" placeholders (an id, a kept input column) say nothing
+        about the types the data will have, and counting them would turn an int column into text; but a
+        number placeholder (the 0.0 of every `emotions` label) does say the column's type, and is counted,
+        so that an output with no scored row (every row an error, or none at all) still types those
+        columns as the scored outputs it is merged with do, not as text. The template's shape is not
+        remembered, so a real record of the same shape still has its types counted.
         """
         values = record.values()
         shape = (
@@ -121,13 +135,14 @@ class _Layout:
         )
         if shape in self._shapes:
             return
-        types = self.types if value_types else None
+        types = self.types
         if len(self._shapes) < 10_000 and (value_types or self.types is None):
             self._shapes.add(shape)
         for k, v in record.items():
             if k not in self.keys:
                 self.keys[k] = None
-                self.only_none.add(k)
+                if k not in self.whole:  # one column whatever it will hold: nothing to wait for
+                    self.only_none.add(k)
             if v is None:
                 continue
             self.only_none.discard(k)
@@ -136,11 +151,11 @@ class _Layout:
                 for s, sv in v.items():
                     if s not in subs:
                         subs[s] = None
-                    if types is not None and sv is not None:
+                    if types is not None and sv is not None and (value_types or _number(sv)):
                         types.setdefault((k, s), set()).add(type(sv))
             else:
                 self.scalar.add(k)
-            if types is not None:
+            if types is not None and (value_types or _number(v)):
                 types.setdefault(k, set()).add(type(v))
 
     def settled(self) -> bool:

@@ -61,9 +61,11 @@ def _column_path(name: str, present: set[str]) -> tuple[str, ...]:
     """Where a flat column goes in its record: `channels.review.count` -> ('channels', 'review', 'count').
 
     Writers flatten at every depth (`emotag profile` exports) or one level (`emotag score`), so every dot
-    is a level, except where the text before it is itself a column (`a` and `a.b` both present: `a.b` is
-    a name) or, below the first level, where it sits between two digits: a decimal point in a label such
-    as `emotions.4.5`, not two levels. An empty segment never splits (`a..b` -> ('a', '.b')).
+    is a level, except below the first level where it sits between two digits: a decimal point in a label
+    such as `emotions.4.5`, not two levels. An empty segment never splits (`a..b` -> ('a', '.b')). A name
+    with a level that is itself a column (`a` beside `a.b.c`, or `a.b` beside `a.b.c`) is not split at
+    all: no writer flattened a value and its parts side by side, so the dots are part of the name, and the
+    record keeps it as the one flat key it was rather than half-nested ({'a.b': {'c': ...}}).
     """
     parts: list[str] = []
     start = 0
@@ -71,7 +73,9 @@ def _column_path(name: str, present: set[str]) -> tuple[str, ...]:
     while pos != -1:
         segment, rest = name[start:pos], name[pos + 1 :]
         decimal = bool(parts) and name[pos - 1].isdigit() and rest[:1].isdigit()
-        if segment and rest and name[:pos] not in present and not decimal:
+        if segment and rest and not decimal:
+            if name[:pos] in present:
+                return (name,)
             parts.append(segment)
             start = pos + 1
         pos = name.find(".", pos + 1)
@@ -170,8 +174,9 @@ def _records_json(path: str, fmt: str) -> Iterator[dict[str, Any]]:
 
 
 def _records_parquet(path: str) -> Iterator[dict[str, Any]]:
-    import pyarrow as pa
-
+    """Records of a parquet file. Parquet has types, so nothing is guessed: a text column comes back as
+    text even when a cell looks like JSON ('{"味道":"好"}' typed by a person is words, not a map), and only
+    the columns the writer marked as JSON (`emotag.encoding: json`, set for dicts and lists) are decoded."""
     fb = _open_binary(path)
     with fb:
         pf = _open_parquet(path, fb)
@@ -179,22 +184,11 @@ def _records_parquet(path: str) -> Iterator[dict[str, Any]]:
         json_cols = {
             i for i, f in enumerate(schema) if f.metadata and f.metadata.get(b"emotag.encoding") == b"json"
         }
-        # Unmarked text columns: a cell holding a JSON object is a map JSON-encoded before writing (a
-        # profile export's `products`), read back as the dict, as csv and xlsx cells are. Lists are always
-        # marked, so a text such as "[图片]" or "[1,2]" stays text.
-        text_cols = {
-            i for i, f in enumerate(schema)
-            if i not in json_cols and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
-        }
         build = _unflattener(schema.names)
         for batch in pf.iter_batches(batch_size=_BATCH):
             cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
             for i in json_cols:
                 cols[i] = [None if v is None else json.loads(v) for v in cols[i]]
-            for i in text_cols:
-                col = cols[i]
-                if any(v is not None and v[:1] == "{" for v in col):
-                    cols[i] = [_json_or_text(v) if v is not None and v[:1] == "{" else v for v in col]
             for values in zip(*cols, strict=True):
                 yield build(values)
 

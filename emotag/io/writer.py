@@ -207,12 +207,17 @@ class RecordWriter:
     records at all still gets a header, and a key the template shows as a plain value ("") stays one
     column whatever the records hold there: a dict in it is one JSON cell (read back as the dict), never
     spread over `key.sub` columns that the first records would fix and a later record could not fit.
+    `whole_keys` are kept one column the same way without a template fixing every column (a profile
+    export's open-ended `products` map, whose keys would each make a column). Such a JSON cell is marked
+    as JSON in parquet (field metadata `emotag.encoding: json`), so `read_records` decodes exactly the
+    columns written from dicts and lists, and a text that only looks like JSON ('{}') stays text.
     """
 
     def __init__(self, path: str, fmt: str | None = None, resume: bool = False,
                  template: Mapping[str, Any] | None = None, inputs: Sequence[str] = (),
-                 settings: Mapping[str, Any] | None = None) -> None:
+                 settings: Mapping[str, Any] | None = None, whole_keys: Iterable[str] = ()) -> None:
         self.path = path
+        self._whole = frozenset(whole_keys)
         self.fmt = _resolve_format(path, fmt)
         self._format = FORMAT_TABLE[self.fmt]
         self.rows_done = 0
@@ -269,8 +274,8 @@ class RecordWriter:
         if resuming:
             _check_resume_origin(partial, origin, strict=bool(inputs))
         if spec.layout is not None:
-            self._layout = _Layout(track_types=spec.layout == "typed")
-            if template is not None:  # columns only: "" placeholders must not make parquet's int ids text
+            self._layout = _Layout(track_types=spec.layout == "typed", whole=self._whole)
+            if template is not None:  # only number placeholders type columns: "" must not make int ids text
                 self._layout.observe(template, value_types=False)
         try:
             if resuming and delimited:
@@ -297,7 +302,7 @@ class RecordWriter:
             if header is not None:
                 self._flat = _Flattener(header)
             else:
-                self._layout = _Layout()
+                self._layout = _Layout(whole=self._whole)
                 if template is not None:
                     self._layout.observe(template)
 

@@ -7,8 +7,9 @@ all written through OUT.partial and renamed into place, never over an input file
 What profiles add is only the shape of their rows in the flat formats: analysts open these in
 spreadsheets and BI tools, so nested summaries become dotted columns at every depth
 (``emotions.anger``, ``polarity.trend``, ``channels.support.count``), while the open-ended `products`
-map stays one JSON column (a column per product would change with the data). `tags` is a list: JSON in a
-csv/xlsx cell, a JSON-encoded column in Parquet (emotag.io reads both back as the list).
+map stays one JSON column (a column per product would change with the data). `tags` is a list and
+`products` a map: JSON in a csv/xlsx cell, a column marked as JSON in Parquet (emotag.io reads both back as
+the value, and leaves a Parquet text that merely looks like JSON alone).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def format_for(path: str | Path, inputs: Sequence[str] = ()) -> str:
 
 
 def flatten(row: Mapping[str, Any], *, keep_lists: bool = False, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> dotted columns; opaque maps -> JSON text; lists -> JSON text unless `keep_lists`."""
+    """Nested dicts -> dotted columns; opaque maps and lists -> JSON text, unless `keep_lists`: then they
+    stay values, for the writer to encode (and mark as JSON in Parquet, which text would not be)."""
     out: dict[str, Any] = {}
     for k, v in row.items():
         key = f"{prefix}{k}"
@@ -64,6 +66,8 @@ def flatten(row: Mapping[str, Any], *, keep_lists: bool = False, prefix: str = "
             out.update(flatten(v, keep_lists=keep_lists, prefix=key + "."))
         elif isinstance(v, (list, tuple)) and keep_lists:
             out[key] = list(v)
+        elif isinstance(v, Mapping) and keep_lists:
+            out[key] = dict(v)
         elif isinstance(v, (list, tuple, Mapping)):
             out[key] = json.dumps(v, ensure_ascii=False, separators=(",", ":"))
         else:
@@ -83,9 +87,10 @@ def write_rows(
     flat = fmt in _FLAT
     n = 0
     try:
-        with RecordWriter(out, fmt=fmt, inputs=[p for p in inputs if p != "-"]) as writer:
+        with RecordWriter(out, fmt=fmt, inputs=[p for p in inputs if p != "-"], whole_keys=_OPAQUE) as writer:
             for row in rows:
-                # lists stay lists: the writer encodes them (JSON text plus a marker in Parquet)
+                # lists and opaque maps stay values: the writer encodes them (JSON text plus a marker in
+                # Parquet), keeping each opaque map one column
                 writer.write(flatten(row, keep_lists=True) if flat else row)
                 n += 1
     except InputError as e:
