@@ -7,7 +7,7 @@ TF-IDF?
 Reads exactly the rows and features `fit_composer.py` fits on (`composer_rows`, the recipe's 1,500 template
 sentences included) and, with its grouped 5-fold split, prints the cross-validated sign accuracy per source
 for variants of the one shared composer (source weights, interaction features, per-domain gated experts,
-composers routed by the gate's top domain) and for an oracle that fits one composer per source on that
+composers routed by the gate's top domain or mixed by its probabilities) and for an oracle that fits one composer per source on that
 source's rows alone. Why a probe and not an option: the shared composer trades the review corpora against the
 template, minimal-pair and emotion-corpus rows it is also fit on; the oracle says how much a per-domain
 composer could give a caller who names the domain (session 13: about a point on shopping, hotel and chat),
@@ -140,6 +140,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             if len(ted) and len(set(y[trd])) == 2:
                 p[ted] = LogisticRegression(C=1.0, max_iter=3000).fit(Xb[trd], y[trd]).predict_proba(Xb[ted])[:, 1]
     line("routed by the gate's top domain", p)
+    w = source_weights(src, polar, 0.5)
+    p = np.zeros(len(y))
+    for tr, te in folds:  # a mixture of composers: each domain's fit on rows weighted by the gate's belief
+        tr = tr[polar[tr]]
+        logit = np.zeros(len(te))
+        for d in range(len(domains)):
+            wd = w[tr] * gate[tr, d]
+            m = LogisticRegression(C=1.0, max_iter=3000).fit(Xb[tr], y[tr], sample_weight=wd * len(tr) / wd.sum())
+            logit += gate[te, d] * m.decision_function(Xb[te])
+        p[te] = 1 / (1 + np.exp(-logit))
+    line("soft-routed by the gate", p)
 
     print("\noracle: one composer per source, fit on that source's rows only (5-fold, grouped)")
     for s in REVIEWS:
