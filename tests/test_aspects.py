@@ -43,6 +43,8 @@ HARD = [
     ("這個面膜很保濕👍", [("面膜", "很保濕", "positive")]),
     ("🙂包装破损了", [("包装", "破损了", "negative")]),
     ("物流很快😂包装破损了", [("物流", "很快", "positive"), ("包装", "破损了", "negative")]),
+    # ... and an opinion never runs across one (was 价格 / 很便宜👍瓶子漏液了 / positive: a leak counted as praise)
+    ("价格很便宜👍瓶子漏液了", [("价格", "很便宜", "positive"), ("瓶子", "漏液了", "negative")]),
     # a carriage return ends a sentence, a tab a clause, as a line break and a comma do
     ("物流很快\r包装破损了", [("物流", "很快", "positive"), ("包装", "破损了", "negative")]),
     ("物流很快\t\t包装破损了", [("物流", "很快", "positive"), ("包装", "破损了", "negative")]),
@@ -76,6 +78,54 @@ def test_negated_complaint_word_is_praise(ex):
     alone = ex.extract("一点没压坏。")
     assert [(u.polarity, "没压坏" in u.opinion) for u in alone] == [("positive", True)] and alone[0].score > 0
     assert [u.polarity for u in ex.extract("服务员特别热情，菜非常好吃")] == ["positive", "positive"]
+
+
+def test_no_span_holds_an_emoji_or_a_tab(ex):
+    """The tagger runs an opinion across a comma as its training data does; an emoji or a tab reads as a
+    comma, but a span never holds one (docs/aspects.md), and a text whose spans keep clear of them is read
+    as before (这个面膜😍很好用 still pairs 很好用 with 面膜)."""
+    for text in ("包装很严实😂一点没压坏", "味道很香\t很好闻", "价格很便宜👍瓶子漏液了"):
+        units = ex.extract(text)
+        assert len({u.opinion_span for u in units}) == 2, text
+        for u in units:
+            assert not any(c in u.opinion + (u.aspect or "") for c in "😂👍\t"), (text, u)
+            assert text[slice(*u.opinion_span)] == u.opinion
+    assert [u.polarity for u in ex.extract("包装很严实😂一点没压坏")] == ["positive", "positive"]
+    assert [u.opinion for u in ex.extract("味道很香\t很好闻")] == ["很香", "很好闻"]
+    assert triples(ex.extract("这个面膜😍很好用")) == [("面膜", "很好用", "positive")]
+
+
+def test_a_span_is_cut_at_a_break_position():
+    from emotag.aspects.extract import _cut_at
+
+    assert _cut_at([(0, 5, 1), (5, 11, 3)], [7]) == [(0, 5, 1), (5, 7, 3), (8, 11, 3)]
+    assert _cut_at([(2, 3, 3)], [2]) == []  # a span that is the break alone is gone
+    assert _cut_at([(2, 6, 7)], []) == [(2, 6, 7)]
+
+
+def test_no_aspect_inside_an_opinion(ex):
+    """床单不干净过敏: the seed opinions 不干净 and 过敏 were added, then 干净 (a known aspect term: 环境很干净) was
+    taken as the aspect of 过敏 from inside 不干净, and paired with both. 床单 is no known term, so both are
+    implicit."""
+    from emotag.aspects.extract import _add_seed_opinions
+
+    units = ex.extract("床单不干净过敏")
+    assert [(u.opinion, u.polarity) for u in units] == [("不干净", "negative"), ("过敏", "negative")]
+    for u in units:
+        if u.aspect_span:
+            a0, a1 = u.aspect_span
+            assert all(a1 <= v.opinion_span[0] or a0 >= v.opinion_span[1] for v in units), u
+    # an aspect the tagger gave that a new seed opinion swallows is dropped, one it starts inside is cut
+    assert _add_seed_opinions("床单不干净", [(3, 5)], [])[0] == []
+    assert _add_seed_opinions("床单不干净", [(0, 3)], [])[0] == [(0, 2)]
+
+
+def test_no_span_starts_with_a_space(ex):
+    """An aspect grown to whole Latin words (IMAC BOOK) left the opinion after it starting at the space."""
+    units = ex.extract("仿IMAC BOOK AIR很到位")
+    assert units and all(u.opinion == u.opinion.strip() and (u.aspect or "x") == (u.aspect or "x").strip()
+                         for u in units)
+    assert units[-1].opinion.endswith("很到位")
 
 
 def test_minimal_pair_negation_flips_polarity(ex):

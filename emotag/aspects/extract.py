@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from emotag.aspects.features import lexicon_pattern, normalize_aligned
+from emotag.aspects.features import break_positions, lexicon_pattern, normalize_aligned
 from emotag.aspects.lexicon import DEGREE, MODIFIED_NEGATIVE_WORDS, NEGATION, NEGATIVE_WORDS, POSITIVE_WORDS
 from emotag.aspects.neural import NeuralTagger
 from emotag.aspects.tagger import OPINION_POLARITY, SpanTagger, spans
@@ -130,7 +130,9 @@ def _add_seed_opinions(text: str, aspects: list[tuple[int, int]], opinions: list
             start = o0
             while start > 0 and clause[start - 1] == clause[o0]:
                 start -= 1
-            near = [m.span() for m in aspect_terms.finditer(text, start, o0) if m.end() >= o0 - 1]
+            # a term inside an opinion is part of what was said, not what it is said about: 干净 in 不干净
+            near = [m.span() for m in aspect_terms.finditer(text, start, o0)
+                    if m.end() >= o0 - 1 and not taken[m.start():m.end()].any()]
             if near and near[-1][1] - near[-1][0] >= 2:
                 aspects = sorted([*aspects, near[-1]])
     trimmed = []
@@ -140,6 +142,8 @@ def _add_seed_opinions(text: str, aspects: list[tuple[int, int]], opinions: list
         while i < len(added) and added[i][0] < a1:  # a new opinion starting inside the aspect cuts it
             a1 = added[i][0]
             i += 1
+        while a0 < a1 and taken[a0]:  # one starting inside a new opinion keeps only what lies past it
+            a0 += 1
         if a1 > a0:
             trimmed.append((a0, a1))
     return trimmed, sorted(opinions + added)
@@ -231,6 +235,45 @@ def _trim_punctuation(text: str, found: list[tuple[int, int, int]]) -> list[tupl
             a += 1
         while b > a and text[b - 1] in _EDGE:
             b -= 1
+        if b > a:
+            out.append((a, b, kind))
+    return out
+
+
+def _with_stops(norm: str, breaks: Sequence[int]) -> str:
+    """`norm` with a 。 at each break position (break_positions): the tagger's second reading of a text whose
+    first one ran a span across an emoji or a tab (extract_many). Pairing still reads them as commas."""
+    if not breaks:
+        return norm
+    chars = list(norm)
+    for i in breaks:
+        chars[i] = "。"
+    return "".join(chars)
+
+
+def _holds_break(found: list[tuple[int, int, int]], breaks: Sequence[int]) -> bool:
+    """Whether a span holds a break position with span characters on both sides (one at its edge is trimmed)."""
+    for a, b, _ in found:
+        i = bisect_right(breaks, a)
+        if i < len(breaks) and breaks[i] < b - 1:
+            return True
+    return False
+
+
+def _cut_at(found: list[tuple[int, int, int]], breaks: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Spans cut at the break positions, the pieces keeping the span's kind. The second tagging reads each
+    break as a sentence end, so a span should hold none by then; this keeps docs/aspects.md's promise (no
+    span holds an emoji or a tab) should the tagger still carry one over."""
+    if not breaks:
+        return found
+    out = []
+    for a, b, kind in found:
+        i = bisect_left(breaks, a)
+        while i < len(breaks) and breaks[i] < b:
+            if breaks[i] > a:
+                out.append((a, breaks[i], kind))
+            a = breaks[i] + 1
+            i += 1
         if b > a:
             out.append((a, b, kind))
     return out
@@ -362,6 +405,22 @@ class AspectExtractor:
         tagged in length-sorted batches; their tags are joined back into one row per text.
         """
         norm = [normalize_aligned(t) for t in texts]
+        breaks = [break_positions(t, n) for t, n in zip(texts, norm, strict=True)]
+        rows = self._tag_rows(norm, batch)
+        # an emoji or a tab reads as a comma, and the neural tagger runs an opinion across a comma as its
+        # training data does (包装很严实，一点没压坏); across an emoji that was one opinion of two clauses
+        # (价格很便宜👍瓶子漏液了, all praise of 价格). Such a text is tagged again with a 。 at each emoji, so each
+        # clause is read on its own; the others keep the comma reading (这个面膜😍很好用 pairs 很好用 with 面膜,
+        # which 这个面膜。 alone does not tag as an aspect).
+        again = [k for k, row in enumerate(rows) if row is not None and _holds_break(spans(row[0]), breaks[k])]
+        for k, row in zip(again, self._tag_rows([_with_stops(norm[k], breaks[k]) for k in again], batch), strict=True):
+            rows[k] = row
+        return [[] if row is None else self._units(texts[k], norm[k], row[0], row[1], breaks[k])
+                for k, row in enumerate(rows)]
+
+    def _tag_rows(self, norm: Sequence[str], batch: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Tags and emissions per normalised text (None for an empty one), each text tagged sentence by
+        sentence (extract_many)."""
         pieces: list[tuple[int, int, int]] = []  # (text index, start, end)
         for k, t in enumerate(norm):
             start = 0
@@ -384,18 +443,18 @@ class AspectExtractor:
                     tg = np.concatenate([np.zeros(n, tg.dtype), tg])
                     em = np.concatenate([np.zeros((n, em.shape[1]), em.dtype), em])
                 tags_of[(k, a)] = (tg[:b - a], em[:b - a])
-        out: list[list[Aspect]] = []
         by_text: dict[int, list[tuple[int, int, int]]] = {}
         for p in pieces:
             by_text.setdefault(p[0], []).append(p)
-        for k, t in enumerate(norm):
+        out: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for k in range(len(norm)):
             parts = [tags_of[(k, a)] for _, a, _ in by_text.get(k, [])]
             if not parts:
-                out.append([])
+                out.append(None)
                 continue
             tg = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
             em = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-            out.append(self._units(texts[k], t, tg, em))
+            out.append((tg, em))
         return out
 
     def iter_extract(self, texts: Iterable[str], chunk: int = 1024) -> Iterator[list[Aspect]]:
@@ -408,9 +467,12 @@ class AspectExtractor:
         if buf:
             yield from self.extract_many(buf)
 
-    def _units(self, original: str, text: str, tags: np.ndarray, em: np.ndarray) -> list[Aspect]:
-        found = _trim_punctuation(text, spans(tags))
-        found = _whole_words(text, found) if _LATIN.search(text) else found
+    def _units(self, original: str, text: str, tags: np.ndarray, em: np.ndarray,
+               breaks: Sequence[int] = ()) -> list[Aspect]:
+        found = _cut_at(spans(tags), breaks)
+        found = _trim_punctuation(text, found)
+        if _LATIN.search(text):  # trimmed again: an opinion that starts after a grown word starts at its space
+            found = _trim_punctuation(text, _whole_words(text, found))
         found = _whole_terms(text, found, self._category_terms)
         aspects = [(a, b) for a, b, kind in found if kind == 1]
         opinions = [(a, b, kind) for a, b, kind in found if kind != 1]
