@@ -51,6 +51,8 @@ def _user_errors(fn):
             return fn(*args, **kwargs)
         except (InputError, UserError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
             _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except (NotADirectoryError, FileExistsError) as e:  # a path through a file: -o FILE/x.html
+            _fail(_path_error(e))
         except ImportError as e:  # an optional part not installed (torch for training, export, --backend torch)
             missing = getattr(e, "name", None)
             hint = str(e).splitlines()[0] if "pip install" in str(e) else (
@@ -72,6 +74,37 @@ def _user_errors(fn):
             raise
 
     return wrapper
+
+
+def _path_error(e: OSError) -> str:
+    """One line for a path that runs through a regular file. Why not str(e): os.makedirs("FILE") reports
+    "[Errno 17] File exists: 'FILE'", which reads as if the file were in the way, not as "not a folder"."""
+    name = e.filename
+    if name is None:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    name = os.fsdecode(name)
+    if isinstance(e, FileExistsError) and not os.path.isdir(name):
+        return f"{name}: is a file, not a directory"
+    if isinstance(e, NotADirectoryError):
+        return f"{name}: a part of this path is a file, not a directory"
+    return f"{name}: {e.strerror or type(e).__name__}"
+
+
+def _output_dir_problem(output: str) -> str | None:
+    """Why `output` cannot be written because a directory on its path is a regular file, else None.
+
+    Checked before a command's slow work (a report reads and charts everything first): the nearest
+    existing ancestor of the output must be a directory; missing ones below it are created on writing.
+    """
+    d = os.path.dirname(output)
+    while d and not os.path.lexists(d):
+        up = os.path.dirname(d)
+        if up == d:
+            break
+        d = up
+    if d and os.path.exists(d) and not os.path.isdir(d):
+        return f"{output}: cannot write there: {d} is not a directory"
+    return None
 
 
 def _internal_error() -> None:
@@ -405,6 +438,8 @@ def report(
         if same_file(src, output):
             raise UserError(f"{output}: is the input file {src}; writing there would replace it: choose another "
                             "output file")
+    if (problem := _output_dir_problem(output)) is not None:
+        raise UserError(problem)
     try:
         path = build_report(scored, output, profiles_db=profiles, title=title, text_col=text_col)
     except ReportError as e:

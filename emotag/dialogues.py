@@ -79,7 +79,8 @@ def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableReco
     id, most of them without a customer turn. The flat conversations are therefore yielded once the input
     is read, in the order their ids first appear, and a flat table is held in memory (its turns only;
     nested conversations stream). A nested or unreadable record is yielded in its place, so every input
-    record still has its output record.
+    record still has its output record, as is a flat row with an empty `conversation_id` (an error record
+    whose id is the row's 0-based position, as a nested record without `id` gets).
     """
     flat: dict[Any, Conversation] = {}
     seen: set[str] = set()  # turn columns any flat row had (a JSONL line may leave one out: a system event)
@@ -100,6 +101,11 @@ def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableReco
             yield Conversation(cid, turns, rec.get("user_id"))
             continue
         cid = rec["conversation_id"]
+        if _no_id(cid):
+            # not one conversation of all the id-less rows (they were merged and scored as one dialogue):
+            # each is an error record of its own, so the summary counts them and nothing is lost unseen
+            yield Conversation(i, [], rec.get("user_id"), error="no conversation_id")
+            continue
         seen.update(c for c in ("speaker", "text") if c in rec)
         key = (type(cid).__name__, cid) if isinstance(cid, (str, int, float)) else ("repr", repr(cid))
         conv = flat.get(key)
@@ -112,6 +118,15 @@ def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableReco
         if missing:  # no row had the column: say so, not "no scorable customer turn"
             conv.turns, conv.error = [], f"flat turn table has no {' or '.join(map(repr, missing))} column"
         yield conv
+
+
+def _no_id(cid: Any) -> bool:
+    """An empty conversation_id cell: null, blank text, or NaN (a typed format's empty number cell)."""
+    if cid is None:
+        return True
+    if isinstance(cid, str):
+        return not cid.strip()
+    return isinstance(cid, float) and cid != cid
 
 
 def dialogue_grams(featurizer: Featurizer, texts: Iterable[Any]) -> np.ndarray:
@@ -219,6 +234,10 @@ def score_conversations(
                    "resolved": None, "error": why}
             continue
         sat = cfg.bias + sum(w * feats.get(f, 0.0) for f, w in zip(cfg.features, cfg.weights, strict=True))
+        # "improved from the first customer turn to the last" (SPEC §3) needs two of them: with one, the
+        # answer is unknown (null), not "did not improve" (false was counted as an unresolved contact)
+        polar = sum(1 for r in results if r.error is None and r.polarity_score is not None)
+        resolved = bool(feats["last_polarity"] > feats["first_polarity"]) if polar >= 2 else None
         last_time = next((t.get("time") for t in reversed(conv.turns) if t.get("time")), None)
         yield {
             **base,
@@ -227,6 +246,6 @@ def score_conversations(
             "satisfaction": round(float(np.clip(sat, -2.0, 2.0)), 6) if cfg.features else None,
             "start_emotion": ok[0].emotion,
             "end_emotion": ok[-1].emotion,
-            "resolved": bool(feats["last_polarity"] > feats["first_polarity"]),
+            "resolved": resolved,
             "error": None if cfg.features else "this model has no satisfaction read-out (see its MODEL_CARD.md)",
         }

@@ -120,3 +120,50 @@ def test_a_jsonl_turn_without_text_stays_in_its_conversation():
             {"conversation_id": "a", "speaker": "customer", "text": "好的"}]
     (conv,) = list(conversations_from_records(rows))
     assert conv.error is None and len(conv.turns) == 3
+
+
+def test_flat_rows_without_a_conversation_id_are_error_records_of_their_own(tiny_model_dir, tmp_path):
+    """Rows with an empty conversation_id were merged into one conversation `id: null` and scored as one
+    dialogue. Each is now an error record in its place (nothing lost, counted in the summary)."""
+    from emotag.dialogues import conversations_from_records
+
+    rows = [{"conversation_id": c, "speaker": "customer", "text": t}
+            for c, t in [(None, "快递丢了"), ("a", "怎么退货"), ("", "太慢了"), ("  ", "还行"), (float("nan"), "好")]]
+    convs = list(conversations_from_records(rows))
+    assert [(c.id, c.error) for c in convs] == [(0, "no conversation_id"), (2, "no conversation_id"),
+                                               (3, "no conversation_id"), (4, "no conversation_id"), ("a", None)]
+
+    path = tmp_path / "flat.csv"
+    path.write_text("conversation_id,speaker,text\n,customer,快递丢了\nc,customer,怎么退货\n,customer,太慢了\n"
+                    "c,customer,好的谢谢\n", encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    res = CliRunner().invoke(app, ["score-dialogues", str(path), "-o", str(out), "--model", str(tiny_model_dir)])
+    assert res.exit_code == 0, res.output
+    assert "scored 3 conversations (2 with errors)" in res.output
+    got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(c["id"], c["error"]) for c in got] == [(0, "no conversation_id"), (2, "no conversation_id"), ("c", None)]
+    assert len(got[2]["turns"]) == 2
+
+
+def test_every_row_without_a_conversation_id_fails_the_run_in_one_line(tiny_model_dir, tmp_path):
+    path = tmp_path / "flat.csv"
+    path.write_text("conversation_id,speaker,text\n,customer,快递丢了\n,agent,抱歉\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["score-dialogues", str(path), "-o", str(tmp_path / "o.jsonl"), "-q",
+                                   "--model", str(tiny_model_dir)])
+    assert res.exit_code == 1 and res.output.strip().endswith("every conversation failed: no conversation_id")
+
+
+def test_resolved_is_null_when_one_customer_turn_cannot_show_a_change(tiny_model_dir, tmp_path):
+    """SPEC §3: resolved = the customer's emotion improved from the first turn to the last. One customer turn
+    has no first and last to compare: null (cannot tell), where it used to be false (counted unresolved)."""
+    convs = [{"id": "one", "turns": [{"speaker": "customer", "text": "快递丢了，气死了"}, {"speaker": "agent", "text": "抱歉"}]},
+             {"id": "two", "turns": [{"speaker": "customer", "text": "快递丢了，气死了"}, {"speaker": "agent", "text": "补发"},
+                                     {"speaker": "customer", "text": "好的，谢谢，太好了"}]}]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    res = _run(tiny_model_dir, path, out, "-q")
+    assert res.exit_code == 0, res.output
+    one, two = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert one["error"] is None and one["satisfaction"] is not None and one["resolved"] is None
+    assert two["error"] is None and isinstance(two["resolved"], bool)

@@ -939,3 +939,44 @@ def test_a_killed_run_does_not_leave_its_output_locked(tmp_path: Path) -> None:
         w.write({"id": 1})
     assert [r["id"] for r in read_records(str(out))] == [0, 1]
     assert not (tmp_path / "res.jsonl.partial.lock").exists()
+
+
+def test_xlsx_keeps_carriage_returns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An XML reader turns a raw "\\r\\n" into "\\n": a text written so came back one character short, and the
+    aspect spans into it were off by one. The text reads back whole, through openpyxl and through emotag."""
+    import openpyxl
+
+    texts = ["  包装破损了\r\n物流很快", "一\r二\r\r三\n", "好\r"]
+    out = tmp_path / "cr.xlsx"
+    with RecordWriter(str(out)) as w:
+        w.write_many([{"id": i, "text": t, "note\r\nx": t} for i, t in enumerate(texts)])
+    assert capsys.readouterr().err == ""  # nothing was changed, so nothing to warn about
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cr.xlsx"]
+    for read_only in (True, False):
+        sheet = openpyxl.load_workbook(out, read_only=read_only).worksheets[0]
+        rows = list(sheet.iter_rows(values_only=True))
+        assert rows[0] == ("id", "text", "note\r\nx") and [r[1] for r in rows[1:]] == texts
+    assert [r["text"] for r in read_records(str(out))] == texts
+    assert [r.text for r in read_rows(str(out))] == texts
+
+
+def test_xlsx_aspect_spans_index_a_text_with_crlf(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from emotag.cli import app
+
+    src = tmp_path / "in.csv"
+    src.write_bytes('id,text\r\n1,"  包装破损了\r\n物流很快"\r\n'.encode())
+    out = tmp_path / "o.xlsx"
+    res = CliRunner().invoke(app, ["score", str(src), "--aspects", "--keep", "text", "-o", str(out),
+                                   "--model", str(tiny_model_dir), "-q"])
+    assert res.exit_code == 0, res.output
+    (rec,) = list(read_records(str(out)))
+    text = rec["text"]
+    assert text == "  包装破损了\r\n物流很快"
+    assert rec["aspects"], rec
+    for a in rec["aspects"]:
+        if a.get("aspect_span"):
+            assert text[slice(*a["aspect_span"])] == a["aspect"], a
+        if a.get("opinion_span"):
+            assert text[slice(*a["opinion_span"])] == a["opinion"], a

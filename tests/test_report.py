@@ -241,3 +241,91 @@ def test_a_file_of_error_rows_says_so_not_that_columns_are_missing(tmp_path: Pat
     assert "no scored records: 2 of 2 have an error" in page
     assert "no parseable time column" not in page and "no product column" not in page
     assert "no text column" not in page
+
+
+_RENDER = """
+import sys
+from datetime import datetime, timezone
+
+from emotag.report import collect
+from emotag.report.html import render
+
+sys.stdout.write(render(collect(sys.argv[1:]), "t", generated=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+"""
+
+
+def test_the_same_input_gives_the_same_report_in_every_process(scored: dict[str, Path], tmp_path: Path) -> None:
+    """Phrase counts were tied-broken by set iteration order, which Python salts per process: the word
+    tables of one input changed from run to run. Pages from processes with different hash seeds are equal."""
+    import os
+    import sys
+
+    phrases = ["物流太慢", "包装破损", "客服态度差", "价格太贵", "质量一般", "颜色不对", "尺寸偏小", "味道难闻"]
+    rows = [_rec(i, "面膜", text="，".join(phrases[j % len(phrases)] for j in range(i, i + 4)))
+            for i in range(2 * len(phrases))]
+    inputs = [_records(tmp_path / "ties.jsonl", rows), str(scored["reviews"]), str(scored["posts"])]
+    pages = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", _RENDER, *inputs], env=env, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()
+        pages.append(done.stdout)
+    assert b"<td>" in pages[0] and pages[0] == pages[1] == pages[2]
+
+
+@pytest.mark.parametrize("below", ["x.html", "sub/x.html"])
+def test_an_output_below_a_regular_file_is_one_line_before_any_work(tmp_path: Path, below: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """-o FILE/x.html printed an internal-error traceback (FileExistsError from makedirs), and only after
+    the whole report had been computed."""
+    from typer.testing import CliRunner
+
+    import emotag.report
+    from emotag.cli import app
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the report was computed although it cannot be written")
+
+    monkeypatch.setattr(emotag.report, "build_report", never)
+    (tmp_path / "FILE").write_text("a file", encoding="utf-8")
+    src = _records(tmp_path / "r.jsonl", [_rec(0, "p")])
+    out = tmp_path / "FILE" / below
+    res = CliRunner().invoke(app, ["report", src, "-o", str(out)])
+    assert res.exit_code == 1, res.output
+    assert res.output == f"emotag: {out}: cannot write there: {tmp_path / 'FILE'} is not a directory\n"
+
+
+@pytest.mark.parametrize(("make", "said"), [
+    (lambda f: f.mkdir(), "is a file, not a directory"),  # FileExistsError
+    (lambda f: (f / "x").mkdir(parents=True), "a part of this path is a file, not a directory"),  # NotADirectoryError
+])
+def test_an_output_path_through_a_file_is_a_user_error_in_every_command(tmp_path: Path, make, said) -> None:
+    """Past the up-front checks (another command, a path that changed meanwhile) it is still one line."""
+    import typer
+    from typer.testing import CliRunner
+
+    from emotag.cli import _user_errors
+
+    (tmp_path / "FILE").write_text("a file", encoding="utf-8")
+    cmd = typer.Typer()
+
+    @cmd.command()
+    @_user_errors
+    def write() -> None:
+        make(tmp_path / "FILE")
+
+    res = CliRunner().invoke(cmd, [])
+    assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
+    assert res.output.startswith(f"emotag: {tmp_path / 'FILE'}") and said in res.output
+    assert "internal error" not in res.output
+
+
+def test_the_resolved_share_leaves_out_conversations_that_cannot_tell(tmp_path: Path) -> None:
+    """score-dialogues writes resolved null for one customer turn: such a conversation is neither resolved
+    nor unresolved, so the share is over the others, and it says over how many."""
+    from emotag.report import build_report
+
+    convs = [{"id": f"c{i}", "satisfaction": 0.5, "start_emotion": "anger", "end_emotion": "like",
+              "resolved": r, "turns": [], "error": None} for i, r in enumerate([True, False, None, None])]
+    page = build_report([_records(tmp_path / "d.jsonl", convs)], str(tmp_path / "d.html")).read_text(encoding="utf-8")
+    assert "50.0% (2 of 4)" in page

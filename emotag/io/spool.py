@@ -200,7 +200,8 @@ def _spool_to_xlsx(partial: str, target: str, layout: _Layout) -> str | None:
 
     Returns a warning when a cell could not be stored as it was. Excel's cell limit would otherwise cut a
     text silently (openpyxl does), and openpyxl refuses control characters: each is replaced by U+FFFD
-    instead of dropped, so the stored text keeps its length and `aspects` spans still index it.
+    instead of dropped, so the stored text keeps its length and `aspects` spans still index it. A carriage
+    return is kept, not replaced: see `_keep_carriage_returns`.
     """
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
@@ -210,8 +211,10 @@ def _spool_to_xlsx(partial: str, target: str, layout: _Layout) -> str | None:
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("emotag")
     changes = _CellChanges()
+    has_cr = False
 
     def cell(v: Any, row: int = 0, column: str = "") -> Any:
+        nonlocal has_cr
         if v is None:
             return None
         if isinstance(v, bool):
@@ -224,6 +227,8 @@ def _spool_to_xlsx(partial: str, target: str, layout: _Layout) -> str | None:
         text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", _no_surrogates(given))
         if text != given:
             changes.note("altered", row, column)
+        if "\r" in text:
+            has_cr = True
         cut = _cut_for_excel(text)
         if cut is not None:
             changes.note("cut", row, column)
@@ -240,6 +245,43 @@ def _spool_to_xlsx(partial: str, target: str, layout: _Layout) -> str | None:
     for row, rec in enumerate(_spooled(partial), start=1):
         ws.append([cell(v, row, c) for v, c in zip(flat.values(rec), flat.columns, strict=True)])
     wb.save(target)
+    if has_cr:
+        _keep_carriage_returns(target)
     _fsync_file(target)
     return changes.warning()
+
+
+def _keep_carriage_returns(path: str) -> None:
+    """Rewrite the raw carriage returns in an xlsx's sheets as the character reference `&#13;`.
+
+    openpyxl (without lxml) writes a text's "\r" into the sheet XML as it is, and every XML reader turns
+    "\r\n" into "\n" and a lone "\r" into "\n": "包装破损了\r\n物流很快" came back one character shorter, so
+    the `aspects` spans no longer indexed it. A character reference survives XML parsing, and openpyxl,
+    Excel and LibreOffice read it back as "\r". (Excel's own `_x000D_` escape would not do: openpyxl
+    neither writes nor reads it, so emotag's own reader would see seven characters.) The byte 0x0D stands
+    for nothing but "\r" in UTF-8 and openpyxl's markup never holds one, so every such byte is a text's.
+    The sheets are streamed into a new archive beside `path`, which then replaces it.
+    """
+    import shutil
+    import zipfile
+
+    tmp = f"{path}.cr.tmp"
+    try:
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w") as dst:
+            for info in src.infolist():
+                out = zipfile.ZipInfo(info.filename, info.date_time)
+                out.compress_type, out.external_attr = info.compress_type, info.external_attr
+                sheet = info.filename.startswith("xl/worksheets/")
+                # each "\r" grows to five bytes: a sheet that might pass 4 GiB needs a zip64 entry up front
+                big = 5 * info.file_size >= zipfile.ZIP64_LIMIT
+                with src.open(info) as r, dst.open(out, "w", force_zip64=big) as w:
+                    if not sheet:
+                        shutil.copyfileobj(r, w)
+                        continue
+                    while chunk := r.read(1 << 20):
+                        w.write(chunk.replace(b"\r", b"&#13;"))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 

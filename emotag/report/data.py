@@ -395,13 +395,17 @@ def _word_table(title: str, docs: list[list[str]]) -> WordTable:
         # phrases (不太满意), and emoticons such as [怒] are kept
         words.update({w for w in ws if len(w) > 1})
         phrases.update({a + b for a, b in zip(ws, ws[1:], strict=False) if not (a.startswith("[") or b.startswith("["))})
-    top_phrases = [(p, c) for p, c in phrases.most_common() if c >= 2][:TOP_WORDS]
-    return WordTable(title, len(docs), _top(words), top_phrases)
+    return WordTable(title, len(docs), _top(words), _top(phrases, min_count=2))
 
 
-def _top(counter: Counter[str]) -> list[tuple[str, int]]:
-    # most_common breaks ties by insertion order, which depends on sampling; sort for a stable report
-    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_WORDS]
+def _top(counter: Counter[str], min_count: int = 1) -> list[tuple[str, int]]:
+    """The TOP_WORDS most frequent entries with at least `min_count`, ties in code-point order.
+
+    Not `most_common`: it breaks ties by insertion order, and the counters are fed from sets, whose order
+    Python salts per process (PYTHONHASHSEED), so one input gave a different report from run to run.
+    """
+    kept = [kv for kv in counter.items() if kv[1] >= min_count]
+    return sorted(kept, key=lambda kv: (-kv[1], kv[0]))[:TOP_WORDS]
 
 
 def read_inputs(paths: Iterable[str]) -> Iterator[dict[str, Any]]:

@@ -306,7 +306,10 @@ def _support(d: ReportData) -> str:
         ["无法打分 errors", str(d.dialogue_errors)],
         ["平均满意度 mean satisfaction", f"{mean:+.2f}"],
         ["不满意占比 satisfaction < 0", _pct(sum(s < 0 for s in sats) / len(sats))],
-        ["情绪好转占比 resolved", _pct(sum(resolved) / len(resolved)) if resolved else "–"],
+        # a conversation with one customer turn has resolved null (cannot tell): not in the share, whose
+        # denominator is then shown, so a share of few conversations does not pass for one of all
+        ["情绪好转占比 resolved", (_pct(sum(resolved) / len(resolved)) if resolved else "–")
+         + (f" ({len(resolved)} of {len(dl)})" if len(resolved) < len(dl) else "")],
     ]
     worst = sorted(dl, key=lambda x: (x.satisfaction, x.id))[:10]
     rows = [[x.id, _signed_cell(x.satisfaction), _emotion_name(x.start_emotion),
@@ -316,7 +319,8 @@ def _support(d: ReportData) -> str:
             + "<h3>满意度最低的会话<small>lowest satisfaction</small></h3>"
             + _table(["会话 id", "满意度 satisfaction", "首轮情绪 start", "末轮情绪 end",
                       "好转 resolved", "客户轮数 turns"], rows, (5,))
-            + '<p class="note">满意度为 STC-3 量表 [-2, 2]；“好转”= 客户最后一轮的极性高于第一轮。</p>')
+            + '<p class="note">满意度为 STC-3 量表 [-2, 2]；“好转”= 客户最后一轮的极性高于第一轮'
+                                '（只有一轮客户发言的会话无从判断，不计入占比）。</p>')
 
 
 def _tags(d: ReportData) -> str:
@@ -339,7 +343,9 @@ def _tags(d: ReportData) -> str:
             + f'<p class="note">{source}：{d.users} 位用户，其中 {d.users_tagged} 位至少有一个标签。'
             "标签只在证据数达到规则的最少条数时出现。</p>")
     if d.user_top_emotions:
-        top_rows = [[_emotion_name(e), str(c), _pct(c / d.users)] for e, c in d.user_top_emotions.most_common()]
+        # ties by label, not by which user came first: a profile store's row order is no order at all
+        ranked = sorted(d.user_top_emotions.items(), key=lambda kv: (-kv[1], kv[0]))
+        top_rows = [[_emotion_name(e), str(c), _pct(c / d.users)] for e, c in ranked]
         body += ("<h3>用户的主要情绪<small>users by top emotion</small></h3>"
                  + _table(["情绪 emotion", "用户数 users", "占比 share"], top_rows, (1, 2)))
     return body
@@ -398,6 +404,7 @@ def _font_face(page: str) -> str:
         sub.subset(font)
         buf = io.BytesIO()
         font.flavor = None
+        font.recalcTimestamp = False  # head.modified stays the source font's: the same input, the same page
         font.save(buf)
     except Exception:  # noqa: BLE001 - the embedded font is a nicety; the viewer's fonts remain
         return ""
