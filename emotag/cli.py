@@ -357,9 +357,6 @@ def _hashable(path: str) -> bool:
     return path != "-" and Path(path).is_file()
 
 
-#: Fewer calibration texts than this for `export-onnx --quantize int8` get a warning (the bundled model's
-#: recipe uses 4,096; emotag train the first 1,024 training texts).
-MIN_CALIBRATION_TEXTS = 100
 
 #: How many bad rows `emotag profile` names; the rest are counted only.
 PROFILE_ERRORS_SHOWN = 20
@@ -510,6 +507,8 @@ def export_onnx(
             raise UserError(f"{calibration}: cannot read calibration texts ({e})") from None
         if not texts:
             raise UserError(f"{calibration}: no calibration texts (one text per line)")
+        from emotag.model.config import MIN_CALIBRATION_TEXTS
+
         if len(texts) < MIN_CALIBRATION_TEXTS:  # ranges from a handful of texts cut off what others reach
             typer.echo(f"emotag: warning: {calibration}: only {len(texts)} calibration text"
                        f"{'s' if len(texts) != 1 else ''}; the int8 ranges they set can clip other texts (one "

@@ -16,6 +16,7 @@ import csv
 import gzip
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,47 +32,46 @@ __all__ = ["evaluate_file", "macro_f1", "pearson"]  # macro_f1, pearson: emotag.
 csv.field_size_limit(10**9)
 
 
-def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Columns and rows of a labelled file, every value as text ('' when blank or missing).
+# the columns each labelled format reads its texts from (`_kind`'s scorers); a fine-tuned model's own
+# text column (`--text-col`) is added per model
+TEXT_COLUMNS = ("text", "review", "content", "Text", "Utterance", "text_segmented")
+
+
+def _rows(path: Path, text_cols: set[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Columns and rows of a labelled file, every value as text ('' when blank, missing or no value).
 
     Read with emotag's own readers (encoding detection: UTF-8, BOM, GBK; quoted cells; errors that name
-    the file and row), and flattened to text so `1` in JSON and "1" in CSV are the same label.
+    the file and row), and each cell the way `emotag train` reads it (`finetune.data`: one home for the
+    rules), so that eval scores the rows training measured and skips the rows it skipped: a text column's
+    cell through `_text` (a number, list or object is no text, except a spreadsheet's number), any other
+    through `cell` (1 and 1.0 and "1" one label; NaN, a list or an object no value).
     """
     from emotag.io import read_text_records
+    from emotag.train.finetune.data import _text, cell
 
     if path.suffix.lower() == ".txt":  # (the shared reader's word for it is about writing)
         raise ValueError(f"{path}: a labelled file needs columns (csv, tsv, jsonl, json, xlsx, parquet); "
                          "a .txt file holds texts only")
-    records = read_text_records(str(path))
+    sheet = path.suffix.lower() == ".xlsx"  # as `finetune.data.examples`: Excel stores a typed 666 as a number
     rows: list[dict[str, str]] = []
     cols: dict[str, None] = {}
-    for rec in records:
+    for rec in read_text_records(str(path)):
         cols.update(dict.fromkeys(rec))
-        rows.append({k: _text(v) for k, v in rec.items()})
+        rows.append({k: (_text(v, sheet) if k in text_cols else cell(v)) or "" for k, v in rec.items()})
     for r in rows:
         for c in cols:
             r.setdefault(c, "")
     return list(cols), rows
 
 
-def _text(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return v.strip() if isinstance(v, str) else str(v)
-
-
-def _polarity_gold(path: Path, rows: list[dict[str, str]]) -> list[str]:
-    """Gold polarity per row from 1/0, -1/0/1, pos/neg, positive/negative, 正面/负面, 好评/差评 ... (the
-    aliases `emotag train` maps polarity labels with, so both read a file the same way)."""
-    values = {r["label"] for r in rows}
+def _polarity_gold(path: Path, rows: list[tuple[int, dict[str, str]]]) -> list[str]:
+    """Gold polarity per (file row number, row) from 1/0, -1/0/1, pos/neg, positive/negative, 正面/负面,
+    好评/差评 ... (the aliases `emotag train` maps polarity labels with, so both read a file the same way)."""
+    values = {r["label"] for _, r in rows}
     # a binary review file whose sample holds one class only (the head of a sorted file) is still 0/1
     numeric = numeric_polarity(values) or (numeric_polarity(values | {"0", "1"}) if values <= {"0", "1"} else None) or {}
     gold = []
-    for i, r in enumerate(rows, start=1):
+    for i, r in rows:
         v = numeric.get(r["label"]) or POLARITY_ALIASES.get(r["label"].lower())
         if v is None:
             raise ValueError(f"{path}: row {i}: polarity label {r['label']!r} is not one of 1/0, pos/neg, 正面/负面")
@@ -111,16 +111,11 @@ def evaluate_file(tagger: Tagger, data: str | Path, batch_size: int = 64) -> dic
         return _stc3(tagger, path, batch_size, _span(path, span))
     if span:
         raise ValueError(f"{path}@{span}: a slice (@A:B) applies to STC-3 dialogue files only")
-    cols, rows = _rows(path)
+    trained = _trained(tagger)
+    cols, rows = _rows(path, set(TEXT_COLUMNS) | ({trained.text} if trained.text else set()))
     if not rows:
         raise ValueError(f"{path}: no labelled rows")
-    from emotag.train.finetune.data import cell
-
-    trained = _trained_columns(tagger)
     cols = _alias_trained_columns(trained, cols, rows)
-    for r in rows:  # 1.0 and 1 are one label, as `emotag train` reads them (pandas writes 1.0 beside gaps)
-        if "label" in r:
-            r["label"] = cell(r["label"]) or ""
     f = _File(path, cols, rows, tagger, trained)
     kind = _kind(f)
     if kind is None:
@@ -133,17 +128,34 @@ class _File:
     """A labelled file as the kind dispatch sees it: its columns, rows, label values and the model."""
 
     def __init__(self, path: Path, cols: list[str], rows: list[dict[str, str]], tagger: Tagger,
-                 trained: tuple[str | None, list[str]] = (None, [])) -> None:
+                 trained: _Trained | None = None) -> None:
         self.path, self.cols, self.rows, self.tagger = path, set(cols), rows, tagger
-        self.trained_text, self.trained_labels = trained  # the model's training columns (_trained_columns)
+        self.trained = trained or _Trained()
+        self.trained_text, self.trained_labels = self.trained.text, self.trained.labels
         self.values = {r["label"] for r in rows if r.get("label")} if "label" in self.cols else set()
         self.own = set(tagger.config.emotion_labels)
         self.taxonomy = self.own == set(L.EMOTIONS)
 
+    def numbered(self, col: str, key: str | None = None) -> list[tuple[int, dict[str, str]]]:
+        """The rows with text in `col` (and a value in `key`), each with its row number in the file (1-based,
+        as `emotag train` numbers rows), so an error names the row the user sees, whatever was skipped."""
+        return [(i, r) for i, r in enumerate(self.rows, start=1) if r.get(col) and (key is None or r.get(key))]
+
     def scored(self, col: str, key: str | None = None, batch_size: int = 64) -> tuple[list[dict[str, str]], list[Result]]:
         """The rows with text in `col` (and a value in `key`), with their results."""
-        rows = [r for r in self.rows if r.get(col) and (key is None or r.get(key))]
+        rows = [r for _, r in self.numbered(col, key)]
         return rows, _score(self.tagger, [r[col] for r in rows], batch_size)
+
+    def trained_as(self, task: str) -> bool:
+        """Whether this file is the kind the model was trained on for `task` (its eval_report.json): the
+        model's text and label columns, and label values it was trained with (as `emotag train` read them,
+        in any case). Why: `emotag eval` on the training or dev file must reproduce the report's numbers,
+        whatever else the columns look like (an emotion file with a `review` column is no polarity set)."""
+        t = self.trained
+        if t.task != task or not t.text or len(t.labels) != 1 or not {t.text, t.labels[0]} <= self.cols:
+            return False
+        known = {v.lower() for v in t.values}
+        return bool(self.values) and {v.lower() for v in self.values} <= known
 
 
 def _kind(f: _File) -> str | None:
@@ -160,9 +172,11 @@ def _kind(f: _File) -> str | None:
         ("clue", {"content", "label"} <= c and f.taxonomy),
         # review + label is a polarity set, unless the labels are the model's own (a custom-label model
         # trained on a review column: 表扬/投诉)
-        ("polarity", ({"review", "label"} <= c and not (values and values <= f.own and not f.taxonomy))
-                     or (text_label and bool(f.tagger.config.polarity_labels)
-                         and _reads_as_polarity(values) and not values <= f.own)),
+        # (and never the file of an emotion model trained on a review column: it is read as it was trained)
+        ("polarity", not f.trained_as("emotion") and (
+            ({"review", "label"} <= c and not (values and values <= f.own and not f.taxonomy))
+            or (text_label and bool(f.tagger.config.polarity_labels)
+                and _reads_as_polarity(values) and not values <= f.own))),
         ("stars", {"text", "stars"} <= c),
         ("cvat", {"Text", "Valence_Mean", "Arousal_Mean"} <= c),
         ("nlpcc", f.taxonomy and ({"text", "emotion1"} <= c or (text_label and values <= set(L.NLPCC)
@@ -196,8 +210,11 @@ def _clue(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
 
 
 def _polarity(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
-    rows, out = f.scored("review" if "review" in f.cols else "text", "label", bs)
-    gold = _polarity_gold(f.path, rows)
+    col = "review" if "review" in f.cols else "text"
+    numbered = f.numbered(col, "label")
+    gold = _polarity_gold(f.path, numbered)  # before scoring: a bad label is named without waiting for it
+    rows = [r for _, r in numbered]
+    out = _score(f.tagger, [r[col] for r in rows], bs)
     binary = [(o, g) for o, g in zip(out, gold, strict=True) if g != "neutral"]
     res: dict[str, Any] = {"n": len(rows),
                            "accuracy": float(np.mean([(_ps(o) > 0) == (g == "positive") for o, g in binary]))}
@@ -300,27 +317,38 @@ def _multilabel(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     return {k: m[k] for k in ("n", "exact_match", "macro_f1", "micro_f1")}, out
 
 
-def _trained_columns(tagger: Tagger) -> tuple[str | None, list[str]]:
-    """The text and label columns a fine-tuned model was trained with (`--text-col`, `--label-col`, as its
-    eval_report.json records them), or (None, []) for a model without that report."""
+@dataclass(frozen=True)
+class _Trained:
+    """How a fine-tuned model was trained, as its eval_report.json records it: the task, the text and label
+    columns (`--text-col`, `--label-col`) and the label values read; empty for a model without that report."""
+
+    task: str | None = None
+    text: str | None = None
+    labels: list[str] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)
+
+
+def _trained(tagger: Tagger) -> _Trained:
+    """The model's `_Trained` record (an empty one when it has no readable eval_report.json)."""
     report = tagger.model_dir / "eval_report.json" if tagger.model_dir else None
     if report is None or not report.is_file():
-        return None, []
+        return _Trained()
     try:
-        data = json.loads(report.read_text(encoding="utf-8")).get("data", {})
-        text, labels = data.get("text_col"), data.get("label_cols") or []
+        rep = json.loads(report.read_text(encoding="utf-8"))
+        task, data = rep.get("task"), rep.get("data", {})
+        text, labels, vm = data.get("text_col"), data.get("label_cols") or [], data.get("value_map") or {}
     except (OSError, ValueError, AttributeError):
-        return None, []
-    return (text if isinstance(text, str) else None,
-            [c for c in labels if isinstance(c, str)] if isinstance(labels, list) else [])
+        return _Trained()
+    return _Trained(task if isinstance(task, str) else None, text if isinstance(text, str) else None,
+                    [c for c in labels if isinstance(c, str)] if isinstance(labels, list) else [],
+                    [v for v in vm if isinstance(v, str)] if isinstance(vm, dict) else [])
 
 
-def _alias_trained_columns(trained: tuple[str | None, list[str]], cols: list[str], rows: list[dict[str, str]]
-                           ) -> list[str]:
+def _alias_trained_columns(trained: _Trained, cols: list[str], rows: list[dict[str, str]]) -> list[str]:
     """A dev file in the columns the model was trained with (`--text-col review --label-col sentiment`) is
     read as `text` / `label`, as `emotag train` read it: the numbers its report promises `emotag eval`
     reproduces come from the same file, not from one renamed for eval."""
-    text, labels = trained
+    text, labels = trained.text, trained.labels
     alias = {}
     if text and text != "text" and text in cols and "text" not in cols:
         alias["text"] = text
@@ -344,21 +372,18 @@ def _text_column(f: _File) -> str | None:
 def _regression(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     """A regression model's `score` against the file's values (rows with a text and a number), the way
     `emotag train` measured its dev rows: values outside the model's scale count as its nearer end."""
+    from emotag.train.finetune.data import regression_value
     from emotag.train.finetune.heads import regression_metrics
 
     name, lo, hi = Result.scale_of(f.tagger.config.emotion_labels) or ("", 0.0, 1.0)
     key = name if name in f.cols else "label"
     text = _text_column(f) or "text"
-    rows, out = f.scored(text, key, bs)
     plan = LabelPlan("regression", tuple(f.tagger.config.emotion_labels), True, False, scale=(lo, hi))
-    pairs = []
-    for i, (r, o) in enumerate(zip(rows, out, strict=True), start=1):
-        try:
-            y = float(r[key])
-        except ValueError:
-            raise ValueError(f"{f.path}: row {i}: {key} {r[key]!r} is not a number") from None
-        if o.score is not None:
-            pairs.append((o.score, float(plan.on_scale(plan.unit(y)))))
+    numbered = f.numbered(text, key)
+    # every value checked before any text is scored, with its row numbered as `emotag train` numbers it
+    gold = [float(plan.on_scale(plan.unit(regression_value(r[key], f.path, i - 1, key)))) for i, r in numbered]
+    out = _score(f.tagger, [r[text] for _, r in numbered], bs)
+    pairs = [(o.score, y) for o, y in zip(out, gold, strict=True) if o.score is not None]
     m = regression_metrics([p for p, _ in pairs], [g for _, g in pairs])
     return {"n": m["n"], "pearson_r": m["pearson_r"], "mae": m["mae"], "rmse": m["rmse"]}, out
 

@@ -980,3 +980,181 @@ def test_emotag_eval_reads_a_multi_label_dev_file_as_the_report_does(tmp_path: P
     assert got["kind"] == "multilabel" and got["n"] == r.dev_after["n"] == 30
     for k in ("exact_match", "macro_f1", "micro_f1"):
         assert got[k] == pytest.approx(r.dev_after[k]), k
+
+
+def test_a_custom_label_holding_a_pipe_is_one_label(tmp_path: Path, base_dir: Path) -> None:
+    """`物流|包装` is a user's label, not an SMP2020 partial label (only those are sets of taxonomy labels):
+    it trains as one class, and `emotag eval` on the dev file reads the report's numbers (training crashed
+    in LabelPlan.groups with an internal `tuple.index` error)."""
+    from emotag.evaluate import evaluate_file
+    from emotag.tagger import Tagger
+    from emotag.train.finetune import finetune, plan_labels
+
+    plan = plan_labels("emotion", ["label"], {"好评", "物流|包装", "其他"}, None)
+    assert not plan.partial and plan.groups() is None and plan.targets("物流|包装") == ("物流|包装",)
+    assert plan_labels("emotion", ["label"], {"happy", "sad"}, None).targets("happy") == ("like", "happiness")
+    train = _pol_table(tmp_path / "t.csv", 80, 21, "好评", "物流|包装")
+    dev = _pol_table(tmp_path / "d.csv", 30, 22, "好评", "物流|包装")
+    r = finetune(train, tmp_path / "m", dev_path=dev, base_model=base_dir, epochs=0, progress=False, export=False)
+    assert set(r.labels) == {"好评", "物流|包装"}
+    got = evaluate_file(Tagger.load(tmp_path / "m", backend="torch"), dev)
+    assert got["kind"] == "labels" and got["n"] == r.dev_after["n"] == 30
+    assert got["accuracy"] == pytest.approx(r.dev_after["accuracy"])
+    assert got["macroF1"] == pytest.approx(r.dev_after["macro_f1"])
+
+
+def test_eval_reads_an_emotion_file_with_a_review_column_as_it_was_trained(tmp_path: Path, base_dir: Path) -> None:
+    """`--text-col review` with taxonomy labels (in any case): a {review, label} file is no polarity set for
+    this model (eval said "polarity label 'Like' is not one of 1/0 ..."); eval reproduces the report. A
+    polarity file in the same columns with labels the model was not trained on is still read as polarity."""
+    from emotag.evaluate import evaluate_file
+    from emotag.tagger import Tagger
+    from emotag.train.finetune import finetune
+
+    def table(name: str, n: int, seed: int) -> Path:
+        rows = [{"review": t, "label": " Like " if pos else "Anger"} for t, pos in _sentiment_rows(n, seed)]
+        return _write_csv(tmp_path / name, rows, ["review", "label"])
+
+    train, dev = table("t.csv", 60, 23), table("d.csv", 24, 24)
+    out = tmp_path / "m"
+    r = finetune(train, out, dev_path=dev, base_model=base_dir, text_col="review", epochs=0, progress=False,
+                 export=False)
+    tagger = Tagger.load(out, backend="torch")
+    got = evaluate_file(tagger, dev)
+    assert got["kind"] == "labels" and got["n"] == r.dev_after["n"] == 24
+    assert got["accuracy"] == pytest.approx(r.dev_after["accuracy"])
+    assert got["macroF1"] == pytest.approx(r.dev_after["macro_f1"])
+    pol = _write_csv(tmp_path / "p.csv", [{"review": t, "label": int(pos)} for t, pos in _sentiment_rows(10, 25)],
+                     ["review", "label"])
+    assert evaluate_file(tagger, pol)["kind"] == "polarity"
+
+
+def test_eval_skips_the_rows_training_skips(tmp_path: Path, base_dir: Path) -> None:
+    """A NaN label and a number where the text should be: `emotag train` skips both rows, so `emotag eval` on
+    the same dev file must too (it raised on the 'nan' label, and scored the number as a text)."""
+    from emotag.evaluate import evaluate_file
+    from emotag.tagger import Tagger
+    from emotag.train.finetune import finetune
+
+    def jsonl(name: str, rows: list[dict]) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        return path
+
+    def rows(n: int, seed: int) -> list[dict]:
+        return [{"text": t, "label": "like" if pos else "anger"} for t, pos in _sentiment_rows(n, seed)]
+
+    train = jsonl("t.jsonl", rows(60, 26))
+    dev = jsonl("d.jsonl", [*rows(20, 27), {"text": "很好", "label": float("nan")}, {"text": 12345, "label": "like"},
+                            {"text": "很差", "label": None}])
+    assert "NaN" in dev.read_text(encoding="utf-8")
+    r = finetune(train, tmp_path / "m", dev_path=dev, base_model=base_dir, epochs=0, progress=False, export=False)
+    got = evaluate_file(Tagger.load(tmp_path / "m", backend="torch"), dev)
+    assert got["n"] == r.dev_after["n"] == 20 and got["errors"] == 0
+    assert got["accuracy"] == pytest.approx(r.dev_after["accuracy"])
+    assert got["macroF1"] == pytest.approx(r.dev_after["macro_f1"])
+
+
+def test_regression_eval_skips_nan_values_and_names_a_bad_row_before_scoring(tmp_path: Path, base_dir: Path,
+                                                                             monkeypatch) -> None:
+    """Regression: a NaN value and a number as text are skipped by eval as by training (eval printed
+    pearson_r=nan), and a value that is not a number is named by its row in the file, counted as training
+    counts rows (eval counted only rows with text and value: row 2 for the third row), before any text is
+    scored."""
+    import emotag.evaluate as ev
+    from emotag.tagger import Tagger
+    from emotag.train.finetune import finetune
+
+    train = _stars_table(tmp_path / "t.csv", 60, 28)
+    good = [{"text": t, "stars": 5 if pos else 1} for t, pos in _sentiment_rows(20, 29)]
+    dev = tmp_path / "d.jsonl"
+    dev.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
+        *good, {"text": "很好", "stars": float("nan")}, {"text": 4, "stars": 4}]), encoding="utf-8")
+    r = finetune(train, tmp_path / "m", dev_path=dev, base_model=base_dir, task="regression", label_cols="stars",
+                 epochs=0, progress=False, export=False)
+    tagger = Tagger.load(tmp_path / "m", backend="torch")
+    got = ev.evaluate_file(tagger, dev)
+    assert got["kind"] == "regression" and got["n"] == r.dev_after["n"] == 20
+    for k in ("pearson_r", "mae", "rmse"):
+        assert got[k] == pytest.approx(r.dev_after[k]), k
+    bad = _write_csv(tmp_path / "bad.csv", [{"text": "很好", "stars": 5}, {"text": "", "stars": 4},
+                                           {"text": "很差", "stars": "五星"}, {"text": "很好", "stars": 5}],
+                     ["text", "stars"])
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored before the values were checked")
+
+    monkeypatch.setattr(ev, "_score", no_scoring)
+    with pytest.raises(ValueError, match=r"bad.csv: row 3, column 'stars': '五星' is not a number"):
+        ev.evaluate_file(tagger, bad)
+
+
+def test_export_onnx_refuses_a_directory_marked_incomplete(tmp_path: Path, base_dir: Path) -> None:
+    """A directory an interrupted `emotag train` left (`.incomplete`) is refused in one line, as `score` and
+    `eval` refuse it, and no ONNX file is written that would make it look finished."""
+    import shutil
+
+    from emotag.model.config import INCOMPLETE_NAME
+    from emotag.model.export import export_onnx
+
+    d = tmp_path / "m"
+    shutil.copytree(base_dir, d)
+    (d / INCOMPLETE_NAME).write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="incomplete model") as e:
+        export_onnx(d, quantize="int8")
+    assert "\n" not in str(e.value) and not list(d.glob("*.onnx"))
+
+
+def test_train_refuses_a_non_empty_directory_that_holds_no_emotag_model(tmp_path: Path, base_dir: Path) -> None:
+    """`-o DIR` over someone's own project (its config.json and MODEL_CARD.md) is refused in one line before
+    training, with the files untouched, unless forced; an emotag model directory is one by its config's
+    keys, not by having a config.json."""
+    from emotag.model.config import INCOMPLETE_NAME, is_model_dir
+    from emotag.train.finetune import finetune
+
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "config.json").write_text('{"model_type": "bert", "hidden_size": 32}\n', encoding="utf-8")
+    (out / "MODEL_CARD.md").write_text("ours\n", encoding="utf-8")
+    assert not is_model_dir(out) and is_model_dir(base_dir)
+    train = _pol_table(tmp_path / "t.csv", 60, 30, "物流", "售后")
+    with pytest.raises(ValueError, match="not empty and holds no emotag model") as e:
+        finetune(train, out, base_model=base_dir, epochs=0, progress=False, export=False)
+    assert "\n" not in str(e.value) and str(out) in str(e.value)
+    assert (out / "MODEL_CARD.md").read_text(encoding="utf-8") == "ours\n" and not (out / "eval_report.json").exists()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "stopped" / INCOMPLETE_NAME).write_text("", encoding="utf-8")  # a run of ours, interrupted
+    assert is_model_dir(tmp_path / "stopped")
+    finetune(train, out, base_model=base_dir, epochs=0, progress=False, export=False, force=True)
+    assert is_model_dir(out) and (out / "eval_report.json").exists()
+
+
+def test_int8_calibration_tops_up_a_few_training_texts(tmp_path: Path, base_dir: Path) -> None:
+    """24 training texts are too few to set int8 ranges (other texts get clipped): they are topped up with
+    emotag's calibration sample to MIN_CALIBRATION_TEXTS, the report says so, and the int8 file agrees with
+    fp32 on held-out texts at least as often as one calibrated on the training texts alone."""
+    from emotag.model.config import MIN_CALIBRATION_TEXTS
+    from emotag.model.export import (
+        calibration_batches,
+        default_calibration_texts,
+        int8_agreement,
+        quantize_int8,
+    )
+    from emotag.train.finetune import finetune
+
+    train = _pol_table(tmp_path / "t.csv", 24, 31, "物流", "售后")
+    dev = _pol_table(tmp_path / "d.csv", 12, 32, "物流", "售后")
+    out = tmp_path / "m"
+    finetune(train, out, dev_path=dev, base_model=base_dir, epochs=0, progress=False)
+    report = json.loads((out / "eval_report.json").read_text(encoding="utf-8"))
+    assert report["int8_calibration"] == {"texts": MIN_CALIBRATION_TEXTS, "training_texts": 24,
+                                          "sample_texts": MIN_CALIBRATION_TEXTS - 24}
+    assert f"topped up with {MIN_CALIBRATION_TEXTS - 24}" in (out / "eval_report.md").read_text(encoding="utf-8")
+    with open(train, encoding="utf-8") as f:
+        own = [row["text"] for row in csv.DictReader(f)]
+    alone = quantize_int8(out / "model.onnx", tmp_path / "alone.int8.onnx", calibration_batches(out, own))
+    held_out = calibration_batches(out, default_calibration_texts()[MIN_CALIBRATION_TEXTS:]
+                                   + [t for t, _ in _sentiment_rows(60, 33)])
+    topped = int8_agreement(out / "model.onnx", out / "model.int8.onnx", held_out)
+    assert topped >= int8_agreement(out / "model.onnx", alone, held_out)

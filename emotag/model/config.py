@@ -18,6 +18,10 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
+# Fewer int8 calibration texts than this set ranges that clip other texts: `export-onnx` warns, `emotag
+# train` tops its training texts up with the packaged sample (export.default_calibration_texts). Here, not
+# in export.py, so the CLI can read it without importing torch.
+MIN_CALIBRATION_TEXTS = 100
 ONNX_INT8_NAME = "model.int8.onnx"
 TOKENIZER_NAME = "tokenizer.json"
 DIALOGUE_LEXICAL_NAME = "dialogue_lexical.npy"
@@ -190,6 +194,24 @@ def resolve_model_dir(model: str | os.PathLike[str] | None) -> Path:
     if _looks_like_hub_id(str(model)) and not path.exists():
         return _download_from_hub(str(model))
     raise FileNotFoundError(f"model {model!r}: no such directory")
+
+
+def is_model_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is an emotag model directory (or one an `emotag train` run was writing: INCOMPLETE_NAME).
+
+    Stricter than "has a config.json": a Hugging Face checkpoint or someone's own project has one too, and
+    `emotag train -o DIR` replaces an emotag model's files but must never replace theirs. emotag's config
+    is a JSON object with its encoder, its emotion labels and its format version (`EmotagConfig.to_dict`).
+    """
+    p = Path(path)
+    if (p / INCOMPLETE_NAME).is_file():
+        return True
+    try:
+        data = json.loads((p / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return (isinstance(data, dict) and isinstance(data.get("encoder"), dict)
+            and isinstance(data.get("emotion_labels"), list) and isinstance(data.get("format_version"), int))
 
 
 def _looks_like_hub_id(name: str) -> bool:

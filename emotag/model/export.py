@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import torch
 
-from emotag.model.config import ONNX_INT8_NAME, ONNX_NAME
+from emotag.model.config import ONNX_INT8_NAME, ONNX_NAME, resolve_model_dir
 from emotag.model.modeling import OUTPUT_NAMES, EmotagModel
 
 OPSET = 17
@@ -119,12 +119,18 @@ def _torch_export(model: EmotagModel, path: Path, args: tuple, fused_attention: 
 
 
 def export_onnx(model_dir: str | os.PathLike[str], quantize: str | None = None, fp32: bool = True,
-                calibration_texts: Sequence[str] | None = None) -> list[Path]:
+                calibration_texts: Sequence[str] | None = None, *, writing: bool = False) -> list[Path]:
     """Write model.onnx (and model.int8.onnx with quantize="int8") into the model directory.
 
     `calibration_texts` set the int8 activation ranges (see `quantize_int8`); default: emotag's own sample.
+    A directory marked incomplete (an `emotag train` run stopped while writing it) is refused, as `score`,
+    `eval` and `info` refuse it: its weights may be half-written, and ONNX files beside them would make it
+    look finished. `writing`: the caller is the run that holds the marker (`emotag train` exports before
+    it removes it).
     """
     d = Path(model_dir)
+    if d.is_dir() and not writing:
+        resolve_model_dir(d)  # the one home of the incomplete-directory check (a one-line ValueError)
     model = EmotagModel.load(d)
     model.eval()
     if hasattr(model.encoder, "precompute_piece_inputs"):  # USE: per-piece work becomes a table lookup
@@ -168,6 +174,11 @@ def export_onnx(model_dir: str | os.PathLike[str], quantize: str | None = None, 
 
 
 CALIBRATION_TEXTS = Path(__file__).parent / "resources" / "calibration_zh.txt"
+
+
+def default_calibration_texts() -> list[str]:
+    """emotag's own calibration sample (reviews, posts, service turns): the default int8 calibration."""
+    return [t for t in CALIBRATION_TEXTS.read_text(encoding="utf-8").splitlines() if t.strip()]
 INT8_MIN_AGREEMENT = 0.98  # on calibration windows; below it the int8 file is suspect (warned, still written)
 
 
@@ -196,7 +207,7 @@ def calibration_batches(model_dir: Path, texts: Sequence[str] | None = None, bat
     from emotag.model.features import Featurizer
 
     if texts is None:
-        texts = [t for t in CALIBRATION_TEXTS.read_text(encoding="utf-8").splitlines() if t.strip()]
+        texts = default_calibration_texts()
     feat = Featurizer.from_dir(model_dir)
     windows = [w for t in texts for w in feat.prepare(t).windows][:max_windows]
     if not windows:

@@ -156,7 +156,7 @@ def examples(rows: dict[str, list[Any]], text_col: str, label_cols: Sequence[str
         if plan.task == "polarity":
             out.append(Example(text, "finetune", polarity=lab))
         else:
-            emos = tuple(lab.split(PARTIAL_SEP))
+            emos = plan.targets(v)  # a custom label holding "|" stays one label (only SMP2020's are sets)
             pols = {L.EMOTION_POLARITY.get(e) for e in emos} if plan.default_taxonomy else {None}
             out.append(Example(text, "finetune", emotions=emos, polarity=pols.pop() if len(pols) == 1 else None))
     return out, skipped

@@ -66,14 +66,28 @@ class LabelPlan:
         lo, hi = self.scale
         return lo + (hi - lo) * np.asarray(unit, dtype=np.float64)
 
+    @property
+    def partial(self) -> bool:
+        """Whether some source classes are sets of taxonomy labels (SMP2020's happy = like|happiness).
+
+        Only a taxonomy plan can be one (`_PARTIAL_ALIASES` is its one source): a custom label that happens
+        to hold PARTIAL_SEP (物流|包装) is one label of its own, not a set, so it must never be split."""
+        return (self.default_taxonomy and not self.multi_label
+                and any(PARTIAL_SEP in v for v in self.value_map.values()))
+
+    def targets(self, source: str) -> tuple[str, ...]:
+        """The head labels a source value allows: its one label, or a partial label's set."""
+        lab = self.value_map[source]
+        return tuple(lab.split(PARTIAL_SEP)) if self.partial else (lab,)
+
     def groups(self) -> list[tuple[str, list[int]]] | None:
         """For partial labels (SMP2020's happy = like|happiness, SPEC §1): each source class with the head
         labels it allows, in first-seen order; None when every value maps to one label."""
-        if self.multi_label or not any(PARTIAL_SEP in v for v in self.value_map.values()):
+        if not self.partial:
             return None
         out: dict[str, list[int]] = {}
-        for source, target in self.value_map.items():
-            out.setdefault(source, [self.labels.index(x) for x in target.split(PARTIAL_SEP)])
+        for source in self.value_map:
+            out.setdefault(source, [self.labels.index(x) for x in self.targets(source)])
         return list(out.items())
 
 

@@ -192,7 +192,17 @@ def _header(out: Path, report: dict[str, Any], what: str) -> list[str]:
             f"{', skipped ' + str(data['skipped_rows']) + ' rows without text/label' if data['skipped_rows'] else ''}",
             f"- training: linear head {tr['linear_head_seconds']:.1f} s, then {tr['steps']} fine-tuning steps in "
             f"{tr['minutes'] * 60:.1f} s; {tr['minutes_total'] * 60:.0f} s in all, seed {tr['seed']}",
-            f"- kept: **{report['chosen']}**" + (f" ({report['verdict']})" if report.get("verdict") else ""), ""]
+            f"- kept: **{report['chosen']}**" + (f" ({report['verdict']})" if report.get("verdict") else ""),
+            *_calibration_line(report.get("int8_calibration")), ""]
+
+
+def _calibration_line(c: dict[str, Any] | None) -> list[str]:
+    """What the int8 file's ranges were measured on: a user reading the report of a small run learns that
+    emotag's sample texts were added to theirs (too few texts set ranges that clip others)."""
+    if not c or "texts" not in c:
+        return ["- int8 ONNX: copied from the base model"] if c else []
+    extra = f", topped up with {c['sample_texts']} of emotag's sample texts" if c["sample_texts"] else ""
+    return [f"- int8 ONNX calibrated on {c['texts']} texts: {c['training_texts']} training texts{extra}"]
 
 
 def _regression_report(out: Path, report: dict[str, Any]) -> list[Path]:
