@@ -18,6 +18,7 @@ import numpy as np
 from emotag.io import UnreadableRecord
 from emotag.model.config import DIALOGUE_LEXICAL_NAME
 from emotag.model.features import Featurizer, hash_ngrams, tfidf_dot
+from emotag.profiles.timeutil import TimeParseError, parse_time
 from emotag.tagger import Result, Tagger
 from emotag.text.normalize import normalize
 
@@ -204,6 +205,22 @@ def satisfaction_features(results: list[Result], grams: np.ndarray | None = None
     return feats
 
 
+def turn_order(turns: list[dict[str, Any]]) -> list[int]:
+    """The turns' positions in the order they were said: by `time` when every turn has one that parses,
+    else as given. Why: SPEC §3's start and end emotion and `resolved` compare the first turn with the
+    last, and a flat export sorted by another column (agent, channel) or a ticket system's newest-first
+    list would otherwise swap them. The sort is stable (turns at the same second keep their order), and a
+    single turn without a readable time keeps the file's order for the whole conversation: half a clock
+    is no clock."""
+    times = []
+    for t in turns:
+        try:
+            times.append(parse_time(t.get("time")))
+        except (TimeParseError, TypeError, ValueError, OverflowError):
+            return list(range(len(turns)))
+    return sorted(range(len(turns)), key=times.__getitem__)
+
+
 def score_conversations(
     tagger: Tagger, conversations: Iterable[Conversation], batch_size: int = 64, speakers: Speakers | None = None
 ) -> Iterator[dict[str, Any]]:
@@ -218,7 +235,8 @@ def score_conversations(
                    "resolved": None, "error": conv.error}
             continue
         # a turn's id (SPEC §2): its own `id` field, else its 0-based position among all the turns
-        cust_at = [j for j, t in enumerate(conv.turns) if speakers.is_customer(t.get("speaker"))]
+        order = turn_order(conv.turns)
+        cust_at = [j for j in order if speakers.is_customer(conv.turns[j].get("speaker"))]
         cust = [conv.turns[j] for j in cust_at]
         results = list(tagger.tag_many([t.get("text") for t in cust], batch_size=batch_size,
                                        ids=[t.get("id", j) for j, t in zip(cust_at, cust, strict=True)]))
@@ -238,7 +256,7 @@ def score_conversations(
         # answer is unknown (null), not "did not improve" (false was counted as an unresolved contact)
         polar = sum(1 for r in results if r.error is None and r.polarity_score is not None)
         resolved = bool(feats["last_polarity"] > feats["first_polarity"]) if polar >= 2 else None
-        last_time = next((t.get("time") for t in reversed(conv.turns) if t.get("time")), None)
+        last_time = next((conv.turns[j].get("time") for j in reversed(order) if conv.turns[j].get("time")), None)
         yield {
             **base,
             "time": last_time,

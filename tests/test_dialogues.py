@@ -167,3 +167,28 @@ def test_resolved_is_null_when_one_customer_turn_cannot_show_a_change(tiny_model
     one, two = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert one["error"] is None and one["satisfaction"] is not None and one["resolved"] is None
     assert two["error"] is None and isinstance(two["resolved"], bool)
+
+
+def test_turns_are_read_in_the_order_of_their_times():
+    """SPEC §3 compares the first customer turn with the last. A newest-first export (a ticket system's
+    list) swapped them: start and end emotion, resolved and the satisfaction features read the conversation
+    backwards. With every turn timed, the turns are read by time (ids stay their file positions); one turn
+    without a readable time leaves the file's order."""
+    from emotag import Tagger
+    from emotag.dialogues import Conversation, score_conversations, turn_order
+
+    said = [{"speaker": "customer", "text": "快递丢了，气死我了", "time": "2025-03-01 10:00"},
+            {"speaker": "agent", "text": "抱歉，马上补发", "time": "2025-03-01 10:03"},
+            {"speaker": "customer", "text": "收到了，谢谢，太好了", "time": "2025-03-01 10:05"}]
+    newest_first = said[::-1]
+    assert turn_order(newest_first) == [2, 1, 0]
+    assert turn_order(said) == [0, 1, 2]
+    assert turn_order([*said[:2], {**said[2], "time": "下午"}][::-1]) == [0, 1, 2]  # half a clock: file order
+
+    tagger = Tagger.load()
+    fwd, back = score_conversations(tagger, [Conversation("a", said, None), Conversation("b", newest_first, None)])
+    for key in ("satisfaction", "start_emotion", "end_emotion", "resolved", "time"):
+        assert fwd[key] == back[key], key
+    assert fwd["start_emotion"] == "anger" and fwd["resolved"] is True
+    assert [t["time"] for t in back["turns"]] == [t["time"] for t in fwd["turns"]] == ["2025-03-01 10:00", "2025-03-01 10:05"]
+    assert [t["id"] for t in back["turns"]] == [2, 0]  # positions in the file, read in time order
