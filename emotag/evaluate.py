@@ -224,11 +224,12 @@ def _polarity(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
     return res, out
 
 
-def _number(f: _File, key: str, whole: bool = False) -> list[float]:
-    """Column `key` of every row as a number (a whole one with `whole`: star ratings 1-5), or a one-line
-    error naming the file, the row and the value (an empty cell, 4.5 stars, 五星)."""
+def _number(f: _File, key: str, text: str, whole: bool = False) -> list[float]:
+    """Column `key` of every row with a `text` (`_File.numbered`: the rows that are scored) as a number (a
+    whole one with `whole`: star ratings 1-5), or a one-line error naming the file, the row and the value
+    (an empty cell, 4.5 stars, 五星)."""
     out = []
-    for i, r in enumerate(f.rows, start=1):
+    for i, r in f.numbered(text):
         v = (r.get(key) or "").strip()
         try:
             x = float(v)
@@ -241,18 +242,18 @@ def _number(f: _File, key: str, whole: bool = False) -> list[float]:
 
 
 def _stars(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
-    stars = _number(f, "stars", whole=True)
-    out = _score(f.tagger, [r["text"] for r in f.rows], bs)
+    stars = _number(f, "stars", "text", whole=True)
+    out = _score(f.tagger, [r["text"] for _, r in f.numbered("text")], bs)  # rows without a text are skipped
     pairs = [(_ps(o), int(st)) for o, st in zip(out, stars, strict=True)]
     binary = [(s, st) for s, st in pairs if st != 3]
-    return {"accuracy": float(np.mean([(s > 0) == (st > 3) for s, st in binary])),
+    return {"n": len(out), "accuracy": float(np.mean([(s > 0) == (st > 3) for s, st in binary])),
             "stars_r": pearson([s for s, _ in pairs], [st for _, st in pairs])}, out
 
 
 def _cvat(f: _File, bs: int) -> tuple[dict[str, Any], list[Result]]:
-    valence, arousal = _number(f, "Valence_Mean"), _number(f, "Arousal_Mean")
-    out = _score(f.tagger, [r["Text"] for r in f.rows], bs)
-    return {"valence_r": pearson([_ps(o) for o in out], valence),
+    valence, arousal = _number(f, "Valence_Mean", "Text"), _number(f, "Arousal_Mean", "Text")
+    out = _score(f.tagger, [r["Text"] for _, r in f.numbered("Text")], bs)  # as `emotag train` skips them
+    return {"n": len(out), "valence_r": pearson([_ps(o) for o in out], valence),
             "arousal_r": pearson([o.intensity or 0.0 for o in out], arousal)}, out
 
 

@@ -95,6 +95,16 @@ def test_no_span_holds_an_emoji_or_a_tab(ex):
     assert triples(ex.extract("这个面膜😍很好用")) == [("面膜", "很好用", "positive")]
 
 
+def test_a_symbol_inside_a_clause_is_no_break_and_an_emoji_breaks_only_where_crossed(ex):
+    """The break test counted every symbol read as a comma: 40℃ and 20㎡ sent the text to the second reading
+    with a 。 there, which lost 水温只有40℃不够热's unit (and 面积's aspect). And the second reading put a 。 at
+    every emoji of the text, so one crossed 👍 cost 这个面膜😍很好用 its aspect."""
+    assert triples(ex.extract("水温只有40℃不够热")) == [("水温", "只有40℃不够热", "negative")]
+    assert [u.aspect for u in ex.extract("面积20㎡太小了")] == ["面积"]
+    assert triples(ex.extract("这个面膜😍很好用，价格很便宜👍瓶子漏液了")) == [
+        ("面膜", "很好用", "positive"), ("价格", "很便宜", "positive"), ("瓶子", "漏液了", "negative")]
+
+
 def test_a_span_is_cut_at_a_break_position():
     from emotag.aspects.extract import _cut_at
 

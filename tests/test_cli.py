@@ -340,6 +340,20 @@ def test_eval_bad_gold_values_are_one_line_errors(tiny_model_dir, tmp_path, cont
     assert code == 1 and f"gold.csv: {problem}" in out and "Traceback" not in out and "internal error" not in out
 
 
+def test_eval_stars_and_cvat_skip_the_rows_training_skips(tiny_model_dir, tmp_path):
+    """A number in the text column is no text (as `emotag train` reads it); the stars and CVAT readers
+    scored it as an empty text, an error row inside the accuracy and the correlation."""
+    rows = [{"text": "很好", "stars": 5}, {"text": "很差", "stars": 1}, {"text": "还行吧", "stars": 3},
+            {"text": "特别喜欢", "stars": 4}]
+    clean, odd = tmp_path / "clean.jsonl", tmp_path / "odd.jsonl"
+    clean.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    odd.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [*rows, {"text": 12345, "stars": 2}]),
+                   encoding="utf-8")
+    (c1, o1), (c2, o2) = _eval(tiny_model_dir, clean), _eval(tiny_model_dir, odd)
+    assert c1 == c2 == 0, (o1, o2)
+    assert o1.split(None, 1)[1] == o2.split(None, 1)[1]  # same numbers after the file name
+
+
 def test_eval_reads_a_dev_file_in_the_columns_the_model_was_trained_with(tiny_model_dir, tmp_path):
     """`emotag train --text-col comment --label-col mood` writes that into eval_report.json; `emotag eval`
     reads the same dev file the same way (it said: columns match no known labelled format)."""

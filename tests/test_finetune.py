@@ -1128,6 +1128,11 @@ def test_train_refuses_a_non_empty_directory_that_holds_no_emotag_model(tmp_path
     assert is_model_dir(tmp_path / "stopped")
     finetune(train, out, base_model=base_dir, epochs=0, progress=False, export=False, force=True)
     assert is_model_dir(out) and (out / "eval_report.json").exists()
+    kept = tmp_path / "kept"  # a directory made for the model, holding only a hidden file, is an empty one
+    kept.mkdir()
+    (kept / ".gitkeep").write_text("", encoding="utf-8")
+    finetune(train, kept, base_model=base_dir, epochs=0, progress=False, export=False)
+    assert is_model_dir(kept)
 
 
 def test_int8_calibration_tops_up_a_few_training_texts(tmp_path: Path, base_dir: Path) -> None:

@@ -1059,6 +1059,16 @@ def test_a_neutral_support_contact_is_not_an_unresolved_negative_one() -> None:
     assert extract(base | {"polarity": "neutral", "end_emotion": "anger"})[7] is True
 
 
+def test_a_support_contact_not_known_to_be_resolved_counts_as_unresolved() -> None:
+    """score-dialogues writes resolved null for one customer turn (no first and last to compare); the flag
+    read only `is False`, so the commonest complaint, one angry message, stopped counting towards 服务不满."""
+    from emotag.profiles.records import extract
+
+    base = rec("u1", 0, -0.8, channel="support", end_emotion="anger", polarity="negative")
+    assert [extract(base | {"resolved": r})[7] for r in (None, False, True)] == [True, True, False]
+    assert extract({k: v for k, v in base.items() if k != "resolved"})[7] is True
+
+
 # -- regressions: NaN errors, Chinese times, --channels, repeated inputs, key whitespace, deep round trip -----
 
 

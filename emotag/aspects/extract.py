@@ -251,13 +251,16 @@ def _with_stops(norm: str, breaks: Sequence[int]) -> str:
     return "".join(chars)
 
 
-def _holds_break(found: list[tuple[int, int, int]], breaks: Sequence[int]) -> bool:
-    """Whether a span holds a break position with span characters on both sides (one at its edge is trimmed)."""
+def _crossed(found: list[tuple[int, int, int]], breaks: Sequence[int]) -> list[int]:
+    """The break positions some span runs across, with span characters on both sides (one at its edge is
+    trimmed)."""
+    out = set()
     for a, b, _ in found:
         i = bisect_right(breaks, a)
-        if i < len(breaks) and breaks[i] < b - 1:
-            return True
-    return False
+        while i < len(breaks) and breaks[i] < b - 1:
+            out.add(breaks[i])
+            i += 1
+    return sorted(out)
 
 
 def _cut_at(found: list[tuple[int, int, int]], breaks: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -409,11 +412,12 @@ class AspectExtractor:
         rows = self._tag_rows(norm, batch)
         # an emoji or a tab reads as a comma, and the neural tagger runs an opinion across a comma as its
         # training data does (包装很严实，一点没压坏); across an emoji that was one opinion of two clauses
-        # (价格很便宜👍瓶子漏液了, all praise of 价格). Such a text is tagged again with a 。 at each emoji, so each
-        # clause is read on its own; the others keep the comma reading (这个面膜😍很好用 pairs 很好用 with 面膜,
-        # which 这个面膜。 alone does not tag as an aspect).
-        again = [k for k, row in enumerate(rows) if row is not None and _holds_break(spans(row[0]), breaks[k])]
-        for k, row in zip(again, self._tag_rows([_with_stops(norm[k], breaks[k]) for k in again], batch), strict=True):
+        # (价格很便宜👍瓶子漏液了, all praise of 价格). Such a text is tagged again with a 。 at each emoji a span
+        # ran across, so those clauses are read on their own; every other emoji keeps the comma reading
+        # (这个面膜😍很好用 pairs 很好用 with 面膜, which 这个面膜。 alone does not tag as an aspect).
+        crossed = [_crossed(spans(row[0]), breaks[k]) if row is not None else [] for k, row in enumerate(rows)]
+        again = [k for k, c in enumerate(crossed) if c]
+        for k, row in zip(again, self._tag_rows([_with_stops(norm[k], crossed[k]) for k in again], batch), strict=True):
             rows[k] = row
         return [[] if row is None else self._units(texts[k], norm[k], row[0], row[1], breaks[k])
                 for k, row in enumerate(rows)]

@@ -71,14 +71,23 @@ def normalize_aligned(text: str) -> str:
 
 
 def break_positions(text: str, norm: str) -> list[int]:
-    """Positions of `text` that `normalize_aligned` (given as `norm`) made a comma although they hold none: a
-    pictograph, its modifiers and joiners, a tab. Why: the normalised text no longer tells them from a
+    """Positions of `text` that `normalize_aligned` (given as `norm`) made a comma although they hold none: an
+    emoji, its modifiers and joiners, a tab (`_is_break`). Why: the normalised text no longer tells them from a
     real comma, and the two differ for spans: an opinion may run across a comma (包装很严实，一点没压坏 is one
     in the training data), never across an emoji (价格很便宜👍瓶子漏液了 is two)."""
     if "," not in norm:
         return []
-    return [i for i, (c, n) in enumerate(zip(text, norm, strict=True))
-            if n == "," and unicodedata.normalize("NFKC", c) != ","]
+    return [i for i, (c, n) in enumerate(zip(text, norm, strict=True)) if n == "," and _is_break(c)]
+
+
+def _is_break(c: str) -> bool:
+    """An emoji (not ©, ® or ™), a joiner or selector of one, or a tab. Not every symbol `norm_char` reads as
+    a comma: 40℃, 20㎡, 5° and ★ sit inside a clause (水温只有40℃不够热 is one opinion)."""
+    if c in _JOINERS:
+        return True
+    import emoji  # the scorer's dependency already (emotag.text.normalize)
+
+    return c not in "©®™" and emoji.is_emoji(c)
 
 
 def _trie_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:

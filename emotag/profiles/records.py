@@ -259,7 +259,9 @@ def extract(record: Mapping[str, Any], time_col: str = "time", labels: EmotionLa
     chi = _CHANNEL_INDEX.get(ch, 3) if isinstance(ch, str) else 3
     end = _label(record, "end_emotion")
     flag = False
-    if chi == SUPPORT and _as_bool(record.get("resolved")) is False:
+    # not known to be resolved: false, or null (one customer turn cannot show a change, SPEC §3), so the
+    # commonest complaint, one angry message, still counts as an unresolved negative contact
+    if chi == SUPPORT and _as_bool(record.get("resolved")) is not True:
         # negative polarity as the record's polarity says it (the ±band around 0 is neutral): a satisfaction
         # of -0.005 is a neutral contact in polarity.*, so not an unresolved negative one either
         flag = pol == 0 or end in _NEG_EMOTIONS

@@ -245,7 +245,9 @@ def finetune(
         raise ValueError(f"output directory {out} is the base model; write the fine-tuned model elsewhere")
     if out.exists() and not out.is_dir():
         raise ValueError(f"output directory {out} is a file; name a directory (it is created if missing)")
-    if out.is_dir() and any(out.iterdir()) and not is_model_dir(out) and not force:
+    # hidden files (.gitkeep, .DS_Store) do not make a directory someone's project
+    if out.is_dir() and any(not c.name.startswith(".") for c in out.iterdir()) and not is_model_dir(out) \
+            and not force:
         # the run replaces config.json, MODEL_CARD.md, ... in place: fine over an earlier emotag model,
         # data loss over anything else (a project folder, a Hugging Face checkpoint). Refused before training.
         raise ValueError(f"output directory {out} is not empty and holds no emotag model: its files would be "
