@@ -523,7 +523,7 @@ def export_onnx(
 @app.command()
 @_user_errors
 def train(
-    train_file: Annotated[str, typer.Argument(metavar="TRAIN", help="labelled csv/tsv/jsonl/parquet")],
+    train_file: Annotated[str, typer.Argument(metavar="TRAIN", help="labelled csv/tsv/jsonl/json/parquet/xlsx")],
     output: Annotated[str, typer.Option("--output", "-o", help="model directory to write")],
     dev: Annotated[Optional[str], typer.Option("--dev", help="dev file (default: stratified split of TRAIN)")] = None,  # noqa: UP045
     base_model: Annotated[Optional[str], typer.Option("--base-model", help="emotag model dir (default: bundled) or HF encoder id/path")] = None,  # noqa: UP045

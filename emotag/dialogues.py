@@ -104,8 +104,9 @@ def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableReco
         cid = rec["conversation_id"]
         if _no_id(cid):
             # not one conversation of all the id-less rows (they were merged and scored as one dialogue):
-            # each is an error record of its own, so the summary counts them and nothing is lost unseen
-            yield Conversation(i, [], rec.get("user_id"), error="no conversation_id")
+            # each is an error record of its own, so the summary counts them and nothing is lost unseen;
+            # it waits with the flat conversations, so the output keeps the table's order
+            flat[("row", i)] = Conversation(i, [], rec.get("user_id"), error="no conversation_id")
             continue
         seen.update(c for c in ("speaker", "text") if c in rec)
         key = (type(cid).__name__, cid) if isinstance(cid, (str, int, float)) else ("repr", repr(cid))
@@ -116,7 +117,7 @@ def conversations_from_records(records: Iterable[dict[str, Any] | UnreadableReco
         conv.turns.append({k: rec.get(k) for k in ("speaker", "text", "time", "id") if k != "id" or k in rec})
     missing = [c for c in ("speaker", "text") if c not in seen]
     for conv in flat.values():
-        if missing:  # no row had the column: say so, not "no scorable customer turn"
+        if missing and conv.error is None:  # no row had the column: say so, not "no scorable customer turn"
             conv.turns, conv.error = [], f"flat turn table has no {' or '.join(map(repr, missing))} column"
         yield conv
 

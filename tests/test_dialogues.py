@@ -124,14 +124,16 @@ def test_a_jsonl_turn_without_text_stays_in_its_conversation():
 
 def test_flat_rows_without_a_conversation_id_are_error_records_of_their_own(tiny_model_dir, tmp_path):
     """Rows with an empty conversation_id were merged into one conversation `id: null` and scored as one
-    dialogue. Each is now an error record in its place (nothing lost, counted in the summary)."""
+    dialogue. Each is now an error record in its place (nothing lost, counted in the summary), in the order of
+    the table (an error record was written before every flat conversation, whatever its row)."""
     from emotag.dialogues import conversations_from_records
 
     rows = [{"conversation_id": c, "speaker": "customer", "text": t}
             for c, t in [(None, "快递丢了"), ("a", "怎么退货"), ("", "太慢了"), ("  ", "还行"), (float("nan"), "好")]]
     convs = list(conversations_from_records(rows))
-    assert [(c.id, c.error) for c in convs] == [(0, "no conversation_id"), (2, "no conversation_id"),
-                                               (3, "no conversation_id"), (4, "no conversation_id"), ("a", None)]
+    # in the table's order: an error record stands where its row stood among the conversations' first rows
+    assert [(c.id, c.error) for c in convs] == [(0, "no conversation_id"), ("a", None), (2, "no conversation_id"),
+                                               (3, "no conversation_id"), (4, "no conversation_id")]
 
     path = tmp_path / "flat.csv"
     path.write_text("conversation_id,speaker,text\n,customer,快递丢了\nc,customer,怎么退货\n,customer,太慢了\n"
@@ -141,8 +143,8 @@ def test_flat_rows_without_a_conversation_id_are_error_records_of_their_own(tiny
     assert res.exit_code == 0, res.output
     assert "scored 3 conversations (2 with errors)" in res.output
     got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [(c["id"], c["error"]) for c in got] == [(0, "no conversation_id"), (2, "no conversation_id"), ("c", None)]
-    assert len(got[2]["turns"]) == 2
+    assert [(c["id"], c["error"]) for c in got] == [(0, "no conversation_id"), ("c", None), (2, "no conversation_id")]
+    assert len(got[1]["turns"]) == 2
 
 
 def test_every_row_without_a_conversation_id_fails_the_run_in_one_line(tiny_model_dir, tmp_path):

@@ -290,8 +290,9 @@ def test_input_errors_name_the_file(tmp_path: Path) -> None:
     )
     _one_line_error(
         lambda: read_rows(str(tmp_path / "data.xlsy")),
-        "data.xlsy: unknown format '.xlsy' (expected csv, tsv, jsonl, json, parquet, xlsx)",
+        "data.xlsy: unknown format '.xlsy' (expected csv, tsv, jsonl, json, parquet, xlsx; txt as input)",
     )
+    _one_line_error(lambda: read_rows(str(tmp_path)), str(tmp_path), "is a directory; name a file")
     _one_line_error(lambda: read_rows(str(tmp_path / "nope.csv")), "nope.csv", "file not found")
     _one_line_error(lambda: read_rows(str(tmp_path / "nope.parquet")), "nope.parquet", "file not found")
     (tmp_path / "empty.csv").write_bytes(b"")
@@ -314,7 +315,7 @@ def test_detect_format() -> None:
     assert detect_format("-") == "jsonl"
     assert detect_format("DATA.CSV") == "csv"
     with pytest.raises(InputError, match="no file extension"):
-        detect_format("data")
+        detect_format("reviews_export")
 
 
 def test_malformed_jsonl_line_becomes_an_error_row(tmp_path: Path) -> None:

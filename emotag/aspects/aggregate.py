@@ -187,8 +187,8 @@ def format_table(rows: list[dict[str, Any]], limit_per_group: int = 8) -> str:
             lines.append("  category      mentions   +    =    -   negative share (95% CI)   complaints / praise")
             last = r["group"]
         share = f"{r['negative_share']:.0%} ({r['negative_share_low']:.0%}-{r['negative_share_high']:.0%})"
-        said = "、".join(r["top_negative"][:3]) or "-"
-        praised = "、".join(r["top_positive"][:3]) or "-"
+        said = "、".join(r["top_negative"]) or "-"
+        praised = "、".join(r["top_positive"]) or "-"
         lines.append(f"  {_pad(r['category'], 12)} {r['mentions']:>8} {r['positive']:>4} {r['neutral']:>4} "
                      f"{r['negative']:>4}   {share:<24}  {said} / {praised}")
     complaints = top_complaints(rows)
@@ -199,7 +199,7 @@ def format_table(rows: list[dict[str, Any]], limit_per_group: int = 8) -> str:
             lines.append(f"{r['group']}: most complaints are about {r['category']} — {r['negative']} of "
                          f"{r['mentions']} mentions negative ({r['negative_share']:.0%}, 95% CI "
                          f"{r['negative_share_low']:.0%}-{r['negative_share_high']:.0%}): "
-                         f"{'、'.join(r['top_negative'][:3])}; e.g. records {ids}")
+                         f"{'、'.join(r['top_negative'])}; e.g. records {ids}")
     return "\n".join(lines)
 
 

@@ -75,7 +75,9 @@ def detect_format(path: str) -> str:
     ext = os.path.splitext(name)[1]
     if ext.lower() in _EXTENSIONS:
         return _EXTENSIONS[ext.lower()]
-    expected = ", ".join(FORMATS)
+    if os.path.isdir(path):
+        raise InputError(path, "is a directory; name a file")
+    expected = ", ".join(FORMATS) + "; txt as input"
     if not ext:
         raise InputError(path, f"no file extension, cannot tell the format (expected {expected})")
     raise InputError(path, f"unknown format '{ext}' (expected {expected})")
