@@ -8,6 +8,7 @@ file is statically quantised, so it is batch-invariant too; fp32 keeps the toler
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, build_tiny_model
 
 try:
     import pyspark  # noqa: F401
@@ -115,9 +116,14 @@ def cli_scored(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="session")
-def cli_scored_path(cli_scored: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import json
+def regression_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny regression model (one label `stars[1,5]`), whose records carry `score`."""
+    return build_tiny_model(tmp_path_factory.mktemp("reg") / "model", steps_epochs=1.0, labels=["stars[1,5]"],
+                            multi_label=True)
 
+
+@pytest.fixture(scope="session")
+def cli_scored_path(cli_scored: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cli_jsonl") / "scored.jsonl"
     with path.open("w", encoding="utf-8") as f:
         for rec in cli_scored:
@@ -279,16 +285,74 @@ def test_one_onnx_session_per_python_worker(spark: Any, reviews_df: Any, tiny_mo
 
 
 def test_integer_ids_stay_exact(spark: Any, tiny_model_dir: Path) -> None:
-    """Long ids above 2**53 next to a null id (pandas would make the column float64) come back exact."""
+    """Long ids above 2**53 in the same Arrow batch as a null id come back exact: neither the input side
+    nor the output frame (records with a None among ints made it float64, 2**62+1 became 2**62) rounds
+    them. One partition, so all three rows share a batch."""
     from emotag.integrations.spark import score_dataframe
 
     big = 2**62 + 1
     df = spark.createDataFrame([(big, "很好用，推荐"), (None, "太差了"), (7, "   ")], "rid long, text string")
-    out = score_dataframe(df, id_col="rid", model=str(tiny_model_dir), backend=BACKEND)
+    out = score_dataframe(df.coalesce(1), id_col="rid", keep=["rid"], model=str(tiny_model_dir), backend=BACKEND)
     assert dict(out.dtypes)["id"] == "bigint"
     rows = out.collect()
-    assert [r["id"] for r in rows] == [big, None, 7]
+    assert [r["id"] for r in rows] == [r["rid"] for r in rows] == [big, None, 7]
     assert [r["error"] for r in rows] == [None, None, "text is empty"]
+
+
+def test_id_column_used_by_default(spark: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Without id_col, a column named `id` is the id, as `emotag score` reads it (SPEC §5); string and
+    integer ids keep their type."""
+    from emotag.integrations.spark import score_dataframe
+
+    src = tmp_path / "in.jsonl"
+    recs = [{"id": 2**60 + i, "text": t} for i, t in enumerate(["很好用", "太差了", ""])]
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    score_file(Tagger.load(tiny_model_dir, backend=BACKEND, threads=1), str(src), str(tmp_path / "out.jsonl"))
+    cli = list(read_records(str(tmp_path / "out.jsonl")))
+    out = score_dataframe(spark.read.json(str(src)), model=str(tiny_model_dir), backend=BACKEND)
+    assert [r["id"] for r in out.collect()] == [c["id"] for c in cli] == [r["id"] for r in recs]
+    by_name = spark.createDataFrame([("a", "好"), ("b", "差")], "id string, text string")
+    out = score_dataframe(by_name, model=str(tiny_model_dir), backend=BACKEND)
+    assert dict(out.dtypes)["id"] == "string" and [r["id"] for r in out.collect()] == ["a", "b"]
+
+
+def test_regression_model_has_score(spark: Any, regression_model_dir: Path, tmp_path: Path) -> None:
+    """A regression model's `score` (the CLI's last scored field) is a column, null on error rows; a kept
+    column named `score` is renamed `input.score` as in the CLI."""
+    from emotag.integrations.spark import score_dataframe
+
+    src = tmp_path / "in.jsonl"
+    texts = ["很好用，推荐", "太差了", "", "物流很快，但是包装破损了"]
+    src.write_text("".join(json.dumps({"id": i, "text": t, "score": i * 10}, ensure_ascii=False) + "\n"
+                           for i, t in enumerate(texts)), encoding="utf-8")
+    tagger = Tagger.load(regression_model_dir, backend=BACKEND, threads=1)
+    score_file(tagger, str(src), str(tmp_path / "out.jsonl"), keep=("score",))
+    cli = list(read_records(str(tmp_path / "out.jsonl")))
+    out = score_dataframe(spark.read.json(str(src)), keep=["score"], model=str(regression_model_dir),
+                          backend=BACKEND)
+    assert out.columns == list(cli[0]) == ["id", "emotion", "emotions", "polarity", "polarity_score",
+                                           "intensity", "error", "score", "input.score"]
+    rows = [r.asDict(recursive=True) for r in out.collect()]
+    _assert_same_scores(rows, cli)
+    for s, c in zip(rows, cli, strict=True):
+        assert s["input.score"] == c["input.score"]
+        if c["error"] is None:
+            assert abs(s["score"] - c["score"]) <= 1e-5 and 1.0 <= s["score"] <= 5.0
+        else:
+            assert s["score"] is None and c["score"] is None
+    assert sum(r["error"] is not None for r in rows) == 1
+
+
+def test_regression_model_the_driver_cannot_read_fails_loudly(regression_model_dir: Path) -> None:
+    """A worker that loads a regression model into a schema without `score` (the driver could not read the
+    config) refuses, rather than dropping every score."""
+    import pandas as pd
+
+    from emotag.integrations.spark.scoring import _TEXT, _Scorer
+
+    scorer = _Scorer(str(regression_model_dir), BACKEND, 1, 8, None, (), None, score=False)
+    with pytest.raises(RuntimeError, match="regression model, but the driver could not read its config"):
+        next(scorer(iter([pd.DataFrame({_TEXT: ["好"]})])))
 
 
 def test_bad_arguments_fail_on_the_driver(reviews_df: Any) -> None:
@@ -296,8 +360,37 @@ def test_bad_arguments_fail_on_the_driver(reviews_df: Any) -> None:
 
     with pytest.raises(ValueError, match="'body' not in the DataFrame"):
         score_dataframe(reviews_df, text_col="body")
-    with pytest.raises(ValueError, match="collide"):
-        score_dataframe(reviews_df.withColumnRenamed("review_id", "id"), keep=["id"])
+
+
+def test_kept_columns_named_like_output_fields_are_renamed(spark: Any, tiny_model_dir: Path) -> None:
+    """The CLI's `kept_name` rule: a kept column that would clash with a scored field becomes
+    `input.<name>`, compared case-insensitively as Spark resolves names (`ID` next to `id` was an
+    ambiguous reference, a kept `emotions.like` next to the flattened one an unresolved column), and
+    exactly when spark.sql.caseSensitive is on."""
+    from emotag.integrations.spark import score_dataframe
+
+    df = spark.createDataFrame([(5, "好", "x", 0.5, "y", 1)],
+                               "ID long, text string, Emotion string, `emotions.like` double, `input.a` string, "
+                               "Aspects long")
+    keep = ["ID", "Emotion", "emotions.like", "input.a", "Aspects"]
+    out = score_dataframe(df, keep=keep, model=str(tiny_model_dir), backend=BACKEND, flatten_emotions=True,
+                          aspects=True)
+    renamed = ["input.ID", "input.Emotion", "input.emotions.like", "input.input.a", "input.Aspects"]
+    assert out.columns[-6:] == ["aspects", *renamed]
+    row = out.collect()[0].asDict()
+    assert [row[c] for c in renamed] == [5, "x", 0.5, "y", 1]
+    assert row["id"] == 0 and row["emotion"] != "x" and row["emotions.like"] != 0.5  # `ID` is not `id`
+    assert out.select("id", "Emotion", "`emotions.like`").first() is not None  # no ambiguous reference
+
+    spark.conf.set("spark.sql.caseSensitive", "true")
+    try:
+        out = score_dataframe(df, keep=keep, model=str(tiny_model_dir), backend=BACKEND)
+        assert out.columns[-5:] == ["ID", "Emotion", "input.emotions.like", "input.input.a", "Aspects"]
+    finally:
+        spark.conf.unset("spark.sql.caseSensitive")
+    out = score_dataframe(df.withColumnRenamed("ID", "id"), keep=["id"], model=str(tiny_model_dir),
+                          backend=BACKEND)
+    assert out.columns[-1] == "input.id" and out.first()["id"] == out.first()["input.id"] == 5
 
 
 # -- profiles -----------------------------------------------------------------------------------------
