@@ -218,6 +218,19 @@ def test_dollar_signs_in_product_names_are_text_not_math(tmp_path: Path) -> None
     assert "$5 off_50% $9" in page
 
 
+def test_the_products_table_lists_the_most_negative_and_counts_the_rest(tmp_path: Path) -> None:
+    """Every product was a table row: a catalogue of 50,000 made a 5 MB page. The table keeps the
+    TABLE_PRODUCTS most negative and says how many more there are."""
+    from emotag.report import build_report
+    from emotag.report.html import TABLE_PRODUCTS
+
+    n = TABLE_PRODUCTS + 7
+    rows = [_rec(i, f"商品{i:04d}", score=-1.0 + i / n) for i in range(n)]
+    page = build_report([_records(tmp_path / "r.jsonl", rows)], str(tmp_path / "r.html")).read_text(encoding="utf-8")
+    assert "商品0000" in page and f"商品{TABLE_PRODUCTS - 1:04d}" in page
+    assert f"商品{n - 1:04d}" not in page and "7 more products not shown" in page
+
+
 def test_aspect_categories_past_the_table_are_counted(tmp_path: Path) -> None:
     """The aspect table shows a product's six most complained-about categories; the rest are named with
     their mention counts, not dropped (emotag aspects lists them all)."""

@@ -190,6 +190,11 @@ def _timeline(d: ReportData) -> str:
                       "平均极性分 mean polarity_score", "负面占比 negative"], rows, (1, 3)) + "</div>" + more)
 
 
+#: Rows of the products table: the most negative ones. Why a cap: a catalogue of 50,000 products made a
+#: 5 MB page nobody scrolls; the per-product detail lives in `emotag aspects` and the profiles.
+TABLE_PRODUCTS = 200
+
+
 def _products(d: ReportData) -> str:
     if (none := _none_scored(d)) is not None:
         return none
@@ -199,10 +204,16 @@ def _products(d: ReportData) -> str:
     top = d.products[:15]
     svg = charts.product_chart([p.name for p in top], [p.mean for p in top], [p.count for p in top])
     worst = {p.name for p in d.worst_products}
+    shown = d.products[:TABLE_PRODUCTS]
     rows = [[("★ " if p.name in worst else "") + p.name, str(p.count), _signed_cell(p.mean),
-             _pct(p.negative_share)] for p in d.products]
+             _pct(p.negative_share)] for p in shown]
     note = (f'<p class="note">★ = 平均极性最低的 {len(d.worst_products)} 个产品'
-            f"（至少 {d.worst_min_count} 条记录）；原因见下一节。</p>")
+            f"（至少 {d.worst_min_count} 条记录）；原因见下一节。")
+    if len(d.products) > len(shown):
+        note += (f" 表中列出平均极性最低的 {len(shown)} 个，另有 {len(d.products) - len(shown)} 个未列出 "
+                 f"({len(d.products) - len(shown)} more products not shown; every product: "
+                 "<code>emotag aspects SCORED --by product</code>).")
+    note += "</p>"
     return ('<div class="charts">' + _fig(svg, "各产品平均极性") + '<div class="scroll">'
             + _table(["产品 product", "条数 records", "平均极性分 mean polarity_score", "负面占比 negative"],
                      rows, (1, 3)) + "</div></div>" + note)
