@@ -105,6 +105,18 @@ def test_a_symbol_inside_a_clause_is_no_break_and_an_emoji_breaks_only_where_cro
         ("面膜", "很好用", "positive"), ("价格", "很便宜", "positive"), ("瓶子", "漏液了", "negative")]
 
 
+def test_a_sentence_without_chinese_gives_no_units(ex):
+    """The tagger learned Chinese reviews and read keyboard noise as praise: "cv 0x3F9a lorem ipsum qqq" was
+    a positive 整体 opinion in a product's summary. A sentence with no Chinese character is not tagged; Latin
+    words inside a Chinese sentence still are (价格ok, iPhone很好用)."""
+    assert ex.extract("asdf8 qwe#rt zx!cv 0x3F9a lorem ipsum qqq ;;") == []
+    assert triples(ex.extract("好评！asdf qwe lorem ipsum")) == [(None, "好评", "positive")]
+    assert triples(ex.extract("价格ok，质量nice"))[0] == ("价格", "ok", "positive")
+    assert triples(ex.extract("订单号 12345。物流很快")) == [("物流", "很快", "positive")]
+    assert [triples(u) for u in ex.extract_many(["lorem ipsum", "iPhone很好用", "12345"])] == [
+        [], [("iPhone", "很好用", "positive")], []]
+
+
 def test_a_span_is_cut_at_a_break_position():
     from emotag.aspects.extract import _cut_at
 

@@ -372,6 +372,9 @@ def _length_batches(pieces: list[tuple[int, int, int]], batch: int, cells: int =
         yield out
 
 
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
 class AspectExtractor:
     """Opinion units for texts. Load once (`AspectExtractor.load()`), call `extract_many` per chunk."""
 
@@ -435,7 +438,11 @@ class AspectExtractor:
             if start < len(t):
                 pieces.append((k, start, len(t)))
         tags_of: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        order = sorted(range(len(pieces)), key=lambda i: pieces[i][2] - pieces[i][1])
+        # a sentence without a Chinese character (an order number, keyboard noise, "asdf lorem ipsum") is
+        # not tagged: the tagger learned Chinese reviews and read such noise as a positive opinion
+        plain = [i for i, (k, a, b) in enumerate(pieces) if not _HAN.search(norm[k], a, b)]
+        skipped = set(plain)
+        order = sorted((i for i in range(len(pieces)) if i not in skipped), key=lambda i: pieces[i][2] - pieces[i][1])
         for sel in _length_batches([pieces[i] for i in order], batch):
             # the tagger never saw a sentence open with punctuation (，包装破损了 from 🙂包装破损了 read 包 as
             # the aspect's end): it tags each sentence from its first other character, the rest outside
@@ -447,13 +454,19 @@ class AspectExtractor:
                     tg = np.concatenate([np.zeros(n, tg.dtype), tg])
                     em = np.concatenate([np.zeros((n, em.shape[1]), em.dtype), em])
                 tags_of[(k, a)] = (tg[:b - a], em[:b - a])
+        if tags_of:  # a skipped sentence's characters are all outside any span
+            some_tags, some_em = next(iter(tags_of.values()))
+            for i in plain:
+                k, a, b = pieces[i]
+                tags_of[(k, a)] = (np.zeros(b - a, some_tags.dtype), np.zeros((b - a, some_em.shape[1]), some_em.dtype))
+        tagged = {pieces[i][0] for i in order}
         by_text: dict[int, list[tuple[int, int, int]]] = {}
         for p in pieces:
             by_text.setdefault(p[0], []).append(p)
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
         for k in range(len(norm)):
-            parts = [tags_of[(k, a)] for _, a, _ in by_text.get(k, [])]
-            if not parts:
+            parts = [tags_of[(k, a)] for _, a, _ in by_text.get(k, []) if (k, a) in tags_of]
+            if not parts or k not in tagged:  # nothing Chinese in the text: no units
                 out.append(None)
                 continue
             tg = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
