@@ -313,6 +313,10 @@ def test_user_category_file(tmp_path):
     ('[categories]\n包装 = 3\n', "must be a list of strings"),
     ('colour = "red"\n[categories]\n包装 = ["包装"]\n', "unknown key"),
     ('default = 1\n[categories]\n包装 = ["包装"]\n', "'default'"),
+    ('[categories]\n包装 = ["盒子", 3]\n', "3 is not a string (int)"),  # it said "must be a list of strings, got list"
+    ('[categories]\n包装 = ["盒子", "瓶子"]\n物流 = ["快递", "盒子"]\n',  # it went to 包装 silently
+     "term '盒子' is listed under both '包装' and '物流'"),
+    ('[categories]\n包装 = ["盒子"]\n外观 = ["盒子 "]\n', "listed under both"),
 ])
 def test_bad_category_files_are_one_line_errors(tmp_path, content, problem):
     f = tmp_path / "bad.toml"

@@ -150,10 +150,22 @@ class CategorySet:
                 raise CategoryFileError(f"{file}: category names must not be empty")
             if isinstance(terms, str):
                 terms = [terms]
-            if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            if not isinstance(terms, list):
                 raise CategoryFileError(f"{file}: category {name!r} must be a list of strings, "
                                         f"got {type(terms).__name__}")
+            odd = next((t for t in terms if not isinstance(t, str)), None)
+            if odd is not None or any(not isinstance(t, str) for t in terms):
+                raise CategoryFileError(f"{file}: category {name!r} must be a list of strings; {odd!r} is not "
+                                        f"a string ({type(odd).__name__})")
             clean[name] = [t.strip() for t in terms if t.strip()]
+        # a term under two categories went to the first one silently: the file says two things, so ask
+        seen: dict[str, str] = {}
+        for name, terms in clean.items():
+            for t in terms:
+                other = seen.setdefault(normalize_aligned(t), name)
+                if other != name:
+                    raise CategoryFileError(f"{file}: term {t!r} is listed under both {other!r} and {name!r}; "
+                                            "a term belongs to one category")
         default = doc.get("default")
         if default is not None and (not isinstance(default, str) or not default.strip()):
             raise CategoryFileError(f"{file}: 'default' must be a category name (a non-empty string)")
