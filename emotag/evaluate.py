@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 from emotag import labels as L
 from emotag.metrics import macro_f1, pearson
 from emotag.tagger import Result, Tagger
-from emotag.train.finetune.labelplan import POLARITY_ALIASES, LabelPlan, numeric_polarity
+from emotag.train.finetune.labelplan import POLARITY_ALIASES, LabelPlan, finite_number, numeric_polarity
 
 __all__ = ["evaluate_file", "macro_f1", "pearson"]  # macro_f1, pearson: emotag.metrics, kept importable here
 
@@ -230,12 +229,8 @@ def _number(f: _File, key: str, text: str, whole: bool = False) -> list[float]:
     (an empty cell, 4.5 stars, 五星)."""
     out = []
     for i, r in f.numbered(text):
-        v = (r.get(key) or "").strip()
-        try:
-            x = float(v)
-        except ValueError:
-            x = math.nan
-        if not math.isfinite(x) or (whole and x != int(x)):
+        x = finite_number((r.get(key) or "").strip())
+        if x is None or (whole and x != int(x)):
             raise ValueError(f"{f.path}: row {i}: {key} {r.get(key)!r} is not a {'whole ' if whole else ''}number")
         out.append(x)
     return out

@@ -20,7 +20,7 @@ import numpy as np
 
 from emotag import labels as L
 from emotag.train.corpora import Example
-from emotag.train.finetune.labelplan import PARTIAL_SEP, LabelPlan
+from emotag.train.finetune.labelplan import PARTIAL_SEP, LabelPlan, finite_number
 
 log = logging.getLogger("emotag.finetune")
 
@@ -92,11 +92,8 @@ def _text(v: Any, numbers_are_text: bool = False) -> str | None:
 def regression_value(v: str, path: Path | str, row: int, col: str) -> float:
     """A regression cell (already `cell`-cleaned) as a finite number, or a one-line error naming file, row
     (0-based `row`, shown 1-based) and column."""
-    try:
-        y = float(v)
-    except ValueError:
-        y = float("nan")
-    if not math.isfinite(y):
+    y = finite_number(v)
+    if y is None:
         raise ValueError(f"{path}: row {row + 1}, column {col!r}: {v!r} is not a number (task 'regression')")
     return y
 

@@ -34,6 +34,16 @@ _NUMERIC_POLARITY = {(0.0, 1.0): ("negative", "positive"), (-1.0, 1.0): ("negati
                      (0.0, 1.0, 2.0): ("negative", "neutral", "positive")}
 
 
+def finite_number(v: str) -> float | None:
+    """A regression cell as a finite float, or None (not a number, nan, inf): the one test training's
+    label plan and its per-row reader (data.regression_value) apply."""
+    try:
+        x = float(v)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
 @dataclass
 class LabelPlan:
     """Which head learns what: its labels, and how a row's cells become an `Example`."""
@@ -206,11 +216,8 @@ def plan_regression(label_cols: Sequence[str], values: set[str], labels: Sequenc
     col = label_cols[0]
     nums: dict[str, float] = {}
     for v in values:
-        try:
-            x = float(v)
-        except ValueError:
-            x = float("nan")
-        if not math.isfinite(x):
+        x = finite_number(v)
+        if x is None:
             raise ValueError(f"{where}column {col!r}: {v!r} is not a number (task 'regression' reads a score per row)")
         nums[v] = x
     if len(set(nums.values())) < 2:
