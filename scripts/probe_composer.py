@@ -39,9 +39,7 @@ SHOW = REVIEWS + ("smp_usual", "compositional", "aste_pairs", "aste_negated", "c
 def by_length(model: str, data: Path, sets: Path) -> None:
     """Polarity accuracy of the model (sign of polarity_score, as the yardstick reads it) and of the TF-IDF
     baseline on one-window and longer texts of the hotel and shopping tune halves."""
-    import csv
-
-    from baselines import _clf
+    from baselines import _clf, _csv
 
     from emotag import Tagger
 
@@ -50,8 +48,7 @@ def by_length(model: str, data: Path, sets: Path) -> None:
     for source in ("hotel", "shopping"):
         rows = [e for e in train if e.source == source and e.polarity in ("positive", "negative")]
         clf = _clf([e.text for e in rows], [e.polarity for e in rows])
-        with open(sets / f"{source}_tune.csv", encoding="utf-8-sig", newline="") as f:
-            dev = list(csv.DictReader(f))
+        dev = _csv(sets / f"{source}_tune.csv")
         texts = [r["review"] for r in dev]
         gold = np.array([r["label"] == "1" for r in dev])
         tfidf = clf.predict(texts) == "positive"

@@ -17,7 +17,6 @@ against TF-IDF's 0.704, and no mixture above TF-IDF, MODEL_CARD.md). About 5 min
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from baselines import _clf  # noqa: E402
+from baselines import _clf, _tsv  # noqa: E402
 
 from emotag.aspects.lac import Lac  # noqa: E402
 from emotag.train import corpora  # noqa: E402
@@ -64,8 +63,7 @@ def main() -> None:
     a = ap.parse_args()
 
     def tsv(path: Path) -> list[dict[str, str]]:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            return [r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r.get("text") and r.get("label")]
+        return [r for r in _tsv(path) if r.get("text") and r.get("label")]  # as baselines.py reads them
 
     train = tsv(Path(a.data) / "smp2020_ewect" / "usual_train.tsv")
     tune = tsv(Path(a.sets) / "smp_usual_tune.tsv")
