@@ -131,19 +131,25 @@ def assert_states_close(a: ProfileState, b: ProfileState) -> None:
         assert _close(v[1], db["products"][k][1], w) and _close(v[2], db["products"][k][2], w)
 
 
-def assert_nested_close(a: Any, b: Any, path: str = "") -> None:
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), path
-        for k in a:
-            assert_nested_close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), path
+def assert_nested_close(a: Any, b: Any, path: str = "", *, rel: float = REL, exact: bool = False) -> None:
+    """`a` (got) equals `b` (want) as nested dicts/lists, floats to `rel`. `exact`: also the same key order
+    and the same type of every non-float leaf, with `b`'s floats compared to `rel` only (a file format may
+    give 0.0 back as 0), as a round trip through a file must keep them."""
+    if isinstance(b if exact else a, dict):
+        assert isinstance(a, dict) and isinstance(b, dict), path
+        assert (list(a) == list(b)) if exact else (a.keys() == b.keys()), path
+        for k in b:
+            assert_nested_close(a[k], b[k], f"{path}.{k}", rel=rel, exact=exact)
+    elif isinstance(b if exact else a, list):
+        assert isinstance(a, list) and isinstance(b, list) and len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_nested_close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert math.isclose(a, b, rel_tol=REL, abs_tol=REL), (path, a, b)
+            assert_nested_close(x, y, f"{path}[{i}]", rel=rel, exact=exact)
+    elif exact and type(b) is float:
+        assert a == pytest.approx(b, rel=rel, abs=1e-300), path
+    elif not exact and isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=rel, abs_tol=rel), (path, a, b)
     else:
-        assert a == b, (path, a, b)
+        assert a == b and (not exact or type(a) is type(b)), (path, a, b)
 
 
 # -- mergeability (hypothesis) ----------------------------------------------------------------------------
@@ -1206,22 +1212,6 @@ def test_env_key_and_key_file_strip_the_same_whitespace(tmp_path: Path, monkeypa
         resolve_pseudonymizer(key_file)
 
 
-def _assert_same_rows(got: Any, want: Any, path: str = "") -> None:
-    """Equal nested structure (same keys in the same order, same types of container); floats to 1e-14."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and list(got) == list(want), path
-        for k in want:
-            _assert_same_rows(got[k], want[k], f"{path}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            _assert_same_rows(g, w, f"{path}[{i}]")
-    elif type(want) is float:  # xlsx keeps 15-16 significant digits (and 0.0 as 0), the text formats all 17
-        assert got == pytest.approx(want, rel=1e-14, abs=1e-300), path
-    else:
-        assert got == want and type(got) is type(want), path
-
-
 @pytest.mark.parametrize("ext", ["csv", "tsv", "parquet", "jsonl", "xlsx"])
 def test_profile_export_reads_back_as_the_nested_rows(tmp_path: Path, ext: str) -> None:
     """read_records nested one level only (`channels.review.count` came back as {'channels': {'review.count':
@@ -1238,7 +1228,7 @@ def test_profile_export_reads_back_as_the_nested_rows(tmp_path: Path, ext: str) 
     run_profile(data, out=str(out))
     back = list(read_records(str(out)))
     assert isinstance(back[0]["channels"]["review"], dict) and isinstance(back[0]["products"], dict)
-    _assert_same_rows(back, ref)
+    assert_nested_close(back, ref, rel=1e-14, exact=True)  # xlsx keeps 15-16 digits, text formats 17
 
 
 def test_dotted_columns_nest_at_every_depth_but_keep_decimal_labels(tmp_path: Path) -> None:
