@@ -19,6 +19,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
+import emoji
 import numpy as np
 
 from emotag.text.normalize import _t2s
@@ -83,11 +84,7 @@ def break_positions(text: str, norm: str) -> list[int]:
 def _is_break(c: str) -> bool:
     """An emoji (not ©, ® or ™), a joiner or selector of one, or a tab. Not every symbol `norm_char` reads as
     a comma: 40℃, 20㎡, 5° and ★ sit inside a clause (水温只有40℃不够热 is one opinion)."""
-    if c in _JOINERS:
-        return True
-    import emoji  # the scorer's dependency already (emotag.text.normalize)
-
-    return c not in "©®™" and emoji.is_emoji(c)
+    return c in _JOINERS or (c not in "©®™" and emoji.is_emoji(c))
 
 
 def _trie_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
