@@ -63,6 +63,14 @@ class InputError(Exception):
         return f"{where}: {self.problem}"
 
 
+def warn_user(warnings: list[str], path: str, problem: str, row: int | None = None) -> None:
+    """One `emotag: warning: FILE[, row N]: problem` line on stderr, also kept in `warnings` for callers that
+    are not a terminal: what the reader and the writer say when a run succeeds but something needs a look."""
+    line = f"emotag: warning: {InputError(path, problem, row)}"
+    warnings.append(line)
+    print(line, file=sys.stderr, flush=True)
+
+
 def detect_format(path: str) -> str:
     """Format of `path` from its extension ('-' means JSONL on stdin/stdout).
 

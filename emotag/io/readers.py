@@ -14,14 +14,22 @@ import csv
 import io
 import json
 import re
-import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import IO, Any, NamedTuple
 
-from emotag.io.detect import InputError, _json_type, _open_binary, _open_lines, _parses, _Source, _stdin_lines
+from emotag.io.detect import (
+    InputError,
+    _json_type,
+    _open_binary,
+    _open_lines,
+    _parses,
+    _Source,
+    _stdin_lines,
+    warn_user,
+)
 from emotag.io.layout import _json_default
 
 # Far above any real text, yet low enough that a runaway quote in a huge CSV fails with a message instead of
@@ -69,9 +77,7 @@ class ReadStats:
 def _warn(stats: ReadStats, path: str, problem: str, row: int | None = None) -> None:
     """Print one warning line on stderr, in the writer's form (`emotag: warning: FILE, row N: ...`), and
     keep it in `stats.warnings` for callers that are not a terminal."""
-    line = f"emotag: warning: {InputError(path, problem, row)}"
-    stats.warnings.append(line)
-    print(line, file=sys.stderr, flush=True)
+    warn_user(stats.warnings, path, problem, row)
 
 
 class _Spec(NamedTuple):

@@ -29,7 +29,7 @@ from itertools import islice
 from types import TracebackType
 from typing import IO, Any
 
-from emotag.io.detect import InputError, _open_binary, _parses, _resolve_format
+from emotag.io.detect import InputError, _open_binary, _parses, _resolve_format, warn_user
 from emotag.io.formats import FORMAT_TABLE, read_records
 from emotag.io.layout import _dumps, _Flattener, _Layout, _text_cell
 from emotag.io.spool import _spooled
@@ -422,9 +422,7 @@ class RecordWriter:
     def _warn(self, problem: str) -> None:
         """Say on stderr, in one line, what the output format could not hold (the run still succeeds: the
         file is written, and the line says how to keep everything). Also kept in `warnings` for callers."""
-        line = f"emotag: warning: {InputError(self.path, problem)}"
-        self.warnings.append(line)
-        print(line, file=sys.stderr, flush=True)
+        warn_user(self.warnings, self.path, problem)
 
     def resumed_records(self) -> Iterator[dict[str, Any]]:
         """The complete records a resumed partial already holds (none for a fresh run), read back as the
